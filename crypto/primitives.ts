@@ -1,0 +1,95 @@
+/**
+ * The primitives of age v1, all through node:crypto (OpenSSL): HKDF-SHA-256,
+ * HMAC-SHA-256, single-shot ChaCha20-Poly1305 for key wrapping, and X25519.
+ */
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  hkdfSync,
+  type KeyObject,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto';
+
+export const FILE_KEY_LENGTH = 16;
+export const TAG_LENGTH = 16;
+
+const ZERO_NONCE = Buffer.alloc(12);
+const EMPTY = Buffer.alloc(0);
+
+export function random(length: number): Uint8Array {
+  return new Uint8Array(randomBytes(length));
+}
+
+/** HKDF-SHA-256 with 32 bytes of output, as every age derivation uses. */
+export function hkdf(ikm: Uint8Array, salt: Uint8Array | null, info: string): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', ikm, salt ?? EMPTY, info, 32));
+}
+
+export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac('sha256', key).update(data).digest());
+}
+
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** ChaCha20-Poly1305 with a 12-byte nonce; returns ciphertext || tag. */
+export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Uint8Array {
+  const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
+  const head = cipher.update(plaintext);
+  cipher.final();
+  return new Uint8Array(Buffer.concat([head, cipher.getAuthTag()]));
+}
+
+/** Opens ciphertext || tag; `null` when authentication fails. */
+export function aeadOpen(key: Uint8Array, sealed: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Uint8Array | null {
+  if (sealed.length < TAG_LENGTH) return null;
+  const cut = sealed.length - TAG_LENGTH;
+  const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
+  decipher.setAuthTag(sealed.subarray(cut));
+  const plain = decipher.update(sealed.subarray(0, cut));
+  try {
+    decipher.final();
+  } catch {
+    return null;
+  }
+  return new Uint8Array(plain);
+}
+
+// DER prefixes of an X25519 private key (PKCS#8) and public key (SPKI), so raw
+// 32-byte keys can be handed to OpenSSL.
+const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
+
+export function x25519PrivateKey(secret: Uint8Array): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, secret]), format: 'der', type: 'pkcs8' });
+}
+
+export function x25519PublicKeyObject(publicKey: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.concat([SPKI_X25519, publicKey]), format: 'der', type: 'spki' });
+}
+
+/** The raw 32-byte public key of an X25519 private key object. */
+export function x25519RawPublic(privateKey: KeyObject): Uint8Array {
+  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
+  return new Uint8Array(spki.subarray(SPKI_X25519.length));
+}
+
+/**
+ * X25519(secret, point). Returns `null` when the result is all zeros (a
+ * low-order point), which OpenSSL refuses and age requires aborting on.
+ */
+export function x25519(privateKey: KeyObject, publicKey: Uint8Array): Uint8Array | null {
+  let shared: Buffer;
+  try {
+    shared = diffieHellman({ privateKey, publicKey: x25519PublicKeyObject(publicKey) });
+  } catch {
+    return null;
+  }
+  return shared.every((b) => b === 0) ? null : new Uint8Array(shared);
+}

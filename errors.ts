@@ -1,0 +1,75 @@
+/**
+ * The one error table of medvault. Every module throws `MedvaultError` with a
+ * code from this table; the HTTP API maps `status`, the CLI prints `message`.
+ * Codes are stable: clients match on them, so never rename one.
+ */
+export const ERRORS = {
+  INVALID_ARGUMENT: { status: 400, message: 'invalid argument' },
+
+  // Keys and their encodings.
+  KEY_INVALID: { status: 400, message: 'malformed key encoding' },
+
+  // age v1 header.
+  AGE_NOT_AGE: { status: 400, message: 'input is not an age file' },
+  AGE_UNSUPPORTED_VERSION: { status: 400, message: 'unsupported age format version' },
+  AGE_HEADER_MALFORMED: { status: 400, message: 'malformed age header' },
+  AGE_HEADER_TOO_LARGE: { status: 400, message: 'age header exceeds the stanza or size limit' },
+  AGE_HEADER_MAC: { status: 400, message: 'age header MAC does not verify' },
+  AGE_STANZA_INVALID: { status: 400, message: 'malformed recipient stanza' },
+  AGE_SCRYPT_NOT_ALONE: { status: 400, message: 'an scrypt stanza must be the only stanza' },
+  AGE_SCRYPT_WORK_FACTOR: { status: 400, message: 'scrypt work factor above the accepted limit' },
+  AGE_WEAK_SHARE: { status: 400, message: 'X25519 share produces an all-zero shared secret' },
+  AGE_NO_IDENTITY: { status: 403, message: 'no identity matched any recipient stanza' },
+
+  // age v1 payload.
+  AGE_PAYLOAD_TRUNCATED: { status: 400, message: 'age payload is truncated' },
+  AGE_PAYLOAD_CORRUPT: { status: 400, message: 'age payload chunk failed authentication' },
+  AGE_PAYLOAD_TRAILING_DATA: { status: 400, message: 'data follows the final age payload chunk' },
+  AGE_PAYLOAD_EMPTY_CHUNK: { status: 400, message: 'age payload ends with an empty non-initial chunk' },
+  AGE_ARMOR_MALFORMED: { status: 400, message: 'malformed ASCII armor' },
+
+  // Local I/O (CLI).
+  IO_ERROR: { status: 500, message: 'input/output error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface ErrorOptions {
+  /** Structured, non-secret details for callers that need them. */
+  info?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/**
+ * A typed error: `code` is stable, `shortMessage` is the table's message,
+ * `message` adds the detail of this occurrence. Never put secrets in either.
+ */
+export class MedvaultError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly shortMessage: string;
+  readonly info: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, detail?: string, options: ErrorOptions = {}) {
+    const entry = ERRORS[code];
+    super(detail ? `${entry.message}: ${detail}` : entry.message, { cause: options.cause });
+    this.name = 'MedvaultError';
+    this.code = code;
+    this.status = entry.status;
+    this.shortMessage = entry.message;
+    this.info = options.info;
+  }
+}
+
+export function fail(code: ErrorCode, detail?: string, options?: ErrorOptions): never {
+  throw new MedvaultError(code, detail, options);
+}
+
+/** Narrows `condition`; throws `code` with `detail` when it does not hold. */
+export function check(condition: unknown, code: ErrorCode, detail?: string): asserts condition {
+  if (!condition) throw new MedvaultError(code, detail);
+}
+
+export function isMedvaultError(err: unknown, code?: ErrorCode): err is MedvaultError {
+  return err instanceof MedvaultError && (code === undefined || err.code === code);
+}

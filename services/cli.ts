@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+/**
+ * The medvault command-line tool. The age-compatible commands (keygen,
+ * encrypt, decrypt) read and write files that the stock `age` tool reads and
+ * writes. Exit code 0 only on success; errors are one line a person can act on.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import { AgeDecryptor, AgeEncryptor } from '../crypto/age.ts';
+import type { Identity, Recipient } from '../crypto/header.ts';
+import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
+import { type ErrorCode, fail, isMedvaultError } from '../errors.ts';
+import { ioError, pump, type Sink, type Source } from './pump.ts';
+
+const HINTS: Partial<Record<ErrorCode, string>> = {
+  AGE_NO_IDENTITY: 'is this file encrypted to one of the identities passed with -i?',
+  AGE_NOT_AGE: 'is the input an age or medvault encrypted file?',
+  AGE_PAYLOAD_TRUNCATED: 'the file is incomplete; fetch or copy it again',
+  AGE_PAYLOAD_CORRUPT: 'the file was modified or damaged after encryption',
+  KEY_INVALID: 'recipients look like age1…, identities like AGE-SECRET-KEY-1…',
+};
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw ioError(err, `cannot read ${what} ${path}`);
+  }
+}
+
+function source(input: string | undefined): Source {
+  return input === undefined || input === '-' ? { stream: process.stdin } : { path: input };
+}
+
+function sink(output: string | undefined, binary: boolean): Sink {
+  if (output !== undefined && output !== '-') return { path: output };
+  if (binary && process.stdout.isTTY) {
+    fail('INVALID_ARGUMENT', 'refusing to write binary ciphertext to a terminal; use -a or -o FILE');
+  }
+  return { stream: process.stdout };
+}
+
+function identityFileText(identity: X25519Identity): string {
+  return `# created: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}\n# public key: ${identity.recipient}\n${identity}\n`;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('medvault')
+    .description('medvault: encrypted, ledger-anchored document vault (age v1 compatible)')
+    .showSuggestionAfterError()
+    .configureOutput({ outputError: (text, write) => write(text) });
+
+  program
+    .command('keygen')
+    .description('generate an X25519 identity, written like age-keygen')
+    .option('-o, --output <file>', 'write the identity to FILE (created with mode 0600, never overwritten)')
+    .action(async (opts: { output?: string }) => {
+      const identity = X25519Identity.generate();
+      if (opts.output === undefined) {
+        process.stdout.write(identityFileText(identity));
+        return;
+      }
+      try {
+        await writeFile(opts.output, identityFileText(identity), { mode: 0o600, flag: 'wx' });
+      } catch (err) {
+        throw ioError(err, `cannot create ${opts.output}`);
+      }
+      process.stderr.write(`Public key: ${identity.recipient}\n`);
+    });
+
+  program
+    .command('encrypt')
+    .description('encrypt IN (or stdin) to the given recipients, as an age v1 file')
+    .argument('[input]', 'file to encrypt; stdin when absent or -')
+    .option('-r, --recipient <age1…>', 'encrypt to this recipient (repeatable)', collect, [])
+    .option('-R, --recipients-file <file>', 'encrypt to the recipients listed in FILE (repeatable)', collect, [])
+    .option('-a, --armor', 'write PEM-armored ASCII instead of binary')
+    .option('-o, --output <file>', 'write to FILE (replaced only on success); stdout when absent')
+    .action(
+      async (
+        input: string | undefined,
+        opts: { recipient: string[]; recipientsFile: string[]; armor?: boolean; output?: string },
+      ) => {
+        const recipients: Recipient[] = opts.recipient.map((r) => X25519Recipient.parse(r));
+        for (const file of opts.recipientsFile)
+          recipients.push(...parseRecipientsFile(await readText(file, 'recipients file')));
+        if (recipients.length === 0) fail('INVALID_ARGUMENT', 'name at least one recipient with -r or -R');
+        const core = new AgeEncryptor(recipients, { armor: opts.armor === true });
+        await pump(core, source(input), sink(opts.output, !opts.armor));
+      },
+    );
+
+  program
+    .command('decrypt')
+    .description('decrypt an age v1 file (binary or armored) with your identity')
+    .argument('[input]', 'file to decrypt; stdin when absent or -')
+    .option('-i, --identity <file>', 'identity file, as written by keygen or age-keygen (repeatable)', collect, [])
+    .option('-o, --output <file>', 'write to FILE (replaced only on success); stdout when absent')
+    .action(async (input: string | undefined, opts: { identity: string[]; output?: string }) => {
+      if (opts.identity.length === 0) fail('INVALID_ARGUMENT', 'name an identity file with -i');
+      const identities: Identity[] = [];
+      for (const file of opts.identity) identities.push(...parseIdentityFile(await readText(file, 'identity file')));
+      await pump(new AgeDecryptor(identities), source(input), sink(opts.output, false));
+    });
+
+  return program;
+}
+
+/** Formats any error as the one line the CLI prints. */
+export function describeError(err: unknown): string {
+  if (isMedvaultError(err)) {
+    const hint = HINTS[err.code];
+    return `medvault: error: ${err.message} [${err.code}]${hint ? ` (${hint})` : ''}`;
+  }
+  return `medvault: error: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().exitOverride().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      // commander has printed its own message (or help/version output).
+      return (err as { exitCode?: number }).exitCode ?? 1;
+    }
+    process.stderr.write(`${describeError(err)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv);
+}

@@ -1,0 +1,135 @@
+/**
+ * npm run bench:crypto [-- --size MiB --rounds N --dir DIR --json]
+ *
+ * Encrypts and decrypts the same file, file to file, with medvault (the
+ * built CLI), the Go `age` CLI and the `age-encryption` npm package (typage),
+ * alternating them within each round so all three see the same machine
+ * state. Every run starts from a synced disk with its output deleted, and its
+ * output is fsync'd before the clock stops (medvault does it itself; the
+ * others are followed by `sync FILE`). Reports the median MB/s per direction
+ * and the peak RSS (GNU time). With --json the last line is one JSON object.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { X25519Identity } from '../../crypto/x25519.ts';
+
+const { values } = parseArgs({
+  options: {
+    size: { type: 'string', default: '1024' },
+    rounds: { type: 'string', default: '3' },
+    dir: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const sizeMiB = Number(values.size);
+const rounds = Number(values.rounds);
+const root = new URL('../..', import.meta.url).pathname;
+const dir = mkdtempSync(join(values.dir ?? tmpdir(), 'medvault-bench-'));
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+type Tool = 'medvault' | 'age' | 'typage';
+const TOOLS: Tool[] = ['medvault', 'age', 'typage'];
+
+function command(tool: Tool, mode: 'encrypt' | 'decrypt', input: string, output: string): string {
+  const key = mode === 'encrypt' ? recipient : identityFile;
+  const node = `${root}scripts/node`;
+  switch (tool) {
+    case 'medvault':
+      return mode === 'encrypt'
+        ? `${node} ${root}bin/medvault.js encrypt -r ${key} -o ${output} ${input}`
+        : `${node} ${root}bin/medvault.js decrypt -i ${key} -o ${output} ${input}`;
+    case 'age':
+      return mode === 'encrypt'
+        ? `age -r ${key} -o ${output} ${input} && sync ${output}`
+        : `age -d -i ${key} -o ${output} ${input} && sync ${output}`;
+    case 'typage':
+      return `${node} ${root}test/bench/typage-cli.mjs ${mode} ${key} ${input} ${output} && sync ${output}`;
+  }
+}
+
+/** Runs one timed command from a clean state; returns seconds and peak RSS. */
+function timed(cmd: string, output: string): { seconds: number; rssMiB: number } {
+  rmSync(output, { force: true });
+  execFileSync('sync');
+  const stats = join(dir, 'time.txt');
+  const run = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', stats, 'sh', '-c', cmd], { stdio: 'inherit' });
+  if (run.status !== 0) throw new Error(`failed: ${cmd}`);
+  const [seconds, kib] = readFileSync(stats, 'utf8').trim().split(/\s+/).map(Number);
+  return { seconds: seconds as number, rssMiB: (kib as number) / 1024 };
+}
+
+async function sha256(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk);
+  return hash.digest('hex');
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+execFileSync(`${root}scripts/node`, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}tsconfig.build.json`]);
+const identity = X25519Identity.generate();
+const recipient = identity.recipient.toString();
+const identityFile = join(dir, 'identity.txt');
+writeFileSync(identityFile, `${identity}\n`, { mode: 0o600 });
+
+const plain = join(dir, 'plain.bin');
+log(`writing ${sizeMiB} MiB of random data to ${plain}`);
+{
+  const block = randomBytes(1 << 20);
+  const fd = await import('node:fs').then((fs) => fs.openSync(plain, 'w'));
+  const fs = await import('node:fs');
+  for (let i = 0; i < sizeMiB; i++) {
+    block[0] = i & 0xff; // blocks differ
+    fs.writeSync(fd, block);
+  }
+  fs.closeSync(fd);
+}
+const plainHash = await sha256(plain);
+const bytes = sizeMiB * 1024 * 1024;
+
+const samples = Object.fromEntries(TOOLS.map((t) => [t, { enc: [] as number[], dec: [] as number[], rss: 0 }]));
+for (let round = 0; round < rounds; round++) {
+  // Rotate the order each round so no tool always runs first.
+  const order = TOOLS.map((_, i) => TOOLS[(i + round) % TOOLS.length] as Tool);
+  for (const tool of order) {
+    const enc = join(dir, `${tool}.age`);
+    const dec = join(dir, `${tool}.out`);
+    const e = timed(command(tool, 'encrypt', plain, enc), enc);
+    const d = timed(command(tool, 'decrypt', enc, dec), dec);
+    if (round === 0 && (await sha256(dec)) !== plainHash) throw new Error(`${tool} round trip mismatch`);
+    const s = samples[tool] as { enc: number[]; dec: number[]; rss: number };
+    s.enc.push(e.seconds);
+    s.dec.push(d.seconds);
+    s.rss = Math.max(s.rss, e.rssMiB, d.rssMiB);
+    log(`round ${round + 1} ${tool.padEnd(8)} encrypt ${e.seconds.toFixed(2)} s  decrypt ${d.seconds.toFixed(2)} s`);
+    rmSync(enc, { force: true });
+    rmSync(dec, { force: true });
+  }
+}
+rmSync(dir, { recursive: true, force: true });
+
+const mbps = (seconds: number) => Math.round(bytes / 1e6 / seconds);
+const result = Object.fromEntries(
+  TOOLS.map((t) => {
+    const s = samples[t] as { enc: number[]; dec: number[]; rss: number };
+    return [t, { encryptMBps: mbps(median(s.enc)), decryptMBps: mbps(median(s.dec)), peakRssMiB: Math.round(s.rss) }];
+  }),
+) as Record<Tool, { encryptMBps: number; decryptMBps: number; peakRssMiB: number }>;
+
+console.log(`\n${sizeMiB} MiB file to file, fsync'd, median of ${rounds} alternating rounds`);
+console.log('tool       encrypt MB/s  decrypt MB/s  peak RSS MiB');
+for (const t of TOOLS) {
+  const r = result[t];
+  console.log(
+    `${t.padEnd(10)} ${String(r.encryptMBps).padStart(12)}  ${String(r.decryptMBps).padStart(12)}  ${String(r.peakRssMiB).padStart(12)}`,
+  );
+}
+const ratio = (a: number, b: number) => (a / b).toFixed(2);
+console.log(
+  `medvault/age: encrypt ${ratio(result.medvault.encryptMBps, result.age.encryptMBps)}x, decrypt ${ratio(result.medvault.decryptMBps, result.age.decryptMBps)}x`,
+);
+if (values.json) console.log(JSON.stringify(result));
