@@ -82,6 +82,13 @@ export function openHeader(
   return { header, fileKey: unwrapFileKey(header, identities) };
 }
 
+/** Splits a binary age file into its header and its payload. */
+export function splitAgeFile(file: Uint8Array, limits = DEFAULT_LIMITS): { header: Uint8Array; payload: Uint8Array } {
+  const end = findHeaderEnd(file, limits);
+  check(end >= 0, 'AGE_HEADER_MALFORMED', 'the input ends inside the header');
+  return { header: file.subarray(0, end), payload: file.subarray(end) };
+}
+
 /**
  * A new header for the same file key, wrapped to `recipients`: the payload is
  * untouched and stays valid. `identities` must be able to open the old header.

@@ -14,6 +14,7 @@ export {
   openHeader,
   PayloadDecryptor,
   rewrapHeader,
+  splitAgeFile,
   type StreamCore,
   unwrapFileKey,
 } from './age.ts';

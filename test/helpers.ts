@@ -1,0 +1,48 @@
+/** Shared test helpers: temp directories and running the CLI and the age tools. */
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+export const CLI = join(ROOT, 'services/cli.ts');
+
+/** A temp directory removed after the suite. */
+export function tempDir(prefix = 'medvault-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface RunOptions {
+  input?: Uint8Array | string;
+  cwd?: string;
+}
+
+/** Runs the medvault CLI from source with the Node running the tests. */
+export function medvault(args: string[], options: RunOptions = {}): SpawnSyncReturns<Buffer> {
+  return spawnSync(process.execPath, [CLI, ...args], {
+    input: options.input,
+    cwd: options.cwd,
+    maxBuffer: 1 << 30,
+  });
+}
+
+/** Runs a stock tool (age, age-keygen) and returns its result. */
+export function tool(name: string, args: string[], options: RunOptions = {}): SpawnSyncReturns<Buffer> {
+  return spawnSync(name, args, { input: options.input, cwd: options.cwd, maxBuffer: 1 << 30 });
+}
+
+/** Deterministic pseudo-random bytes (fast, no entropy needed in tests). */
+export function bytes(length: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
