@@ -14,8 +14,8 @@ export {
   openHeader,
   PayloadDecryptor,
   rewrapHeader,
-  splitAgeFile,
   type StreamCore,
+  splitAgeFile,
   unwrapFileKey,
 } from './age.ts';
 export { ArmorDecoder, ArmorEncoder } from './armor.ts';

@@ -25,7 +25,11 @@ function medvault(...args: string[]): string {
 
 try {
   if (!existsSync(join(root, 'dist/services/cli.js'))) {
-    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')]);
+    execFileSync(process.execPath, [
+      join(root, 'node_modules/typescript/bin/tsc'),
+      '-p',
+      join(root, 'tsconfig.build.json'),
+    ]);
   }
   say(`medvault demo — working in ${work}\n`);
 
@@ -45,7 +49,12 @@ try {
   const sealed = join(work, 'mri-study.dcm.age');
   medvault('encrypt', '-r', reader, '-r', hospital, '-o', sealed, study);
   const header = readFileSync(sealed).subarray(0, 400).toString('latin1').split('\n---')[0] as string;
-  say(`   header (no names, no plaintext, two X25519 stanzas):\n${header.split('\n').map((l) => `     ${l.slice(0, 70)}`).join('\n')}\n`);
+  say(
+    `   header (no names, no plaintext, two X25519 stanzas):\n${header
+      .split('\n')
+      .map((l) => `     ${l.slice(0, 70)}`)
+      .join('\n')}\n`,
+  );
 
   say('4. The radiologist decrypts with medvault, using only their own key file.');
   const opened = join(work, 'opened-by-medvault.dcm');
@@ -59,11 +68,15 @@ try {
 
   say('6. One flipped bit in transit: decryption refuses, and no partial output is left behind.');
   const damaged = readFileSync(sealed);
-  damaged[damaged.length - 1000] = (damaged[damaged.length - 1000] as number) ^ 1;
+  damaged.writeUInt8((damaged.readUInt8(damaged.length - 1000) ^ 1) & 0xff, damaged.length - 1000);
   writeFileSync(join(work, 'damaged.age'), damaged);
-  const refused = spawnSync(process.execPath, [bin, 'decrypt', '-i', readerKey, '-o', join(work, 'x.dcm'), join(work, 'damaged.age')], {
-    encoding: 'utf8',
-  });
+  const refused = spawnSync(
+    process.execPath,
+    [bin, 'decrypt', '-i', readerKey, '-o', join(work, 'x.dcm'), join(work, 'damaged.age')],
+    {
+      encoding: 'utf8',
+    },
+  );
   say(`   exit ${refused.status}: ${refused.stderr.trim()}`);
   say(`   output file present: ${existsSync(join(work, 'x.dcm'))}\n`);
   say('Done.');

@@ -46,3 +46,9 @@ export function bytes(length: number, seed = 1): Uint8Array {
   }
   return out;
 }
+
+/** XORs `mask` into byte `index` of `data` (in place) and returns `data`. */
+export function flipBits<T extends Uint8Array>(data: T, index: number, mask = 1): T {
+  data[index] = (data[index] as number) ^ mask;
+  return data;
+}

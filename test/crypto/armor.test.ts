@@ -66,10 +66,19 @@ describe('strict decoding', () => {
     ['a missing END line', lines.slice(0, -2).join('\n')],
     ['text before BEGIN', `hello\n${good}`],
     ['text after END', `${good}more`],
-    ['a short line that is not the last', [lines[0], (lines[1] as string).slice(0, 60), lines[2], ...lines.slice(3)].join('\n')],
+    [
+      'a short line that is not the last',
+      [lines[0], (lines[1] as string).slice(0, 60), lines[2], ...lines.slice(3)].join('\n'),
+    ],
     ['a line of 68 columns', [lines[0], `${lines[1]}AAAA`, ...lines.slice(2)].join('\n')],
-    ['non-canonical base64 (spare bits set)', [...lines.slice(0, 4), nonCanonical(lines[4] as string), ...lines.slice(5)].join('\n')],
-    ['characters outside base64', [lines[0], (lines[1] as string).replace('A', '*').replace(/^(.)/, '*'), ...lines.slice(2)].join('\n')],
+    [
+      'non-canonical base64 (spare bits set)',
+      [...lines.slice(0, 4), nonCanonical(lines[4] as string), ...lines.slice(5)].join('\n'),
+    ],
+    [
+      'characters outside base64',
+      [lines[0], (lines[1] as string).replace('A', '*').replace(/^(.)/, '*'), ...lines.slice(2)].join('\n'),
+    ],
     ['a lowercase label', good.replace('AGE ENCRYPTED FILE', 'age encrypted file')],
   ])('rejects %s', (_name, text) => {
     expect(codeOf(() => armorDecode(text))).toBe('AGE_ARMOR_MALFORMED');

@@ -35,20 +35,30 @@ const key32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
 describe('primitives against @noble', () => {
   it('ChaCha20-Poly1305 seal and open', () => {
     fc.assert(
-      fc.property(key32, fc.uint8Array({ minLength: 12, maxLength: 12 }), fc.uint8Array({ maxLength: 3000 }), (k, n, p) => {
-        const ours = aeadSeal(k, p, n);
-        expect(Buffer.compare(ours, chacha20poly1305(k, n).encrypt(p))).toBe(0);
-        expect(Buffer.compare(aeadOpen(k, ours, n) as Uint8Array, p)).toBe(0);
-      }),
+      fc.property(
+        key32,
+        fc.uint8Array({ minLength: 12, maxLength: 12 }),
+        fc.uint8Array({ maxLength: 3000 }),
+        (k, n, p) => {
+          const ours = aeadSeal(k, p, n);
+          expect(Buffer.compare(ours, chacha20poly1305(k, n).encrypt(p))).toBe(0);
+          expect(Buffer.compare(aeadOpen(k, ours, n) as Uint8Array, p)).toBe(0);
+        },
+      ),
     );
   });
 
   it('HKDF-SHA-256 and HMAC-SHA-256', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 80 }), fc.uint8Array({ maxLength: 40 }), fc.string(), (ikm, salt, info) => {
-        expect(Buffer.compare(hkdf(ikm, salt, info), nobleHkdf(sha256, ikm, salt, te.encode(info), 32))).toBe(0);
-        expect(Buffer.compare(hmacSha256(ikm, salt), nobleHmac(sha256, ikm, salt))).toBe(0);
-      }),
+      fc.property(
+        fc.uint8Array({ maxLength: 80 }),
+        fc.uint8Array({ maxLength: 40 }),
+        fc.string(),
+        (ikm, salt, info) => {
+          expect(Buffer.compare(hkdf(ikm, salt, info), nobleHkdf(sha256, ikm, salt, te.encode(info), 32))).toBe(0);
+          expect(Buffer.compare(hmacSha256(ikm, salt), nobleHmac(sha256, ikm, salt))).toBe(0);
+        },
+      ),
     );
   });
 
@@ -57,7 +67,9 @@ describe('primitives against @noble', () => {
       fc.property(key32, key32, (a, b) => {
         const pubB = nobleX25519.getPublicKey(b);
         expect(Buffer.compare(x25519RawPublic(x25519PrivateKey(a)), nobleX25519.getPublicKey(a))).toBe(0);
-        expect(Buffer.compare(x25519(x25519PrivateKey(a), pubB) as Uint8Array, nobleX25519.getSharedSecret(a, pubB))).toBe(0);
+        expect(
+          Buffer.compare(x25519(x25519PrivateKey(a), pubB) as Uint8Array, nobleX25519.getSharedSecret(a, pubB)),
+        ).toBe(0);
       }),
     );
   });
@@ -111,8 +123,16 @@ interface AgeImplementation {
 const implementations: AgeImplementation[] = [
   {
     name: 'medvault',
-    encrypt: async (r, p) => encrypt(r.map((x) => X25519Recipient.parse(x)), p),
-    decrypt: async (i, f) => decrypt(i.map((x) => X25519Identity.parse(x)), f),
+    encrypt: async (r, p) =>
+      encrypt(
+        r.map((x) => X25519Recipient.parse(x)),
+        p,
+      ),
+    decrypt: async (i, f) =>
+      decrypt(
+        i.map((x) => X25519Identity.parse(x)),
+        f,
+      ),
   },
   {
     name: 'typage',

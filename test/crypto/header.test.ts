@@ -44,7 +44,10 @@ describe('X25519 stanzas', () => {
 
   it('opens a well-formed stanza and verifies the MAC', () => {
     const fileKey = random(16);
-    const { fileKey: opened } = openHeader(headerWith((s) => s, fileKey), [alice]);
+    const { fileKey: opened } = openHeader(
+      headerWith((s) => s, fileKey),
+      [alice],
+    );
     expect(Buffer.compare(opened, fileKey)).toBe(0);
   });
 
@@ -68,7 +71,14 @@ describe('X25519 stanzas', () => {
   });
 
   it('a stanza that does not open with this identity is skipped; none matching is AGE_NO_IDENTITY', () => {
-    expect(codeOf(() => openHeader(headerWith((s) => s), [bob]))).toBe('AGE_NO_IDENTITY');
+    expect(
+      codeOf(() =>
+        openHeader(
+          headerWith((s) => s),
+          [bob],
+        ),
+      ),
+    ).toBe('AGE_NO_IDENTITY');
   });
 
   it('skips stanzas of unknown types', () => {
@@ -86,9 +96,18 @@ describe('X25519 stanzas', () => {
 
   it('rejects a header with one stanza changed after the MAC', () => {
     const fileKey = random(16);
-    const original = serializeHeader([...alice.recipient.wrapFileKey(fileKey), ...bob.recipient.wrapFileKey(fileKey)], fileKey);
-    const swapped = serializeHeader([...alice.recipient.wrapFileKey(fileKey), ...alice.recipient.wrapFileKey(fileKey)], fileKey);
-    const spliced = Buffer.concat([swapped.bytes.subarray(0, swapped.bytes.lastIndexOf(0x2d) + 1), original.bytes.subarray(original.bytes.lastIndexOf(0x2d) + 1)]);
+    const original = serializeHeader(
+      [...alice.recipient.wrapFileKey(fileKey), ...bob.recipient.wrapFileKey(fileKey)],
+      fileKey,
+    );
+    const swapped = serializeHeader(
+      [...alice.recipient.wrapFileKey(fileKey), ...alice.recipient.wrapFileKey(fileKey)],
+      fileKey,
+    );
+    const spliced = Buffer.concat([
+      swapped.bytes.subarray(0, swapped.bytes.lastIndexOf(0x2d) + 1),
+      original.bytes.subarray(original.bytes.lastIndexOf(0x2d) + 1),
+    ]);
     expect(codeOf(() => openHeader(spliced, [alice]))).toBe('AGE_HEADER_MAC');
   });
 });

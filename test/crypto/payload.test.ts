@@ -4,11 +4,12 @@
  * streaming consumer has received when a later chunk fails; property tests
  * for round trips and tamper detection.
  */
+
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -22,7 +23,7 @@ import {
 import { PayloadOpener } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { type ErrorCode, isMedvaultError } from '../../errors.ts';
-import { bytes } from '../helpers.ts';
+import { bytes, flipBits } from '../helpers.ts';
 
 const CHUNK = 65536;
 const SEALED = CHUNK + 16;
@@ -45,7 +46,9 @@ describe('damaged payloads', () => {
 
   it('truncation at a chunk boundary is AGE_PAYLOAD_TRUNCATED', () => {
     for (const chunks of [1, 2]) {
-      expect(codeOf(() => decrypt([alice], file.subarray(0, payloadStart + chunks * SEALED)))).toBe('AGE_PAYLOAD_TRUNCATED');
+      expect(codeOf(() => decrypt([alice], file.subarray(0, payloadStart + chunks * SEALED)))).toBe(
+        'AGE_PAYLOAD_TRUNCATED',
+      );
     }
   });
 
@@ -97,7 +100,7 @@ describe('what a streaming consumer receives', () => {
     const plain = bytes(5 * CHUNK, 4);
     const file = Buffer.from(encrypt([alice.recipient], plain));
     const { header } = splitAgeFile(file);
-    file[header.length + 16 + 3 * SEALED + 7] ^= 1; // damage chunk 3
+    flipBits(file, header.length + 16 + 3 * SEALED + 7); // damage chunk 3
 
     const released: Buffer[] = [];
     const decryptor = createDecryptStream([alice]);
@@ -158,7 +161,7 @@ describe('properties', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: file.length * 8 - 1 }), (bit) => {
         const damaged = Buffer.from(file);
-        damaged[bit >> 3] ^= 1 << (bit & 7);
+        flipBits(damaged, bit >> 3, 1 << (bit & 7));
         const code = codeOf(() => decrypt([alice], damaged));
         expect(code).not.toBe('no error');
         expect(code).not.toBe('untyped error');
@@ -184,9 +187,13 @@ describe('streams', () => {
   it('encrypt and decrypt Transforms compose in a pipeline', async () => {
     const plain = bytes(700_001, 21);
     const sealed: Buffer[] = [];
-    await pipeline(Readable.from([plain.subarray(0, 1000), plain.subarray(1000)]), createEncryptStream([alice.recipient]), async (src) => {
-      for await (const c of src) sealed.push(c);
-    });
+    await pipeline(
+      Readable.from([plain.subarray(0, 1000), plain.subarray(1000)]),
+      createEncryptStream([alice.recipient]),
+      async (src) => {
+        for await (const c of src) sealed.push(c);
+      },
+    );
     const opened: Buffer[] = [];
     await pipeline(Readable.from(sealed), createDecryptStream([alice]), async (src) => {
       for await (const c of src) opened.push(c);
@@ -196,9 +203,11 @@ describe('streams', () => {
 
   it('a pipeline rejects with the typed error of a damaged file', async () => {
     const file = Buffer.from(encrypt([alice.recipient], bytes(100_000, 22)));
-    file[file.length - 3] ^= 0x80;
-    await expect(pipeline(Readable.from([file]), createDecryptStream([alice]), async (src) => {
-      for await (const _ of src);
-    })).rejects.toMatchObject({ code: 'AGE_PAYLOAD_CORRUPT' });
+    flipBits(file, file.length - 3, 0x80);
+    await expect(
+      pipeline(Readable.from([file]), createDecryptStream([alice]), async (src) => {
+        for await (const _ of src);
+      }),
+    ).rejects.toMatchObject({ code: 'AGE_PAYLOAD_CORRUPT' });
   });
 });

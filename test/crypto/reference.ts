@@ -43,7 +43,9 @@ export function refSealPayload(fileKey: Uint8Array, nonce: Uint8Array, plain: Ui
   const parts = [nonce];
   const count = Math.max(1, Math.ceil(plain.length / 65536));
   for (let i = 0; i < count; i++) {
-    parts.push(chacha20poly1305(key, chunkNonce(i, i === count - 1)).encrypt(plain.subarray(i * 65536, (i + 1) * 65536)));
+    parts.push(
+      chacha20poly1305(key, chunkNonce(i, i === count - 1)).encrypt(plain.subarray(i * 65536, (i + 1) * 65536)),
+    );
   }
   return concat(...parts);
 }
@@ -94,7 +96,11 @@ export function refDecrypt(identities: string[], file: Uint8Array): Uint8Array {
     }
   }
   if (!fileKey) throw new Error('no identity');
-  const mac = hmac(sha256, kdf(fileKey, new Uint8Array(0), 'header'), te.encode(text.slice(0, text.indexOf('---', macAt - 1) + 3)));
+  const mac = hmac(
+    sha256,
+    kdf(fileKey, new Uint8Array(0), 'header'),
+    te.encode(text.slice(0, text.indexOf('---', macAt - 1) + 3)),
+  );
   if (b64(mac) !== text.slice(text.indexOf('---', macAt - 1) + 4, headerEnd - 1)) throw new Error('bad MAC');
   const payload = file.subarray(headerEnd);
   const key = kdf(fileKey, payload.subarray(0, 16), 'payload');

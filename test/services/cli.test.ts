@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { parseIdentityFile, X25519Identity } from '../../crypto/x25519.ts';
-import { bytes, medvault, tempDir } from '../helpers.ts';
+import { bytes, flipBits, medvault, tempDir } from '../helpers.ts';
 
 const dir = tempDir();
 const keyFile = join(dir, 'key.txt');
@@ -60,7 +60,7 @@ describe('encrypt and decrypt', () => {
 
   it('a failed decrypt leaves no output file and no temporary beside it', () => {
     const file = Buffer.from(encrypt([identity.recipient], plain));
-    file[splitAgeFile(file).header.length + 16 + 3 * 65552 + 9] ^= 4; // damage chunk 3 of 6
+    flipBits(file, splitAgeFile(file).header.length + 16 + 3 * 65552 + 9, 4); // damage chunk 3 of 6
     const damaged = join(dir, 'damaged.age');
     writeFileSync(damaged, file);
     const outDir = tempDir('medvault-out-');
@@ -92,7 +92,9 @@ describe('encrypt and decrypt', () => {
     ['a missing identity file', ['decrypt', '-i', '/nonexistent/key', '-o', '/dev/null'], 'IO_ERROR'],
     ['an identity file without identities', ['decrypt', '-i', 'PLAIN', '-o', '/dev/null'], 'KEY_INVALID'],
   ])('%s: exit 1 with a typed one-line error', (_name, args, code) => {
-    const resolved = args.map((a) => (a === 'RECIPIENT' ? identity.recipient.toString() : a === 'PLAIN' ? plainFile : a));
+    const resolved = args.map((a) =>
+      a === 'RECIPIENT' ? identity.recipient.toString() : a === 'PLAIN' ? plainFile : a,
+    );
     const run = medvault(resolved, { input: '' });
     expect(run.status).toBe(1);
     expect(stderrLine(run)).toContain(`[${code}]`);
