@@ -17,6 +17,7 @@ import { MedvaultError } from '../errors.ts';
 
 const BLOCK_SIZE = 1024 * 1024;
 const MAX_WRITES_IN_FLIGHT = 2;
+const FLUSH_EVERY = 64 * 1024 * 1024;
 
 export type Source = { path: string } | { stream: Readable };
 export type Sink = { path: string } | { stream: Writable };
@@ -40,12 +41,22 @@ function sourceIterable(source: Source, handle: FileHandle | null): AsyncIterabl
   return handle ? readFile(handle) : (source as { stream: Readable }).stream;
 }
 
+/**
+ * Ordered, bounded, overlapped writes to a file. With `durable`, it also
+ * flushes as it goes: after every FLUSH_EVERY bytes it starts an fdatasync
+ * (at most one at a time, never awaited by the writer), so the disk writes
+ * back while the crypto runs and the final fsync has little left to do.
+ */
 class FileWriter {
   readonly #handle: FileHandle;
+  readonly #durable: boolean;
   readonly #inFlight: Promise<unknown>[] = [];
+  #unflushed = 0;
+  #flushing: Promise<void> | null = null;
 
-  constructor(handle: FileHandle) {
+  constructor(handle: FileHandle, durable: boolean) {
     this.#handle = handle;
+    this.#durable = durable;
   }
 
   async write(pieces: Buffer[]): Promise<void> {
@@ -53,19 +64,37 @@ class FileWriter {
     if (this.#inFlight.length >= MAX_WRITES_IN_FLIGHT) await this.#inFlight.shift();
     // Writes are appended in order: each starts after the previous resolves.
     const previous = this.#inFlight.at(-1) ?? Promise.resolve();
-    const write = previous.then(() => writeAll(this.#handle, pieces));
+    const write = previous.then(() => writeAll(this.#handle, pieces)).then((n) => this.#wrote(n));
     write.catch(() => {}); // observed by the await in write() or close()
     this.#inFlight.push(write);
   }
 
-  async close(sync: boolean): Promise<void> {
+  #wrote(bytes: number): void {
+    this.#unflushed += bytes;
+    if (!this.#durable || this.#flushing || this.#unflushed < FLUSH_EVERY) return;
+    this.#unflushed = 0;
+    this.#flushing = this.#handle.datasync().finally(() => {
+      this.#flushing = null;
+    });
+    this.#flushing.catch(() => {}); // a failed flush resurfaces in the final fsync
+  }
+
+  async close(): Promise<void> {
     await Promise.all(this.#inFlight);
-    if (sync) await this.#handle.sync();
+    await this.#flushing?.catch(() => {});
+    if (this.#durable) await this.#handle.sync();
+    await this.#handle.close();
+  }
+
+  async abandon(): Promise<void> {
+    await Promise.allSettled([...this.#inFlight, this.#flushing]);
     await this.#handle.close();
   }
 }
 
-async function writeAll(handle: FileHandle, pieces: Buffer[]): Promise<void> {
+async function writeAll(handle: FileHandle, pieces: Buffer[]): Promise<number> {
+  let total = 0;
+  for (const piece of pieces) total += piece.length;
   let rest = pieces;
   while (rest.length > 0) {
     let { bytesWritten } = await handle.writev(rest);
@@ -79,6 +108,7 @@ async function writeAll(handle: FileHandle, pieces: Buffer[]): Promise<void> {
     }
     rest = next;
   }
+  return total;
 }
 
 async function writeStream(stream: Writable, pieces: Buffer[]): Promise<void> {
@@ -136,7 +166,7 @@ export async function pump(core: StreamCore, source: Source, sink: Sink): Promis
       const handle = await open(tempPath ?? finalPath, atomic ? 'wx' : 'w', 0o644).catch((err) => {
         throw ioError(err, `cannot write ${finalPath}`);
       });
-      writer = new FileWriter(handle);
+      writer = new FileWriter(handle, atomic);
     }
     const emit = async (pieces: Buffer[]) => {
       for (const p of pieces) written += p.length;
@@ -152,7 +182,7 @@ export async function pump(core: StreamCore, source: Source, sink: Sink): Promis
     core.final(out);
     await emit(out);
     if (writer) {
-      await writer.close(tempPath !== null);
+      await writer.close();
       writer = null;
       if (tempPath && finalPath) await rename(tempPath, finalPath);
       tempPath = null;
@@ -160,7 +190,7 @@ export async function pump(core: StreamCore, source: Source, sink: Sink): Promis
     return written;
   } finally {
     await input?.close();
-    if (writer) await writer.close(false).catch(() => {});
+    if (writer) await writer.abandon();
     if (tempPath) await unlink(tempPath).catch(() => {});
   }
 }

@@ -8,6 +8,7 @@
  * output is fsync'd before the clock stops (medvault does it itself; the
  * others are followed by `sync FILE`). Reports the median MB/s per direction
  * and the peak RSS (GNU time). With --json the last line is one JSON object.
+ * --tools medvault,age runs a subset (the ratio line needs both).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     dir: { type: 'string' },
     json: { type: 'boolean', default: false },
+    tools: { type: 'string', default: 'medvault,age,typage' },
   },
 });
 const sizeMiB = Number(values.size);
@@ -32,7 +34,7 @@ const dir = mkdtempSync(join(values.dir ?? tmpdir(), 'medvault-bench-'));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 type Tool = 'medvault' | 'age' | 'typage';
-const TOOLS: Tool[] = ['medvault', 'age', 'typage'];
+const TOOLS = values.tools.split(',') as Tool[];
 
 function command(tool: Tool, mode: 'encrypt' | 'decrypt', input: string, output: string): string {
   const key = mode === 'encrypt' ? recipient : identityFile;
@@ -129,7 +131,8 @@ for (const t of TOOLS) {
   );
 }
 const ratio = (a: number, b: number) => (a / b).toFixed(2);
-console.log(
-  `medvault/age: encrypt ${ratio(result.medvault.encryptMBps, result.age.encryptMBps)}x, decrypt ${ratio(result.medvault.decryptMBps, result.age.decryptMBps)}x`,
-);
+if (result.medvault && result.age)
+  console.log(
+    `medvault/age: encrypt ${ratio(result.medvault.encryptMBps, result.age.encryptMBps)}x, decrypt ${ratio(result.medvault.decryptMBps, result.age.decryptMBps)}x`,
+  );
 if (values.json) console.log(JSON.stringify(result));
