@@ -28,6 +28,9 @@ export const ERRORS = {
   AGE_PAYLOAD_EMPTY_CHUNK: { status: 400, message: 'age payload ends with an empty non-initial chunk' },
   AGE_ARMOR_MALFORMED: { status: 400, message: 'malformed ASCII armor' },
 
+  // Merkle trees and proofs.
+  MERKLE_ARGUMENT: { status: 400, message: 'malformed Merkle tree argument' },
+
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -29,6 +29,15 @@ export {
   type Stanza,
   serializeHeader,
 } from './header.ts';
+export {
+  EMPTY_ROOT,
+  HASH_LENGTH,
+  leafHash,
+  MerkleTree,
+  nodeHash,
+  verifyConsistency,
+  verifyInclusion,
+} from './merkle.ts';
 export { ScryptIdentity, ScryptRecipient } from './scrypt.ts';
 export { CHUNK_SIZE, PayloadOpener, PayloadSealer } from './stream.ts';
 export { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from './x25519.ts';
