@@ -31,6 +31,15 @@ export const ERRORS = {
   // Merkle trees and proofs.
   MERKLE_ARGUMENT: { status: 400, message: 'malformed Merkle tree argument' },
 
+  // Ledger: events, blocks, receipts, ledgers.
+  EVENT_INVALID: { status: 400, message: 'malformed ledger event' },
+  BLOCK_INVALID: { status: 400, message: 'ledger block does not verify' },
+  RECEIPT_INVALID: { status: 400, message: 'receipt does not verify' },
+  LEDGER_CONFLICT: { status: 409, message: 'another block was appended at this height' },
+  LEDGER_UNAVAILABLE: { status: 503, message: 'the ledger is unavailable' },
+  LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
+  LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
+
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },
 } as const satisfies Record<string, { status: number; message: string }>;

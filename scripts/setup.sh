@@ -8,7 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
 NODE_PACKAGE_VERSION=24.21.0
-APT_PACKAGES=(age time)
+APT_PACKAGES=(age time etcd-server etcd-client)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

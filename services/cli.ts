@@ -6,6 +6,10 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
+import { blockHash } from '../anchor/block.ts';
+import { checkReceiptOnLedger, type Ledger, verifyChain } from '../anchor/ledger.ts';
+import { openLedger } from '../anchor/open.ts';
+import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
 import { AgeDecryptor, AgeEncryptor } from '../crypto/age.ts';
 import type { Identity, Recipient } from '../crypto/header.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
@@ -18,6 +22,8 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   AGE_PAYLOAD_TRUNCATED: 'the file is incomplete; fetch or copy it again',
   AGE_PAYLOAD_CORRUPT: 'the file was modified or damaged after encryption',
   KEY_INVALID: 'recipients look like age1…, identities like AGE-SECRET-KEY-1…',
+  LEDGER_UNAVAILABLE: 'is the ledger (etcd cluster or file) reachable?',
+  LEDGER_LOCKED: 'another medvault process has this ledger open',
 };
 
 function collect(value: string, previous: string[]): string[] {
@@ -107,7 +113,67 @@ export function buildProgram(): Command {
       await pump(new AgeDecryptor(identities), source(input), sink(opts.output, false));
     });
 
+  program
+    .command('verify')
+    .description('verify a ledger receipt offline; with --ledger, also against the ledger')
+    .argument('<file>', 'receipt JSON file')
+    .option('--ledger <uri>', 'also check the ledger holds the block and it links to the head (file:PATH, etcd://…)')
+    .option('--trust <member-key-id>', 'require the block signer to be this member key id (repeatable)', collect, [])
+    .action(async (file: string, opts: { ledger?: string; trust: string[] }) => {
+      const receipt = parseJsonFile(await readText(file, 'receipt'), file);
+      const verified = verifyReceipt(receipt, opts.trust.length > 0 ? { trusted: opts.trust } : {});
+      let line = `receipt OK: ${verified.event.type} in block ${verified.height} (${verified.blockHash.slice(0, 16)}…), signed by ${verified.signer}`;
+      if (opts.ledger) {
+        await withLedger(opts.ledger, async (ledger) => {
+          const { headHeight } = await checkReceiptOnLedger(ledger, receipt as Receipt);
+          line += `; on the ledger, linked to head ${headHeight}`;
+        });
+      }
+      process.stdout.write(`${line}\n`);
+    });
+
+  const ledgerCommand = program.command('ledger').description('inspect and verify a ledger');
+  ledgerCommand
+    .command('verify')
+    .description('walk the whole ledger and check every link, Merkle root and signature')
+    .requiredOption('--ledger <uri>', 'file:PATH or etcd://HOST:PORT,…[/PREFIX]')
+    .option('--trust <member-key-id>', 'require every block signer to be one of these (repeatable)', collect, [])
+    .action(async (opts: { ledger: string; trust: string[] }) => {
+      await withLedger(opts.ledger, async (ledger) => {
+        const summary = await verifyChain(ledger, opts.trust.length > 0 ? { trusted: new Set(opts.trust) } : {});
+        const head = summary.head ? `head ${summary.head.height} ${blockHash(summary.head)}` : 'empty';
+        process.stdout.write(`ledger OK: ${summary.blocks} blocks, ${summary.events} events, ${head}\n`);
+      });
+    });
+  ledgerCommand
+    .command('head')
+    .description("print the ledger's newest block header as JSON")
+    .requiredOption('--ledger <uri>', 'file:PATH or etcd://HOST:PORT,…[/PREFIX]')
+    .action(async (opts: { ledger: string }) => {
+      await withLedger(opts.ledger, async (ledger) => {
+        const head = await ledger.head();
+        process.stdout.write(`${JSON.stringify(head ? { hash: blockHash(head), ...head } : null, null, 2)}\n`);
+      });
+    });
+
   return program;
+}
+
+function parseJsonFile(text: string, path: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return fail('INVALID_ARGUMENT', `${path} is not JSON`);
+  }
+}
+
+async function withLedger(uri: string, use: (ledger: Ledger) => Promise<void>): Promise<void> {
+  const ledger = await openLedger(uri);
+  try {
+    await use(ledger);
+  } finally {
+    await ledger.close();
+  }
 }
 
 /** Formats any error as the one line the CLI prints. */

@@ -1,0 +1,104 @@
+/**
+ * Blocks: a batch of events under one signed, hash-linked header.
+ *
+ * header = { v, height, prev, root, count, time, signer, signerKey, sig }
+ *   prev      hex SHA-256 of the previous header (64 zeros for height 0)
+ *   root      hex RFC 9162 Merkle root of the events' canonical bytes
+ *   signer    fingerprint of signerKey (crypto/ed25519.ts)
+ *   signerKey base64 Ed25519 public key, so a header verifies on its own;
+ *             whether that key is a consortium member is the verifier's call
+ *   sig       base64 Ed25519 signature over "medvault/block/v1\n" || canonical
+ *             JSON of the header without sig
+ * The block hash is SHA-256 of the canonical JSON of the whole header.
+ */
+import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
+import { leafHash, MerkleTree, sha256 } from '../crypto/merkle.ts';
+import { check, fail } from '../errors.ts';
+import { canonicalJson, encodeEvent, type LedgerEvent } from './events.ts';
+
+export const GENESIS_PREV = '0'.repeat(64);
+const SIGNING_LABEL = 'medvault/block/v1\n';
+
+export interface BlockHeader {
+  v: 1;
+  height: number;
+  prev: string;
+  root: string;
+  count: number;
+  time: number;
+  signer: string;
+  signerKey: string;
+  sig: string;
+}
+
+export interface Block {
+  header: BlockHeader;
+  events: LedgerEvent[];
+}
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+/** The Merkle leaf hash of an event (validating it). */
+export function eventLeaf(event: LedgerEvent): Uint8Array {
+  return leafHash(encodeEvent(event));
+}
+
+function signingBytes(header: Omit<BlockHeader, 'sig'> & { sig?: string }): Uint8Array {
+  const { sig: _sig, ...unsigned } = header;
+  return Buffer.from(SIGNING_LABEL + canonicalJson(unsigned), 'utf8');
+}
+
+export function blockHash(header: BlockHeader): string {
+  return hex(sha256(Buffer.from(canonicalJson(header), 'utf8')));
+}
+
+/**
+ * Builds and signs the block after `previous` (null for the first block).
+ * `leaves`, when given, are the events' leaf hashes already computed.
+ */
+export function buildBlock(
+  previous: BlockHeader | null,
+  events: LedgerEvent[],
+  signer: SigningKey,
+  options: { time?: number; leaves?: Uint8Array[] } = {},
+): { block: Block; tree: MerkleTree } {
+  check(events.length > 0, 'INVALID_ARGUMENT', 'a block holds at least one event');
+  const tree = new MerkleTree(options.leaves ?? events.map(eventLeaf));
+  const unsigned = {
+    v: 1 as const,
+    height: previous ? previous.height + 1 : 0,
+    prev: previous ? blockHash(previous) : GENESIS_PREV,
+    root: hex(tree.root),
+    count: events.length,
+    time: options.time ?? Date.now(),
+    signer: signer.id,
+    signerKey: Buffer.from(signer.publicKey).toString('base64'),
+  };
+  const sig = Buffer.from(signer.sign(signingBytes(unsigned))).toString('base64');
+  return { block: { header: { ...unsigned, sig }, events }, tree };
+}
+
+/** True when the header's signature verifies under its own key and its signer id is that key's. */
+export function headerSignatureValid(header: BlockHeader): boolean {
+  const key = Buffer.from(header.signerKey ?? '', 'base64');
+  return (
+    key.length === 32 &&
+    keyFingerprint(key) === header.signer &&
+    verifySignature(key, signingBytes(header), Buffer.from(header.sig ?? '', 'base64'))
+  );
+}
+
+/**
+ * Verifies a block on its own and against its predecessor: height and link,
+ * the Merkle root and count over its events, and the signature.
+ */
+export function verifyBlock(block: Block, previous: BlockHeader | null): void {
+  const { header, events } = block;
+  const at = `block ${header.height}`;
+  if (header.height !== (previous ? previous.height + 1 : 0)) fail('BLOCK_INVALID', `${at}: unexpected height`);
+  if (header.prev !== (previous ? blockHash(previous) : GENESIS_PREV)) fail('BLOCK_INVALID', `${at}: broken link`);
+  if (header.count !== events.length) fail('BLOCK_INVALID', `${at}: count does not match its events`);
+  const root = hex(new MerkleTree(events.map(eventLeaf)).root);
+  if (root !== header.root) fail('BLOCK_INVALID', `${at}: Merkle root does not match its events`);
+  if (!headerSignatureValid(header)) fail('BLOCK_INVALID', `${at}: bad signature`);
+}

@@ -1,0 +1,177 @@
+/**
+ * The consortium ledger on an etcd cluster (Raft): each member organisation
+ * runs an etcd member, and every vault node appends through the cluster.
+ *
+ * Keys under a prefix: `<prefix>/head` holds {height, hash} of the newest
+ * block; `<prefix>/blocks/<height, 16 digits>` holds each block. An append is
+ * one transaction: if the head is still the one the block extends (or, for
+ * the first block, absent), put the block and move the head; so concurrent
+ * nodes can never fork the chain, and a committed append is replicated to a
+ * majority before etcd answers.
+ *
+ * Faults: every call has a deadline (1 s by default). When an append's
+ * outcome is unknown (deadline, lost connection, leader change) or its
+ * compare failed, the block at that height is read back: ours means the
+ * append happened (no duplicate), another block means a real conflict, none
+ * means it did not happen and is retried, with short backoff, until the
+ * overall deadline. etcd3's own retries are off so these rules hold.
+ */
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
+import { Etcd3, isRecoverableError, Range } from 'etcd3';
+import { fail } from '../errors.ts';
+import { type Block, type BlockHeader, blockHash } from './block.ts';
+import type { Ledger } from './ledger.ts';
+
+export interface EtcdLedgerOptions {
+  /** Client URLs of the etcd members, e.g. http://127.0.0.1:2379. */
+  hosts: string[];
+  /** Key prefix of this ledger (several ledgers can share a cluster). */
+  prefix?: string;
+  /** Deadline of each etcd call, ms. */
+  callTimeoutMs?: number;
+  /** How long an append keeps retrying an unknown outcome before giving up, ms. */
+  appendTimeoutMs?: number;
+  /** Blocks per range read (responses must stay under gRPC's 4 MiB). */
+  pageSize?: number;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+interface HeadValue {
+  height: number;
+  hash: string;
+}
+
+export class EtcdLedger implements Ledger {
+  readonly kind = 'etcd' as const;
+  readonly #client: Etcd3;
+  readonly #prefix: string;
+  readonly #appendTimeoutMs: number;
+  readonly #pageSize: number;
+
+  constructor(options: EtcdLedgerOptions) {
+    const callTimeoutMs = options.callTimeoutMs ?? 1000;
+    this.#prefix = options.prefix ?? 'medvault/ledger';
+    this.#appendTimeoutMs = options.appendTimeoutMs ?? 15_000;
+    this.#pageSize = options.pageSize ?? 8;
+    this.#client = new Etcd3({
+      hosts: options.hosts,
+      dialTimeout: callTimeoutMs,
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      faultHandling: {
+        global: noop,
+        // A member that fails is skipped for a moment, so retries go to the others.
+        host: () =>
+          circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(1) }),
+      },
+    });
+  }
+
+  #blockKey(height: number): string {
+    return `${this.#prefix}/blocks/${String(height).padStart(16, '0')}`;
+  }
+
+  get #headKey(): string {
+    return `${this.#prefix}/head`;
+  }
+
+  /** Runs a read with retries until the append deadline; reads are idempotent. */
+  async #read<T>(what: string, op: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + this.#appendTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (Date.now() > giveUpAt)
+          fail('LEDGER_UNAVAILABLE', `etcd: ${what}: ${(err as Error).message}`, { cause: err });
+        await sleep(Math.min(25 * 2 ** attempt, 250));
+      }
+    }
+  }
+
+  async #headValue(): Promise<HeadValue | null> {
+    const text = await this.#read('read head', () => this.#client.get(this.#headKey).string());
+    return text === null ? null : (JSON.parse(text) as HeadValue);
+  }
+
+  async head(): Promise<BlockHeader | null> {
+    const head = await this.#headValue();
+    if (head === null) return null;
+    const block = await this.get(head.height);
+    if (!block) fail('LEDGER_CORRUPT', `etcd: the head names block ${head.height}, which is missing`);
+    return block.header;
+  }
+
+  async get(height: number): Promise<Block | null> {
+    if (!Number.isSafeInteger(height) || height < 0) return null;
+    const text = await this.#read('read block', () => this.#client.get(this.#blockKey(height)).string());
+    return text === null ? null : (JSON.parse(text) as Block);
+  }
+
+  async *blocks(from = 0): AsyncIterable<Block> {
+    const head = await this.#headValue();
+    if (head === null) return;
+    const end = Range.prefix(`${this.#prefix}/blocks/`).end;
+    for (let next = Math.max(0, from); next <= head.height; ) {
+      const page = await this.#read('read blocks', () =>
+        this.#client
+          .getAll()
+          .inRange({ start: this.#blockKey(next), end })
+          .sort('Key', 'Ascend')
+          .limit(Math.min(this.#pageSize, head.height - next + 1))
+          .strings(),
+      );
+      const keys = Object.keys(page).sort();
+      if (keys.length === 0) fail('LEDGER_CORRUPT', `etcd: block ${next} is missing`);
+      for (const key of keys) {
+        const block = JSON.parse(page[key] as string) as Block;
+        if (block.header.height !== next) fail('LEDGER_CORRUPT', `etcd: block ${next} is missing`);
+        yield block;
+        next++;
+      }
+    }
+  }
+
+  async append(block: Block): Promise<void> {
+    const { height, prev } = block.header;
+    // The head this block extends, as the head key would hold it.
+    const expected = height === 0 ? null : JSON.stringify({ height: height - 1, hash: prev });
+    const nextHead = JSON.stringify({ height, hash: blockHash(block.header) });
+    const ours = blockHash(block.header);
+    const giveUpAt = Date.now() + this.#appendTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      let compareFailed = false;
+      try {
+        const txn =
+          expected === null
+            ? this.#client.if(this.#headKey, 'Create', '==', 0)
+            : this.#client.if(this.#headKey, 'Value', '==', expected);
+        const result = await txn
+          .then(
+            this.#client.put(this.#blockKey(height)).value(JSON.stringify(block)),
+            this.#client.put(this.#headKey).value(nextHead),
+          )
+          .commit();
+        if (result.succeeded) return;
+        compareFailed = true;
+      } catch (err) {
+        if (Date.now() > giveUpAt) {
+          fail('LEDGER_UNAVAILABLE', `etcd: append of block ${height}: ${(err as Error).message}`, { cause: err });
+        }
+        await sleep(Math.min(10 * 2 ** attempt, 200));
+      }
+      // The compare failed, or the outcome is unknown: see what is at this height.
+      const there = await this.get(height);
+      if (there) {
+        if (blockHash(there.header) === ours) return; // an earlier attempt of ours committed
+        fail('LEDGER_CONFLICT', `block ${height} was appended by ${there.header.signer}`);
+      }
+      if (compareFailed) fail('LEDGER_CONFLICT', `the ledger head is not block ${height - 1}`);
+      if (Date.now() > giveUpAt) fail('LEDGER_UNAVAILABLE', `etcd: append of block ${height} did not complete`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#client.close();
+  }
+}

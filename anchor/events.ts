@@ -1,0 +1,83 @@
+/**
+ * Ledger events: what the vault anchors. Each type has a closed JSON schema
+ * (no property beyond those listed), and every value is a random id, a hash,
+ * a key fingerprint, a keyed pseudonym, a short code, a number or a flag:
+ * never a name, a national id, free text or a low-entropy hash of one.
+ *
+ * The byte encoding is RFC 8785 canonical JSON (sorted keys, no whitespace),
+ * so any member, in any language, re-derives the same leaf from an event.
+ */
+import { Ajv, type ValidateFunction } from 'ajv';
+import canonicalize from 'canonicalize';
+import { fail } from '../errors.ts';
+
+const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' }; // 128-bit random id or key fingerprint
+const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' }; // SHA-256, or an HMAC-SHA-256 pseudonym
+const CODE = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,39}$' }; // a purpose or reason code
+const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds since the epoch
+const ROLE = { enum: ['uploader', 'reader', 'dpo', 'admin'] };
+
+const FIELDS = {
+  'record.created': {
+    recordId: ID,
+    ciphertextHash: HASH,
+    headerHash: HASH,
+    size: { type: 'integer', minimum: 0 },
+    uploader: ID,
+    subject: HASH,
+    node: ID,
+  },
+  'record.accessed': { recordId: ID, reader: ID, node: ID },
+  'acl.granted': { recordId: ID, reader: ID, grantor: ID, purpose: CODE, expiresAt: TIME },
+  'acl.revoked': { recordId: ID, reader: ID, revoker: ID, reencrypted: { type: 'boolean' } },
+  'access.emergency': { recordId: ID, reader: ID, reasonDigest: HASH },
+  'record.erased': { recordId: ID, ciphertextHash: HASH, dpo: ID, requestId: ID },
+  'member.added': { member: ID, role: ROLE, by: ID },
+  'member.removed': { member: ID, by: ID },
+  'key.rotated': { member: ID, previousKey: ID, newKey: ID },
+} as const;
+
+export type EventType = keyof typeof FIELDS;
+export const EVENT_TYPES = Object.keys(FIELDS) as EventType[];
+
+/** An event: its type, when it happened (ms), and the fields of its type. */
+export interface LedgerEvent {
+  type: EventType;
+  at: number;
+  [field: string]: string | number | boolean;
+}
+
+const ajv = new Ajv({ allErrors: false, strict: true });
+const validators = new Map<string, ValidateFunction>(
+  Object.entries(FIELDS).map(([type, fields]) => [
+    type,
+    ajv.compile({
+      type: 'object',
+      properties: { type: { const: type }, at: TIME, ...fields },
+      required: ['type', 'at', ...Object.keys(fields)],
+      additionalProperties: false,
+    }),
+  ]),
+);
+
+/** Throws EVENT_INVALID unless `value` is a well-formed event of a known type. */
+export function validateEvent(value: unknown): asserts value is LedgerEvent {
+  const type = (value as { type?: unknown } | null)?.type;
+  const validate = typeof type === 'string' ? validators.get(type) : undefined;
+  if (!validate) fail('EVENT_INVALID', `unknown event type ${JSON.stringify(type)}`);
+  if (!validate(value)) {
+    const [first] = validate.errors ?? [];
+    fail('EVENT_INVALID', `${type}: ${first?.instancePath || 'event'} ${first?.message ?? 'is invalid'}`);
+  }
+}
+
+/** The canonical bytes of an event: the Merkle leaf data. */
+export function encodeEvent(event: LedgerEvent): Uint8Array {
+  validateEvent(event);
+  return Buffer.from(canonicalize(event) as string, 'utf8');
+}
+
+/** Canonical JSON of any plain value (blocks, receipts, certificates). */
+export function canonicalJson(value: unknown): string {
+  return canonicalize(value) as string;
+}

@@ -1,0 +1,87 @@
+/**
+ * The ledger contract every backend meets (file, etcd, EVM), and the checks
+ * that run over any of them: whole-chain verification and the online half of
+ * receipt verification.
+ */
+import { fail } from '../errors.ts';
+import { type Block, type BlockHeader, blockHash, verifyBlock } from './block.ts';
+import type { Receipt } from './receipt.ts';
+
+export interface Ledger {
+  readonly kind: 'file' | 'etcd' | 'evm';
+  /** The newest block's header, or null for an empty ledger. */
+  head(): Promise<BlockHeader | null>;
+  /** The block at `height`, or null when there is none. */
+  get(height: number): Promise<Block | null>;
+  /** Blocks from `from` up to the head at the time of the call, in order. */
+  blocks(from?: number): AsyncIterable<Block>;
+  /**
+   * Appends `block` if and only if it extends the current head (its height is
+   * the next and its `prev` is the head's hash): compare-and-swap on the head.
+   * Throws LEDGER_CONFLICT when another block got there first, and resolves
+   * only once the block is durable.
+   */
+  append(block: Block): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** True when `block` is the block a CAS append would put after `head`. */
+export function extendsHead(block: Block, head: BlockHeader | null): boolean {
+  return head
+    ? block.header.height === head.height + 1 && block.header.prev === blockHash(head)
+    : block.header.height === 0;
+}
+
+export interface ChainSummary {
+  blocks: number;
+  events: number;
+  head: BlockHeader | null;
+}
+
+/**
+ * Walks the whole ledger and checks every block: links, Merkle roots, counts
+ * and signatures. With `trusted`, every signer must be one of those key ids.
+ */
+export async function verifyChain(ledger: Ledger, options: { trusted?: Set<string> } = {}): Promise<ChainSummary> {
+  let previous: BlockHeader | null = null;
+  let blocks = 0;
+  let events = 0;
+  for await (const block of ledger.blocks(0)) {
+    try {
+      verifyBlock(block, previous);
+    } catch (err) {
+      fail('LEDGER_CORRUPT', (err as Error).message, { cause: err });
+    }
+    if (options.trusted && !options.trusted.has(block.header.signer)) {
+      fail(
+        'LEDGER_CORRUPT',
+        `block ${block.header.height} is signed by ${block.header.signer}, not a trusted member key`,
+      );
+    }
+    previous = block.header;
+    blocks++;
+    events += block.events.length;
+  }
+  return { blocks, events, head: previous };
+}
+
+/**
+ * The online half of receipt verification: the ledger holds the receipt's
+ * header at its height, and the chain links from there up to the head.
+ */
+export async function checkReceiptOnLedger(ledger: Ledger, receipt: Receipt): Promise<{ headHeight: number }> {
+  const claimed = blockHash(receipt.block);
+  const at = await ledger.get(receipt.block.height);
+  if (!at) fail('RECEIPT_INVALID', `the ledger has no block at height ${receipt.block.height}`);
+  if (blockHash(at.header) !== claimed) {
+    fail('RECEIPT_INVALID', `the ledger's block ${receipt.block.height} is not the one in the receipt`);
+  }
+  let previous = at.header;
+  for await (const block of ledger.blocks(receipt.block.height + 1)) {
+    if (block.header.prev !== blockHash(previous)) {
+      fail('LEDGER_CORRUPT', `block ${block.header.height} does not link to block ${previous.height}`);
+    }
+    previous = block.header;
+  }
+  return { headHeight: previous.height };
+}

@@ -1,0 +1,105 @@
+/**
+ * Events (closed schemas, canonical bytes), blocks and receipts: a receipt
+ * verifies offline, and any change to it, or a block signed by an untrusted
+ * key, is refused with a reason.
+ */
+import { describe, expect, it } from 'vitest';
+import { blockHash, buildBlock, verifyBlock } from '../../anchor/block.ts';
+import { EVENT_TYPES, encodeEvent, validateEvent } from '../../anchor/events.ts';
+import { makeReceipt, type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { type ErrorCode, isMedvaultError } from '../../errors.ts';
+import { hash, id, sampleEvent } from './fixtures.ts';
+
+function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
+  try {
+    fn();
+    return 'no error';
+  } catch (err) {
+    return isMedvaultError(err) ? err.code : 'untyped error';
+  }
+}
+
+describe('events', () => {
+  it.each(EVENT_TYPES)('%s: a well-formed event validates', (type) => {
+    expect(codeOf(() => validateEvent(sampleEvent(type)))).toBe('no error');
+  });
+
+  it.each<[string, Record<string, unknown>]>([
+    ['an unknown type', { type: 'record.deleted' }],
+    ['a property beyond the schema (personal data smuggled in)', { patientName: 'Jane Doe' }],
+    ['a record id that is not 128-bit hex', { recordId: 'MRN-12345' }],
+    ['an upper-case hash', { ciphertextHash: hash().toUpperCase() }],
+    ['a subject that is not a 256-bit pseudonym', { subject: 'jane.doe@example.org' }],
+    ['a fractional time', { at: 1.5 }],
+    ['a negative size', { size: -1 }],
+    ['a missing field', { headerHash: undefined }],
+  ])('refuses %s', (_name, patch) => {
+    const event = { ...sampleEvent('record.created'), ...patch };
+    for (const key of Object.keys(patch)) if (patch[key] === undefined) delete (event as Record<string, unknown>)[key];
+    expect(codeOf(() => validateEvent(event))).toBe('EVENT_INVALID');
+  });
+
+  it('encodes canonically: key order does not matter', () => {
+    const event = sampleEvent('acl.granted');
+    const reversed = Object.fromEntries(Object.entries(event).reverse()) as typeof event;
+    expect(Buffer.from(encodeEvent(reversed)).toString()).toBe(Buffer.from(encodeEvent(event)).toString());
+    expect(Buffer.from(encodeEvent(event)).toString()).toMatch(/^\{"at":\d+,"expiresAt":/);
+  });
+});
+
+describe('blocks and receipts', () => {
+  const signer = SigningKey.generate();
+  const events = Array.from({ length: 7 }, (_, i) => sampleEvent(EVENT_TYPES[i % EVENT_TYPES.length]));
+  const { block, tree } = buildBlock(null, events, signer);
+  const receipts = events.map((_, i) => makeReceipt(block, tree, i));
+  const copy = (r: Receipt): Receipt => JSON.parse(JSON.stringify(r));
+
+  it('every receipt verifies offline and names its block', () => {
+    for (const r of receipts) {
+      const v = verifyReceipt(copy(r), { trusted: [signer.id] });
+      expect(v).toMatchObject({ height: 0, blockHash: blockHash(block.header), signer: signer.id });
+    }
+  });
+
+  it.each<[string, (r: Receipt) => void]>([
+    ['a changed event field', (r) => void (r.event.recordId = id())],
+    ['a changed event type', (r) => void (r.event.type = 'record.accessed')],
+    ['another leaf index', (r) => void (r.leafIndex = (r.leafIndex + 1) % 7)],
+    ['a changed audit path element', (r) => void (r.auditPath[0] = hash())],
+    ['a dropped audit path element', (r) => void r.auditPath.pop()],
+    ['a changed root', (r) => void (r.block.root = hash())],
+    ['a changed count', (r) => void (r.block.count = 8)],
+    ['a changed time', (r) => void (r.block.time += 1)],
+    ['a changed height', (r) => void (r.block.height = 1)],
+    [
+      'a signature by another key',
+      (r) => {
+        const other = SigningKey.generate();
+        r.block.signerKey = Buffer.from(other.publicKey).toString('base64');
+        r.block.signer = other.id;
+      },
+    ],
+    ['a signer id that is not its key', (r) => void (r.block.signer = id())],
+    ['an extra property', (r) => void Object.assign(r, { note: 'x' })],
+    ['a missing block', (r) => void delete (r as Partial<Receipt>).block],
+  ])('refuses %s', (_name, tamper) => {
+    const r = copy(receipts[3] as Receipt);
+    tamper(r);
+    expect(codeOf(() => verifyReceipt(r))).toBe('RECEIPT_INVALID');
+  });
+
+  it('refuses a block signed by a key outside the trusted list', () => {
+    expect(codeOf(() => verifyReceipt(copy(receipts[0] as Receipt), { trusted: [id()] }))).toBe('RECEIPT_INVALID');
+  });
+
+  it('verifyBlock checks link, root, count and signature', () => {
+    expect(codeOf(() => verifyBlock(block, null))).toBe('no error');
+    const next = buildBlock(block.header, [sampleEvent()], signer).block;
+    expect(codeOf(() => verifyBlock(next, block.header))).toBe('no error');
+    expect(codeOf(() => verifyBlock(next, null))).toBe('BLOCK_INVALID');
+    expect(codeOf(() => verifyBlock({ ...block, events: events.slice(1) }, null))).toBe('BLOCK_INVALID');
+    expect(codeOf(() => verifyBlock({ ...block, events: [...events].reverse() }, null))).toBe('BLOCK_INVALID');
+    expect(codeOf(() => verifyBlock({ ...block, header: { ...block.header, time: 1 } }, null))).toBe('BLOCK_INVALID');
+  });
+});

@@ -1,0 +1,29 @@
+/** Events for tests: random ids and hashes, one well-formed event of each type. */
+import { randomBytes } from 'node:crypto';
+import type { EventType, LedgerEvent } from '../../anchor/events.ts';
+
+export const id = () => randomBytes(16).toString('hex');
+export const hash = () => randomBytes(32).toString('hex');
+
+export function sampleEvent(type: EventType = 'record.created', at = Date.now()): LedgerEvent {
+  const fields: Record<EventType, Record<string, string | number | boolean>> = {
+    'record.created': {
+      recordId: id(),
+      ciphertextHash: hash(),
+      headerHash: hash(),
+      size: 1234,
+      uploader: id(),
+      subject: hash(),
+      node: id(),
+    },
+    'record.accessed': { recordId: id(), reader: id(), node: id() },
+    'acl.granted': { recordId: id(), reader: id(), grantor: id(), purpose: 'treatment', expiresAt: at + 86_400_000 },
+    'acl.revoked': { recordId: id(), reader: id(), revoker: id(), reencrypted: false },
+    'access.emergency': { recordId: id(), reader: id(), reasonDigest: hash() },
+    'record.erased': { recordId: id(), ciphertextHash: hash(), dpo: id(), requestId: id() },
+    'member.added': { member: id(), role: 'reader', by: id() },
+    'member.removed': { member: id(), by: id() },
+    'key.rotated': { member: id(), previousKey: id(), newKey: id() },
+  };
+  return { type, at, ...fields[type] } as LedgerEvent;
+}

@@ -1,0 +1,105 @@
+/**
+ * The ledger contract, as one suite run against every backend: CAS append,
+ * reads, paging, batching with receipts that verify offline and online.
+ */
+import { describe, expect, it } from 'vitest';
+import { Batcher } from '../../anchor/batcher.ts';
+import { blockHash, buildBlock } from '../../anchor/block.ts';
+import { checkReceiptOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
+import { verifyReceipt } from '../../anchor/receipt.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { isMedvaultError } from '../../errors.ts';
+import { sampleEvent } from './fixtures.ts';
+
+export function ledgerConformance(name: string, open: () => Promise<Ledger>): void {
+  describe(`${name} ledger: the contract`, () => {
+    const signer = SigningKey.generate();
+
+    it('starts empty, appends with compare-and-swap, reads back', async () => {
+      const ledger = await open();
+      try {
+        expect(await ledger.head()).toBeNull();
+        const first = buildBlock(null, [sampleEvent()], signer).block;
+        await ledger.append(first);
+        expect(blockHash((await ledger.head()) as never)).toBe(blockHash(first.header));
+        // A second block at height 0, or one that skips a height, is refused and changes nothing.
+        const rival = buildBlock(null, [sampleEvent()], signer).block;
+        await expect(ledger.append(rival)).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
+        const second = buildBlock(first.header, [sampleEvent(), sampleEvent('acl.granted')], signer).block;
+        const skipping = buildBlock(second.header, [sampleEvent()], signer).block;
+        await expect(ledger.append(skipping)).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
+        await ledger.append(second);
+        expect((await ledger.get(1))?.events).toEqual(second.events);
+        expect(await ledger.get(2)).toBeNull();
+        expect(await ledger.get(-1)).toBeNull();
+        expect((await verifyChain(ledger)).events).toBe(3);
+      } finally {
+        await ledger.close();
+      }
+    });
+
+    it('many concurrent submitters: one receipt each, all verify offline and online', async () => {
+      const ledger = await open();
+      try {
+        const batcher = new Batcher(ledger, signer, { maxEvents: 50, maxDelayMs: 1 });
+        const events = Array.from({ length: 400 }, (_, i) =>
+          sampleEvent(i % 3 === 0 ? 'record.accessed' : 'record.created'),
+        );
+        const receipts = await Promise.all(events.map((e) => batcher.submit(e)));
+        expect(receipts.map((r) => r.event)).toEqual(events);
+        for (const receipt of receipts) {
+          expect(verifyReceipt(JSON.parse(JSON.stringify(receipt)), { trusted: [signer.id] }).signer).toBe(signer.id);
+        }
+        const last = receipts.at(-1);
+        await checkReceiptOnLedger(ledger, receipts[0] as never);
+        const summary = await verifyChain(ledger, { trusted: new Set([signer.id]) });
+        expect(summary.events).toBe(3 + 400); // the first test's 3 are still there
+        expect(summary.blocks).toBeGreaterThanOrEqual(2 + 400 / 50);
+        expect(summary.head?.height).toBe(last?.block.height);
+      } finally {
+        await ledger.close();
+      }
+    });
+
+    it('refuses a malformed event before queueing it', async () => {
+      const ledger = await open();
+      try {
+        const batcher = new Batcher(ledger, signer);
+        const bad = { ...sampleEvent(), patientName: 'Jane Doe' };
+        await expect(batcher.submit(bad)).rejects.toMatchObject({ code: 'EVENT_INVALID' });
+        const before = await ledger.head();
+        await batcher.flush();
+        expect(await ledger.head()).toEqual(before);
+      } finally {
+        await ledger.close();
+      }
+    });
+
+    it('iterates in pages from any height', async () => {
+      const ledger = await open();
+      try {
+        const heights: number[] = [];
+        for await (const block of ledger.blocks(1)) heights.push(block.header.height);
+        const head = (await ledger.head())?.height as number;
+        expect(heights).toEqual(Array.from({ length: head }, (_, i) => i + 1));
+      } finally {
+        await ledger.close();
+      }
+    });
+
+    it('a receipt for a block the ledger does not hold fails online', async () => {
+      const ledger = await open();
+      try {
+        const head = await ledger.head();
+        const { block, tree } = buildBlock(head, [sampleEvent()], signer); // built, never appended
+        const { makeReceipt } = await import('../../anchor/receipt.ts');
+        const receipt = makeReceipt(block, tree, 0);
+        expect(verifyReceipt(receipt).height).toBe(block.header.height); // offline it is self-consistent
+        const err = await checkReceiptOnLedger(ledger, receipt).catch((e) => e);
+        expect(isMedvaultError(err, 'RECEIPT_INVALID')).toBe(true);
+      } finally {
+        await ledger.close();
+      }
+    });
+  });
+}

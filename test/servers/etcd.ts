@@ -1,0 +1,177 @@
+/**
+ * A real 3-member etcd cluster (Debian's etcd-server) for tests: members on
+ * 127.0.0.1 with free ports and temp data dirs, fast elections, started once
+ * per suite and stopped by PID. Members can be killed and restarted.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { freePort } from './ports.ts';
+
+export interface EtcdMember {
+  name: string;
+  clientUrl: string;
+  peerUrl: string;
+  dataDir: string;
+  process: ChildProcess | null;
+}
+
+export class EtcdCluster {
+  readonly members: EtcdMember[];
+  readonly #root: string;
+  readonly #initialCluster: string;
+
+  private constructor(root: string, members: EtcdMember[]) {
+    this.#root = root;
+    this.members = members;
+    this.#initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
+  }
+
+  static async start(size = 3): Promise<EtcdCluster> {
+    const root = mkdtempSync(join(tmpdir(), 'medvault-etcd-'));
+    const members: EtcdMember[] = [];
+    for (let i = 0; i < size; i++) {
+      members.push({
+        name: `m${i}`,
+        clientUrl: `http://127.0.0.1:${await freePort()}`,
+        peerUrl: `http://127.0.0.1:${await freePort()}`,
+        dataDir: join(root, `m${i}`),
+        process: null,
+      });
+    }
+    const cluster = new EtcdCluster(root, members);
+    for (const m of members) cluster.#spawn(m, 'new');
+    await cluster.waitHealthy();
+    return cluster;
+  }
+
+  get hosts(): string[] {
+    return this.members.map((m) => m.clientUrl);
+  }
+
+  /** The ledger URI form: etcd://host:port,… */
+  get uri(): string {
+    return `etcd://${this.hosts.map((h) => h.replace('http://', '')).join(',')}`;
+  }
+
+  #spawn(member: EtcdMember, state: 'new' | 'existing'): void {
+    mkdirSync(member.dataDir, { recursive: true });
+    // etcd reads every ETCD_* variable as a flag: pass none of ours.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
+    const log = openSync(join(member.dataDir, '..', `${member.name}.log`), 'a');
+    member.process = spawn(
+      'etcd',
+      [
+        '--name',
+        member.name,
+        '--data-dir',
+        member.dataDir,
+        '--listen-client-urls',
+        member.clientUrl,
+        '--advertise-client-urls',
+        member.clientUrl,
+        '--listen-peer-urls',
+        member.peerUrl,
+        '--initial-advertise-peer-urls',
+        member.peerUrl,
+        '--initial-cluster',
+        this.#initialCluster,
+        '--initial-cluster-state',
+        state,
+        '--initial-cluster-token',
+        'medvault-test',
+        '--heartbeat-interval',
+        '25',
+        '--election-timeout',
+        '250',
+        '--logger',
+        'zap',
+        '--log-level',
+        'warn',
+      ],
+      { env, stdio: ['ignore', log, log] },
+    );
+  }
+
+  /** Waits until a write through the whole cluster succeeds. */
+  async waitHealthy(timeoutMs = 30_000): Promise<void> {
+    const client = new Etcd3({ hosts: this.hosts, dialTimeout: 500 });
+    const giveUp = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        try {
+          await client
+            .put('medvault-test/health')
+            .value('ok')
+            .options({ deadline: Date.now() + 1000 });
+          return;
+        } catch (err) {
+          if (Date.now() > giveUp) throw new Error(`etcd cluster not healthy: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    } finally {
+      client.close();
+    }
+  }
+
+  /** The member currently leading: each live member reports its own id and the leader's. */
+  async leader(): Promise<EtcdMember> {
+    const ids = new Map<string, EtcdMember>();
+    let leaderId: string | null = null;
+    for (const m of this.members) {
+      if (!m.process) continue;
+      const client = new Etcd3({ hosts: [m.clientUrl], dialTimeout: 500 });
+      try {
+        const status = await client.maintenance.status();
+        ids.set(String(status.header.member_id), m);
+        if (String(status.leader) !== '0') leaderId = String(status.leader);
+      } catch {
+        // a member that does not answer cannot be asked
+      } finally {
+        client.close();
+      }
+    }
+    const leader = leaderId === null ? undefined : ids.get(leaderId);
+    if (!leader) throw new Error('no live etcd member is the leader');
+    return leader;
+  }
+
+  /** The raft index a member has applied. */
+  async raftIndex(member: EtcdMember): Promise<number> {
+    const client = new Etcd3({ hosts: [member.clientUrl], dialTimeout: 500 });
+    try {
+      return Number((await client.maintenance.status()).raftIndex);
+    } finally {
+      client.close();
+    }
+  }
+
+  kill(member: EtcdMember): void {
+    member.process?.kill('SIGKILL');
+    member.process = null;
+  }
+
+  restart(member: EtcdMember): void {
+    this.#spawn(member, 'existing');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.members.map(
+        (m) =>
+          new Promise<void>((resolve) => {
+            const p = m.process;
+            m.process = null;
+            if (!p || p.exitCode !== null) return resolve();
+            p.once('exit', () => resolve());
+            p.kill('SIGTERM');
+            setTimeout(() => p.kill('SIGKILL'), 3000).unref();
+          }),
+      ),
+    );
+    rmSync(this.#root, { recursive: true, force: true });
+  }
+}
