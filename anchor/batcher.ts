@@ -1,10 +1,17 @@
 /**
  * Batching: many concurrent callers submit events; each gets back a promise
  * of its own receipt, resolved only once the block holding its event is
- * durably appended. One append is in flight at a time (a block must name its
- * predecessor); events that arrive meanwhile wait and form the next block, so
- * blocks grow with load (group commit) up to `maxEvents`. When idle, the
- * first event waits at most `maxDelayMs` for company.
+ * durably appended. Events that arrive while an append is in flight wait and
+ * form the next one, so appends grow with load (group commit): up to
+ * `maxBlocksPerAppend` blocks of up to `maxEvents` events each go in one
+ * ledger round trip. When idle, the first event waits at most `maxDelayMs`.
+ *
+ * Pipelining: up to `pipelineDepth` appends are in flight at once. The next
+ * run is built on the last block built (not yet committed), so building it
+ * overlaps the ledger's latency; the ledger's compare-and-swap keeps the order
+ * causal (an append can only commit after the one it extends). If an append
+ * conflicts, it waits for the appends before it to settle, re-reads the head
+ * and rebuilds.
  *
  * When another node appended first (LEDGER_CONFLICT) the batch is rebuilt on
  * the new head and retried; when the ledger fails otherwise, every caller in
@@ -22,10 +29,14 @@ import { makeReceipt, type Receipt } from './receipt.ts';
 export interface BatcherOptions {
   /** Most events in one block. */
   maxEvents?: number;
+  /** Most blocks in one append (one etcd transaction stays under its 1.5 MiB request limit at 3). */
+  maxBlocksPerAppend?: number;
   /** Longest an event waits for others when the ledger is idle, ms. */
   maxDelayMs?: number;
   /** Rebuilds on conflict before giving up. */
   maxConflicts?: number;
+  /** Appends in flight at once. */
+  pipelineDepth?: number;
 }
 
 interface Pending {
@@ -39,11 +50,15 @@ export class Batcher {
   readonly #ledger: Ledger;
   readonly #signer: SigningKey;
   readonly #maxEvents: number;
+  readonly #maxBlocks: number;
   readonly #maxDelayMs: number;
   readonly #maxConflicts: number;
+  readonly #depth: number;
   #pending: Pending[] = [];
-  #head: BlockHeader | null | undefined;
-  #busy = false;
+  /** The last block built (committed or in flight); undefined: read it from the ledger. */
+  #tip: BlockHeader | null | undefined;
+  #inFlight = 0;
+  #previous: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
   #idle: Array<() => void> = [];
 
@@ -51,8 +66,10 @@ export class Batcher {
     this.#ledger = ledger;
     this.#signer = signer;
     this.#maxEvents = options.maxEvents ?? 1000;
+    this.#maxBlocks = options.maxBlocksPerAppend ?? 3;
     this.#maxDelayMs = options.maxDelayMs ?? 2;
     this.#maxConflicts = options.maxConflicts ?? 100;
+    this.#depth = options.pipelineDepth ?? 2;
   }
 
   /** Anchors `event`; resolves with its receipt once its block is durable. */
@@ -71,13 +88,13 @@ export class Batcher {
 
   /** Resolves when everything submitted so far is settled. */
   flush(): Promise<void> {
-    if (!this.#busy && this.#pending.length === 0) return Promise.resolve();
+    if (this.#inFlight === 0 && this.#pending.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
   #schedule(): void {
-    if (this.#busy) return;
-    if (this.#pending.length >= this.#maxEvents) {
+    if (this.#inFlight >= this.#depth) return;
+    if (this.#pending.length >= this.#maxEvents * this.#maxBlocks) {
       this.#cut();
     } else if (!this.#timer) {
       this.#timer = setTimeout(() => this.#cut(), this.#maxDelayMs);
@@ -87,36 +104,61 @@ export class Batcher {
   #cut(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    if (this.#busy || this.#pending.length === 0) return;
-    this.#busy = true;
-    const batch = this.#pending.splice(0, this.#maxEvents);
-    this.#commit(batch).finally(() => {
-      this.#busy = false;
+    if (this.#inFlight >= this.#depth || this.#pending.length === 0) return;
+    // Runs are built in the order they are cut: while the tip is being read
+    // from the ledger, no second run starts.
+    if (this.#tip === undefined && this.#inFlight > 0) return;
+    this.#inFlight++;
+    const batch = this.#pending.splice(0, this.#maxEvents * this.#maxBlocks);
+    const run = this.#commit(batch, this.#previous);
+    this.#previous = run;
+    run.finally(() => {
+      this.#inFlight--;
       if (this.#pending.length > 0) this.#cut();
-      else for (const resolve of this.#idle.splice(0)) resolve();
+      else if (this.#inFlight === 0) for (const resolve of this.#idle.splice(0)) resolve();
     });
   }
 
-  async #commit(batch: Pending[]): Promise<void> {
-    const events = batch.map((p) => p.event);
-    const leaves = batch.map((p) => p.leaf);
+  /** Builds a run of blocks on `tip`; returns it with its trees and groups. */
+  #build(tip: BlockHeader | null, groups: Pending[][]) {
+    return groups.map((group) => {
+      const events = group.map((p) => p.event);
+      const { block, tree } = buildBlock(tip, events, this.#signer, { leaves: group.map((p) => p.leaf) });
+      tip = block.header;
+      return { group, block, tree };
+    });
+  }
+
+  async #commit(batch: Pending[], previous: Promise<unknown>): Promise<void> {
+    const groups: Pending[][] = [];
+    for (let i = 0; i < batch.length; i += this.#maxEvents) groups.push(batch.slice(i, i + this.#maxEvents));
     try {
       for (let conflicts = 0; ; conflicts++) {
-        if (this.#head === undefined) this.#head = await this.#ledger.head();
-        const { block, tree } = buildBlock(this.#head, events, this.#signer, { leaves });
+        if (this.#tip === undefined) {
+          await previous.catch(() => {});
+          this.#tip ??= await this.#ledger.head();
+        }
+        const built = this.#build(this.#tip, groups);
+        this.#tip = (built.at(-1) as (typeof built)[number]).block.header;
+        // The tip is known again: with room in the pipeline, the next run may start.
+        if (this.#pending.length > 0) this.#schedule();
         try {
-          await this.#ledger.append(block);
+          await this.#ledger.append(built.map((b) => b.block));
         } catch (err) {
           if (!isMedvaultError(err, 'LEDGER_CONFLICT') || conflicts >= this.#maxConflicts) throw err;
-          this.#head = undefined; // another node appended: rebuild on the new head
+          // Another node appended, or an append before ours failed: let those
+          // before us settle, then rebuild on the ledger's real head.
+          await previous.catch(() => {});
+          this.#tip = undefined;
           continue;
         }
-        this.#head = block.header;
-        for (const [i, p] of batch.entries()) p.resolve(makeReceipt(block, tree, i));
+        for (const { group, block, tree } of built) {
+          for (const [i, p] of group.entries()) p.resolve(makeReceipt(block, tree, i));
+        }
         return;
       }
     } catch (err) {
-      this.#head = undefined;
+      this.#tip = undefined;
       for (const p of batch) p.reject(err);
     }
   }

@@ -3,9 +3,10 @@
  * runs an etcd member, and every vault node appends through the cluster.
  *
  * Keys under a prefix: `<prefix>/head` holds {height, hash} of the newest
- * block; `<prefix>/blocks/<height, 16 digits>` holds each block. An append is
- * one transaction: if the head is still the one the block extends (or, for
- * the first block, absent), put the block and move the head; so concurrent
+ * block; `<prefix>/blocks/<height, 16 digits>` holds each block. An append (a
+ * run of blocks) is one transaction: if the head is still the one the run
+ * extends (or, for the first block, absent), put the blocks and move the
+ * head; so concurrent
  * nodes can never fork the chain, and a committed append is replicated to a
  * majority before etcd answers.
  *
@@ -20,7 +21,7 @@ import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel'
 import { Etcd3, isRecoverableError, Range } from 'etcd3';
 import { fail } from '../errors.ts';
 import { type Block, type BlockHeader, blockHash } from './block.ts';
-import type { Ledger } from './ledger.ts';
+import { checkRun, type Ledger } from './ledger.ts';
 
 export interface EtcdLedgerOptions {
   /** Client URLs of the etcd members, e.g. http://127.0.0.1:2379. */
@@ -132,12 +133,17 @@ export class EtcdLedger implements Ledger {
     }
   }
 
-  async append(block: Block): Promise<void> {
-    const { height, prev } = block.header;
-    // The head this block extends, as the head key would hold it.
-    const expected = height === 0 ? null : JSON.stringify({ height: height - 1, hash: prev });
-    const nextHead = JSON.stringify({ height, hash: blockHash(block.header) });
-    const ours = blockHash(block.header);
+  async append(blocks: readonly Block[]): Promise<void> {
+    checkRun(blocks);
+    const first = (blocks[0] as Block).header;
+    const last = (blocks.at(-1) as Block).header;
+    // The head the run extends, as the head key would hold it.
+    const expected = first.height === 0 ? null : JSON.stringify({ height: first.height - 1, hash: first.prev });
+    const ours = blockHash(last);
+    const puts = [
+      ...blocks.map((b) => this.#client.put(this.#blockKey(b.header.height)).value(JSON.stringify(b))),
+      this.#client.put(this.#headKey).value(JSON.stringify({ height: last.height, hash: ours })),
+    ];
     const giveUpAt = Date.now() + this.#appendTimeoutMs;
     for (let attempt = 0; ; attempt++) {
       let compareFailed = false;
@@ -146,28 +152,29 @@ export class EtcdLedger implements Ledger {
           expected === null
             ? this.#client.if(this.#headKey, 'Create', '==', 0)
             : this.#client.if(this.#headKey, 'Value', '==', expected);
-        const result = await txn
-          .then(
-            this.#client.put(this.#blockKey(height)).value(JSON.stringify(block)),
-            this.#client.put(this.#headKey).value(nextHead),
-          )
-          .commit();
+        const result = await txn.then(...puts).commit();
         if (result.succeeded) return;
         compareFailed = true;
       } catch (err) {
         if (Date.now() > giveUpAt) {
-          fail('LEDGER_UNAVAILABLE', `etcd: append of block ${height}: ${(err as Error).message}`, { cause: err });
+          fail(
+            'LEDGER_UNAVAILABLE',
+            `etcd: append of blocks ${first.height}..${last.height}: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          );
         }
         await sleep(Math.min(10 * 2 ** attempt, 200));
       }
-      // The compare failed, or the outcome is unknown: see what is at this height.
-      const there = await this.get(height);
-      if (there) {
-        if (blockHash(there.header) === ours) return; // an earlier attempt of ours committed
-        fail('LEDGER_CONFLICT', `block ${height} was appended by ${there.header.signer}`);
-      }
-      if (compareFailed) fail('LEDGER_CONFLICT', `the ledger head is not block ${height - 1}`);
-      if (Date.now() > giveUpAt) fail('LEDGER_UNAVAILABLE', `etcd: append of block ${height} did not complete`);
+      // The compare failed, or the outcome is unknown: see what is there. The
+      // run is one transaction, so its last block present means all of it is.
+      const there = await this.get(last.height);
+      if (there && blockHash(there.header) === ours) return; // an earlier attempt of ours committed
+      const atFirst = there ? there : await this.get(first.height);
+      if (atFirst) fail('LEDGER_CONFLICT', `block ${atFirst.header.height} was appended by ${atFirst.header.signer}`);
+      if (compareFailed) fail('LEDGER_CONFLICT', `the ledger head is not block ${first.height - 1}`);
+      if (Date.now() > giveUpAt) fail('LEDGER_UNAVAILABLE', `etcd: append of block ${first.height} did not complete`);
     }
   }
 

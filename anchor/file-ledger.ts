@@ -19,7 +19,7 @@ import { crc32 } from 'node:zlib';
 import { check, fail } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type Block, type BlockHeader, blockHash, GENESIS_PREV } from './block.ts';
-import { extendsHead, type Ledger } from './ledger.ts';
+import { checkRun, extendsHead, type Ledger } from './ledger.ts';
 
 const MAGIC = Buffer.from('MVLEDG01');
 const RECORD_HEADER = 8;
@@ -181,22 +181,32 @@ export class FileLedger implements Ledger {
     for (let height = Math.max(0, from); height < last; height++) yield (await this.get(height)) as Block;
   }
 
-  append(block: Block): Promise<void> {
-    const run = this.#tail.then(() => this.#append(block));
+  append(blocks: readonly Block[]): Promise<void> {
+    const run = this.#tail.then(() => this.#append(blocks));
     this.#tail = run.catch(() => {});
     return run;
   }
 
-  async #append(block: Block): Promise<void> {
+  async #append(blocks: readonly Block[]): Promise<void> {
     check(!this.#closed, 'LEDGER_UNAVAILABLE', 'the ledger is closed');
-    if (!extendsHead(block, this.#head)) {
-      fail('LEDGER_CONFLICT', `block ${block.header.height} does not extend head ${this.#head?.height ?? 'none'}`);
+    checkRun(blocks);
+    const first = blocks[0] as Block;
+    if (!extendsHead(first, this.#head)) {
+      fail('LEDGER_CONFLICT', `block ${first.header.height} does not extend head ${this.#head?.height ?? 'none'}`);
     }
-    const payload = Buffer.from(JSON.stringify(block), 'utf8');
-    const record = Buffer.alloc(RECORD_HEADER + payload.length);
-    record.writeUInt32BE(payload.length, 0);
-    record.writeUInt32BE(crc32(payload), 4);
-    payload.copy(record, RECORD_HEADER);
+    const records: Buffer[] = [];
+    const offsets: number[] = [];
+    let at = this.#size;
+    for (const block of blocks) {
+      const payload = Buffer.from(JSON.stringify(block), 'utf8');
+      const header = Buffer.alloc(RECORD_HEADER);
+      header.writeUInt32BE(payload.length, 0);
+      header.writeUInt32BE(crc32(payload), 4);
+      records.push(header, payload);
+      offsets.push(at);
+      at += RECORD_HEADER + payload.length;
+    }
+    const record = Buffer.concat(records);
     try {
       let written = 0;
       while (written < record.length) {
@@ -213,9 +223,9 @@ export class FileLedger implements Ledger {
       await this.#handle.truncate(this.#size).catch(() => {});
       fail('LEDGER_UNAVAILABLE', `cannot append to ${this.path}: ${(err as Error).message}`, { cause: err });
     }
-    this.#offsets.push(this.#size);
+    this.#offsets.push(...offsets);
     this.#size += record.length;
-    this.#head = block.header;
+    this.#head = (blocks.at(-1) as Block).header;
   }
 
   async close(): Promise<void> {

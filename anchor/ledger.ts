@@ -16,12 +16,14 @@ export interface Ledger {
   /** Blocks from `from` up to the head at the time of the call, in order. */
   blocks(from?: number): AsyncIterable<Block>;
   /**
-   * Appends `block` if and only if it extends the current head (its height is
-   * the next and its `prev` is the head's hash): compare-and-swap on the head.
-   * Throws LEDGER_CONFLICT when another block got there first, and resolves
-   * only once the block is durable.
+   * Appends a run of consecutive blocks, all or none, if and only if the
+   * first extends the current head (its height is the next and its `prev` is
+   * the head's hash): compare-and-swap on the head. Throws LEDGER_CONFLICT
+   * when another block got there first; resolves only once all are durable.
+   * A run lets one ledger round trip (one etcd transaction, one fsync) carry
+   * several blocks.
    */
-  append(block: Block): Promise<void>;
+  append(blocks: readonly Block[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -30,6 +32,16 @@ export function extendsHead(block: Block, head: BlockHeader | null): boolean {
   return head
     ? block.header.height === head.height + 1 && block.header.prev === blockHash(head)
     : block.header.height === 0;
+}
+
+/** Throws unless `blocks` is a non-empty run in which each block extends the one before. */
+export function checkRun(blocks: readonly Block[]): void {
+  if (blocks.length === 0) fail('INVALID_ARGUMENT', 'append needs at least one block');
+  for (let i = 1; i < blocks.length; i++) {
+    if (!extendsHead(blocks[i] as Block, (blocks[i - 1] as Block).header)) {
+      fail('INVALID_ARGUMENT', `block ${blocks[i]?.header.height} does not extend the block before it in the run`);
+    }
+  }
 }
 
 export interface ChainSummary {

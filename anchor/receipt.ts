@@ -67,7 +67,7 @@ export function makeReceipt(block: Block, tree: MerkleTree, leafIndex: number): 
     v: 1,
     event: block.events[leafIndex] as LedgerEvent,
     leafIndex,
-    auditPath: tree.inclusionProof(leafIndex).map((h) => Buffer.from(h).toString('hex')),
+    auditPath: tree.inclusionProofHex(leafIndex),
     block: block.header,
   };
 }

@@ -3,9 +3,11 @@
  * verifies offline, and any change to it, or a block signed by an untrusted
  * key, is refused with a reason.
  */
+
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { blockHash, buildBlock, verifyBlock } from '../../anchor/block.ts';
-import { EVENT_TYPES, encodeEvent, validateEvent } from '../../anchor/events.ts';
+import { canonicalJson, EVENT_TYPES, encodeEvent, validateEvent } from '../../anchor/events.ts';
 import { makeReceipt, type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { type ErrorCode, isMedvaultError } from '../../errors.ts';
@@ -38,6 +40,15 @@ describe('events', () => {
     const event = { ...sampleEvent('record.created'), ...patch };
     for (const key of Object.keys(patch)) if (patch[key] === undefined) delete (event as Record<string, unknown>)[key];
     expect(codeOf(() => validateEvent(event))).toBe('EVENT_INVALID');
+  });
+
+  it('the fast encoding is exactly RFC 8785 (the canonicalize library) for every event type', () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...EVENT_TYPES), fc.nat({ max: 2 ** 40 }), (type, at) => {
+        const event = sampleEvent(type, at);
+        expect(Buffer.from(encodeEvent(event)).toString()).toBe(canonicalJson(event));
+      }),
+    );
   });
 
   it('encodes canonically: key order does not matter', () => {

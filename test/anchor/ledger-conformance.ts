@@ -20,15 +20,15 @@ export function ledgerConformance(name: string, open: () => Promise<Ledger>): vo
       try {
         expect(await ledger.head()).toBeNull();
         const first = buildBlock(null, [sampleEvent()], signer).block;
-        await ledger.append(first);
+        await ledger.append([first]);
         expect(blockHash((await ledger.head()) as never)).toBe(blockHash(first.header));
         // A second block at height 0, or one that skips a height, is refused and changes nothing.
         const rival = buildBlock(null, [sampleEvent()], signer).block;
-        await expect(ledger.append(rival)).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
+        await expect(ledger.append([rival])).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
         const second = buildBlock(first.header, [sampleEvent(), sampleEvent('acl.granted')], signer).block;
         const skipping = buildBlock(second.header, [sampleEvent()], signer).block;
-        await expect(ledger.append(skipping)).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
-        await ledger.append(second);
+        await expect(ledger.append([skipping])).rejects.toMatchObject({ code: 'LEDGER_CONFLICT' });
+        await ledger.append([second]);
         expect((await ledger.get(1))?.events).toEqual(second.events);
         expect(await ledger.get(2)).toBeNull();
         expect(await ledger.get(-1)).toBeNull();

@@ -1,0 +1,117 @@
+/**
+ * npm run bench:anchor [-- --seconds S --window W --submitters 1,8,32,128 --json]
+ *
+ * Anchored documents per second and receipt latency (submit → receipt, which
+ * resolves only once the block is durable) for the etcd ledger (a real
+ * 3-member cluster on 127.0.0.1, started here), and the file ledger. Each of
+ * N concurrent submitters keeps W submissions in flight. With --json the last
+ * line is {"etcd":{docsPerSec,p50Ms,p99Ms},"file":{…},"evm":null}, taken at
+ * the largest submitter count. (The EVM ledger is not built yet: null.)
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Batcher } from '../../anchor/batcher.ts';
+import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
+import { FileLedger } from '../../anchor/file-ledger.ts';
+import type { Ledger } from '../../anchor/ledger.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { sampleEvent } from '../anchor/fixtures.ts';
+import { EtcdCluster } from '../servers/etcd.ts';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '4' },
+    window: { type: 'string', default: '32' },
+    submitters: { type: 'string', default: '1,8,32,128' },
+    'max-events': { type: 'string', default: '1000' },
+    json: { type: 'boolean', default: false },
+  },
+});
+const seconds = Number(values.seconds);
+const window = Number(values.window);
+const counts = values.submitters.split(',').map(Number);
+const maxEvents = Number(values['max-events']);
+
+interface Result {
+  docsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  blocks: number;
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+
+// Events are made before the clock starts: this measures anchoring, not the event generator.
+const EVENTS = Array.from({ length: 400_000 }, () => sampleEvent());
+let nextEvent = 0;
+const anEvent = () => EVENTS[nextEvent++ % EVENTS.length] as (typeof EVENTS)[number];
+
+async function measure(ledger: Ledger, submitters: number): Promise<Result> {
+  const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2 });
+  const latencies: number[] = [];
+  const startHeight = (await ledger.head())?.height ?? -1;
+  const warmupEnd = performance.now() + 500;
+  const end = warmupEnd + seconds * 1000;
+  let done = 0;
+  // Each submitter keeps `window` submissions in flight: a counting semaphore.
+  const submitter = async () => {
+    let inFlight = 0;
+    let wake: (() => void) | null = null;
+    while (performance.now() < end) {
+      const t = performance.now();
+      inFlight++;
+      batcher.submit(anEvent()).then(() => {
+        const now = performance.now();
+        if (t >= warmupEnd && now <= end) {
+          latencies.push(now - t);
+          done++;
+        }
+        inFlight--;
+        wake?.();
+      });
+      while (inFlight >= window) await new Promise<void>((resolve) => (wake = resolve));
+    }
+    while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
+  };
+  await Promise.all(Array.from({ length: submitters }, submitter));
+  await batcher.flush();
+  latencies.sort((a, b) => a - b);
+  const blocks = ((await ledger.head())?.height ?? -1) - startHeight;
+  return {
+    docsPerSec: Math.round(done / seconds),
+    p50Ms: Math.round(percentile(latencies, 0.5) * 10) / 10,
+    p99Ms: Math.round(percentile(latencies, 0.99) * 10) / 10,
+    blocks,
+  };
+}
+
+const results: Record<string, Result> = {};
+const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-anchor-'));
+const cluster = await EtcdCluster.start(3);
+try {
+  const backends: Array<[string, () => Promise<Ledger>]> = [
+    ['etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `bench-${Date.now()}` })],
+    ['file', async () => FileLedger.open(join(dir, `bench-${Date.now()}.mvl`))],
+  ];
+  console.log(`window ${window} per submitter, blocks of up to ${maxEvents} events, ${seconds} s per run`);
+  console.log('ledger  submitters  docs/s    p50 ms  p99 ms  blocks');
+  for (const [name, open] of backends) {
+    for (const n of counts) {
+      const ledger = await open();
+      const r = await measure(ledger, n);
+      await ledger.close();
+      console.log(
+        `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}`,
+      );
+      results[name] = r;
+    }
+  }
+} finally {
+  await cluster.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+const pick = (r: Result | undefined) => (r ? { docsPerSec: r.docsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms } : null);
+if (values.json) console.log(JSON.stringify({ etcd: pick(results.etcd), file: pick(results.file), evm: null }));
