@@ -39,6 +39,7 @@ export const ERRORS = {
   LEDGER_UNAVAILABLE: { status: 503, message: 'the ledger is unavailable' },
   LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
+  LEDGER_UNAUTHORIZED: { status: 403, message: 'this node may not append to the ledger' },
 
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },

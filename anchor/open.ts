@@ -2,6 +2,9 @@
  * Opens a ledger from a URI:
  *   file:PATH                                  the embedded file ledger
  *   etcd://HOST:PORT[,HOST:PORT…][/PREFIX]     a ledger on an etcd cluster
+ *   evm://HOST:PORT/0xCONTRACT                 the Anchor contract on an EVM chain
+ *                                              (JSON-RPC over HTTP); appends need
+ *                                              MEDVAULT_EVM_PRIVATE_KEY, reads do not
  */
 import { fail } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -21,8 +24,16 @@ export async function openLedger(uri: string, options: { logger?: Logger } = {})
     const prefix = etcd[2]?.slice(1) || undefined;
     return new EtcdLedger({ hosts, ...(prefix ? { prefix } : {}) });
   }
+  const evm = /^evm:\/\/([^/]+)\/(0x[0-9a-fA-F]{40})$/.exec(uri);
+  if (evm) {
+    const { JsonRpcProvider, Wallet } = await import('ethers');
+    const { EvmLedger } = await import('./evm-ledger.ts');
+    const provider = new JsonRpcProvider(`http://${evm[1]}`, undefined, { staticNetwork: true });
+    const key = process.env.MEDVAULT_EVM_PRIVATE_KEY;
+    return new EvmLedger(evm[2] as string, key ? new Wallet(key, provider) : provider);
+  }
   return fail(
     'INVALID_ARGUMENT',
-    `unknown ledger URI ${JSON.stringify(uri)} (file:PATH or etcd://HOST:PORT,…[/PREFIX])`,
+    `unknown ledger URI ${JSON.stringify(uri)} (file:PATH, etcd://HOST:PORT,…[/PREFIX] or evm://HOST:PORT/0xCONTRACT)`,
   );
 }

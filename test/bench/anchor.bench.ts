@@ -3,22 +3,26 @@
  *
  * Anchored documents per second and receipt latency (submit → receipt, which
  * resolves only once the block is durable) for the etcd ledger (a real
- * 3-member cluster on 127.0.0.1, started here), and the file ledger. Each of
- * N concurrent submitters keeps W submissions in flight. With --json the last
- * line is {"etcd":{docsPerSec,p50Ms,p99Ms},"file":{…},"evm":null}, taken at
- * the largest submitter count. (The EVM ledger is not built yet: null.)
+ * 3-member cluster on 127.0.0.1, started here), the file ledger and the EVM
+ * ledger (Hardhat 3's in-process EDR network; blocks of 250 events, one per
+ * transaction, about the 128 KiB transaction size real chains accept). Each
+ * of N concurrent submitters keeps W submissions in flight. With --json the
+ * last line is {"etcd":{docsPerSec,p50Ms,p99Ms},"file":{…},"evm":{…}}, taken
+ * at the largest submitter count.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Batcher } from '../../anchor/batcher.ts';
+import { Batcher, type BatcherOptions } from '../../anchor/batcher.ts';
 import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
+import { EvmLedger } from '../../anchor/evm-ledger.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { sampleEvent } from '../anchor/fixtures.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
+import { startEvmChain } from '../servers/evm.ts';
 
 const { values } = parseArgs({
   options: {
@@ -49,13 +53,14 @@ const EVENTS = Array.from({ length: 400_000 }, () => sampleEvent());
 let nextEvent = 0;
 const anEvent = () => EVENTS[nextEvent++ % EVENTS.length] as (typeof EVENTS)[number];
 
-async function measure(ledger: Ledger, submitters: number): Promise<Result> {
-  const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2 });
+async function measure(ledger: Ledger, submitters: number, options: BatcherOptions): Promise<Result> {
+  const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2, ...options });
   const latencies: number[] = [];
   const startHeight = (await ledger.head())?.height ?? -1;
   const warmupEnd = performance.now() + 500;
   const end = warmupEnd + seconds * 1000;
   let done = 0;
+  const failed = new Map<string, number>();
   // Each submitter keeps `window` submissions in flight: a counting semaphore.
   const submitter = async () => {
     let inFlight = 0;
@@ -63,15 +68,22 @@ async function measure(ledger: Ledger, submitters: number): Promise<Result> {
     while (performance.now() < end) {
       const t = performance.now();
       inFlight++;
-      batcher.submit(anEvent()).then(() => {
-        const now = performance.now();
-        if (t >= warmupEnd && now <= end) {
-          latencies.push(now - t);
-          done++;
-        }
-        inFlight--;
-        wake?.();
-      });
+      batcher.submit(anEvent()).then(
+        () => {
+          const now = performance.now();
+          if (t >= warmupEnd && now <= end) {
+            latencies.push(now - t);
+            done++;
+          }
+          inFlight--;
+          wake?.();
+        },
+        (err: { code?: string }) => {
+          failed.set(err.code ?? 'untyped', (failed.get(err.code ?? 'untyped') ?? 0) + 1);
+          inFlight--;
+          wake?.();
+        },
+      );
       while (inFlight >= window) await new Promise<void>((resolve) => (wake = resolve));
     }
     while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
@@ -79,6 +91,7 @@ async function measure(ledger: Ledger, submitters: number): Promise<Result> {
   await Promise.all(Array.from({ length: submitters }, submitter));
   await batcher.flush();
   latencies.sort((a, b) => a - b);
+  if (failed.size > 0) console.log(`  refused submissions: ${JSON.stringify(Object.fromEntries(failed))}`);
   const blocks = ((await ledger.head())?.height ?? -1) - startHeight;
   return {
     docsPerSec: Math.round(done / seconds),
@@ -91,17 +104,23 @@ async function measure(ledger: Ledger, submitters: number): Promise<Result> {
 const results: Record<string, Result> = {};
 const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-anchor-'));
 const cluster = await EtcdCluster.start(3);
+const chain = await startEvmChain();
 try {
-  const backends: Array<[string, () => Promise<Ledger>]> = [
-    ['etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `bench-${Date.now()}` })],
-    ['file', async () => FileLedger.open(join(dir, `bench-${Date.now()}.mvl`))],
+  const backends: Array<[string, () => Promise<Ledger>, BatcherOptions]> = [
+    ['etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `bench-${Date.now()}` }), {}],
+    ['file', async () => FileLedger.open(join(dir, `bench-${Date.now()}.mvl`)), {}],
+    [
+      'evm',
+      async () => new EvmLedger(chain.address, chain.admin),
+      { maxEvents: Math.min(250, maxEvents), maxBlocksPerAppend: 1 },
+    ],
   ];
   console.log(`window ${window} per submitter, blocks of up to ${maxEvents} events, ${seconds} s per run`);
   console.log('ledger  submitters  docs/s    p50 ms  p99 ms  blocks');
-  for (const [name, open] of backends) {
+  for (const [name, open, options] of backends) {
     for (const n of counts) {
       const ledger = await open();
-      const r = await measure(ledger, n);
+      const r = await measure(ledger, n, options);
       await ledger.close();
       console.log(
         `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}`,
@@ -110,8 +129,10 @@ try {
     }
   }
 } finally {
+  await chain.close();
   await cluster.stop();
   rmSync(dir, { recursive: true, force: true });
 }
 const pick = (r: Result | undefined) => (r ? { docsPerSec: r.docsPerSec, p50Ms: r.p50Ms, p99Ms: r.p99Ms } : null);
-if (values.json) console.log(JSON.stringify({ etcd: pick(results.etcd), file: pick(results.file), evm: null }));
+if (values.json)
+  console.log(JSON.stringify({ etcd: pick(results.etcd), file: pick(results.file), evm: pick(results.evm) }));

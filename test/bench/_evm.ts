@@ -1,0 +1,23 @@
+import { BrowserProvider } from 'ethers';
+import { createHardhatRuntimeEnvironment } from 'hardhat/hre';
+import { Batcher } from '../../anchor/batcher.ts';
+import { deployAnchorContract, EvmLedger } from '../../anchor/evm-ledger.ts';
+import { verifyChain } from '../../anchor/ledger.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { sampleEvent } from '../anchor/fixtures.ts';
+
+const hre = await createHardhatRuntimeEnvironment({});
+const conn = await hre.network.connect();
+const provider = new BrowserProvider(conn.provider as never);
+const signer = await provider.getSigner(0);
+const address = await deployAnchorContract(signer);
+const ledger = new EvmLedger(address, signer);
+const b = new Batcher(ledger, SigningKey.generate(), { maxEvents: 100, maxBlocksPerAppend: 1, pipelineDepth: 1 });
+const t = performance.now();
+const receipts = await Promise.all(Array.from({ length: 1000 }, () => b.submit(sampleEvent())));
+console.log('1000 events', (performance.now() - t).toFixed(0), 'ms; head', (await ledger.head())?.height);
+console.log(await verifyChain(ledger).then((s) => [s.blocks, s.events]));
+const other = new EvmLedger(address, await provider.getSigner(1));
+const rb = new Batcher(other, SigningKey.generate());
+console.log(await rb.submit(sampleEvent()).catch((e) => e.code));
+await conn.close();
