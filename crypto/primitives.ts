@@ -46,8 +46,11 @@ export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Arr
   return new Uint8Array(Buffer.concat([head, cipher.getAuthTag()]));
 }
 
-/** Opens ciphertext || tag; `null` when authentication fails. */
-export function aeadOpen(key: Uint8Array, sealed: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Uint8Array | null {
+/**
+ * Opens ciphertext || tag with ChaCha20-Poly1305; `null` when authentication
+ * fails. The plaintext is returned only after the tag has verified.
+ */
+export function aeadOpen(key: Uint8Array, sealed: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Buffer | null {
   if (sealed.length < TAG_LENGTH) return null;
   const cut = sealed.length - TAG_LENGTH;
   const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
@@ -58,7 +61,7 @@ export function aeadOpen(key: Uint8Array, sealed: Uint8Array, nonce: Uint8Array 
   } catch {
     return null;
   }
-  return new Uint8Array(plain);
+  return plain;
 }
 
 // DER prefixes of an X25519 private key (PKCS#8) and public key (SPKI), so raw

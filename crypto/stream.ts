@@ -17,9 +17,9 @@
  * prefix writes to a temporary place and commits only when the stream ends
  * without error (the CLI deletes a partial output file on failure).
  */
-import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { createCipheriv } from 'node:crypto';
 import { check, fail, MedvaultError } from '../errors.ts';
-import { hkdf, random, TAG_LENGTH } from './primitives.ts';
+import { aeadOpen, hkdf, random, TAG_LENGTH } from './primitives.ts';
 import { noteChunkBytes } from './reclaim.ts';
 
 export const CHUNK_SIZE = 64 * 1024;
@@ -219,18 +219,8 @@ export class PayloadOpener {
   }
 
   #open(chunk: Uint8Array, last: boolean): Buffer | null {
-    const cut = chunk.length - TAG_LENGTH;
-    const decipher = createDecipheriv('chacha20-poly1305', this.#key as Buffer, this.#chunkNonce.set(last), {
-      authTagLength: TAG_LENGTH,
-    });
-    decipher.setAuthTag(chunk.subarray(cut));
-    const plain = decipher.update(chunk.subarray(0, cut));
-    try {
-      decipher.final();
-    } catch {
-      return null;
-    }
-    noteChunkBytes(plain.length);
+    const plain = aeadOpen(this.#key as Buffer, chunk, this.#chunkNonce.set(last));
+    if (plain) noteChunkBytes(plain.length);
     return plain;
   }
 }

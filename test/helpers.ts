@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
+import { type ErrorCode, isMedvaultError } from '../errors.ts';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const CLI = join(ROOT, 'services/cli.ts');
@@ -51,4 +52,14 @@ export function bytes(length: number, seed = 1): Uint8Array {
 export function flipBits<T extends Uint8Array>(data: T, index: number, mask = 1): T {
   data[index] = (data[index] as number) ^ mask;
   return data;
+}
+
+/** The stable error code `fn` throws, 'no error', or 'untyped error' for anything else. */
+export function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
+  try {
+    fn();
+    return 'no error';
+  } catch (err) {
+    return isMedvaultError(err) ? err.code : 'untyped error';
+  }
 }

@@ -10,17 +10,8 @@ import { blockHash, buildBlock, verifyBlock } from '../../anchor/block.ts';
 import { canonicalJson, EVENT_TYPES, encodeEvent, validateEvent } from '../../anchor/events.ts';
 import { makeReceipt, type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
-import { type ErrorCode, isMedvaultError } from '../../errors.ts';
+import { codeOf } from '../helpers.ts';
 import { hash, id, sampleEvent } from './fixtures.ts';
-
-function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
-  try {
-    fn();
-    return 'no error';
-  } catch (err) {
-    return isMedvaultError(err) ? err.code : 'untyped error';
-  }
-}
 
 describe('events', () => {
   it.each(EVENT_TYPES)('%s: a well-formed event validates', (type) => {

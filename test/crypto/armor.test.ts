@@ -3,8 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { decrypt, encrypt } from '../../crypto/age.ts';
 import { ArmorDecoder, ArmorEncoder } from '../../crypto/armor.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
-import { type ErrorCode, isMedvaultError } from '../../errors.ts';
-import { bytes } from '../helpers.ts';
+import { bytes, codeOf } from '../helpers.ts';
 
 const alice = X25519Identity.generate();
 
@@ -22,15 +21,6 @@ function armorEncode(data: Uint8Array, piece = data.length || 1): string {
   let text = '';
   for (let i = 0; i < data.length; i += piece) text += encoder.update(data.subarray(i, i + piece));
   return text + encoder.final();
-}
-
-function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
-  try {
-    fn();
-    return 'no error';
-  } catch (err) {
-    return isMedvaultError(err) ? err.code : 'untyped error';
-  }
 }
 
 describe('encoding', () => {

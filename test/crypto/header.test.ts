@@ -9,17 +9,9 @@ import { parseHeader, type Recipient, type Stanza, serializeHeader } from '../..
 import { random } from '../../crypto/primitives.ts';
 import { ScryptIdentity, ScryptRecipient } from '../../crypto/scrypt.ts';
 import { X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
-import { type ErrorCode, isMedvaultError } from '../../errors.ts';
+import type { ErrorCode } from '../../errors.ts';
+import { codeOf } from '../helpers.ts';
 import vectors from './vectors/malformed-headers.json' with { type: 'json' };
-
-function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
-  try {
-    fn();
-    return 'no error';
-  } catch (err) {
-    return isMedvaultError(err) ? err.code : 'untyped error';
-  }
-}
 
 const alice = X25519Identity.generate();
 const bob = X25519Identity.generate();

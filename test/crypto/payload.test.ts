@@ -22,21 +22,12 @@ import {
 } from '../../crypto/age.ts';
 import { PayloadOpener } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
-import { type ErrorCode, isMedvaultError } from '../../errors.ts';
-import { bytes, flipBits } from '../helpers.ts';
+import { isMedvaultError } from '../../errors.ts';
+import { bytes, codeOf, flipBits } from '../helpers.ts';
 
 const CHUNK = 65536;
 const SEALED = CHUNK + 16;
 const alice = X25519Identity.generate();
-
-function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped error' {
-  try {
-    fn();
-    return 'no error';
-  } catch (err) {
-    return isMedvaultError(err) ? err.code : 'untyped error';
-  }
-}
 
 describe('damaged payloads', () => {
   const plain = bytes(3 * CHUNK, 3); // exactly three full chunks
