@@ -41,6 +41,14 @@ export const ERRORS = {
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
   LEDGER_UNAUTHORIZED: { status: 403, message: 'this node may not append to the ledger' },
 
+  // Blob stores.
+  STORE_NOT_FOUND: { status: 404, message: 'no such blob in the store' },
+  STORE_UNAVAILABLE: { status: 503, message: 'the blob store is unavailable' },
+  STORE_TIMEOUT: { status: 504, message: 'the blob store did not answer in time' },
+  STORE_AUTH: { status: 502, message: 'the blob store refused the credentials' },
+  STORE_INTEGRITY: { status: 502, message: 'the blob store returned bytes that do not match their hash' },
+  STORE_BAD_REF: { status: 400, message: 'malformed blob reference' },
+
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },
 } as const satisfies Record<string, { status: number; message: string }>;

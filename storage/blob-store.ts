@@ -1,0 +1,49 @@
+/**
+ * The BlobStore contract: where ciphertext lives. Every backend streams (no
+ * whole blob in memory), hashes on the way in, keeps puts idempotent, and
+ * can make a blob unrecoverable from that store when erasure asks.
+ *
+ * A ref names a blob in one store: the SHA-256 hex for content-addressed
+ * files and objects, a CID for IPFS. Backends throw STORE_* errors (see
+ * errors.ts): NOT_FOUND, UNAVAILABLE, TIMEOUT, AUTH, INTEGRITY, BAD_REF.
+ */
+import type { Readable } from 'node:stream';
+
+export interface PutResult {
+  ref: string;
+  size: number;
+  /** SHA-256 of the bytes, hex. */
+  sha256: string;
+}
+
+/** A byte range: `start` inclusive, `end` exclusive (to the end when absent). */
+export interface ByteRange {
+  start: number;
+  end?: number;
+}
+
+export interface DeleteResult {
+  ref: string;
+  /** True when the store held the blob and no longer does. */
+  removed: boolean;
+  /** What the store did and confirmed, for the erasure certificate. */
+  confirmed: string;
+}
+
+export interface BlobStore {
+  readonly kind: string;
+  /** Streams `source` into the store. Idempotent: the same bytes give the same ref. */
+  put(source: AsyncIterable<Uint8Array>): Promise<PutResult>;
+  /** Streams a blob, or a range of it. Throws STORE_NOT_FOUND. */
+  get(ref: string, range?: ByteRange): Promise<Readable>;
+  /** The blob's size, or null when the store does not hold it. */
+  stat(ref: string): Promise<{ size: number } | null>;
+  has(ref: string): Promise<boolean>;
+  /** Removes the blob from this store for good (see each backend for what that means). */
+  delete(ref: string): Promise<DeleteResult>;
+  /** Every ref the store holds, for garbage collection. */
+  list(): AsyncIterable<string>;
+  close(): Promise<void>;
+}
+
+export const SHA256_REF = /^[0-9a-f]{64}$/;

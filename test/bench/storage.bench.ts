@@ -1,0 +1,80 @@
+/**
+ * npm run bench:storage [-- --size MiB --json]
+ *
+ * Put and get throughput and peak RSS for each blob store, each measured in
+ * its own child process: a put of SIZE MiB (default 256) streamed from
+ * memory, then a get of it, read to the end. With --json the last line is
+ * {"fs":{putMBps,getMBps,peakRssMiB},"ipfs":…,"s3":…}. Only the fs store
+ * exists yet: ipfs and s3 are null.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
+
+const { values } = parseArgs({
+  options: {
+    size: { type: 'string', default: '256' },
+    json: { type: 'boolean', default: false },
+    child: { type: 'string' },
+  },
+});
+const bytes = Number(values.size) * 1024 * 1024;
+
+if (values.child) {
+  // In the child: measure one store.
+  const store = await openBlobStore(JSON.parse(values.child) as StoreConfig);
+  const piece = randomBytes(1 << 20);
+  async function* source(): AsyncGenerator<Buffer> {
+    for (let sent = 0; sent < bytes; sent += piece.length)
+      yield piece.subarray(0, Math.min(piece.length, bytes - sent));
+  }
+  let t = performance.now();
+  const { ref } = await store.put(source());
+  const putSeconds = (performance.now() - t) / 1000;
+  t = performance.now();
+  let read = 0;
+  for await (const chunk of await store.get(ref)) read += (chunk as Buffer).length;
+  const getSeconds = (performance.now() - t) / 1000;
+  if (read !== bytes) throw new Error(`read ${read} of ${bytes} bytes`);
+  await store.delete(ref);
+  await store.close();
+  console.log(JSON.stringify({ putSeconds, getSeconds, maxRssMiB: process.resourceUsage().maxRSS / 1024 }));
+  process.exit(0);
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-storage-'));
+const configs: Record<string, StoreConfig | null> = { fs: { kind: 'fs', root: join(dir, 'fs') }, ipfs: null, s3: null };
+const results: Record<string, { putMBps: number; getMBps: number; peakRssMiB: number } | null> = {};
+try {
+  console.log(`${values.size} MiB per blob; put streamed from memory, get read to the end`);
+  console.log('store  put MB/s  get MB/s  peak RSS MiB');
+  for (const [name, config] of Object.entries(configs)) {
+    if (!config) {
+      results[name] = null;
+      console.log(`${name.padEnd(5)}  (not built yet)`);
+      continue;
+    }
+    const run = spawnSync(
+      process.execPath,
+      [new URL(import.meta.url).pathname, '--size', values.size, '--child', JSON.stringify(config)],
+      {
+        encoding: 'utf8',
+      },
+    );
+    if (run.status !== 0) throw new Error(run.stderr);
+    const r = JSON.parse(run.stdout.trim().split('\n').at(-1) as string);
+    const mbps = (s: number) => Math.round(bytes / 1e6 / s);
+    results[name] = { putMBps: mbps(r.putSeconds), getMBps: mbps(r.getSeconds), peakRssMiB: Math.round(r.maxRssMiB) };
+    const x = results[name];
+    console.log(
+      `${name.padEnd(5)}  ${String(x?.putMBps).padStart(8)}  ${String(x?.getMBps).padStart(8)}  ${String(x?.peakRssMiB).padStart(12)}`,
+    );
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+if (values.json) console.log(JSON.stringify(results));

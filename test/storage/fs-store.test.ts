@@ -1,0 +1,51 @@
+/** The embedded fs blob store: the shared contract, crash leftovers, proof of deletion on disk. */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FsBlobStore } from '../../storage/fs-store.ts';
+import { bytes, tempDir } from '../helpers.ts';
+import { blobStoreConformance } from './conformance.ts';
+
+const root = tempDir('medvault-fs-store-');
+blobStoreConformance('fs', () => FsBlobStore.open(root), {
+  missingRef: () => 'ab'.repeat(32),
+  config: () => ({ kind: 'fs', root: join(root, 'big') }),
+});
+
+function allFiles(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
+}
+
+describe('fs blob store on disk', () => {
+  it('a temporary left by a crash is deleted when the store opens', async () => {
+    const dir = join(root, 'crash');
+    await FsBlobStore.open(dir);
+    writeFileSync(join(dir, 'tmp', 'half-written'), bytes(5000, 3));
+    await FsBlobStore.open(dir);
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('after delete, no file under the store holds the blob', async () => {
+    const dir = join(root, 'proof');
+    const store = await FsBlobStore.open(dir);
+    const data = bytes(123_456, 42);
+    const { ref } = await store.put(
+      (async function* () {
+        yield data;
+      })(),
+    );
+    await store.put(
+      (async function* () {
+        yield bytes(1000, 1);
+      })(),
+    );
+    await store.delete(ref);
+    const hashes = allFiles(dir).map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
+    expect(hashes).not.toContain(ref);
+    expect(allFiles(dir).some((f) => f.endsWith(ref))).toBe(false);
+    expect(hashes).toHaveLength(1); // the other blob stays
+  });
+});
