@@ -5,13 +5,21 @@
 import { fail } from '../errors.ts';
 import type { BlobStore } from './blob-store.ts';
 import { FsBlobStore } from './fs-store.ts';
+import { ReplicatedBlobStore } from './replicated-store.ts';
 
-export type StoreConfig = { kind: 'fs'; root: string };
+export type StoreConfig =
+  | { kind: 'fs'; root: string }
+  | { kind: 'replicated'; replicas: Array<{ name: string; config: StoreConfig }>; minCopies?: number };
 
 export async function openBlobStore(config: StoreConfig): Promise<BlobStore> {
   switch (config.kind) {
     case 'fs':
       return FsBlobStore.open(config.root);
+    case 'replicated': {
+      const replicas = [];
+      for (const r of config.replicas) replicas.push({ name: r.name, store: await openBlobStore(r.config) });
+      return new ReplicatedBlobStore(replicas, config.minCopies === undefined ? {} : { minCopies: config.minCopies });
+    }
     default:
       return fail('INVALID_ARGUMENT', `unknown blob store kind ${JSON.stringify((config as { kind: unknown }).kind)}`);
   }
