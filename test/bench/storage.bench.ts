@@ -4,16 +4,18 @@
  * Put and get throughput and peak RSS for each blob store, each measured in
  * its own child process: a put of SIZE MiB (default 256) streamed from
  * memory, then a get of it, read to the end. With --json the last line is
- * {"fs":{putMBps,getMBps,peakRssMiB},"ipfs":…,"s3":…}. Only the fs store
- * exists yet: ipfs and s3 are null.
+ * {"fs":{putMBps,getMBps,peakRssMiB},"ipfs":…,"s3":…}. s3 runs against the
+ * test server (s3rver behind a SigV4 verifier, started here), not MinIO; the
+ * ipfs store is not built yet (null).
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
+import { startS3Server } from '../servers/s3.ts';
 
 const { values } = parseArgs({
   options: {
@@ -47,7 +49,19 @@ if (values.child) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-storage-'));
-const configs: Record<string, StoreConfig | null> = { fs: { kind: 'fs', root: join(dir, 'fs') }, ipfs: null, s3: null };
+const s3 = await startS3Server();
+const configs: Record<string, StoreConfig | null> = {
+  fs: { kind: 'fs', root: join(dir, 'fs') },
+  ipfs: null,
+  s3: {
+    kind: 's3',
+    endPoint: s3.endPoint,
+    port: s3.port,
+    accessKey: s3.accessKey,
+    secretKey: s3.secretKey,
+    bucket: s3.bucket,
+  },
+};
 const results: Record<string, { putMBps: number; getMBps: number; peakRssMiB: number } | null> = {};
 try {
   console.log(`${values.size} MiB per blob; put streamed from memory, get read to the end`);
@@ -58,15 +72,10 @@ try {
       console.log(`${name.padEnd(5)}  (not built yet)`);
       continue;
     }
-    const run = spawnSync(
-      process.execPath,
-      [new URL(import.meta.url).pathname, '--size', values.size, '--child', JSON.stringify(config)],
-      {
-        encoding: 'utf8',
-      },
-    );
-    if (run.status !== 0) throw new Error(run.stderr);
-    const r = JSON.parse(run.stdout.trim().split('\n').at(-1) as string);
+    // Asynchronously: the S3 test server runs in this process.
+    const child = [new URL(import.meta.url).pathname, '--size', values.size, '--child', JSON.stringify(config)];
+    const { stdout } = await promisify(execFile)(process.execPath, child);
+    const r = JSON.parse(stdout.trim().split('\n').at(-1) as string);
     const mbps = (s: number) => Math.round(bytes / 1e6 / s);
     results[name] = { putMBps: mbps(r.putSeconds), getMBps: mbps(r.getSeconds), peakRssMiB: Math.round(r.maxRssMiB) };
     const x = results[name];
@@ -75,6 +84,7 @@ try {
     );
   }
 } finally {
+  await s3.stop();
   rmSync(dir, { recursive: true, force: true });
 }
 if (values.json) console.log(JSON.stringify(results));
