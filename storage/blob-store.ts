@@ -8,6 +8,7 @@
  * errors.ts): NOT_FOUND, UNAVAILABLE, TIMEOUT, AUTH, INTEGRITY, BAD_REF.
  */
 import type { Readable } from 'node:stream';
+import { check } from '../errors.ts';
 
 export interface PutResult {
   ref: string;
@@ -47,3 +48,15 @@ export interface BlobStore {
 }
 
 export const SHA256_REF = /^[0-9a-f]{64}$/;
+
+/** The bytes [start, end) a range asks of a blob of `size` bytes; INVALID_ARGUMENT when outside it. */
+export function resolveRange(range: ByteRange | undefined, size: number): { start: number; end: number } {
+  const start = range?.start ?? 0;
+  const end = range?.end ?? size;
+  check(
+    Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0 && start <= end && end <= size,
+    'INVALID_ARGUMENT',
+    `range ${start}..${end} is outside a blob of ${size} bytes`,
+  );
+  return { start, end };
+}

@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { check, fail } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
-import { SHA256_REF } from './blob-store.ts';
+import { resolveRange, SHA256_REF } from './blob-store.ts';
 
 async function fsyncDirectory(path: string): Promise<void> {
   const dir = await open(path, constants.O_RDONLY);
@@ -91,13 +91,7 @@ export class FsBlobStore implements BlobStore {
     const path = this.#path(ref);
     const info = await this.stat(ref);
     if (!info) fail('STORE_NOT_FOUND', ref);
-    const start = range?.start ?? 0;
-    const end = range?.end ?? info.size;
-    check(
-      Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0 && start <= end && end <= info.size,
-      'INVALID_ARGUMENT',
-      `range ${start}..${end} is outside a blob of ${info.size} bytes`,
-    );
+    const { start, end } = resolveRange(range, info.size);
     if (start === end) return Readable.from([]);
     return createReadStream(path, { start, end: end - 1, highWaterMark: 1 << 20 }); // `end` is inclusive there
   }

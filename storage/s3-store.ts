@@ -21,7 +21,7 @@ import { Readable, Transform } from 'node:stream';
 import { Client } from 'minio';
 import { check, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
-import { SHA256_REF } from './blob-store.ts';
+import { resolveRange, SHA256_REF } from './blob-store.ts';
 
 export interface S3StoreOptions {
   endPoint: string;
@@ -126,13 +126,7 @@ export class S3BlobStore implements BlobStore {
     this.#checkRef(ref);
     const info = await this.stat(ref);
     if (!info) fail('STORE_NOT_FOUND', ref);
-    const start = range?.start ?? 0;
-    const end = range?.end ?? info.size;
-    check(
-      Number.isSafeInteger(start) && Number.isSafeInteger(end) && start >= 0 && start <= end && end <= info.size,
-      'INVALID_ARGUMENT',
-      `range ${start}..${end} is outside a blob of ${info.size} bytes`,
-    );
+    const { start, end } = resolveRange(range, info.size);
     if (start === end) return Readable.from([]);
     try {
       if (range) return await this.#client.getPartialObject(this.#bucket, ref, start, end - start);
