@@ -49,6 +49,12 @@ export const ERRORS = {
   STORE_INTEGRITY: { status: 502, message: 'the blob store returned bytes that do not match their hash' },
   STORE_BAD_REF: { status: 400, message: 'malformed blob reference' },
 
+  // Key custody (KMS).
+  KMS_LOCKED: { status: 403, message: 'the keystore cannot be opened with this passphrase or key file' },
+  KMS_CORRUPT: { status: 500, message: 'the keystore file is damaged' },
+  KMS_NO_KEY: { status: 404, message: 'no custodian key for this subject' },
+  KMS_KEY_DESTROYED: { status: 410, message: 'the custodian key for this subject was destroyed' },
+
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -1,2 +1,12 @@
+export { Batcher, type BatcherOptions } from './anchor/batcher.ts';
+export { type Block, type BlockHeader, blockHash } from './anchor/block.ts';
+export { EVENT_TYPES, type EventType, type LedgerEvent } from './anchor/events.ts';
+export { checkReceiptOnLedger, type Ledger, verifyChain } from './anchor/ledger.ts';
+export { openLedger } from './anchor/open.ts';
+export { type Receipt, type VerifiedReceipt, verifyReceipt } from './anchor/receipt.ts';
 export * from './crypto/index.ts';
 export { ERRORS, type ErrorCode, isMedvaultError, MedvaultError } from './errors.ts';
+export type { DestroyResult, Kms } from './kms/kms.ts';
+export { LocalKms } from './kms/local-kms.ts';
+export type { BlobStore, ByteRange, DeleteResult, PutResult } from './storage/blob-store.ts';
+export { openBlobStore, type StoreConfig } from './storage/open.ts';

@@ -19,6 +19,7 @@ export {
   unwrapFileKey,
 } from './age.ts';
 export { ArmorDecoder, ArmorEncoder } from './armor.ts';
+export { keyFingerprint, SigningKey, verifySignature } from './ed25519.ts';
 export {
   DEFAULT_LIMITS,
   type Header,

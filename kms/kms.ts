@@ -1,0 +1,30 @@
+/**
+ * Key custody. Each subject (a patient, by keyed pseudonym) has a custodian
+ * X25519 key that never leaves the KMS: records are encrypted to it beside
+ * their readers, it is the vault's only way to re-share a record, and
+ * erasure destroys it. Backends: `local` (a sealed keystore file, default)
+ * and, later, `pkcs11` (an HSM).
+ */
+import type { Recipient } from '../crypto/header.ts';
+
+export interface DestroyResult {
+  subject: string;
+  keyId: string;
+  backend: string;
+  /** What the backend did, for the erasure certificate. */
+  confirmed: string;
+}
+
+export interface Kms {
+  readonly backend: string;
+  /** The subject's custodian recipient (made on first use) and its key id. */
+  custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }>;
+  /**
+   * Inside the KMS: unwraps the header's custodian stanza and returns a new
+   * header for the same file key, wrapped to `readers` and the custodian.
+   * The file key never leaves this call.
+   */
+  rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array>;
+  /** Destroys the subject's custodian key for good. */
+  destroy(subject: string): Promise<DestroyResult>;
+}

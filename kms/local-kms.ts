@@ -1,0 +1,111 @@
+/**
+ * The local KMS: custodian keys in a keystore file sealed with a passphrase
+ * or a key file (kms/sealed-file.ts). Destroying a key rewrites the whole
+ * file without it (atomically, fsync'd), so no copy of the key remains in the
+ * file or beside it; the subject is remembered as destroyed, by key id only.
+ *
+ * What this cannot promise: a filesystem may keep the blocks of the previous
+ * file until they are reused, and whoever holds those blocks and the
+ * passphrase could open the old file. An HSM backend (pkcs11) is the answer
+ * where that matters; the erasure certificate names the backend used.
+ */
+
+import { buildHeader, openHeader } from '../crypto/age.ts';
+import { keyFingerprint } from '../crypto/ed25519.ts';
+import type { Recipient } from '../crypto/header.ts';
+import { random } from '../crypto/primitives.ts';
+import { X25519Identity } from '../crypto/x25519.ts';
+import { check, fail } from '../errors.ts';
+import type { DestroyResult, Kms } from './kms.ts';
+import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
+
+const SUBJECT = /^[0-9a-f]{64}$/; // a keyed pseudonym, never a name
+
+interface Keystore {
+  custodians: Record<string, { keyId: string; secret: string; created: number }>;
+  destroyed: Record<string, { keyId: string; at: number }>;
+}
+
+export class LocalKms implements Kms {
+  readonly backend = 'local';
+  readonly #path: string;
+  readonly #secret: SealingSecret;
+  #store: Keystore;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(path: string, secret: SealingSecret, store: Keystore) {
+    this.#path = path;
+    this.#secret = secret;
+    this.#store = store;
+  }
+
+  /** Opens the keystore at `path`, creating it when absent. KMS_LOCKED for a wrong secret. */
+  static async open(path: string, secret: SealingSecret): Promise<LocalKms> {
+    const existing = await readSealed<Keystore>(path, secret);
+    const store = existing ?? { custodians: {}, destroyed: {} };
+    if (!existing) await writeSealed(path, secret, store);
+    return new LocalKms(path, secret, store);
+  }
+
+  /** Runs a change of the keystore and writes it, one change at a time. */
+  #change<T>(step: (store: Keystore) => T): Promise<T> {
+    const run = this.#tail.then(async () => {
+      const next = structuredClone(this.#store);
+      const result = step(next);
+      await writeSealed(this.#path, this.#secret, next);
+      this.#store = next;
+      return result;
+    });
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  #identity(subject: string): { identity: X25519Identity; keyId: string } {
+    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+    const destroyed = this.#store.destroyed[subject];
+    if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
+    const entry = this.#store.custodians[subject];
+    if (!entry) fail('KMS_NO_KEY');
+    return { identity: new X25519Identity(Buffer.from(entry.secret, 'base64')), keyId: entry.keyId };
+  }
+
+  async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
+    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+    if (!this.#store.custodians[subject] && !this.#store.destroyed[subject]) {
+      await this.#change((store) => {
+        if (store.custodians[subject]) return;
+        const secret = random(32);
+        const keyId = keyFingerprint(new X25519Identity(secret).recipient.publicKey);
+        store.custodians[subject] = { keyId, secret: Buffer.from(secret).toString('base64'), created: Date.now() };
+      });
+    }
+    const { identity, keyId } = this.#identity(subject);
+    return { recipient: identity.recipient, keyId };
+  }
+
+  async rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array> {
+    const { identity } = this.#identity(subject);
+    const { fileKey } = openHeader(header, [identity]);
+    return buildHeader(fileKey, [...readers, identity.recipient]).bytes;
+  }
+
+  async destroy(subject: string): Promise<DestroyResult> {
+    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+    return this.#change((store) => {
+      const entry = store.custodians[subject];
+      const keyId = entry?.keyId ?? store.destroyed[subject]?.keyId ?? 'none';
+      if (entry) {
+        delete store.custodians[subject];
+        store.destroyed[subject] = { keyId, at: Date.now() };
+      }
+      return {
+        subject,
+        keyId,
+        backend: this.backend,
+        confirmed: entry
+          ? "local: keystore rewritten without the key, fsync'd, renamed over the old file"
+          : 'local: no such key (already destroyed or never made)',
+      };
+    });
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * The local KMS: a keystore sealed by passphrase or key file, custodian keys
+ * per subject, rewrap inside the KMS for new readers, and destruction that
+ * leaves no copy of the key in or beside the keystore file.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
+import { X25519Identity } from '../../crypto/x25519.ts';
+import { isMedvaultError } from '../../errors.ts';
+import { LocalKms } from '../../kms/local-kms.ts';
+import { readSealed } from '../../kms/sealed-file.ts';
+import { bytes, codeOf, tempDir } from '../helpers.ts';
+
+const dir = tempDir('medvault-kms-');
+const subject = () => randomBytes(32).toString('hex');
+const passphrase = { passphrase: 'correct horse battery staple' };
+
+async function errorOf(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => null,
+    (e) => e,
+  );
+}
+
+describe('the keystore file', () => {
+  it('is created sealed (mode 0600), reopens with its passphrase, refuses another', async () => {
+    const path = join(dir, 'pass.keystore');
+    const kms = await LocalKms.open(path, passphrase);
+    const s = subject();
+    const { keyId } = await kms.custodian(s);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect((await (await LocalKms.open(path, passphrase)).custodian(s)).keyId).toBe(keyId);
+    expect(isMedvaultError(await errorOf(LocalKms.open(path, { passphrase: 'wrong' })), 'KMS_LOCKED')).toBe(true);
+    expect(isMedvaultError(await errorOf(LocalKms.open(path, { keyFile: randomBytes(32) })), 'KMS_LOCKED')).toBe(true);
+  });
+
+  it('works with a key file', async () => {
+    const keyFile = randomBytes(32);
+    const path = join(dir, 'keyfile.keystore');
+    const s = subject();
+    const { keyId } = await (await LocalKms.open(path, { keyFile })).custodian(s);
+    expect((await (await LocalKms.open(path, { keyFile })).custodian(s)).keyId).toBe(keyId);
+    expect(isMedvaultError(await errorOf(LocalKms.open(path, passphrase)), 'KMS_LOCKED')).toBe(true);
+  });
+
+  it('a damaged keystore is KMS_CORRUPT, an altered one KMS_LOCKED', async () => {
+    const broken = join(dir, 'broken.keystore');
+    writeFileSync(broken, 'not json');
+    expect(isMedvaultError(await errorOf(LocalKms.open(broken, passphrase)), 'KMS_CORRUPT')).toBe(true);
+    const altered = join(dir, 'altered.keystore');
+    await LocalKms.open(altered, passphrase);
+    const layout = JSON.parse(readFileSync(altered, 'utf8'));
+    const sealed = Buffer.from(layout.sealed, 'base64');
+    sealed[3] = (sealed[3] as number) ^ 1;
+    writeFileSync(altered, JSON.stringify({ ...layout, sealed: sealed.toString('base64') }));
+    expect(isMedvaultError(await errorOf(LocalKms.open(altered, passphrase)), 'KMS_LOCKED')).toBe(true);
+  });
+
+  it('refuses subjects that are not keyed pseudonyms', async () => {
+    const kms = await LocalKms.open(join(dir, 'subjects.keystore'), passphrase);
+    expect(isMedvaultError(await errorOf(kms.custodian('Jane Doe')), 'INVALID_ARGUMENT')).toBe(true);
+  });
+});
+
+describe('custody', () => {
+  it('rewrap, inside the KMS, gives a new reader the record; the payload is untouched', async () => {
+    const kms = await LocalKms.open(join(dir, 'rewrap.keystore'), passphrase);
+    const s = subject();
+    const { recipient: custodian } = await kms.custodian(s);
+    const [first, second] = [X25519Identity.generate(), X25519Identity.generate()];
+    const plain = bytes(200_000, 4);
+    const { header, payload } = splitAgeFile(encrypt([first.recipient, custodian], plain));
+    const rewrapped = await kms.rewrap(s, header, [second.recipient]);
+    expect(Buffer.compare(decrypt([second], Buffer.concat([rewrapped, payload])), plain)).toBe(0);
+    expect(codeOf(() => decrypt([first], Buffer.concat([rewrapped, payload])))).toBe('AGE_NO_IDENTITY');
+    // The custodian stays on the new header, so the record can be re-shared again.
+    const again = await kms.rewrap(s, rewrapped, [first.recipient]);
+    expect(Buffer.compare(decrypt([first], Buffer.concat([again, payload])), plain)).toBe(0);
+  });
+
+  it('destroy: the key is gone from the keystore and no copy is left beside it; other subjects keep theirs', async () => {
+    const path = join(dir, 'erase.keystore');
+    const kms = await LocalKms.open(path, passphrase);
+    const [gone, kept] = [subject(), subject()];
+    const { recipient, keyId } = await kms.custodian(gone);
+    await kms.custodian(kept);
+    const { header } = splitAgeFile(encrypt([recipient], Buffer.from('note')));
+    const before = await readSealed<{ custodians: Record<string, { secret: string }> }>(path, passphrase);
+    const secret = before?.custodians[gone]?.secret as string;
+    expect(secret).toBeDefined();
+
+    const result = await kms.destroy(gone);
+    expect(result).toMatchObject({ subject: gone, keyId, backend: 'local' });
+
+    const after = await readSealed<{ custodians: Record<string, unknown>; destroyed: Record<string, unknown> }>(
+      path,
+      passphrase,
+    );
+    expect(Object.keys(after?.custodians ?? {})).toEqual([kept]);
+    expect(after?.destroyed[gone]).toMatchObject({ keyId });
+    expect(JSON.stringify(after)).not.toContain(secret);
+    const raw = readFileSync(path);
+    expect(raw.includes(Buffer.from(secret, 'base64'))).toBe(false);
+    expect(raw.toString().includes(secret)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes('erase.keystore'))).toEqual(['erase.keystore']);
+
+    const reopened = await LocalKms.open(path, passphrase);
+    for (const op of [() => kms.rewrap(gone, header, []), () => kms.custodian(gone), () => reopened.custodian(gone)]) {
+      expect(isMedvaultError(await errorOf(op()), 'KMS_KEY_DESTROYED')).toBe(true);
+    }
+    expect((await kms.destroy(gone)).confirmed).toContain('no such key');
+    expect((await kms.custodian(kept)).keyId).toMatch(/^[0-9a-f]{32}$/);
+  });
+});
