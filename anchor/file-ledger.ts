@@ -17,7 +17,7 @@ import { constants, type FileHandle, open, readFile, rm, writeFile } from 'node:
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { check, fail } from '../errors.ts';
-import type { Logger } from '../log.ts';
+import { type Logger, logger as processLogger } from '../log.ts';
 import { type Block, type BlockHeader, blockHash, GENESIS_PREV } from './block.ts';
 import { checkRun, extendsHead, type Ledger } from './ledger.ts';
 
@@ -26,6 +26,7 @@ const RECORD_HEADER = 8;
 const MAX_RECORD = 64 * 1024 * 1024;
 
 export interface FileLedgerOptions {
+  /** Where the torn-tail line goes; the process logger (stderr) by default. */
   logger?: Logger;
 }
 
@@ -103,7 +104,7 @@ export class FileLedger implements Ledger {
       await fsyncDirectory(path);
     }
     try {
-      const { offsets, size, head } = await FileLedger.#scan(handle, path, options.logger);
+      const { offsets, size, head } = await FileLedger.#scan(handle, path, options.logger ?? processLogger);
       return new FileLedger(path, handle, offsets, size, head);
     } catch (err) {
       await handle.close();
@@ -113,7 +114,7 @@ export class FileLedger implements Ledger {
   }
 
   /** Reads every record, checks its checksum and link, and cuts a torn tail. */
-  static async #scan(handle: FileHandle, path: string, logger?: Logger) {
+  static async #scan(handle: FileHandle, path: string, logger: Logger) {
     const { size } = await handle.stat();
     const magic = Buffer.alloc(MAGIC.length);
     await handle.read(magic, 0, MAGIC.length, 0);
@@ -153,7 +154,7 @@ export class FileLedger implements Ledger {
       if (!isTail) fail('LEDGER_CORRUPT', `${path}: ${problem} at byte ${offset}, with data after it`);
       await handle.truncate(offset);
       await handle.sync();
-      logger?.warn(
+      logger.warn(
         { ledger: path, offset, cutBytes: size - offset, reason: problem, blocks: offsets.length },
         'file ledger: cut a torn tail that was never acknowledged',
       );
