@@ -89,26 +89,35 @@ describe('etcd ledger: leader failure', () => {
       return { ledger, batcher: new Batcher(ledger, SigningKey.generate(), { maxEvents: 50, maxDelayMs: 1 }) };
     });
     const acknowledged: Receipt[] = [];
+    const ackTimes: number[] = [];
     let refused = 0;
     let stop = false;
     const loops = writers.map(async ({ batcher }) => {
       while (!stop) {
         const wave = await Promise.allSettled(Array.from({ length: 10 }, () => batcher.submit(sampleEvent())));
         for (const r of wave) {
-          if (r.status === 'fulfilled') acknowledged.push(r.value);
-          else refused++;
+          if (r.status === 'fulfilled') {
+            acknowledged.push(r.value);
+            ackTimes.push(performance.now());
+          } else refused++;
         }
       }
     });
     await new Promise((r) => setTimeout(r, 700));
     const leader = await cluster.leader();
     const beforeKill = acknowledged.length;
+    const killedAt = performance.now();
     cluster.kill(leader);
     await new Promise((r) => setTimeout(r, 2000));
     stop = true;
     await Promise.all(loops);
     expect(beforeKill).toBeGreaterThan(0);
     expect(acknowledged.length).toBeGreaterThan(beforeKill); // writes went on after the kill
+    // No long stall after the leader change: the longest wait for an acknowledgement from the kill on.
+    const after = [killedAt, ...ackTimes.filter((t) => t >= killedAt)];
+    const stallMs = Math.max(...after.slice(1).map((t, i) => t - (after[i] as number)));
+    console.log(`longest wait for an acknowledgement after the leader kill: ${Math.round(stallMs)} ms`);
+    expect(stallMs).toBeLessThan(3000);
 
     const ledger = new EtcdLedger({ hosts: cluster.hosts, prefix });
     try {
