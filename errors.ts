@@ -54,6 +54,8 @@ export const ERRORS = {
   KMS_CORRUPT: { status: 500, message: 'the keystore file is damaged' },
   KMS_NO_KEY: { status: 404, message: 'no custodian key for this subject' },
   KMS_KEY_DESTROYED: { status: 410, message: 'the custodian key for this subject was destroyed' },
+  KMS_MEMBER_EXISTS: { status: 409, message: 'a member with this name already has keys' },
+  KMS_NO_MEMBER: { status: 404, message: 'no member with this name in the keystore' },
 
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },

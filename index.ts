@@ -7,6 +7,6 @@ export { type Receipt, type VerifiedReceipt, verifyReceipt } from './anchor/rece
 export * from './crypto/index.ts';
 export { ERRORS, type ErrorCode, isMedvaultError, MedvaultError } from './errors.ts';
 export type { DestroyResult, Kms } from './kms/kms.ts';
-export { LocalKms } from './kms/local-kms.ts';
+export { LocalKms, type MemberKeys, type MemberPublic } from './kms/local-kms.ts';
 export type { BlobStore, ByteRange, DeleteResult, PutResult } from './storage/blob-store.ts';
 export { openBlobStore, type StoreConfig } from './storage/open.ts';

@@ -1,6 +1,7 @@
 /**
- * The local KMS: custodian keys in a keystore file sealed with a passphrase
- * or a key file (kms/sealed-file.ts). Destroying a key rewrites the whole
+ * The local KMS: custodian keys, and each member's own Ed25519 signing key
+ * and X25519 age identity, in a keystore file sealed with a passphrase or a
+ * key file (kms/sealed-file.ts). Destroying a key rewrites the whole
  * file without it (atomically, fsync'd), so no copy of the key remains in the
  * file or beside it; the subject is remembered as destroyed, by key id only.
  *
@@ -11,7 +12,7 @@
  */
 
 import { buildHeader, openHeader } from '../crypto/age.ts';
-import { keyFingerprint } from '../crypto/ed25519.ts';
+import { keyFingerprint, SigningKey } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
@@ -20,10 +21,27 @@ import type { DestroyResult, Kms } from './kms.ts';
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 
 const SUBJECT = /^[0-9a-f]{64}$/; // a keyed pseudonym, never a name
+const MEMBER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 interface Keystore {
   custodians: Record<string, { keyId: string; secret: string; created: number }>;
   destroyed: Record<string, { keyId: string; at: number }>;
+  members?: Record<string, { signingSeed: string; ageSecret: string; created: number }>;
+}
+
+/** What anyone may know of a member: its key id, signing key and age recipient. */
+export interface MemberPublic {
+  name: string;
+  /** The member key id: the fingerprint of its Ed25519 key. */
+  id: string;
+  signingKey: string;
+  recipient: string;
+}
+
+/** A member's own keys, for the node that acts as that member. Never log them. */
+export interface MemberKeys {
+  signing: SigningKey;
+  identity: X25519Identity;
 }
 
 export class LocalKms implements Kms {
@@ -87,6 +105,50 @@ export class LocalKms implements Kms {
     const { identity } = this.#identity(subject);
     const { fileKey } = openHeader(header, [identity]);
     return buildHeader(fileKey, [...readers, identity.recipient]).bytes;
+  }
+
+  /** Makes a member's Ed25519 signing key and X25519 age identity; KMS_MEMBER_EXISTS if it has them. */
+  async createMember(name: string): Promise<MemberPublic> {
+    check(
+      MEMBER_NAME.test(name),
+      'INVALID_ARGUMENT',
+      'a member name is 1-63 of a-z 0-9 . _ - (starting with a letter or digit)',
+    );
+    await this.#change((store) => {
+      store.members ??= {};
+      if (store.members[name]) fail('KMS_MEMBER_EXISTS', name);
+      store.members[name] = {
+        signingSeed: Buffer.from(random(32)).toString('base64'),
+        ageSecret: Buffer.from(random(32)).toString('base64'),
+        created: Date.now(),
+      };
+    });
+    return this.#public(name, this.memberKeys(name));
+  }
+
+  /** The member's own keys. */
+  memberKeys(name: string): MemberKeys {
+    const entry = this.#store.members?.[name];
+    if (!entry) fail('KMS_NO_MEMBER', name);
+    return {
+      signing: new SigningKey(Buffer.from(entry.signingSeed, 'base64')),
+      identity: new X25519Identity(Buffer.from(entry.ageSecret, 'base64')),
+    };
+  }
+
+  listMembers(): MemberPublic[] {
+    return Object.keys(this.#store.members ?? {})
+      .sort()
+      .map((name) => this.#public(name, this.memberKeys(name)));
+  }
+
+  #public(name: string, keys: MemberKeys): MemberPublic {
+    return {
+      name,
+      id: keys.signing.id,
+      signingKey: Buffer.from(keys.signing.publicKey).toString('base64'),
+      recipient: keys.identity.recipient.toString(),
+    };
   }
 
   async destroy(subject: string): Promise<DestroyResult> {

@@ -8,7 +8,8 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
-import { X25519Identity } from '../../crypto/x25519.ts';
+import { verifySignature } from '../../crypto/ed25519.ts';
+import { X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import { readSealed } from '../../kms/sealed-file.ts';
@@ -113,5 +114,32 @@ describe('custody', () => {
     }
     expect((await kms.destroy(gone)).confirmed).toContain('no such key');
     expect((await kms.custodian(kept)).keyId).toMatch(/^[0-9a-f]{32}$/);
+  });
+});
+
+describe('member identities', () => {
+  it('each member gets an Ed25519 signing key and an age identity, kept sealed across reopening', async () => {
+    const path = join(dir, 'members.keystore');
+    const kms = await LocalKms.open(path, passphrase);
+    const hospital = await kms.createMember('st-mary.hospital');
+    const insurer = await kms.createMember('acme-insurance');
+    expect(hospital.id).toMatch(/^[0-9a-f]{32}$/);
+    expect(hospital.recipient).toMatch(/^age1[0-9a-z]+$/);
+    const reopened = await LocalKms.open(path, passphrase);
+    expect(reopened.listMembers()).toEqual([insurer, hospital]);
+    const keys = reopened.memberKeys('st-mary.hospital');
+    const message = Buffer.from('block header');
+    expect(verifySignature(Buffer.from(hospital.signingKey, 'base64'), message, keys.signing.sign(message))).toBe(true);
+    const file = encrypt([X25519Recipient.parse(hospital.recipient)], Buffer.from('for the hospital'));
+    expect(Buffer.from(decrypt([keys.identity], file)).toString()).toBe('for the hospital');
+    expect(readFileSync(path).includes(Buffer.from(keys.signing.exportSeed()))).toBe(false);
+  });
+
+  it('refuses a second set of keys for a name, unknown members and bad names', async () => {
+    const kms = await LocalKms.open(join(dir, 'members2.keystore'), passphrase);
+    await kms.createMember('lab-1');
+    expect(isMedvaultError(await errorOf(kms.createMember('lab-1')), 'KMS_MEMBER_EXISTS')).toBe(true);
+    expect(codeOf(() => kms.memberKeys('nobody'))).toBe('KMS_NO_MEMBER');
+    expect(isMedvaultError(await errorOf(kms.createMember('Dr. Jane Doe')), 'INVALID_ARGUMENT')).toBe(true);
   });
 });
