@@ -13,9 +13,10 @@
  * after it is not a torn write but damage, and the ledger refuses to open.
  * A lock file keeps a second process from appending to the same file.
  */
-import { constants, type FileHandle, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { fsyncDirectory } from '../durable.ts';
 import { check, fail } from '../errors.ts';
 import { type Logger, logger as processLogger } from '../log.ts';
 import { type Block, type BlockHeader, blockHash, GENESIS_PREV } from './block.ts';
@@ -28,15 +29,6 @@ const MAX_RECORD = 64 * 1024 * 1024;
 export interface FileLedgerOptions {
   /** Where the torn-tail line goes; the process logger (stderr) by default. */
   logger?: Logger;
-}
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const dir = await open(dirname(path), constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /** True when bytes [from, to) of the file are all zero (a tail extended but never written). */
@@ -101,7 +93,7 @@ export class FileLedger implements Ledger {
       handle = await open(path, 'wx+', 0o644);
       await handle.write(MAGIC, 0, MAGIC.length, 0);
       await handle.sync();
-      await fsyncDirectory(path);
+      await fsyncDirectory(dirname(path));
     }
     try {
       const { offsets, size, head } = await FileLedger.#scan(handle, path, options.logger ?? processLogger);

@@ -10,9 +10,10 @@
  * {"alg":"hkdf-keyfile","salt"},"nonce","sealed"} (base64 fields).
  */
 import { randomBytes, scryptSync } from 'node:crypto';
-import { constants, open, readFile, rename, rm } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { aeadOpen, aeadSeal, hkdf } from '../crypto/primitives.ts';
+import { fsyncDirectory } from '../durable.ts';
 import { fail } from '../errors.ts';
 
 export type SealingSecret = { passphrase: string } | { keyFile: Uint8Array };
@@ -36,15 +37,6 @@ function deriveKey(secret: SealingSecret, kdf: Kdf): Uint8Array {
   }
   if (kdf.alg !== 'hkdf-keyfile') fail('KMS_LOCKED', 'this keystore is sealed with a passphrase, not a key file');
   return hkdf(secret.keyFile, salt, 'medvault/keystore/v1');
-}
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const dir = await open(path, constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /** Reads and opens a sealed file; null when it does not exist. */

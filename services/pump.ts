@@ -13,6 +13,7 @@ import { constants, type FileHandle, open, rename, stat, unlink } from 'node:fs/
 import { basename, dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import type { StreamCore } from '../crypto/age.ts';
+import { fsyncDirectory } from '../durable.ts';
 import { MedvaultError } from '../errors.ts';
 
 const BLOCK_SIZE = 1024 * 1024;
@@ -184,7 +185,10 @@ export async function pump(core: StreamCore, source: Source, sink: Sink): Promis
     if (writer) {
       await writer.close();
       writer = null;
-      if (tempPath && finalPath) await rename(tempPath, finalPath);
+      if (tempPath && finalPath) {
+        await rename(tempPath, finalPath);
+        await fsyncDirectory(dirname(finalPath));
+      }
       tempPath = null;
     }
     return written;

@@ -16,21 +16,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { constants, type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
+import { fsyncDirectory } from '../durable.ts';
 import { check, fail } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
 import { resolveRange, SHA256_REF } from './blob-store.ts';
-
-async function fsyncDirectory(path: string): Promise<void> {
-  const dir = await open(path, constants.O_RDONLY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
 
 export class FsBlobStore implements BlobStore {
   readonly kind = 'fs';
