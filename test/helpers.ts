@@ -1,6 +1,6 @@
 /** Shared test helpers: temp directories and running the CLI and the age tools. */
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
@@ -62,4 +62,11 @@ export function codeOf(fn: () => unknown): ErrorCode | 'no error' | 'untyped err
   } catch (err) {
     return isMedvaultError(err) ? err.code : 'untyped error';
   }
+}
+
+/** Every file under `dir`, recursively, as paths. */
+export function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
 }

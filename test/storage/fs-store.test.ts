@@ -4,7 +4,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsBlobStore } from '../../storage/fs-store.ts';
-import { bytes, tempDir } from '../helpers.ts';
+import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { blobStoreConformance } from './conformance.ts';
 
 const root = tempDir('medvault-fs-store-');
@@ -12,12 +12,6 @@ blobStoreConformance('fs', () => FsBlobStore.open(root), {
   missingRef: () => 'ab'.repeat(32),
   config: () => ({ kind: 'fs', root: join(root, 'big') }),
 });
-
-function allFiles(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath, e.name));
-}
 
 describe('fs blob store on disk', () => {
   it('a temporary left by a crash is deleted when the store opens', async () => {
@@ -43,9 +37,9 @@ describe('fs blob store on disk', () => {
       })(),
     );
     await store.delete(ref);
-    const hashes = allFiles(dir).map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
+    const hashes = filesUnder(dir).map((f) => createHash('sha256').update(readFileSync(f)).digest('hex'));
     expect(hashes).not.toContain(ref);
-    expect(allFiles(dir).some((f) => f.endsWith(ref))).toBe(false);
+    expect(filesUnder(dir).some((f) => f.endsWith(ref))).toBe(false);
     expect(hashes).toHaveLength(1); // the other blob stays
   });
 });

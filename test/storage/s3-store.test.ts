@@ -5,13 +5,13 @@
  * MEDVAULT_S3_* would point a deployment at a real MinIO.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMedvaultError } from '../../errors.ts';
 import { S3BlobStore, type S3StoreOptions } from '../../storage/s3-store.ts';
-import { bytes, ROOT, tempDir } from '../helpers.ts';
+import { bytes, filesUnder, ROOT, tempDir } from '../helpers.ts';
 import { type S3TestServer, startS3Server } from '../servers/s3.ts';
 import { blobStoreConformance } from './conformance.ts';
 
@@ -39,12 +39,6 @@ blobStoreConformance('s3', async () => new S3BlobStore(options()), {
 
 async function* once(data: Uint8Array): AsyncGenerator<Uint8Array> {
   yield data;
-}
-
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath, e.name));
 }
 
 describe('s3: the test server is strict', () => {
