@@ -57,6 +57,27 @@ export const ERRORS = {
   KMS_MEMBER_EXISTS: { status: 409, message: 'a member with this name already has keys' },
   KMS_NO_MEMBER: { status: 404, message: 'no member with this name in the keystore' },
 
+  // The vault: requests, members, records, erasure.
+  REQUEST_INVALID: { status: 400, message: 'malformed request' },
+  AUTH_REQUIRED: { status: 401, message: 'the request is not signed by a member key' },
+  AUTH_INVALID: { status: 401, message: 'the request signature does not verify' },
+  AUTH_EXPIRED: { status: 401, message: 'the signed request is outside its validity window' },
+  AUTH_REPLAY: { status: 401, message: 'this signed request was already used' },
+  FORBIDDEN: { status: 403, message: 'this member may not do this' },
+  NO_GRANT: { status: 403, message: 'no live grant for this member on this record' },
+  MEMBER_NOT_FOUND: { status: 404, message: 'no such member' },
+  MEMBER_EXISTS: { status: 409, message: 'a member with this name or key already exists' },
+  RECORD_NOT_FOUND: { status: 404, message: 'no such record' },
+  RECORD_ERASED: { status: 410, message: 'the record was erased' },
+  ERASURE_NOT_FOUND: { status: 404, message: 'no such erasure request' },
+  REVIEW_NOT_FOUND: { status: 404, message: 'no such break-glass review' },
+  RATE_LIMITED: { status: 429, message: 'too many requests from this member' },
+  CERTIFICATE_INVALID: { status: 400, message: 'erasure certificate does not verify' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+
+  INTERNAL: { status: 500, message: 'internal error' },
+  NODE_UNAVAILABLE: { status: 503, message: 'the vault node cannot be reached' },
+
   // Local I/O (CLI).
   IO_ERROR: { status: 500, message: 'input/output error' },
 } as const satisfies Record<string, { status: number; message: string }>;

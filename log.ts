@@ -15,6 +15,9 @@ export const REDACT = [
   '*.passphrase',
   '*.fileKey',
   'authorization',
+  'req.headers["medvault-signature"]',
+  'reason',
+  '*.reason',
 ];
 
 /** The process logger: JSON lines on stderr; level from MEDVAULT_LOG_LEVEL (default info). */

@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    // Request logs are noise in test output; a test that reads logs sets its own level.
+    env: { MEDVAULT_LOG_LEVEL: process.env.MEDVAULT_LOG_LEVEL ?? 'warn' },
   },
 });

@@ -27,6 +27,13 @@ const FIELDS = {
     subject: HASH,
     node: ID,
   },
+  'record.reencrypted': {
+    recordId: ID,
+    ciphertextHash: HASH,
+    headerHash: HASH,
+    size: { type: 'integer', minimum: 0 },
+    by: ID,
+  },
   'record.accessed': { recordId: ID, reader: ID, node: ID },
   'acl.granted': { recordId: ID, reader: ID, grantor: ID, purpose: CODE, expiresAt: TIME },
   'acl.revoked': { recordId: ID, reader: ID, revoker: ID, reencrypted: { type: 'boolean' } },

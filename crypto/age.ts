@@ -202,6 +202,34 @@ export class PayloadDecryptor implements StreamCore {
   }
 }
 
+/**
+ * Re-encrypts a bare payload under a new file key: each chunk is opened with
+ * the old key (and released only once its tag verifies) and sealed with the
+ * new one, so a key-compromise revocation never writes plaintext anywhere.
+ */
+export class PayloadReencryptor implements StreamCore {
+  readonly #opener: PayloadOpener;
+  readonly #sealer: PayloadSealer;
+
+  constructor(oldFileKey: Uint8Array, newFileKey: Uint8Array) {
+    this.#opener = new PayloadOpener(oldFileKey);
+    this.#sealer = new PayloadSealer(newFileKey);
+  }
+
+  update(data: Uint8Array, out: Buffer[]): void {
+    const plain: Buffer[] = [];
+    this.#opener.update(data, plain);
+    for (const piece of plain) this.#sealer.update(piece, out);
+  }
+
+  final(out: Buffer[]): void {
+    const plain: Buffer[] = [];
+    this.#opener.final(plain);
+    for (const piece of plain) this.#sealer.update(piece, out);
+    this.#sealer.final(out);
+  }
+}
+
 /** Wraps a synchronous core as a Node Transform stream. */
 export function coreTransform(core: StreamCore): Transform {
   const run = (stream: Transform, step: (out: Buffer[]) => void, done: (err?: Error) => void) => {

@@ -5,6 +5,7 @@
  * erasure destroys it. Backends: `local` (a sealed keystore file, default)
  * and, later, `pkcs11` (an HSM).
  */
+import type { StreamCore } from '../crypto/age.ts';
 import type { Recipient } from '../crypto/header.ts';
 
 export interface DestroyResult {
@@ -25,6 +26,16 @@ export interface Kms {
    * The file key never leaves this call.
    */
   rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array>;
+  /**
+   * Inside the KMS: a new file key, a header wrapping it to `readers` and the
+   * custodian, and a core that turns the old payload into the new one (for
+   * revocation after a suspected key compromise). Neither file key leaves.
+   */
+  reencrypt(
+    subject: string,
+    header: Uint8Array,
+    readers: readonly Recipient[],
+  ): Promise<{ header: Uint8Array; core: StreamCore }>;
   /** Destroys the subject's custodian key for good. */
   destroy(subject: string): Promise<DestroyResult>;
 }

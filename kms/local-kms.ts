@@ -11,7 +11,7 @@
  * where that matters; the erasure certificate names the backend used.
  */
 
-import { buildHeader, openHeader } from '../crypto/age.ts';
+import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
 import { keyFingerprint, SigningKey } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
@@ -105,6 +105,20 @@ export class LocalKms implements Kms {
     const { identity } = this.#identity(subject);
     const { fileKey } = openHeader(header, [identity]);
     return buildHeader(fileKey, [...readers, identity.recipient]).bytes;
+  }
+
+  async reencrypt(
+    subject: string,
+    header: Uint8Array,
+    readers: readonly Recipient[],
+  ): Promise<{ header: Uint8Array; core: StreamCore }> {
+    const { identity } = this.#identity(subject);
+    const { fileKey } = openHeader(header, [identity]);
+    const next = generateFileKey();
+    return {
+      header: buildHeader(next, [...readers, identity.recipient]).bytes,
+      core: new PayloadReencryptor(fileKey, next),
+    };
   }
 
   /** Makes a member's Ed25519 signing key and X25519 age identity; KMS_MEMBER_EXISTS if it has them. */

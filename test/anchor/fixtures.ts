@@ -26,6 +26,7 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
       subject: hash(),
       node: id(),
     },
+    'record.reencrypted': { recordId: id(), ciphertextHash: hash(), headerHash: hash(), size: 99, by: id() },
     'record.accessed': { recordId: id(), reader: id(), node: id() },
     'acl.granted': { recordId: id(), reader: id(), grantor: id(), purpose: 'treatment', expiresAt: at + 86_400_000 },
     'acl.revoked': { recordId: id(), reader: id(), revoker: id(), reencrypted: false },

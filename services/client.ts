@@ -1,0 +1,387 @@
+/**
+ * The medvault SDK (`medvault/client`): a member's side of the vault. It
+ * encrypts before upload (the node never sees plaintext), signs every
+ * request with the member's Ed25519 key, decrypts fetched records locally
+ * with the member's age identity, and verifies what the node sends back:
+ * receipts (offline, against the node key), the fetched ciphertext against
+ * the hash anchored for it, and erasure certificates.
+ *
+ * A member key file is a valid age identity file (the stock `age -i` reads
+ * it) whose Ed25519 signing seed rides in a comment line age ignores.
+ */
+
+import { createHash } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
+import { AgeDecryptor, createEncryptStream, type StreamCore } from '../crypto/age.ts';
+import { SigningKey } from '../crypto/ed25519.ts';
+import { parseIdentityFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
+import { ERRORS, type ErrorCode, fail, MedvaultError } from '../errors.ts';
+import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
+import type { MemberRow, ReviewRow, Role } from './metadata.ts';
+import { pump, type Sink } from './pump.ts';
+import { signRequest, UNSIGNED_PAYLOAD } from './signing.ts';
+import type { RecordView } from './vault.ts';
+
+export type { ErasureCertificate, Receipt, RecordView, Role };
+
+const SIGNING_LINE = '# medvault-signing-key: ';
+
+export interface MemberCredentials {
+  signing: SigningKey;
+  identity: X25519Identity;
+}
+
+export function generateMemberKeys(): MemberCredentials {
+  return { signing: SigningKey.generate(), identity: X25519Identity.generate() };
+}
+
+/** The text of a member key file: an age identity file with the signing seed in a comment. */
+export function memberKeyFileText(name: string, keys: MemberCredentials): string {
+  return [
+    `# medvault member key for ${name}: keep it secret (it signs requests and decrypts records)`,
+    `# member id: ${keys.signing.id}`,
+    `# public key: ${keys.identity.recipient}`,
+    `${SIGNING_LINE}${Buffer.from(keys.signing.exportSeed()).toString('base64')}`,
+    String(keys.identity),
+    '',
+  ].join('\n');
+}
+
+export function parseMemberKeyFile(text: string): MemberCredentials {
+  const line = text.split('\n').find((l) => l.startsWith(SIGNING_LINE));
+  if (!line) fail('KEY_INVALID', 'not a medvault member key file (no signing key line)');
+  const seed = Buffer.from(line.slice(SIGNING_LINE.length).trim(), 'base64');
+  const [identity] = parseIdentityFile(text);
+  if (!identity) fail('KEY_INVALID', 'the member key file has no age identity');
+  return { signing: new SigningKey(new Uint8Array(seed)), identity };
+}
+
+/** What a member sends to be added: its public keys. */
+export function memberPublic(keys: MemberCredentials): { signingKey: string; recipient: string } {
+  return {
+    signingKey: Buffer.from(keys.signing.publicKey).toString('base64'),
+    recipient: String(keys.identity.recipient),
+  };
+}
+
+export interface UploadOptions {
+  subject: string;
+  /** Member ids of the readers (the uploader is added unless `includeSelf` is false). */
+  readers: readonly string[];
+  purpose: string;
+  expiresAt: number;
+  includeSelf?: boolean;
+  /** Called as plaintext bytes are read. */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface FetchResult {
+  recordId: string;
+  /** The SHA-256 of the ciphertext served, as anchored for the record. */
+  ciphertextHash: string;
+  /** The receipt of this access (record.accessed or access.emergency). */
+  access: Receipt;
+  /** The receipt that fixes the ciphertext hash (record.created or record.reencrypted). */
+  content: Receipt;
+  /** Plaintext bytes written. */
+  bytes: number;
+  reviewId?: string;
+}
+
+type Body = Uint8Array | string | Readable;
+
+export class VaultClient {
+  readonly #base: string;
+  readonly #keys: MemberCredentials;
+  #trusted: string[] | undefined;
+
+  /** `trusted`: the node key ids whose receipts to accept; default: the node answering, as it says. */
+  constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[] } = {}) {
+    this.#base = baseUrl.replace(/\/$/, '');
+    this.#keys = keys;
+    this.#trusted = options.trusted;
+  }
+
+  get memberId(): string {
+    return this.#keys.signing.id;
+  }
+
+  async #request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Response> {
+    const url = new URL(this.#base + path);
+    const signedPath = url.pathname + url.search;
+    const json = typeof body === 'string' ? body : undefined;
+    const stream = body instanceof Readable ? body : undefined;
+    const init: RequestInit & { duplex?: 'half' } = {
+      method,
+      headers: {
+        ...headers,
+        ...signRequest(this.#keys.signing, method, signedPath, stream ? UNSIGNED_PAYLOAD : json),
+        ...(json !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(stream ? { 'content-type': 'application/octet-stream' } : {}),
+      },
+    };
+    if (json !== undefined) init.body = json;
+    if (stream) {
+      init.body = Readable.toWeb(stream) as ReadableStream;
+      init.duplex = 'half';
+    }
+    let response: Response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      if (cause && 'code' in cause && (cause as MedvaultError).name === 'MedvaultError') throw cause;
+      throw new MedvaultError('NODE_UNAVAILABLE', `${url.origin}: ${cause?.code ?? cause?.message ?? String(err)}`, {
+        cause: err,
+      });
+    }
+    if (!response.ok) {
+      const text = await response.text();
+      let parsed: { code?: string; message?: string } = {};
+      try {
+        parsed = JSON.parse(text);
+      } catch {}
+      const code = (parsed.code && parsed.code in ERRORS ? parsed.code : 'INTERNAL') as ErrorCode;
+      const error = new MedvaultError(code, undefined, { info: { status: response.status } });
+      if (parsed.message) (error as { message: string }).message = parsed.message;
+      throw error;
+    }
+    return response;
+  }
+
+  async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await this.#request(method, path, body === undefined ? undefined : JSON.stringify(body));
+    return (response.status === 204 ? undefined : await response.json()) as T;
+  }
+
+  async #trust(): Promise<string[]> {
+    this.#trusted ??= [(await this.node()).id];
+    return this.#trusted;
+  }
+
+  /** Verifies a receipt offline against the trusted node keys and returns it. */
+  async verify(receipt: Receipt): Promise<Receipt> {
+    verifyReceipt(receipt, { trusted: await this.#trust() });
+    return receipt;
+  }
+
+  async node(): Promise<{ id: string; signingKey: string; ledger: string; height: number | null }> {
+    const response = await fetch(`${this.#base}/v1/node`).catch((err) => {
+      throw new MedvaultError('NODE_UNAVAILABLE', this.#base, { cause: err });
+    });
+    return (await response.json()) as { id: string; signingKey: string; ledger: string; height: number | null };
+  }
+
+  // Members.
+
+  async members(): Promise<MemberRow[]> {
+    return (await this.#json<{ members: MemberRow[] }>('GET', '/v1/members')).members;
+  }
+
+  async addMember(input: { name: string; role: Role; signingKey: string; recipient: string }) {
+    const result = await this.#json<{ member: MemberRow; receipt: Receipt }>('POST', '/v1/members', input);
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  async removeMember(id: string): Promise<{ receipt: Receipt }> {
+    const result = await this.#json<{ receipt: Receipt }>('DELETE', `/v1/members/${id}`);
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  /** A member's id from its id, name or age recipient. */
+  async resolveMember(ref: string): Promise<MemberRow> {
+    const found = (await this.members()).find((m) => m.removedAt === null && [m.id, m.name, m.recipient].includes(ref));
+    if (!found) fail('MEMBER_NOT_FOUND', ref);
+    return found;
+  }
+
+  // Records.
+
+  async custodian(subject: string): Promise<{ recipient: string; keyId: string }> {
+    return this.#json('GET', `/v1/subjects/${subject}/custodian`);
+  }
+
+  /**
+   * Encrypts `source` here, to its readers and the subject's custodian, and
+   * streams the ciphertext to the node. Resolves with the record and the
+   * verified receipt of record.created.
+   */
+  async upload(
+    source: Readable | Uint8Array,
+    options: UploadOptions,
+  ): Promise<{ record: RecordView; receipt: Receipt }> {
+    const members = await this.members();
+    const ids = [...new Set([...options.readers, ...(options.includeSelf === false ? [] : [this.memberId])])];
+    const recipients = ids.map((id) => {
+      const m = members.find((x) => x.id === id && x.removedAt === null);
+      if (!m) fail('MEMBER_NOT_FOUND', id);
+      return X25519Recipient.parse(m.recipient);
+    });
+    const custodian = await this.custodian(options.subject);
+    recipients.push(X25519Recipient.parse(custodian.recipient));
+    const plain = source instanceof Readable ? source : Readable.from([Buffer.from(source)]);
+    let read = 0;
+    const progress = new Transform({
+      transform(chunk: Buffer, _e, done) {
+        read += chunk.length;
+        options.onProgress?.(read);
+        done(null, chunk);
+      },
+    });
+    const sealed = plain.pipe(progress).pipe(createEncryptStream(recipients));
+    plain.on('error', (err) => sealed.destroy(err));
+    const query = new URLSearchParams({
+      subject: options.subject,
+      readers: ids.join(','),
+      purpose: options.purpose,
+      expiresAt: String(options.expiresAt),
+    });
+    const result = (await (await this.#request('POST', `/v1/records?${query}`, sealed)).json()) as {
+      record: RecordView;
+      receipt: Receipt;
+    };
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  /** A record's metadata; its receipt (which fixes the ciphertext hash) is verified. */
+  async record(id: string): Promise<RecordView> {
+    const view = await this.#json<RecordView>('GET', `/v1/records/${id}`);
+    await this.verify(view.receipt);
+    if (view.receipt.event.recordId !== id || view.receipt.event.ciphertextHash !== view.ciphertextHash) {
+      fail('RECEIPT_INVALID', 'the receipt is not for this record and ciphertext');
+    }
+    return view;
+  }
+
+  /**
+   * Fetches a record and decrypts it locally into `sink` (a file is written
+   * atomically: nothing under that name unless the whole record decrypted
+   * and its ciphertext matched the hash anchored for it).
+   */
+  async fetch(id: string, sink: Sink): Promise<FetchResult> {
+    return this.#decryptInto(id, await this.#request('GET', `/v1/records/${id}/content`), sink);
+  }
+
+  /** Break-glass: fetch without a grant, with a reason the DPO will review. */
+  async emergency(id: string, reason: string, sink: Sink): Promise<FetchResult> {
+    const response = await this.#request('POST', `/v1/records/${id}/emergency`, JSON.stringify({ reason }));
+    const result = await this.#decryptInto(id, response, sink);
+    return { ...result, reviewId: response.headers.get('medvault-review-id') ?? '' };
+  }
+
+  /** The raw age file (header + payload) as the node serves it, for tools such as `age`. */
+  async fetchEncrypted(id: string): Promise<{ stream: Readable; access: Receipt; content: Receipt }> {
+    const response = await this.#request('GET', `/v1/records/${id}/content`);
+    const { access, content } = await this.#servedReceipts(id, response);
+    return { stream: Readable.fromWeb(response.body as WebReadableStream), access, content };
+  }
+
+  /** The access and content receipts a fetch is served with, verified and checked to be for `id`. */
+  async #servedReceipts(id: string, response: Response): Promise<{ access: Receipt; content: Receipt }> {
+    const header = (name: string) => {
+      try {
+        return JSON.parse(Buffer.from(response.headers.get(name) ?? '', 'base64').toString('utf8')) as Receipt;
+      } catch {
+        return fail('RECEIPT_INVALID', `the node sent no ${name}`);
+      }
+    };
+    const access = await this.verify(header('medvault-receipt'));
+    const content = await this.verify(header('medvault-content-receipt'));
+    if (access.event.recordId !== id || content.event.recordId !== id) {
+      fail('RECEIPT_INVALID', 'the receipts served are for another record');
+    }
+    return { access, content };
+  }
+
+  async #decryptInto(id: string, response: Response, sink: Sink): Promise<FetchResult> {
+    const { access, content } = await this.#servedReceipts(id, response);
+    const ciphertextHash = content.event.ciphertextHash as string;
+    const headerLength = Number(response.headers.get('medvault-header-length'));
+    const core = new CheckedDecryptor(this.#keys.identity, headerLength, ciphertextHash);
+    const bytes = await pump(core, { stream: Readable.fromWeb(response.body as WebReadableStream) }, sink);
+    return { recordId: id, ciphertextHash, access, content, bytes };
+  }
+
+  async grant(
+    id: string,
+    reader: string,
+    terms: { purpose: string; expiresAt: number },
+  ): Promise<{ receipt: Receipt }> {
+    const result = await this.#json<{ receipt: Receipt }>('POST', `/v1/records/${id}/grants`, { reader, ...terms });
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  async revoke(id: string, reader: string, options: { reencrypt?: boolean } = {}) {
+    const query = options.reencrypt ? '?reencrypt=true' : '';
+    const result = await this.#json<{ receipt: Receipt; reencrypted?: Receipt }>(
+      'DELETE',
+      `/v1/records/${id}/grants/${reader}${query}`,
+    );
+    await this.verify(result.receipt);
+    if (result.reencrypted) await this.verify(result.reencrypted);
+    return result;
+  }
+
+  /** A record's trail; every receipt verified. */
+  async audit(id: string): Promise<Receipt[]> {
+    const { events } = await this.#json<{ events: Receipt[] }>('GET', `/v1/records/${id}/audit`);
+    for (const receipt of events) await this.verify(receipt);
+    return events;
+  }
+
+  /** Executes an erasure (DPO); the certificate is verified before it is returned. */
+  async erase(target: { subject: string } | { recordId: string }): Promise<ErasureCertificate> {
+    const certificate = await this.#json<ErasureCertificate>('POST', '/v1/erasures', target);
+    verifyCertificate(certificate, { trusted: await this.#trust() });
+    return certificate;
+  }
+
+  async erasure(requestId: string): Promise<ErasureCertificate> {
+    const certificate = await this.#json<ErasureCertificate>('GET', `/v1/erasures/${requestId}`);
+    verifyCertificate(certificate, { trusted: await this.#trust() });
+    return certificate;
+  }
+
+  async reviews(all = false): Promise<ReviewRow[]> {
+    return (await this.#json<{ reviews: ReviewRow[] }>('GET', `/v1/reviews${all ? '?all=true' : ''}`)).reviews;
+  }
+
+  async closeReview(id: string, outcome: 'justified' | 'unjustified'): Promise<void> {
+    await this.#json('POST', `/v1/reviews/${id}`, { outcome });
+  }
+}
+
+/** Decrypts a served age file and, at the end, checks its payload's SHA-256 against the anchored hash. */
+class CheckedDecryptor implements StreamCore {
+  readonly #inner: AgeDecryptor;
+  readonly #hash = createHash('sha256');
+  readonly #expected: string;
+  #skip: number;
+
+  constructor(identity: X25519Identity, headerLength: number, expected: string) {
+    this.#inner = new AgeDecryptor([identity]);
+    this.#skip = headerLength;
+    this.#expected = expected;
+  }
+
+  update(data: Uint8Array, out: Buffer[]): void {
+    const skipped = Math.min(this.#skip, data.length);
+    this.#skip -= skipped;
+    if (skipped < data.length) this.#hash.update(data.subarray(skipped));
+    this.#inner.update(data, out);
+  }
+
+  final(out: Buffer[]): void {
+    this.#inner.final(out);
+    const actual = this.#hash.digest('hex');
+    if (actual !== this.#expected) {
+      fail('STORE_INTEGRITY', `the served ciphertext hashes to ${actual}, the ledger says ${this.#expected}`);
+    }
+  }
+}

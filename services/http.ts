@@ -1,0 +1,510 @@
+/**
+ * The vault's HTTP API (fastify). Every route validates its input with a
+ * JSON schema, every error answers with the one error table's code, status
+ * and message, and every request but the health, metrics, docs and node
+ * routes must be signed by an active member's Ed25519 key (services/signing.ts):
+ * within `authWindowMs` of the node's clock, never before the node started
+ * (so a restart cannot be used to replay), and with a nonce used once.
+ *
+ * Uploads and downloads stream: the request body goes straight to the blob
+ * store through the upload flow, and a fetch streams header then blob.
+ */
+import { Readable } from 'node:stream';
+import fastifyRateLimit from '@fastify/rate-limit';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { verifySignature } from '../crypto/ed25519.ts';
+import { ERRORS, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
+import { logger } from '../log.ts';
+import type { MemberRow } from './metadata.ts';
+import { bodyHash, HEADER, requestMessage, UNSIGNED_PAYLOAD } from './signing.ts';
+import type { Opened, Vault } from './vault.ts';
+
+export interface ServerOptions {
+  /** How far a signed request's time may be from the node's clock, ms (default 60 s). */
+  authWindowMs?: number;
+  /** Requests per member per minute (default 600). */
+  rateLimit?: number;
+  /** Largest JSON body, bytes (uploads stream and are not limited by this). */
+  jsonLimit?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    member: MemberRow | null;
+    rawBody: Buffer | null;
+  }
+  interface FastifyContextConfig {
+    public?: boolean;
+  }
+}
+
+const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' };
+const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' };
+const PURPOSE = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,39}$' };
+const TIME = { type: 'integer', minimum: 0 };
+const ERROR = {
+  type: 'object',
+  properties: { code: { type: 'string' }, message: { type: 'string' } },
+  required: ['code', 'message'],
+};
+const ROLE = { type: 'string', enum: ['uploader', 'reader', 'dpo', 'admin'] };
+const MEMBER = {
+  type: 'object',
+  properties: {
+    id: ID,
+    name: { type: 'string' },
+    role: ROLE,
+    signingKey: { type: 'string' },
+    recipient: { type: 'string' },
+    addedAt: TIME,
+    removedAt: { type: ['integer', 'null'] },
+  },
+};
+const RECORD_PARAMS = { type: 'object', required: ['id'], properties: { id: ID } };
+const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ERROR]));
+const STANDARD_ERRORS = errors(400, 401, 403, 404, 429, 503);
+
+export async function buildServer(vault: Vault, options: ServerOptions = {}): Promise<FastifyInstance> {
+  const startedAt = Date.now();
+  const window = options.authWindowMs ?? 60_000;
+  const seen = new Map<string, number>(); // nonce -> expiry
+  const app = Fastify({
+    loggerInstance: logger.child({ component: 'http' }) as FastifyBaseLogger,
+    disableRequestLogging: false,
+    bodyLimit: options.jsonLimit ?? 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    keepAliveTimeout: 65_000,
+  });
+  const metrics = createMetrics();
+
+  app.decorateRequest('member', null);
+  app.decorateRequest('rawBody', null);
+
+  // JSON: keep the raw bytes, whose hash the signature covers.
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    req.rawBody = body as Buffer;
+    try {
+      done(null, body.length === 0 ? undefined : JSON.parse(body.toString('utf8')));
+    } catch {
+      done(new MedvaultError('REQUEST_INVALID', 'the body is not valid JSON'), undefined);
+    }
+  });
+  // Uploads: the body stays a stream, read once by the upload flow.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+
+  app.setErrorHandler((err: unknown, request, reply) => {
+    const mv = toMedvaultError(err);
+    if (mv.status >= 500) request.log.error({ code: mv.code, err: mv.cause ?? mv }, 'request failed');
+    else request.log.info({ code: mv.code }, 'request refused');
+    void reply.code(mv.status).send({ code: mv.code, message: mv.message });
+  });
+  app.setNotFoundHandler((_request, reply) => {
+    void reply.code(404).send({ code: 'REQUEST_INVALID', message: 'no such route' });
+  });
+
+  // Authentication: after parsing (the JSON body's hash is checked), before validation.
+  app.addHook('preValidation', async (request) => {
+    if (request.routeOptions.config.public) return;
+    request.member = authenticate(request, vault, { startedAt, window, seen });
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.observe(
+      { route: request.routeOptions.url ?? 'unknown', method: request.method, status: String(reply.statusCode) },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: {
+        title: 'medvault',
+        version: '1',
+        description:
+          'Encrypted, ledger-anchored document vault. Sign every /v1 request with your member key: see services/signing.ts.',
+      },
+    },
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
+  await app.register(fastifyRateLimit, {
+    global: true,
+    hook: 'preHandler',
+    max: options.rateLimit ?? 600,
+    timeWindow: 60_000,
+    keyGenerator: (request) => request.member?.id ?? request.ip,
+    errorResponseBuilder: (_request, context) =>
+      new MedvaultError('RATE_LIMITED', `retry in ${Math.ceil(context.ttl / 1000)} s`),
+  });
+
+  const open = { config: { public: true, rateLimit: false as const } };
+  const member = (request: FastifyRequest) => request.member as MemberRow;
+
+  app.get('/healthz', { ...open, schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { ...open, schema: { hide: true } }, async (_request, reply) => {
+    const checks = await vault.ready();
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'unavailable', checks });
+  });
+  app.get('/metrics', { ...open, schema: { hide: true } }, async (_request, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+  app.get(
+    '/v1/node',
+    { ...open, schema: { summary: 'The node: its key id (the block and certificate signer)' } },
+    async () => {
+      const head = await vault.ledger.head();
+      return { id: vault.nodeId, signingKey: vault.nodeKey, ledger: vault.ledger.kind, height: head?.height ?? null };
+    },
+  );
+
+  // Members.
+  app.get(
+    '/v1/members',
+    {
+      schema: {
+        summary: 'The member directory',
+        response: {
+          200: { type: 'object', properties: { members: { type: 'array', items: MEMBER } } },
+          ...STANDARD_ERRORS,
+        },
+      },
+    },
+    async (request) => ({
+      members: vault.listMembers(member(request)),
+    }),
+  );
+  app.post(
+    '/v1/members',
+    {
+      schema: {
+        summary: 'Add a member (admin); anchored as member.added',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'role', 'signingKey', 'recipient'],
+          properties: {
+            name: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' },
+            role: ROLE,
+            signingKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
+            recipient: { type: 'string', pattern: '^age1[02-9ac-hj-np-z]{58}$' },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as { name: string; role: MemberRow['role']; signingKey: string; recipient: string };
+      return reply.code(201).send(await vault.addMember(member(request), body));
+    },
+  );
+  app.delete(
+    '/v1/members/:id',
+    { schema: { summary: 'Remove a member (admin); anchored as member.removed', params: RECORD_PARAMS } },
+    async (request) => vault.removeMember(member(request), (request.params as { id: string }).id),
+  );
+
+  // Records.
+  app.get(
+    '/v1/subjects/:subject/custodian',
+    {
+      schema: {
+        summary: "The subject's custodian recipient, to encrypt an upload to (uploader)",
+        params: { type: 'object', required: ['subject'], properties: { subject: HASH } },
+      },
+    },
+    async (request) => vault.custodian(member(request), (request.params as { subject: string }).subject),
+  );
+  app.post(
+    '/v1/records',
+    {
+      schema: {
+        summary: 'Upload an age file (header + payload) for a subject (uploader); anchored as record.created',
+        consumes: ['application/octet-stream'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['subject', 'readers', 'purpose', 'expiresAt'],
+          properties: {
+            subject: HASH,
+            readers: { type: 'string', pattern: '^[0-9a-f]{32}(,[0-9a-f]{32}){0,63}$' },
+            purpose: PURPOSE,
+            expiresAt: { type: 'string', pattern: '^[0-9]{1,16}$' },
+          },
+        },
+        response: { 201: { type: 'object', additionalProperties: true }, ...STANDARD_ERRORS },
+      },
+    },
+    async (request, reply) => {
+      if (!(request.body instanceof Readable)) fail('REQUEST_INVALID', 'send the age file as application/octet-stream');
+      const q = request.query as { subject: string; readers: string; purpose: string; expiresAt: string };
+      const result = await vault.upload(
+        member(request),
+        { subject: q.subject, readers: q.readers.split(','), purpose: q.purpose, expiresAt: Number(q.expiresAt) },
+        counted(request.body, metrics.bytes.labels('in')),
+      );
+      return reply.code(201).send(result);
+    },
+  );
+  app.get(
+    '/v1/records/:id',
+    {
+      schema: {
+        summary: 'A record and the receipt of its ciphertext hash',
+        params: RECORD_PARAMS,
+        response: { 410: ERROR },
+      },
+    },
+    async (request) => vault.record(member(request), (request.params as { id: string }).id),
+  );
+  app.get(
+    '/v1/records/:id/content',
+    {
+      schema: {
+        summary: 'Fetch (live grantee): the age file, header then payload; anchored as record.accessed',
+        params: RECORD_PARAMS,
+      },
+    },
+    async (request, reply) => {
+      const opened = await vault.open(member(request), (request.params as { id: string }).id);
+      return sendOpened(reply, opened, metrics);
+    },
+  );
+  app.post(
+    '/v1/records/:id/emergency',
+    {
+      schema: {
+        summary: 'Break-glass access with a stated reason; anchored as access.emergency and queued for DPO review',
+        params: RECORD_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['reason'],
+          properties: { reason: { type: 'string', minLength: 10, maxLength: 1000 } },
+        },
+      },
+    },
+    async (request, reply) => {
+      const { reason } = request.body as { reason: string };
+      const opened = await vault.emergency(member(request), (request.params as { id: string }).id, reason);
+      reply.header('medvault-review-id', opened.reviewId);
+      return sendOpened(reply, opened, metrics);
+    },
+  );
+  app.post(
+    '/v1/records/:id/grants',
+    {
+      schema: {
+        summary: "Grant a reader (the record's uploader); the header is rewrapped in the KMS, the blob untouched",
+        params: RECORD_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['reader', 'purpose', 'expiresAt'],
+          properties: { reader: ID, purpose: PURPOSE, expiresAt: TIME },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as { reader: string; purpose: string; expiresAt: number };
+      return reply.code(201).send(await vault.grant(member(request), (request.params as { id: string }).id, body));
+    },
+  );
+  app.delete(
+    '/v1/records/:id/grants/:reader',
+    {
+      schema: {
+        summary: 'Revoke a reader; with reencrypt=true also a new file key and blob (suspected key compromise)',
+        params: { type: 'object', required: ['id', 'reader'], properties: { id: ID, reader: ID } },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { reencrypt: { type: 'string', enum: ['true', 'false'] } },
+        },
+      },
+    },
+    async (request) => {
+      const { id, reader } = request.params as { id: string; reader: string };
+      const reencrypt = (request.query as { reencrypt?: string }).reencrypt === 'true';
+      return vault.revoke(member(request), id, reader, { reencrypt });
+    },
+  );
+  app.get(
+    '/v1/records/:id/audit',
+    {
+      schema: {
+        summary: "A record's trail from the ledger, with receipts (its uploader or a DPO)",
+        params: RECORD_PARAMS,
+      },
+    },
+    async (request) => vault.audit(member(request), (request.params as { id: string }).id),
+  );
+
+  // Erasure and review (DPO).
+  app.post(
+    '/v1/erasures',
+    {
+      schema: {
+        summary: 'Erase a subject or a record (DPO); answers with the signed erasure certificate',
+        body: {
+          oneOf: [
+            { type: 'object', additionalProperties: false, required: ['subject'], properties: { subject: HASH } },
+            { type: 'object', additionalProperties: false, required: ['recordId'], properties: { recordId: ID } },
+          ],
+        },
+      },
+    },
+    async (request, reply) => {
+      const certificate = await vault.erase(
+        member(request),
+        request.body as { subject: string } | { recordId: string },
+      );
+      metrics.erasures.inc(certificate.records.length);
+      return reply.code(201).send(certificate);
+    },
+  );
+  app.get(
+    '/v1/erasures/:id',
+    { schema: { summary: "An executed erasure's certificate (DPO)", params: RECORD_PARAMS } },
+    async (request) => vault.erasureCertificate(member(request), (request.params as { id: string }).id),
+  );
+  app.get(
+    '/v1/reviews',
+    {
+      schema: {
+        summary: 'The break-glass review queue (DPO)',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { all: { type: 'string', enum: ['true', 'false'] } },
+        },
+      },
+    },
+    async (request) => ({
+      reviews: vault.reviews(member(request), (request.query as { all?: string }).all !== 'true'),
+    }),
+  );
+  app.post(
+    '/v1/reviews/:id',
+    {
+      schema: {
+        summary: 'Close a break-glass review (DPO)',
+        params: RECORD_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['outcome'],
+          properties: { outcome: { type: 'string', enum: ['justified', 'unjustified'] } },
+        },
+      },
+    },
+    async (request, reply) => {
+      const { outcome } = request.body as { outcome: 'justified' | 'unjustified' };
+      vault.closeReview(member(request), (request.params as { id: string }).id, outcome);
+      return reply.code(204).send();
+    },
+  );
+  return app;
+}
+
+function authenticate(
+  request: FastifyRequest,
+  vault: Vault,
+  state: { startedAt: number; window: number; seen: Map<string, number> },
+): MemberRow {
+  const header = (name: string) => {
+    const value = request.headers[name];
+    return typeof value === 'string' ? value : undefined;
+  };
+  const key = header(HEADER.key);
+  const time = header(HEADER.time);
+  const nonce = header(HEADER.nonce);
+  const hash = header(HEADER.body);
+  const signature = header(HEADER.signature);
+  if (!key || !time || !nonce || !hash || !signature)
+    fail('AUTH_REQUIRED', `send the ${Object.values(HEADER).join(', ')} headers`);
+  if (!/^[0-9a-f]{32}$/.test(nonce) || !/^[0-9]{1,16}$/.test(time)) fail('AUTH_INVALID', 'malformed nonce or time');
+  const at = Number(time);
+  const now = Date.now();
+  if (Math.abs(now - at) > state.window || at < state.startedAt) {
+    fail('AUTH_EXPIRED', `signed at ${at}, the node's time is ${now}; sign each request when sending it`);
+  }
+  const member = vault.member(key);
+  if (!member) fail('AUTH_INVALID', 'the key is not an active member key');
+  const streamed = request.headers['content-type']?.startsWith('application/octet-stream');
+  const expected = streamed ? UNSIGNED_PAYLOAD : bodyHash(request.rawBody ?? undefined);
+  if (hash !== expected) fail('AUTH_INVALID', 'the body does not match its signed hash');
+  const message = requestMessage({ method: request.method, path: request.url, time, nonce, bodyHash: hash });
+  const valid = verifySignature(
+    Buffer.from(member.signingKey, 'base64'),
+    message,
+    new Uint8Array(Buffer.from(signature, 'base64')),
+  );
+  if (!valid) fail('AUTH_INVALID');
+  if (state.seen.has(nonce)) fail('AUTH_REPLAY');
+  if (state.seen.size > 100_000) for (const [n, expiry] of state.seen) if (expiry < now) state.seen.delete(n);
+  state.seen.set(nonce, now + 2 * state.window);
+  return member;
+}
+
+function sendOpened(reply: FastifyReply, opened: Opened, metrics: ReturnType<typeof createMetrics>) {
+  const header = Buffer.from(opened.header);
+  reply
+    .header('content-type', 'application/octet-stream')
+    .header('content-length', String(header.length + opened.record.size))
+    .header('medvault-header-length', String(header.length))
+    .header('medvault-receipt', Buffer.from(JSON.stringify(opened.receipt)).toString('base64'))
+    .header('medvault-content-receipt', Buffer.from(JSON.stringify(opened.content)).toString('base64'));
+  const blob = opened.blob;
+  const body = Readable.from(
+    (async function* () {
+      yield header;
+      yield* blob;
+    })(),
+    { objectMode: false },
+  );
+  return reply.send(counted(body, metrics.bytes.labels('out')));
+}
+
+function counted(stream: Readable, counter: { inc(n: number): void }): Readable {
+  stream.on('data', (chunk: Buffer) => counter.inc(chunk.length));
+  return stream;
+}
+
+function toMedvaultError(err: unknown): MedvaultError {
+  if (isMedvaultError(err)) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
+  if (e?.validation) return new MedvaultError('REQUEST_INVALID', e.message);
+  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new MedvaultError('PAYLOAD_TOO_LARGE');
+  if (e?.code && e.code in ERRORS) return new MedvaultError(e.code as ErrorCode, e.message);
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new MedvaultError('REQUEST_INVALID', e.message);
+  }
+  return new MedvaultError('INTERNAL', undefined, { cause: err });
+}
+
+function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'medvault_' });
+  return {
+    registry,
+    requests: new Histogram({
+      name: 'medvault_http_request_seconds',
+      help: 'HTTP requests by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    bytes: new Counter({
+      name: 'medvault_ciphertext_bytes_total',
+      help: 'Ciphertext bytes streamed in (uploads) and out (fetches)',
+      labelNames: ['direction'],
+      registers: [registry],
+    }),
+    erasures: new Counter({
+      name: 'medvault_records_erased_total',
+      help: 'Records erased',
+      registers: [registry],
+    }),
+  };
+}

@@ -1,0 +1,497 @@
+/**
+ * The node's metadata store: members, records (with their current header),
+ * grants, an index of where each record's events sit on the ledger, the
+ * break-glass review queue and erasure requests. SQLite through `node:sqlite`
+ * (built into Node >= 22), WAL, `secure_delete` so erased rows are
+ * overwritten rather than left in free pages, and numbered migrations.
+ *
+ * It holds nothing the ledger should hold instead: events live on the
+ * ledger; `anchors` only says at which height and leaf to find them.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+
+export type Role = 'uploader' | 'reader' | 'dpo' | 'admin';
+export const ROLES: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
+
+export interface MemberRow {
+  id: string;
+  name: string;
+  role: Role;
+  signingKey: string;
+  recipient: string;
+  addedAt: number;
+  removedAt: number | null;
+}
+
+export type RecordState = 'pending' | 'active' | 'erased';
+
+export interface RecordRow {
+  id: string;
+  subject: string;
+  uploader: string;
+  state: RecordState;
+  ciphertextHash: string;
+  size: number;
+  blobRef: string | null;
+  header: Uint8Array | null;
+  createdAt: number;
+  ledgerFrom: number;
+  erasedAt: number | null;
+  erasureId: string | null;
+}
+
+export interface GrantRow {
+  recordId: string;
+  reader: string;
+  purpose: string;
+  grantedBy: string;
+  grantedAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+  /** Set once the reader's stanza was dropped from the header after expiry. */
+  droppedAt: number | null;
+}
+
+export interface AnchorRow {
+  recordId: string;
+  type: string;
+  height: number;
+  leaf: number;
+  at: number;
+}
+
+export interface ReviewRow {
+  id: string;
+  recordId: string;
+  reader: string;
+  reason: string | null;
+  salt: string | null;
+  at: number;
+  reviewedBy: string | null;
+  reviewedAt: number | null;
+  outcome: string | null;
+}
+
+export interface ErasureRow {
+  id: string;
+  scope: 'subject' | 'record';
+  target: string;
+  filedBy: string;
+  filedAt: number;
+  state: 'executing' | 'done';
+  certificate: string | null;
+}
+
+const MIGRATIONS = [
+  `CREATE TABLE members (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL UNIQUE,
+     role TEXT NOT NULL CHECK (role IN ('uploader', 'reader', 'dpo', 'admin')),
+     signing_key TEXT NOT NULL UNIQUE,
+     recipient TEXT NOT NULL,
+     added_at INTEGER NOT NULL,
+     removed_at INTEGER
+   ) STRICT;
+   CREATE TABLE records (
+     id TEXT PRIMARY KEY,
+     subject TEXT NOT NULL,
+     uploader TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'erased')),
+     ciphertext_hash TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     blob_ref TEXT,
+     header BLOB,
+     created_at INTEGER NOT NULL,
+     ledger_from INTEGER NOT NULL,
+     erased_at INTEGER,
+     erasure_id TEXT
+   ) STRICT;
+   CREATE INDEX records_subject ON records (subject);
+   CREATE INDEX records_blob ON records (blob_ref);
+   CREATE TABLE grants (
+     record_id TEXT NOT NULL REFERENCES records (id),
+     reader TEXT NOT NULL,
+     purpose TEXT NOT NULL,
+     granted_by TEXT NOT NULL,
+     granted_at INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     revoked_at INTEGER,
+     dropped_at INTEGER,
+     PRIMARY KEY (record_id, reader)
+   ) STRICT;
+   CREATE INDEX grants_expiry ON grants (expires_at) WHERE revoked_at IS NULL AND dropped_at IS NULL;
+   CREATE TABLE anchors (
+     record_id TEXT NOT NULL,
+     type TEXT NOT NULL,
+     height INTEGER NOT NULL,
+     leaf INTEGER NOT NULL,
+     at INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX anchors_record ON anchors (record_id, height, leaf);
+   CREATE TABLE reviews (
+     id TEXT PRIMARY KEY,
+     record_id TEXT NOT NULL,
+     reader TEXT NOT NULL,
+     reason TEXT,
+     salt TEXT,
+     at INTEGER NOT NULL,
+     reviewed_by TEXT,
+     reviewed_at INTEGER,
+     outcome TEXT
+   ) STRICT;
+   CREATE TABLE erasures (
+     id TEXT PRIMARY KEY,
+     scope TEXT NOT NULL CHECK (scope IN ('subject', 'record')),
+     target TEXT NOT NULL,
+     filed_by TEXT NOT NULL,
+     filed_at INTEGER NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('executing', 'done')),
+     certificate TEXT
+   ) STRICT;
+   CREATE TABLE erased_blobs (
+     erasure_id TEXT NOT NULL,
+     record_id TEXT NOT NULL,
+     ref TEXT NOT NULL,
+     removed INTEGER NOT NULL,
+     confirmed TEXT NOT NULL
+   ) STRICT;`,
+];
+
+type Row = Record<string, SQLInputValue>;
+
+/** snake_case column names to the camelCase fields of the row types. */
+function camel<T>(row: Row | undefined): T | undefined {
+  if (!row) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(row))
+    out[key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())] = value;
+  return out as T;
+}
+
+export class Metadata {
+  readonly #db: DatabaseSync;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.#db = new DatabaseSync(path);
+    this.#db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
+                   PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;`);
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const { user_version: version } = this.#db.prepare('PRAGMA user_version').get() as { user_version: number };
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.transaction(() => {
+        this.#db.exec(MIGRATIONS[v] as string);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  get schemaVersion(): number {
+    return (this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+  }
+
+  /** Runs `step` in one transaction: all of its writes or none. */
+  transaction<T>(step: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = step();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  #one<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
+    return camel<T>(this.#db.prepare(sql).get(...params) as Row | undefined);
+  }
+
+  #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
+    return (this.#db.prepare(sql).all(...params) as Row[]).map((r) => camel<T>(r) as T);
+  }
+
+  #run(sql: string, ...params: SQLInputValue[]): number {
+    return Number(this.#db.prepare(sql).run(...params).changes);
+  }
+
+  // Members.
+
+  addMember(m: Omit<MemberRow, 'removedAt'>): void {
+    this.#run(
+      'INSERT INTO members (id, name, role, signing_key, recipient, added_at) VALUES (?, ?, ?, ?, ?, ?)',
+      m.id,
+      m.name,
+      m.role,
+      m.signingKey,
+      m.recipient,
+      m.addedAt,
+    );
+  }
+
+  member(id: string): MemberRow | undefined {
+    return this.#one('SELECT * FROM members WHERE id = ?', id);
+  }
+
+  memberByName(name: string): MemberRow | undefined {
+    return this.#one('SELECT * FROM members WHERE name = ?', name);
+  }
+
+  members(): MemberRow[] {
+    return this.#all('SELECT * FROM members ORDER BY name');
+  }
+
+  removeMember(id: string, at: number): void {
+    this.#run('UPDATE members SET removed_at = ? WHERE id = ? AND removed_at IS NULL', at, id);
+  }
+
+  // Records.
+
+  insertRecord(r: RecordRow): void {
+    this.#run(
+      `INSERT INTO records (id, subject, uploader, state, ciphertext_hash, size, blob_ref, header, created_at, ledger_from)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      r.id,
+      r.subject,
+      r.uploader,
+      r.state,
+      r.ciphertextHash,
+      r.size,
+      r.blobRef,
+      r.header,
+      r.createdAt,
+      r.ledgerFrom,
+    );
+  }
+
+  record(id: string): RecordRow | undefined {
+    return this.#one('SELECT * FROM records WHERE id = ?', id);
+  }
+
+  recordsOf(subject: string, state: RecordState): RecordRow[] {
+    return this.#all('SELECT * FROM records WHERE subject = ? AND state = ? ORDER BY created_at', subject, state);
+  }
+
+  pendingRecords(): RecordRow[] {
+    return this.#all("SELECT * FROM records WHERE state = 'pending'");
+  }
+
+  activate(id: string): void {
+    this.#run("UPDATE records SET state = 'active' WHERE id = ? AND state = 'pending'", id);
+  }
+
+  deleteRecord(id: string): void {
+    this.#run('DELETE FROM grants WHERE record_id = ?', id);
+    this.#run('DELETE FROM records WHERE id = ?', id);
+  }
+
+  setHeader(id: string, header: Uint8Array): void {
+    this.#run('UPDATE records SET header = ? WHERE id = ?', header, id);
+  }
+
+  setBlob(id: string, blobRef: string, ciphertextHash: string, size: number): void {
+    this.#run(
+      'UPDATE records SET blob_ref = ?, ciphertext_hash = ?, size = ? WHERE id = ?',
+      blobRef,
+      ciphertextHash,
+      size,
+      id,
+    );
+  }
+
+  /** How many records other than `except` point at `blobRef`. */
+  blobUsers(blobRef: string, except: string): number {
+    return (
+      this.#one<{ n: number }>('SELECT count(*) AS n FROM records WHERE blob_ref = ? AND id != ?', blobRef, except)
+        ?.n ?? 0
+    );
+  }
+
+  /** Every blob ref a record (pending or active) still points at. */
+  blobRefs(): Set<string> {
+    return new Set(
+      this.#all<{ blobRef: string }>('SELECT blob_ref FROM records WHERE blob_ref IS NOT NULL').map((r) => r.blobRef),
+    );
+  }
+
+  // Grants.
+
+  upsertGrant(g: Omit<GrantRow, 'revokedAt' | 'droppedAt'>): void {
+    this.#run(
+      `INSERT INTO grants (record_id, reader, purpose, granted_by, granted_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (record_id, reader) DO UPDATE SET purpose = excluded.purpose, granted_by = excluded.granted_by,
+         granted_at = excluded.granted_at, expires_at = excluded.expires_at, revoked_at = NULL, dropped_at = NULL`,
+      g.recordId,
+      g.reader,
+      g.purpose,
+      g.grantedBy,
+      g.grantedAt,
+      g.expiresAt,
+    );
+  }
+
+  grant(recordId: string, reader: string): GrantRow | undefined {
+    return this.#one('SELECT * FROM grants WHERE record_id = ? AND reader = ?', recordId, reader);
+  }
+
+  /** Grants not revoked and not yet expired at `now`. */
+  liveGrants(recordId: string, now: number): GrantRow[] {
+    return this.#all(
+      'SELECT * FROM grants WHERE record_id = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY granted_at',
+      recordId,
+      now,
+    );
+  }
+
+  revokeGrant(recordId: string, reader: string, at: number): void {
+    this.#run('UPDATE grants SET revoked_at = ? WHERE record_id = ? AND reader = ?', at, recordId, reader);
+  }
+
+  /** Records with a grant that expired at or before `now` whose stanza is still in the header. */
+  recordsWithExpiredStanzas(now: number): string[] {
+    return this.#all<{ recordId: string }>(
+      `SELECT DISTINCT record_id FROM grants
+       WHERE revoked_at IS NULL AND dropped_at IS NULL AND expires_at <= ?`,
+      now,
+    ).map((r) => r.recordId);
+  }
+
+  markDropped(recordId: string, now: number): void {
+    this.#run(
+      'UPDATE grants SET dropped_at = ? WHERE record_id = ? AND revoked_at IS NULL AND dropped_at IS NULL AND expires_at <= ?',
+      now,
+      recordId,
+      now,
+    );
+  }
+
+  // Ledger index.
+
+  addAnchor(a: AnchorRow): void {
+    this.#run(
+      'INSERT INTO anchors (record_id, type, height, leaf, at) VALUES (?, ?, ?, ?, ?)',
+      a.recordId,
+      a.type,
+      a.height,
+      a.leaf,
+      a.at,
+    );
+  }
+
+  anchors(recordId: string): AnchorRow[] {
+    return this.#all('SELECT * FROM anchors WHERE record_id = ? ORDER BY height, leaf', recordId);
+  }
+
+  // Break-glass reviews.
+
+  addReview(r: Omit<ReviewRow, 'reviewedBy' | 'reviewedAt' | 'outcome'>): void {
+    this.#run(
+      'INSERT INTO reviews (id, record_id, reader, reason, salt, at) VALUES (?, ?, ?, ?, ?, ?)',
+      r.id,
+      r.recordId,
+      r.reader,
+      r.reason,
+      r.salt,
+      r.at,
+    );
+  }
+
+  reviews(open: boolean): ReviewRow[] {
+    return this.#all(`SELECT * FROM reviews ${open ? 'WHERE reviewed_at IS NULL' : ''} ORDER BY at`);
+  }
+
+  review(id: string): ReviewRow | undefined {
+    return this.#one('SELECT * FROM reviews WHERE id = ?', id);
+  }
+
+  closeReview(id: string, by: string, at: number, outcome: string): void {
+    this.#run('UPDATE reviews SET reviewed_by = ?, reviewed_at = ?, outcome = ? WHERE id = ?', by, at, outcome, id);
+  }
+
+  // Erasure requests.
+
+  addErasure(e: Omit<ErasureRow, 'certificate' | 'state'>): void {
+    this.#run(
+      "INSERT INTO erasures (id, scope, target, filed_by, filed_at, state) VALUES (?, ?, ?, ?, ?, 'executing')",
+      e.id,
+      e.scope,
+      e.target,
+      e.filedBy,
+      e.filedAt,
+    );
+  }
+
+  recordsOfErasure(erasureId: string): RecordRow[] {
+    return this.#all('SELECT * FROM records WHERE erasure_id = ? ORDER BY created_at', erasureId);
+  }
+
+  /**
+   * First step of an erasure, in one transaction: the records answer 410 from
+   * now on, their headers (every wrapped key), grants and break-glass reasons
+   * are gone; the blob ref stays until the blob is deleted.
+   */
+  beginErasure(ids: readonly string[], erasureId: string, at: number): void {
+    for (const id of ids) {
+      this.#run(
+        "UPDATE records SET state = 'erased', header = NULL, erased_at = ?, erasure_id = ? WHERE id = ?",
+        at,
+        erasureId,
+        id,
+      );
+      this.#run('DELETE FROM grants WHERE record_id = ?', id);
+      this.#run('UPDATE reviews SET reason = NULL, salt = NULL WHERE record_id = ?', id);
+    }
+  }
+
+  blobErased(erasureId: string, recordId: string, ref: string, removed: boolean, confirmed: string): void {
+    this.transaction(() => {
+      this.#run(
+        'INSERT INTO erased_blobs (erasure_id, record_id, ref, removed, confirmed) VALUES (?, ?, ?, ?, ?)',
+        erasureId,
+        recordId,
+        ref,
+        removed ? 1 : 0,
+        confirmed,
+      );
+      this.#run('UPDATE records SET blob_ref = NULL WHERE id = ?', recordId);
+    });
+  }
+
+  erasedBlobs(erasureId: string, recordId: string): Array<{ ref: string; removed: boolean; confirmed: string }> {
+    return this.#all<{ ref: string; removed: number; confirmed: string }>(
+      'SELECT ref, removed, confirmed FROM erased_blobs WHERE erasure_id = ? AND record_id = ?',
+      erasureId,
+      recordId,
+    ).map((r) => ({ ref: r.ref, removed: r.removed === 1, confirmed: r.confirmed }));
+  }
+
+  erasure(id: string): ErasureRow | undefined {
+    return this.#one('SELECT * FROM erasures WHERE id = ?', id);
+  }
+
+  unfinishedErasures(): ErasureRow[] {
+    return this.#all("SELECT * FROM erasures WHERE state = 'executing' ORDER BY filed_at");
+  }
+
+  finishErasure(id: string, certificate: string): void {
+    this.#run("UPDATE erasures SET state = 'done', certificate = ? WHERE id = ?", certificate, id);
+  }
+
+  /** Folds the WAL into the database and truncates it, so no erased page lingers there. */
+  checkpoint(): void {
+    this.#db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+  }
+
+  ping(): void {
+    this.#db.prepare('SELECT 1').get();
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * A vault node's data directory and how to open one.
+ *
+ *   DATA/medvault.json     configuration: node name, ledger URI, blob store, listen address
+ *   DATA/keystore.sealed   the local KMS (custodian keys and the node's own keys), sealed
+ *   DATA/keystore.key      the random key that seals it (0600), unless MEDVAULT_KEYSTORE_PASSPHRASE is set
+ *   DATA/metadata.db       SQLite: members, records, grants, ledger index, reviews, erasures
+ *   DATA/ledger.mvl        the embedded ledger (default)
+ *   DATA/blobs/            the embedded blob store (default)
+ *   DATA/pseudonym.key     the consortium's pseudonym secret, for turning patient ids into subjects (clients)
+ *
+ * `initNode` makes all of it and the first admin's member key file;
+ * `openNode` composes a Vault from it. The environment can point a node at
+ * shared infrastructure without editing the file: MEDVAULT_LEDGER (a ledger
+ * URI: file:, etcd://, evm://) and MEDVAULT_STORE (a JSON StoreConfig).
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { openLedger } from '../anchor/open.ts';
+import { fsyncDirectory } from '../durable.ts';
+import { check, fail } from '../errors.ts';
+import { LocalKms } from '../kms/local-kms.ts';
+import type { SealingSecret } from '../kms/sealed-file.ts';
+import { openBlobStore, type StoreConfig } from '../storage/open.ts';
+import { generateMemberKeys, memberKeyFileText, memberPublic } from './client.ts';
+import { Metadata } from './metadata.ts';
+import { Vault } from './vault.ts';
+
+export interface NodeConfig {
+  version: 1;
+  name: string;
+  /** A ledger URI; a relative file: path is inside the data directory. */
+  ledger: string;
+  store: StoreConfig;
+  listen: { host: string; port: number };
+}
+
+const NODE_KEY = 'node';
+
+export async function readConfig(data: string): Promise<NodeConfig> {
+  const path = join(data, 'medvault.json');
+  if (!existsSync(path)) fail('INVALID_ARGUMENT', `${data} is not a medvault data directory (run medvault init)`);
+  const config = JSON.parse(await readFile(path, 'utf8')) as NodeConfig;
+  check(config.version === 1, 'INVALID_ARGUMENT', `${path}: unknown configuration version`);
+  return config;
+}
+
+async function keystoreSecret(data: string): Promise<SealingSecret> {
+  const passphrase = process.env.MEDVAULT_KEYSTORE_PASSPHRASE;
+  if (passphrase) return { passphrase };
+  return { keyFile: new Uint8Array(await readFile(join(data, 'keystore.key'))) };
+}
+
+async function writeSecret(path: string, text: string | Uint8Array): Promise<void> {
+  await writeFile(path, text, { mode: 0o600, flag: 'wx' });
+  await chmod(path, 0o600);
+}
+
+/**
+ * Makes a data directory: configuration, sealed keystore with the node's keys,
+ * metadata, ledger, blob store, pseudonym secret, and the first admin (its
+ * member key file written to `adminKeyFile`, anchored as member.added).
+ */
+export async function initNode(
+  data: string,
+  options: { name?: string; admin?: string; adminKeyFile?: string; port?: number } = {},
+): Promise<{ nodeId: string; adminId: string; adminKeyFile: string }> {
+  data = resolve(data);
+  if (existsSync(join(data, 'medvault.json'))) fail('INVALID_ARGUMENT', `${data} is already a medvault data directory`);
+  await mkdir(data, { recursive: true, mode: 0o700 });
+  const config: NodeConfig = {
+    version: 1,
+    name: options.name ?? 'node',
+    ledger: 'file:ledger.mvl',
+    store: { kind: 'fs', root: 'blobs' },
+    listen: { host: '127.0.0.1', port: options.port ?? 7400 },
+  };
+  if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE) await writeSecret(join(data, 'keystore.key'), randomBytes(32));
+  await writeSecret(join(data, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
+  const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
+  await kms.createMember(NODE_KEY);
+  await writeFile(join(data, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`, { flag: 'wx' });
+  await fsyncDirectory(data);
+  const adminName = options.admin ?? 'admin';
+  const admin = generateMemberKeys();
+  const adminKeyFile = resolve(options.adminKeyFile ?? join(data, `${adminName}.key`));
+  await writeSecret(adminKeyFile, memberKeyFileText(adminName, admin));
+  const vault = await openNode(data);
+  try {
+    const { member } = await vault.addMember(null, { name: adminName, role: 'admin', ...memberPublic(admin) });
+    return { nodeId: vault.nodeId, adminId: member.id, adminKeyFile };
+  } finally {
+    await vault.close();
+  }
+}
+
+/** Opens the vault in a data directory (MEDVAULT_LEDGER and MEDVAULT_STORE override the configuration). */
+export async function openNode(data: string): Promise<Vault> {
+  data = resolve(data);
+  const config = await readConfig(data);
+  const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
+  const node = kms.memberKeys(NODE_KEY).signing;
+  const ledgerUri = process.env.MEDVAULT_LEDGER ?? config.ledger;
+  const storeConfig = process.env.MEDVAULT_STORE
+    ? (JSON.parse(process.env.MEDVAULT_STORE) as StoreConfig)
+    : config.store;
+  const ledger = await openLedger(inData(data, ledgerUri));
+  const store = await openBlobStore(
+    storeConfig.kind === 'fs' ? { ...storeConfig, root: inPath(data, storeConfig.root) } : storeConfig,
+  );
+  const metadata = new Metadata(join(data, 'metadata.db'));
+  return Vault.open({ metadata, kms, store, ledger, node, ownsStore: storeConfig.kind === 'fs' });
+}
+
+function inPath(data: string, path: string): string {
+  return isAbsolute(path) ? path : join(data, path);
+}
+
+function inData(data: string, uri: string): string {
+  return uri.startsWith('file:') ? `file:${inPath(data, uri.slice('file:'.length))}` : uri;
+}

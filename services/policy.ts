@@ -1,0 +1,75 @@
+/**
+ * Who may do what: one table of roles per action, plus the per-record rules
+ * (an uploader manages only its own records; fetching needs a live grant).
+ * The vault calls `authorize` before it changes or reveals anything, so the
+ * HTTP API, the SDK and the tests all meet the same policy.
+ */
+import { fail } from '../errors.ts';
+import type { MemberRow, RecordRow, Role } from './metadata.ts';
+
+export type Action =
+  | 'member.list'
+  | 'member.add'
+  | 'member.remove'
+  | 'custodian'
+  | 'upload'
+  | 'record.read'
+  | 'fetch'
+  | 'grant'
+  | 'revoke'
+  | 'emergency'
+  | 'audit'
+  | 'erase'
+  | 'review';
+
+const ALL: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
+
+/** The roles that may attempt each action at all. */
+export const ACTION_ROLES: Record<Action, readonly Role[]> = {
+  'member.list': ALL,
+  'member.add': ['admin'],
+  'member.remove': ['admin'],
+  custodian: ['uploader'],
+  upload: ['uploader'],
+  // Per record, below: its uploader, a live grantee, or a DPO.
+  'record.read': ALL,
+  // Per record: a live grant, whatever the role.
+  fetch: ALL,
+  grant: ['uploader'],
+  revoke: ['uploader'],
+  emergency: ['uploader', 'reader'],
+  audit: ['uploader', 'dpo'],
+  erase: ['dpo'],
+  review: ['dpo'],
+};
+
+export interface RecordFacts {
+  record: RecordRow;
+  /** Whether the actor holds a live grant on the record. */
+  liveGrant: boolean;
+}
+
+/** Throws FORBIDDEN or NO_GRANT unless `actor` may do `action` (on `on`, when given). */
+export function authorize(actor: MemberRow, action: Action, on?: RecordFacts): void {
+  if (actor.removedAt !== null) fail('FORBIDDEN', `member ${actor.id} was removed`);
+  if (!ACTION_ROLES[action].includes(actor.role)) fail('FORBIDDEN', `a ${actor.role} may not ${action}`);
+  if (!on) return;
+  const own = on.record.uploader === actor.id;
+  switch (action) {
+    case 'record.read':
+      if (!own && !on.liveGrant && actor.role !== 'dpo') fail('NO_GRANT');
+      return;
+    case 'fetch':
+      if (!on.liveGrant) fail('NO_GRANT');
+      return;
+    case 'grant':
+    case 'revoke':
+      if (!own) fail('FORBIDDEN', 'only the uploader of a record manages its readers');
+      return;
+    case 'audit':
+      if (!own && actor.role !== 'dpo') fail('FORBIDDEN', "only the record's uploader or a DPO audits it");
+      return;
+    default:
+      return;
+  }
+}

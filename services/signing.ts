@@ -1,0 +1,69 @@
+/**
+ * Signed requests: a member proves each request with its Ed25519 key. No
+ * shared secret, no bearer token: a captured request is useless after its
+ * window, and inside it the nonce makes it single-use.
+ *
+ * The signed message is
+ *   "medvault-request-v1\n" METHOD "\n" PATH?QUERY "\n" TIME "\n" NONCE "\n" BODY-SHA256
+ * where TIME is milliseconds since the epoch, NONCE 32 hex digits, and
+ * BODY-SHA256 the hex SHA-256 of the body, or "UNSIGNED-PAYLOAD" for a
+ * streamed upload (whose ciphertext hash is anchored on the ledger instead).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { SigningKey } from '../crypto/ed25519.ts';
+
+export const HEADER = {
+  key: 'medvault-key',
+  time: 'medvault-time',
+  nonce: 'medvault-nonce',
+  body: 'medvault-content-sha256',
+  signature: 'medvault-signature',
+} as const;
+
+export const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
+const DOMAIN = 'medvault-request-v1';
+
+export interface SignedParts {
+  method: string;
+  path: string;
+  time: string;
+  nonce: string;
+  bodyHash: string;
+}
+
+export function requestMessage(parts: SignedParts): Uint8Array {
+  return Buffer.from(
+    [DOMAIN, parts.method.toUpperCase(), parts.path, parts.time, parts.nonce, parts.bodyHash].join('\n'),
+    'utf8',
+  );
+}
+
+export function bodyHash(body: Uint8Array | string | undefined): string {
+  return createHash('sha256')
+    .update(body ?? '')
+    .digest('hex');
+}
+
+/** The headers that sign a request for `path` (with its query string). */
+export function signRequest(
+  key: SigningKey,
+  method: string,
+  path: string,
+  body: Uint8Array | string | typeof UNSIGNED_PAYLOAD | undefined,
+  now = Date.now(),
+): Record<string, string> {
+  const parts: SignedParts = {
+    method,
+    path,
+    time: String(now),
+    nonce: randomBytes(16).toString('hex'),
+    bodyHash: body === UNSIGNED_PAYLOAD ? UNSIGNED_PAYLOAD : bodyHash(body),
+  };
+  return {
+    [HEADER.key]: key.id,
+    [HEADER.time]: parts.time,
+    [HEADER.nonce]: parts.nonce,
+    [HEADER.body]: parts.bodyHash,
+    [HEADER.signature]: Buffer.from(key.sign(requestMessage(parts))).toString('base64'),
+  };
+}

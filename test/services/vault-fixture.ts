@@ -1,0 +1,81 @@
+/**
+ * A running vault node for tests: a fresh data directory (medvault init),
+ * the HTTP API on 127.0.0.1 at a free port, an admin client, and a helper
+ * that adds members with keys made here. One per suite.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import {
+  generateMemberKeys,
+  type MemberCredentials,
+  memberKeyFileText,
+  memberPublic,
+  parseMemberKeyFile,
+  VaultClient,
+} from '../../services/client.ts';
+import { buildServer, type ServerOptions } from '../../services/http.ts';
+import type { Role } from '../../services/metadata.ts';
+import { initNode, openNode } from '../../services/node.ts';
+import type { Vault } from '../../services/vault.ts';
+import { tempDir } from '../helpers.ts';
+
+export interface TestMember {
+  name: string;
+  id: string;
+  keys: MemberCredentials;
+  client: VaultClient;
+  /** Path of its member key file (an age identity file too). */
+  keyFile: string;
+}
+
+export interface TestNode {
+  data: string;
+  url: string;
+  vault: Vault;
+  app: FastifyInstance;
+  admin: TestMember;
+  addMember(name: string, role: Role): Promise<TestMember>;
+  /** Stops the server and closes the vault (the data directory stays until the suite ends). */
+  stop(): Promise<void>;
+}
+
+export const DAY = 86_400_000;
+export const SUBJECT = 'a'.repeat(64);
+
+export async function startNode(options: ServerOptions & { env?: Record<string, string> } = {}): Promise<TestNode> {
+  const data = tempDir('medvault-node-');
+  const init = await initNode(data);
+  const vault = await openNode(data);
+  const app = await buildServer(vault, options);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const adminKeys = parseMemberKeyFile(readFileSync(init.adminKeyFile, 'utf8'));
+  const admin: TestMember = {
+    name: 'admin',
+    id: init.adminId,
+    keys: adminKeys,
+    client: new VaultClient(url, adminKeys),
+    keyFile: init.adminKeyFile,
+  };
+  return {
+    data,
+    url,
+    vault,
+    app,
+    admin,
+    async addMember(name, role) {
+      const keys = generateMemberKeys();
+      const { member } = await admin.client.addMember({ name, role, ...memberPublic(keys) });
+      const keyFile = join(data, `${name}.key`);
+      const { writeFileSync } = await import('node:fs');
+      writeFileSync(keyFile, memberKeyFileText(name, keys), { mode: 0o600 });
+      return { name, id: member.id, keys, client: new VaultClient(url, keys), keyFile };
+    },
+    async stop() {
+      await app.close();
+      await vault.close();
+    },
+  };
+}
