@@ -4,7 +4,7 @@
  * encrypt, decrypt) read and write files that the stock `age` tool reads and
  * writes. Exit code 0 only on success; errors are one line a person can act on.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { blockHash } from '../anchor/block.ts';
 import { checkReceiptOnLedger, type Ledger, verifyChain } from '../anchor/ledger.ts';
@@ -14,6 +14,9 @@ import { AgeDecryptor, AgeEncryptor } from '../crypto/age.ts';
 import type { Identity, Recipient } from '../crypto/header.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { type ErrorCode, fail, isMedvaultError } from '../errors.ts';
+import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
+import { collect, parseJsonFile, readText } from './cli-io.ts';
+import { addVaultCommands } from './cli-vault.ts';
 import { ioError, pump, type Sink, type Source } from './pump.ts';
 
 const HINTS: Partial<Record<ErrorCode, string>> = {
@@ -25,18 +28,6 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   LEDGER_UNAVAILABLE: 'is the ledger (etcd cluster or file) reachable?',
   LEDGER_LOCKED: 'another medvault process has this ledger open',
 };
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
-async function readText(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    throw ioError(err, `cannot read ${what} ${path}`);
-  }
-}
 
 function source(input: string | undefined): Source {
   return input === undefined || input === '-' ? { stream: process.stdin } : { path: input };
@@ -115,22 +106,46 @@ export function buildProgram(): Command {
 
   program
     .command('verify')
-    .description('verify a ledger receipt offline; with --ledger, also against the ledger')
-    .argument('<file>', 'receipt JSON file')
-    .option('--ledger <uri>', 'also check the ledger holds the block and it links to the head (file:PATH, etcd://…)')
-    .option('--trust <member-key-id>', 'require the block signer to be this member key id (repeatable)', collect, [])
+    .description('verify a ledger receipt or an erasure certificate offline; with --ledger, also against the ledger')
+    .argument('<file>', 'receipt or erasure certificate (JSON)')
+    .option('--ledger <uri>', 'also check the ledger holds each block and it links to the head (file:PATH, etcd://…)')
+    .option(
+      '--trust <member-key-id>',
+      'require every signer to be one of these member key ids (repeatable)',
+      collect,
+      [],
+    )
     .action(async (file: string, opts: { ledger?: string; trust: string[] }) => {
-      const receipt = parseJsonFile(await readText(file, 'receipt'), file);
-      const verified = verifyReceipt(receipt, opts.trust.length > 0 ? { trusted: opts.trust } : {});
-      let line = `receipt OK: ${verified.event.type} in block ${verified.height} (${verified.blockHash.slice(0, 16)}…), signed by ${verified.signer}`;
+      const document = parseJsonFile(await readText(file, 'receipt or certificate'), file);
+      const trust = opts.trust.length > 0 ? { trusted: opts.trust } : {};
+      const receipts: Receipt[] = [];
+      let line: string;
+      if ((document as { type?: unknown } | null)?.type === 'medvault.erasure-certificate') {
+        const verified = verifyCertificate(document, trust);
+        const cert = document as ErasureCertificate;
+        receipts.push(...cert.records.map((r) => r.tombstone));
+        line =
+          `certificate OK: erasure ${verified.requestId} of ${verified.records} record(s), signed by ${verified.signer}; ` +
+          (cert.kms
+            ? `custodian key ${cert.kms.keyId} destroyed (${cert.kms.backend})`
+            : 'record scope, custodian key kept') +
+          `; ${verified.records} tombstone receipt(s) verified`;
+      } else {
+        const verified = verifyReceipt(document, trust);
+        receipts.push(document as Receipt);
+        line = `receipt OK: ${verified.event.type} in block ${verified.height} (${verified.blockHash.slice(0, 16)}…), signed by ${verified.signer}`;
+      }
       if (opts.ledger) {
         await withLedger(opts.ledger, async (ledger) => {
-          const { headHeight } = await checkReceiptOnLedger(ledger, receipt as Receipt);
-          line += `; on the ledger, linked to head ${headHeight}`;
+          let head = 0;
+          for (const receipt of receipts) ({ headHeight: head } = await checkReceiptOnLedger(ledger, receipt));
+          line += `; on the ledger, linked to head ${head}`;
         });
       }
       process.stdout.write(`${line}\n`);
     });
+
+  addVaultCommands(program);
 
   const ledgerCommand = program.command('ledger').description('inspect and verify a ledger');
   ledgerCommand
@@ -157,14 +172,6 @@ export function buildProgram(): Command {
     });
 
   return program;
-}
-
-function parseJsonFile(text: string, path: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return fail('INVALID_ARGUMENT', `${path} is not JSON`);
-  }
 }
 
 async function withLedger(uri: string, use: (ledger: Ledger) => Promise<void>): Promise<void> {

@@ -73,7 +73,6 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   const seen = new Map<string, number>(); // nonce -> expiry
   const app = Fastify({
     loggerInstance: logger.child({ component: 'http' }) as FastifyBaseLogger,
-    disableRequestLogging: false,
     bodyLimit: options.jsonLimit ?? 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     keepAliveTimeout: 65_000,

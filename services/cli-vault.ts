@@ -1,0 +1,410 @@
+/**
+ * The vault's commands: a node's operator runs `init` and `serve`; members
+ * run the rest against a node through the SDK, signing with their member key
+ * file (`--key`, or MEDVAULT_KEY) and talking to `--node` (or MEDVAULT_NODE,
+ * default http://127.0.0.1:7400).
+ */
+import { createHmac } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat, writeFile } from 'node:fs/promises';
+import { SingleBar } from 'cli-progress';
+import type { Command } from 'commander';
+import { check, fail } from '../errors.ts';
+import { logger } from '../log.ts';
+import { collect, readText } from './cli-io.ts';
+import {
+  generateMemberKeys,
+  memberKeyFileText,
+  memberPublic,
+  parseMemberKeyFile,
+  type Receipt,
+  VaultClient,
+} from './client.ts';
+import { buildServer } from './http.ts';
+import { ROLES, type Role } from './metadata.ts';
+import { initNode, openNode, readConfig } from './node.ts';
+import { ioError } from './pump.ts';
+
+const DEFAULT_NODE = 'http://127.0.0.1:7400';
+const DAY = 86_400_000;
+
+interface ClientOptions {
+  node?: string;
+  key?: string;
+  json?: boolean;
+}
+
+async function client(opts: ClientOptions): Promise<VaultClient> {
+  const keyFile = opts.key ?? process.env.MEDVAULT_KEY;
+  if (!keyFile) fail('INVALID_ARGUMENT', 'name your member key file with --key FILE (or MEDVAULT_KEY)');
+  const keys = parseMemberKeyFile(await readText(keyFile, 'member key file'));
+  return new VaultClient(opts.node ?? process.env.MEDVAULT_NODE ?? DEFAULT_NODE, keys);
+}
+
+function withClientOptions(command: Command): Command {
+  return command
+    .option('--node <url>', `the vault node (default MEDVAULT_NODE or ${DEFAULT_NODE})`)
+    .option('--key <file>', 'your member key file (default MEDVAULT_KEY)')
+    .option('--json', 'print JSON instead of sentences');
+}
+
+function print(opts: { json?: boolean }, json: unknown, text: string): void {
+  process.stdout.write(opts.json ? `${JSON.stringify(json, null, 2)}\n` : `${text}\n`);
+}
+
+/** "30d", "12h", "45m" from now, or an ISO date. */
+export function parseExpiry(value: string, now = Date.now()): number {
+  const relative = /^(\d{1,5})([dhm])$/.exec(value);
+  if (relative) {
+    const unit = { d: DAY, h: 3_600_000, m: 60_000 }[relative[2] as 'd' | 'h' | 'm'];
+    return now + Number(relative[1]) * unit;
+  }
+  const at = Date.parse(value);
+  check(
+    Number.isFinite(at),
+    'INVALID_ARGUMENT',
+    `--expires takes 30d, 12h, 45m or a date, not ${JSON.stringify(value)}`,
+  );
+  return at;
+}
+
+/**
+ * A subject as the vault sees it: a 64-hex keyed pseudonym. Anything else is
+ * a patient identifier, turned into its pseudonym here with the consortium's
+ * pseudonym key, so the identifier itself never leaves this machine.
+ */
+export async function subjectOf(value: string, keyFile: string | undefined): Promise<string> {
+  if (/^[0-9a-f]{64}$/.test(value)) return value;
+  const file = keyFile ?? process.env.MEDVAULT_PSEUDONYM_KEY;
+  if (!file) {
+    fail(
+      'INVALID_ARGUMENT',
+      'a patient identifier needs the pseudonym key: --pseudonym-key FILE (or MEDVAULT_PSEUDONYM_KEY)',
+    );
+  }
+  const key = Buffer.from((await readText(file, 'pseudonym key')).trim(), 'hex');
+  check(key.length === 32, 'KEY_INVALID', `${file} is not a 32-byte hex pseudonym key`);
+  return createHmac('sha256', key).update(`medvault-subject-v1\n${value}`, 'utf8').digest('hex');
+}
+
+async function saveJson(path: string | undefined, value: unknown): Promise<void> {
+  if (!path) return;
+  await writeFile(path, `${JSON.stringify(value, null, 2)}\n`).catch((err) => {
+    throw ioError(err, `cannot write ${path}`);
+  });
+}
+
+function where(receipt: Receipt): string {
+  return `block ${receipt.block.height}, leaf ${receipt.leafIndex}`;
+}
+
+export function addVaultCommands(program: Command): void {
+  program
+    .command('init')
+    .description('make a node data directory: config, sealed keystore, ledger, blob store, and the first admin key')
+    .option('--data <dir>', 'data directory', 'medvault-data')
+    .option('--name <name>', 'node name', 'node')
+    .option('--admin <name>', "the first admin member's name", 'admin')
+    .option('--port <port>', 'port to listen on (127.0.0.1)', '7400')
+    .action(async (opts: { data: string; name: string; admin: string; port: string }) => {
+      const result = await initNode(opts.data, { name: opts.name, admin: opts.admin, port: Number(opts.port) });
+      process.stdout.write(
+        `initialised ${opts.data}: node key ${result.nodeId}\n` +
+          `first admin ${opts.admin} (${result.adminId}); its member key file: ${result.adminKeyFile}\n` +
+          'move that file to the admin and keep keystore.key apart from backups of the data directory\n',
+      );
+    });
+
+  program
+    .command('serve')
+    .description('run the node: the HTTP API on its configured address')
+    .option('--data <dir>', 'data directory', 'medvault-data')
+    .option('--port <port>', 'override the configured port')
+    .action(async (opts: { data: string; port?: string }) => {
+      const config = await readConfig(opts.data);
+      const vault = await openNode(opts.data);
+      const app = await buildServer(vault);
+      const port = opts.port === undefined ? config.listen.port : Number(opts.port);
+      await app.listen({ host: config.listen.host, port });
+      const sweep = setInterval(() => {
+        vault.expireGrants().catch((err) => logger.error({ err }, 'grant expiry sweep failed'));
+      }, 60_000);
+      const address = app.server.address();
+      const bound = typeof address === 'object' && address ? address.port : port;
+      process.stdout.write(`medvault node ${vault.nodeId} listening on http://${config.listen.host}:${bound}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      clearInterval(sweep);
+      await app.close();
+      await vault.close();
+    });
+
+  const member = program.command('member').description('the consortium directory: add, remove, list members');
+  withClientOptions(
+    member
+      .command('add')
+      .description('add a member (admin): makes its keys into a member key file, or takes its public keys')
+      .argument('<name>', 'member name (a-z 0-9 . _ -)')
+      .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`)
+      .option('-o, --output <file>', 'write the new member key file here (0600; hand it to the member)')
+      .option('--signing-key <base64>', "the member's own Ed25519 public key (instead of -o)")
+      .option('--recipient <age1…>', "the member's own age recipient (with --signing-key)"),
+  ).action(
+    async (
+      name: string,
+      opts: ClientOptions & { role: string; output?: string; signingKey?: string; recipient?: string },
+    ) => {
+      check(ROLES.includes(opts.role as Role), 'INVALID_ARGUMENT', `--role is one of ${ROLES.join(', ')}`);
+      let keys: { signingKey: string; recipient: string };
+      let text: string | null = null;
+      if (opts.signingKey && opts.recipient) keys = { signingKey: opts.signingKey, recipient: opts.recipient };
+      else if (opts.output) {
+        const made = generateMemberKeys();
+        keys = memberPublic(made);
+        text = memberKeyFileText(name, made);
+      } else fail('INVALID_ARGUMENT', 'give -o FILE (new keys) or --signing-key and --recipient (their own keys)');
+      const vault = await client(opts);
+      const { member: added, receipt } = await vault.addMember({ name, role: opts.role as Role, ...keys });
+      if (text && opts.output) {
+        await writeFile(opts.output, text, { mode: 0o600, flag: 'wx' }).catch((err) => {
+          throw ioError(err, `cannot create ${opts.output}`);
+        });
+      }
+      print(
+        opts,
+        { member: added, receipt },
+        `added ${name} as ${added.role}: member id ${added.id} (${where(receipt)})`,
+      );
+    },
+  );
+  withClientOptions(
+    member.command('remove').description('remove a member (admin)').argument('<member>', 'id, name or age recipient'),
+  ).action(async (ref: string, opts: ClientOptions) => {
+    const vault = await client(opts);
+    const target = await vault.resolveMember(ref);
+    const { receipt } = await vault.removeMember(target.id);
+    print(opts, { receipt }, `removed ${target.name} (${target.id}); anchored in ${where(receipt)}`);
+  });
+  withClientOptions(member.command('list').description('the member directory')).action(async (opts: ClientOptions) => {
+    const members = await (await client(opts)).members();
+    const lines = members.map(
+      (m) => `${m.id}  ${m.role.padEnd(8)}  ${m.name}${m.removedAt ? '  (removed)' : ''}  ${m.recipient}`,
+    );
+    print(opts, members, lines.join('\n'));
+  });
+
+  withClientOptions(
+    program
+      .command('upload')
+      .description('encrypt FILE here and upload it for a subject, readable by the given readers')
+      .argument('<file>', 'the document')
+      .requiredOption('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (with --pseudonym-key)')
+      .option('--reader <member>', 'a reader: member id, name or age1 recipient (repeatable)', collect, [])
+      .option('--purpose <code>', 'why the readers may read it', 'treatment')
+      .option('--expires <when>', 'when the grants end: 30d, 12h or a date', '365d')
+      .option('--pseudonym-key <file>', "the consortium's pseudonym key (default MEDVAULT_PSEUDONYM_KEY)")
+      .option('--receipt <file>', 'save the record.created receipt here'),
+  ).action(
+    async (
+      file: string,
+      opts: ClientOptions & {
+        subject: string;
+        reader: string[];
+        purpose: string;
+        expires: string;
+        pseudonymKey?: string;
+        receipt?: string;
+      },
+    ) => {
+      const vault = await client(opts);
+      const subject = await subjectOf(opts.subject, opts.pseudonymKey);
+      const readers = [];
+      for (const ref of opts.reader) readers.push((await vault.resolveMember(ref)).id);
+      const size = await stat(file).then(
+        (s) => s.size,
+        (err) => {
+          throw ioError(err, `cannot read ${file}`);
+        },
+      );
+      const bar =
+        process.stderr.isTTY && size > 8 * 1024 * 1024 && !opts.json
+          ? new SingleBar({ format: 'uploading [{bar}] {percentage}% {value}/{total} bytes', stream: process.stderr })
+          : null;
+      bar?.start(size, 0);
+      try {
+        const { record, receipt } = await vault.upload(createReadStream(file, { highWaterMark: 1024 * 1024 }), {
+          subject,
+          readers,
+          purpose: opts.purpose,
+          expiresAt: parseExpiry(opts.expires),
+          onProgress: (n) => bar?.update(n),
+        });
+        bar?.stop();
+        await saveJson(opts.receipt, receipt);
+        print(
+          opts,
+          { record, receipt },
+          `uploaded record ${record.id}: ${record.size} bytes of ciphertext, sha256 ${record.ciphertextHash}\n` +
+            `anchored as record.created in ${where(receipt)}; readers: ${(record.grants ?? []).map((g) => g.reader).join(', ')}`,
+        );
+      } finally {
+        bar?.stop();
+      }
+    },
+  );
+
+  withClientOptions(
+    program
+      .command('fetch')
+      .description('fetch a record, decrypt it here, and check its ciphertext against the ledger receipt')
+      .argument('<record>', 'record id')
+      .option('-i, --identity <file>', 'your member key file (an age identity file too)')
+      .requiredOption('-o, --output <file>', 'write the document here (only if all of it decrypts and verifies)')
+      .option('--receipt <file>', 'save the access receipt here'),
+  ).action(async (id: string, opts: ClientOptions & { identity?: string; output: string; receipt?: string }) => {
+    const vault = await client({ ...opts, key: opts.identity ?? opts.key });
+    const result = await vault.fetch(id, { path: opts.output });
+    await saveJson(opts.receipt, result.access);
+    print(
+      opts,
+      result,
+      `fetched ${id}: ${result.bytes} bytes to ${opts.output}; ciphertext sha256 ${result.ciphertextHash} matches ` +
+        `its receipt (${where(result.content)}); this access is anchored in ${where(result.access)}`,
+    );
+  });
+
+  withClientOptions(
+    program
+      .command('emergency')
+      .description('break-glass: fetch a record without a grant, stating why (anchored, reviewed by the DPO)')
+      .argument('<record>', 'record id')
+      .requiredOption('--reason <text>', 'why this access cannot wait (10-1000 characters; stays on the node)')
+      .option('-i, --identity <file>', 'your member key file')
+      .requiredOption('-o, --output <file>', 'write the document here'),
+  ).action(async (id: string, opts: ClientOptions & { reason: string; identity?: string; output: string }) => {
+    const vault = await client({ ...opts, key: opts.identity ?? opts.key });
+    const result = await vault.emergency(id, opts.reason, { path: opts.output });
+    print(
+      opts,
+      result,
+      `EMERGENCY ACCESS to ${id}: ${result.bytes} bytes to ${opts.output}; anchored as access.emergency in ` +
+        `${where(result.access)}; review ${result.reviewId} is in the DPO's queue`,
+    );
+  });
+
+  withClientOptions(
+    program
+      .command('grant')
+      .description('add a reader to a record you uploaded (the KMS rewraps its header; the blob is untouched)')
+      .argument('<record>', 'record id')
+      .requiredOption('--reader <member>', 'member id, name or age1 recipient')
+      .option('--purpose <code>', 'why', 'treatment')
+      .option('--expires <when>', 'when the grant ends: 30d, 12h or a date', '30d'),
+  ).action(async (id: string, opts: ClientOptions & { reader: string; purpose: string; expires: string }) => {
+    const vault = await client(opts);
+    const reader = await vault.resolveMember(opts.reader);
+    const expiresAt = parseExpiry(opts.expires);
+    const { receipt } = await vault.grant(id, reader.id, { purpose: opts.purpose, expiresAt });
+    print(
+      opts,
+      { receipt },
+      `granted ${reader.name} read access to ${id} for ${opts.purpose} until ${new Date(expiresAt).toISOString()} (${where(receipt)})`,
+    );
+  });
+
+  withClientOptions(
+    program
+      .command('revoke')
+      .description('remove a reader from a record you uploaded (what it already decrypted, it keeps)')
+      .argument('<record>', 'record id')
+      .requiredOption('--reader <member>', 'member id, name or age1 recipient')
+      .option('--reencrypt', 'also a new file key and blob, for a suspected key compromise'),
+  ).action(async (id: string, opts: ClientOptions & { reader: string; reencrypt?: boolean }) => {
+    const vault = await client(opts);
+    const reader = await vault.resolveMember(opts.reader);
+    const result = await vault.revoke(id, reader.id, { reencrypt: opts.reencrypt === true });
+    print(
+      opts,
+      result,
+      `revoked ${reader.name} on ${id} (${where(result.receipt)})` +
+        (result.reencrypted ? `; re-encrypted: new ciphertext ${result.reencrypted.event.ciphertextHash}` : ''),
+    );
+  });
+
+  withClientOptions(
+    program
+      .command('erase')
+      .description('GDPR erasure (DPO): a subject (all records and its custodian key) or one record')
+      .option('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (with --pseudonym-key)')
+      .option('--record <id>', 'one record')
+      .option('--pseudonym-key <file>', "the consortium's pseudonym key")
+      .option('-o, --output <file>', 'save the erasure certificate here'),
+  ).action(
+    async (opts: ClientOptions & { subject?: string; record?: string; pseudonymKey?: string; output?: string }) => {
+      check(!!opts.subject !== !!opts.record, 'INVALID_ARGUMENT', 'give exactly one of --subject and --record');
+      const vault = await client(opts);
+      const target = opts.record
+        ? { recordId: opts.record }
+        : { subject: await subjectOf(opts.subject as string, opts.pseudonymKey) };
+      const certificate = await vault.erase(target);
+      await saveJson(opts.output, certificate);
+      const lines = [
+        `erasure ${certificate.requestId} executed: ${certificate.records.length} record(s)`,
+        certificate.kms
+          ? `custodian key ${certificate.kms.keyId} destroyed: ${certificate.kms.confirmed}`
+          : 'record scope: the subject keeps its custodian key for its other records',
+        ...certificate.records.map(
+          (r) =>
+            `  ${r.recordId}: ${r.stores.map((s) => s.confirmed).join('; ') || 'no blob'}; tombstone in ${where(r.tombstone)}`,
+        ),
+        `certificate signed by ${certificate.signer}${opts.output ? `, saved to ${opts.output}` : ''}`,
+      ];
+      print(opts, certificate, lines.join('\n'));
+    },
+  );
+
+  withClientOptions(
+    program
+      .command('audit')
+      .description("a record's access trail from the ledger, every receipt verified (its uploader or a DPO)")
+      .argument('<record>', 'record id'),
+  ).action(async (id: string, opts: ClientOptions) => {
+    const events = await (await client(opts)).audit(id);
+    const lines = events.map((r) => {
+      const e = r.event;
+      const who = e.reader ?? e.grantor ?? e.uploader ?? e.revoker ?? e.dpo ?? e.by ?? '';
+      return `${new Date(e.at).toISOString()}  ${e.type.padEnd(17)} ${who}  (${where(r)})`;
+    });
+    print(opts, events, [`${events.length} events for ${id}, all receipts verified:`, ...lines].join('\n'));
+  });
+
+  withClientOptions(
+    program
+      .command('reviews')
+      .description("the DPO's break-glass review queue")
+      .option('--all', 'include closed reviews')
+      .option('--close <id>', 'close this review')
+      .option('--outcome <outcome>', 'justified or unjustified (with --close)'),
+  ).action(async (opts: ClientOptions & { all?: boolean; close?: string; outcome?: string }) => {
+    const vault = await client(opts);
+    if (opts.close) {
+      check(
+        opts.outcome === 'justified' || opts.outcome === 'unjustified',
+        'INVALID_ARGUMENT',
+        '--outcome is justified or unjustified',
+      );
+      await vault.closeReview(opts.close, opts.outcome);
+      print(opts, { closed: opts.close }, `review ${opts.close} closed: ${opts.outcome}`);
+      return;
+    }
+    const reviews = await vault.reviews(opts.all === true);
+    const lines = reviews.map(
+      (r) =>
+        `${r.id}  record ${r.recordId}  by ${r.reader}  ${new Date(r.at).toISOString()}  ${r.outcome ?? 'open'}: ${r.reason ?? '(erased)'}`,
+    );
+    print(opts, reviews, lines.length ? lines.join('\n') : 'no reviews');
+  });
+}
