@@ -106,7 +106,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
 
   // Authentication: after parsing (the JSON body's hash is checked), before validation.
   app.addHook('preValidation', async (request) => {
-    if (request.routeOptions.config.public) return;
+    if (request.routeOptions.config.public || request.routeOptions.url?.startsWith('/docs')) return;
     request.member = authenticate(request, vault, { startedAt, window, seen });
   });
   app.addHook('onResponse', async (request, reply) => {

@@ -1,0 +1,273 @@
+/**
+ * The authorisation matrix: every role against every route, allowed and
+ * denied, through HTTP with the SDK. Includes a reader fetching a record it
+ * was never granted, an expired grant, a revoked reader, a non-DPO erasing,
+ * and a removed member.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateMemberKeys, memberPublic, VaultClient } from '../../services/client.ts';
+import type { Role } from '../../services/metadata.ts';
+import { bytes, tempDir } from '../helpers.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+
+const ACTORS = ['admin', 'owner', 'otherUploader', 'granted', 'never', 'expired', 'revoked', 'dpo'] as const;
+type Actor = (typeof ACTORS)[number];
+
+let node: TestNode;
+const m = {} as Record<Actor | 'spare', TestMember>;
+let record: string;
+const out = tempDir();
+const ok = 'ok';
+
+const upload = (who: TestMember, readers: string[]) =>
+  who.client.upload(bytes(70_000, 3), { subject: SUBJECT, readers, purpose: 'treatment', expiresAt: Date.now() + DAY });
+
+beforeAll(async () => {
+  node = await startNode();
+  m.admin = node.admin;
+  const roles: Array<[Actor | 'spare', Role]> = [
+    ['owner', 'uploader'],
+    ['otherUploader', 'uploader'],
+    ['granted', 'reader'],
+    ['never', 'reader'],
+    ['expired', 'reader'],
+    ['revoked', 'reader'],
+    ['dpo', 'dpo'],
+    ['spare', 'reader'],
+  ];
+  for (const [name, role] of roles) m[name] = await node.addMember(name.toLowerCase(), role);
+  record = (await upload(m.owner, [m.granted.id, m.revoked.id])).record.id;
+  await m.owner.client.grant(record, m.expired.id, { purpose: 'treatment', expiresAt: Date.now() + 700 });
+  await m.owner.client.revoke(record, m.revoked.id);
+  await new Promise((r) => setTimeout(r, 800));
+});
+afterAll(() => node?.stop());
+
+async function outcome(step: () => Promise<unknown>): Promise<string> {
+  try {
+    await step();
+    return ok;
+  } catch (err) {
+    return (err as { code?: string }).code ?? String(err);
+  }
+}
+
+/** Each route, as one member would call it, and who may. */
+const ROUTES: Array<{ route: string; call: (who: TestMember) => Promise<unknown>; expect: Record<Actor, string> }> = [
+  {
+    route: 'GET /v1/members',
+    call: (w) => w.client.members(),
+    expect: { admin: ok, owner: ok, otherUploader: ok, granted: ok, never: ok, expired: ok, revoked: ok, dpo: ok },
+  },
+  {
+    route: 'POST /v1/members',
+    call: (w) =>
+      w.client.addMember({
+        name: `x${Math.random().toString(16).slice(2, 10)}`,
+        role: 'reader',
+        ...memberPublic(generateMemberKeys()),
+      }),
+    expect: {
+      admin: ok,
+      owner: 'FORBIDDEN',
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'GET /v1/subjects/:s/custodian',
+    call: (w) => w.client.custodian(SUBJECT),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: ok,
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'POST /v1/records',
+    call: (w) => upload(w, [m.granted.id]),
+    // Only uploaders get past the custodian lookup the SDK makes first.
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: ok,
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'GET /v1/records/:id',
+    call: (w) => w.client.record(record),
+    expect: {
+      admin: 'NO_GRANT',
+      owner: ok,
+      otherUploader: 'NO_GRANT',
+      granted: ok,
+      never: 'NO_GRANT',
+      expired: 'NO_GRANT',
+      revoked: 'NO_GRANT',
+      dpo: ok,
+    },
+  },
+  {
+    route: 'GET /v1/records/:id/content',
+    call: (w) => w.client.fetch(record, { path: join(out, `${w.name}.bin`) }),
+    expect: {
+      admin: 'NO_GRANT',
+      owner: ok,
+      otherUploader: 'NO_GRANT',
+      granted: ok,
+      never: 'NO_GRANT',
+      expired: 'NO_GRANT',
+      revoked: 'NO_GRANT',
+      dpo: 'NO_GRANT',
+    },
+  },
+  {
+    route: 'POST /v1/records/:id/grants',
+    call: (w) => w.client.grant(record, m.spare.id, { purpose: 'research', expiresAt: Date.now() + DAY }),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'DELETE /v1/records/:id/grants/:reader',
+    call: (w) => w.client.revoke(record, m.spare.id),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'POST /v1/records/:id/emergency',
+    call: (w) =>
+      w.client.emergency(record, 'patient arrived unconscious in the ER', { path: join(out, `e-${w.name}.bin`) }),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: ok,
+      granted: ok,
+      never: ok,
+      expired: ok,
+      revoked: ok,
+      dpo: 'FORBIDDEN',
+    },
+  },
+  {
+    route: 'GET /v1/records/:id/audit',
+    call: (w) => w.client.audit(record),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: ok,
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: ok,
+    },
+  },
+  {
+    route: 'GET /v1/reviews',
+    call: (w) => w.client.reviews(),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: 'FORBIDDEN',
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: ok,
+    },
+  },
+  {
+    route: 'POST /v1/erasures',
+    call: async (w) => w.client.erase({ recordId: (await upload(m.owner, [m.granted.id])).record.id }),
+    expect: {
+      admin: 'FORBIDDEN',
+      owner: 'FORBIDDEN',
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: ok,
+    },
+  },
+  {
+    route: 'DELETE /v1/members/:id',
+    call: async (w) => {
+      const throwaway = await m.admin.client.addMember({
+        name: `t${Math.random().toString(16).slice(2, 10)}`,
+        role: 'reader',
+        ...memberPublic(generateMemberKeys()),
+      });
+      return w.client.removeMember(throwaway.member.id);
+    },
+    expect: {
+      admin: ok,
+      owner: 'FORBIDDEN',
+      otherUploader: 'FORBIDDEN',
+      granted: 'FORBIDDEN',
+      never: 'FORBIDDEN',
+      expired: 'FORBIDDEN',
+      revoked: 'FORBIDDEN',
+      dpo: 'FORBIDDEN',
+    },
+  },
+];
+
+describe('authorisation matrix', () => {
+  for (const { route, call, expect: expected } of ROUTES) {
+    it(route, async () => {
+      const actual: Record<string, string> = {};
+      for (const actor of ACTORS) actual[actor] = await outcome(() => call(m[actor]));
+      expect(actual).toEqual(expected);
+    });
+  }
+
+  it('the denied calls changed nothing: the record still has exactly its live grantees', async () => {
+    const view = await m.owner.client.record(record);
+    expect(view.grants?.map((g) => g.reader).sort()).toEqual([m.owner.id, m.granted.id].sort());
+  });
+
+  it('a removed member is no longer a member at all', async () => {
+    const gone = await node.addMember('leaver', 'reader');
+    await m.owner.client.grant(record, gone.id, { purpose: 'treatment', expiresAt: Date.now() + DAY });
+    await m.admin.client.removeMember(gone.id);
+    expect(await outcome(() => gone.client.fetch(record, { path: join(out, 'leaver.bin') }))).toBe('AUTH_INVALID');
+    expect(await outcome(() => m.admin.client.removeMember(m.admin.id))).toBe('FORBIDDEN'); // the last admin stays
+  });
+
+  it('a key that was never added is refused', async () => {
+    const stranger = new VaultClient(node.url, generateMemberKeys());
+    expect(await outcome(() => stranger.members())).toBe('AUTH_INVALID');
+  });
+});
