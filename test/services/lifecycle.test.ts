@@ -1,0 +1,208 @@
+/**
+ * The record lifecycle beyond the happy path: re-encrypting revocation,
+ * grant expiry dropping the stanza, an upload cut off mid-stream, and a
+ * restart that finds uploads a crash interrupted.
+ */
+
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Batcher } from '../../anchor/batcher.ts';
+import { FileLedger } from '../../anchor/file-ledger.ts';
+import { encrypt, openHeader, splitAgeFile } from '../../crypto/age.ts';
+import { parseHeader } from '../../crypto/header.ts';
+import { X25519Recipient } from '../../crypto/x25519.ts';
+import { LocalKms } from '../../kms/local-kms.ts';
+import { Metadata } from '../../services/metadata.ts';
+import { initNode, openNode } from '../../services/node.ts';
+import { signRequest, UNSIGNED_PAYLOAD } from '../../services/signing.ts';
+import { FsBlobStore } from '../../storage/fs-store.ts';
+import { bytes, filesUnder, tempDir } from '../helpers.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+
+let node: TestNode;
+let hospital: TestMember;
+let reader: TestMember;
+let insurer: TestMember;
+const out = tempDir();
+
+async function served(member: TestMember, id: string): Promise<Buffer> {
+  const { stream } = await member.client.fetchEncrypted(id);
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(Buffer.from(c));
+  return Buffer.concat(parts);
+}
+
+beforeAll(async () => {
+  node = await startNode();
+  hospital = await node.addMember('hospital', 'uploader');
+  reader = await node.addMember('reader', 'reader');
+  insurer = await node.addMember('insurer', 'reader');
+});
+afterAll(() => node?.stop());
+
+describe('revocation with re-encryption', () => {
+  it('makes a new file key and blob, deletes the old blob, and an old header copy opens nothing', async () => {
+    const document = bytes(300_000, 4);
+    const { record } = await hospital.client.upload(document, {
+      subject: SUBJECT,
+      readers: [reader.id, insurer.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    const before = splitAgeFile(await served(insurer, record.id));
+    const result = await hospital.client.revoke(record.id, insurer.id, { reencrypt: true });
+    expect(result.receipt.event).toMatchObject({ type: 'acl.revoked', reencrypted: true });
+    const newHash = result.reencrypted?.event.ciphertextHash;
+    expect(newHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(newHash).not.toBe(record.ciphertextHash);
+    const blobs = filesUnder(join(node.data, 'blobs')).map((p) => p.split('/').pop());
+    expect(blobs).not.toContain(record.ciphertextHash);
+    expect(blobs).toContain(newHash);
+    // The remaining reader fetches, checked against the record.reencrypted receipt.
+    const fetched = await reader.client.fetch(record.id, { path: join(out, 'after.bin') });
+    expect(fetched.ciphertextHash).toBe(newHash);
+    expect(Buffer.compare(readFileSync(join(out, 'after.bin')), document)).toBe(0);
+    // The insurer's old header unwraps the old file key, which opens nothing now served.
+    const { fileKey } = openHeader(before.header, [insurer.keys.identity]);
+    const now = splitAgeFile(await served(reader, record.id));
+    expect(() => openHeader(now.header, [insurer.keys.identity])).toThrow(/no identity/);
+    const stanzas = parseHeader(now.header).stanzas;
+    expect(stanzas).toHaveLength(3); // hospital, reader, custodian
+    expect(fileKey).toHaveLength(16);
+  });
+});
+
+describe('grant expiry', () => {
+  it('an expired grant stops working and its stanza leaves the stored header', async () => {
+    const { record } = await hospital.client.upload(bytes(5000), {
+      subject: SUBJECT,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    await hospital.client.grant(record.id, insurer.id, { purpose: 'claims.review', expiresAt: Date.now() + 500 });
+    expect(parseHeader(splitAgeFile(await served(reader, record.id)).header).stanzas).toHaveLength(4);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await node.vault.expireGrants()).toBe(1); // the server's sweep (a fetch would also drop it first)
+    await expect(insurer.client.fetch(record.id, { path: join(out, 'late') })).rejects.toMatchObject({
+      code: 'NO_GRANT',
+    });
+    const header = splitAgeFile(await served(reader, record.id)).header;
+    expect(parseHeader(header).stanzas).toHaveLength(3);
+    expect(() => openHeader(header, [insurer.keys.identity])).toThrow(/no identity/);
+  });
+});
+
+describe('an upload cut off mid-stream', () => {
+  it('leaves no record, no anchor and no blob', async () => {
+    const height = (await node.vault.ledger.head())?.height;
+    const blobs = filesUnder(join(node.data, 'blobs'));
+    const { recipient } = await hospital.client.custodian(SUBJECT);
+    const file = encrypt([X25519Recipient.parse(recipient)], bytes(4 * 1024 * 1024));
+    const path = `/v1/records?subject=${SUBJECT}&readers=${reader.id}&purpose=treatment&expiresAt=${Date.now() + DAY}`;
+    const url = new URL(node.url);
+    await new Promise<void>((resolve) => {
+      const req = request({
+        host: url.hostname,
+        port: url.port,
+        method: 'POST',
+        path,
+        headers: {
+          'content-type': 'application/octet-stream',
+          ...signRequest(hospital.keys.signing, 'POST', path, UNSIGNED_PAYLOAD),
+        },
+      });
+      req.on('error', () => resolve());
+      req.write(file.subarray(0, 2 * 1024 * 1024), () => {
+        setTimeout(() => {
+          req.destroy();
+          resolve();
+        }, 100);
+      });
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await node.vault.ledger.head())?.height).toBe(height);
+    expect(filesUnder(join(node.data, 'blobs'))).toEqual(blobs);
+    expect(await node.vault.ready()).toMatchObject({ store: 'ok', ledger: 'ok' });
+  });
+});
+
+describe('restart after a crash', () => {
+  it('completes an anchored pending upload, rolls back an unanchored one, and collects stray blobs', async () => {
+    const data = tempDir('medvault-crash-');
+    await initNode(data);
+    // What a crash leaves: two pending rows with their blobs, one anchored and one not, and a stray blob.
+    const kms = await LocalKms.open(join(data, 'keystore.sealed'), {
+      keyFile: new Uint8Array(readFileSync(join(data, 'keystore.key'))),
+    });
+    const nodeKey = kms.memberKeys('node').signing;
+    const store = await FsBlobStore.open(join(data, 'blobs'));
+    const put = (seed: number) =>
+      store.put(
+        (async function* () {
+          yield bytes(1000, seed);
+        })(),
+      );
+    const [anchored, unanchored, stray] = [await put(1), await put(2), await put(3)];
+    const metadata = new Metadata(join(data, 'metadata.db'));
+    const [admin] = metadata.members();
+    const row = (id: string, blob: typeof anchored) => ({
+      id,
+      subject: SUBJECT,
+      uploader: admin?.id as string,
+      state: 'pending' as const,
+      ciphertextHash: blob.sha256,
+      size: blob.size,
+      blobRef: blob.ref,
+      header: new Uint8Array([1, 2, 3]),
+      createdAt: Date.now(),
+      ledgerFrom: 0,
+      erasedAt: null,
+      erasureId: null,
+    });
+    metadata.insertRecord(row('1'.repeat(32), anchored));
+    metadata.insertRecord(row('2'.repeat(32), unanchored));
+    metadata.close();
+    const ledger = await FileLedger.open(join(data, 'ledger.mvl'));
+    const batcher = new Batcher(ledger, nodeKey);
+    await Promise.all([
+      batcher.submit({
+        type: 'record.created',
+        at: Date.now(),
+        recordId: '1'.repeat(32),
+        ciphertextHash: anchored.sha256,
+        headerHash: 'e'.repeat(64),
+        size: anchored.size,
+        uploader: admin?.id as string,
+        subject: SUBJECT,
+        node: nodeKey.id,
+      }),
+      batcher.submit({
+        type: 'acl.granted',
+        at: Date.now(),
+        recordId: '1'.repeat(32),
+        reader: admin?.id as string,
+        grantor: admin?.id as string,
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      }),
+    ]);
+    await ledger.close();
+    await store.close();
+
+    const vault = await openNode(data);
+    await vault.close();
+    const after = new Metadata(join(data, 'metadata.db'));
+    expect(after.record('1'.repeat(32))?.state).toBe('active');
+    expect(after.liveGrants('1'.repeat(32), Date.now()).map((g) => g.reader)).toEqual([admin?.id]);
+    expect(after.anchors('1'.repeat(32)).map((a) => a.type)).toEqual(['record.created', 'acl.granted']);
+    expect(after.record('2'.repeat(32))).toBeUndefined();
+    after.close();
+    const left = filesUnder(join(data, 'blobs')).map((p) => p.split('/').pop());
+    expect(left).toContain(anchored.sha256);
+    expect(left).not.toContain(unanchored.sha256);
+    expect(left).not.toContain(stray.sha256);
+  });
+});
