@@ -33,6 +33,8 @@ export interface EtcdLedgerOptions {
   callTimeoutMs?: number;
   /** How long an append keeps retrying an unknown outcome before giving up, ms. */
   appendTimeoutMs?: number;
+  /** How long a read keeps retrying (through a leader election) before LEDGER_UNAVAILABLE, ms. */
+  readTimeoutMs?: number;
   /** Blocks per range read (responses must stay under gRPC's 4 MiB; a compressed 1,000-event block is ~150 KB). */
   pageSize?: number;
 }
@@ -63,12 +65,14 @@ export class EtcdLedger implements Ledger {
   readonly #client: Etcd3;
   readonly #prefix: string;
   readonly #appendTimeoutMs: number;
+  readonly #readTimeoutMs: number;
   readonly #pageSize: number;
 
   constructor(options: EtcdLedgerOptions) {
     const callTimeoutMs = options.callTimeoutMs ?? 1000;
     this.#prefix = options.prefix ?? 'medvault/ledger';
     this.#appendTimeoutMs = options.appendTimeoutMs ?? 15_000;
+    this.#readTimeoutMs = options.readTimeoutMs ?? 3_000;
     this.#pageSize = options.pageSize ?? 8;
     this.#client = new Etcd3({
       hosts: options.hosts,
@@ -91,9 +95,9 @@ export class EtcdLedger implements Ledger {
     return `${this.#prefix}/head`;
   }
 
-  /** Runs a read with retries until the append deadline; reads are idempotent. */
+  /** Runs a read with retries until the read deadline; reads are idempotent. */
   async #read<T>(what: string, op: () => Promise<T>): Promise<T> {
-    const giveUpAt = Date.now() + this.#appendTimeoutMs;
+    const giveUpAt = Date.now() + this.#readTimeoutMs;
     for (let attempt = 0; ; attempt++) {
       try {
         return await op();

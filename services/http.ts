@@ -96,6 +96,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
 
   app.setErrorHandler((err: unknown, request, reply) => {
     const mv = toMedvaultError(err);
+    // An upload refused before its body was read: close the connection after the answer instead
+    // of waiting for (or reading) the rest of a body that may be gigabytes long.
+    if (!request.raw.complete) void reply.header('connection', 'close');
     if (mv.status >= 500) request.log.error({ code: mv.code, err: mv.cause ?? mv }, 'request failed');
     else request.log.info({ code: mv.code }, 'request refused');
     void reply.code(mv.status).send({ code: mv.code, message: mv.message });
@@ -474,6 +477,9 @@ function toMedvaultError(err: unknown): MedvaultError {
   if (isMedvaultError(err)) return err;
   const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
   if (e?.validation) return new MedvaultError('REQUEST_INVALID', e.message);
+  if (e?.code === 'ECONNRESET' || e?.message === 'aborted') {
+    return new MedvaultError('REQUEST_INVALID', 'the client closed the connection mid-request');
+  }
   if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new MedvaultError('PAYLOAD_TOO_LARGE');
   if (e?.code && e.code in ERRORS) return new MedvaultError(e.code as ErrorCode, e.message);
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {

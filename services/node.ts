@@ -65,7 +65,7 @@ async function writeSecret(path: string, text: string | Uint8Array): Promise<voi
  */
 export async function initNode(
   data: string,
-  options: { name?: string; admin?: string; adminKeyFile?: string; port?: number } = {},
+  options: { name?: string; admin?: string; adminKeyFile?: string; port?: number; overrides?: NodeOverrides } = {},
 ): Promise<{ nodeId: string; adminId: string; adminKeyFile: string }> {
   data = resolve(data);
   if (existsSync(join(data, 'medvault.json'))) fail('INVALID_ARGUMENT', `${data} is already a medvault data directory`);
@@ -87,7 +87,7 @@ export async function initNode(
   const admin = generateMemberKeys();
   const adminKeyFile = resolve(options.adminKeyFile ?? join(data, `${adminName}.key`));
   await writeSecret(adminKeyFile, memberKeyFileText(adminName, admin));
-  const vault = await openNode(data);
+  const vault = await openNode(data, options.overrides);
   try {
     const { member } = await vault.addMember(null, { name: adminName, role: 'admin', ...memberPublic(admin) });
     return { nodeId: vault.nodeId, adminId: member.id, adminKeyFile };
@@ -96,26 +96,40 @@ export async function initNode(
   }
 }
 
-/** Opens the vault in a data directory (MEDVAULT_LEDGER and MEDVAULT_STORE override the configuration). */
-export async function openNode(data: string): Promise<Vault> {
+export interface NodeOverrides {
+  /** A ledger URI instead of the configured one (default MEDVAULT_LEDGER). */
+  ledger?: string;
+  /** A blob store instead of the configured one (default MEDVAULT_STORE, as JSON). */
+  store?: StoreConfig;
+}
+
+/** Opens the vault in a data directory. */
+export async function openNode(data: string, overrides: NodeOverrides = {}): Promise<Vault> {
   data = resolve(data);
   const config = await readConfig(data);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   const node = kms.memberKeys(NODE_KEY).signing;
-  const ledgerUri = process.env.MEDVAULT_LEDGER ?? config.ledger;
-  const storeConfig = process.env.MEDVAULT_STORE
-    ? (JSON.parse(process.env.MEDVAULT_STORE) as StoreConfig)
-    : config.store;
+  const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
+  const storeConfig =
+    overrides.store ??
+    (process.env.MEDVAULT_STORE ? (JSON.parse(process.env.MEDVAULT_STORE) as StoreConfig) : config.store);
   const ledger = await openLedger(inData(data, ledgerUri));
-  const store = await openBlobStore(
-    storeConfig.kind === 'fs' ? { ...storeConfig, root: inPath(data, storeConfig.root) } : storeConfig,
-  );
+  const store = await openBlobStore(inStore(data, storeConfig));
   const metadata = new Metadata(join(data, 'metadata.db'));
   return Vault.open({ metadata, kms, store, ledger, node, ownsStore: storeConfig.kind === 'fs' });
 }
 
 function inPath(data: string, path: string): string {
   return isAbsolute(path) ? path : join(data, path);
+}
+
+/** Relative fs roots (also inside a replicated store) are inside the data directory. */
+function inStore(data: string, config: StoreConfig): StoreConfig {
+  if (config.kind === 'fs') return { ...config, root: inPath(data, config.root) };
+  if (config.kind === 'replicated') {
+    return { ...config, replicas: config.replicas.map((r) => ({ ...r, config: inStore(data, r.config) })) };
+  }
+  return config;
 }
 
 function inData(data: string, uri: string): string {

@@ -248,26 +248,27 @@ export class Vault {
       }
       throw err;
     }
+    // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
+    const ledgerFrom = ((await this.#ledger.head())?.height ?? -1) + 1;
     const put = await this.#store.put(checkPayload(rest));
     const id = newId();
     const at = this.#now();
-    const row: RecordRow = {
-      id,
-      subject: input.subject,
-      uploader: actor.id,
-      state: 'pending',
-      ciphertextHash: put.sha256,
-      size: put.size,
-      blobRef: put.ref,
-      header,
-      createdAt: at,
-      ledgerFrom: ((await this.#ledger.head())?.height ?? -1) + 1,
-      erasedAt: null,
-      erasureId: null,
-    };
-    this.#m.insertRecord(row);
     let receipts: Receipt[];
     try {
+      this.#m.insertRecord({
+        id,
+        subject: input.subject,
+        uploader: actor.id,
+        state: 'pending',
+        ciphertextHash: put.sha256,
+        size: put.size,
+        blobRef: put.ref,
+        header,
+        createdAt: at,
+        ledgerFrom,
+        erasedAt: null,
+        erasureId: null,
+      });
       receipts = await Promise.all([
         this.#anchor({
           type: 'record.created',
@@ -283,8 +284,11 @@ export class Vault {
         ...readers.map((r) => this.#anchor(grantEvent(id, r.id, actor.id, input, at))),
       ]);
     } catch (err) {
+      // Nothing acknowledged: drop the row and the blob (start-up recovery does it if this process dies first).
       this.#m.deleteRecord(id);
-      await this.#deleteBlobIfUnused(put.ref, id).catch(() => {});
+      await this.#deleteBlobIfUnused(put.ref, id).catch((e) =>
+        logger.error({ err: e, recordId: id }, 'could not delete the blob of a failed upload; start-up GC will'),
+      );
       throw err;
     }
     this.#m.transaction(() => {
@@ -630,16 +634,27 @@ export class Vault {
   async ready(): Promise<Record<string, string>> {
     const checks: Record<string, string> = {};
     const probe = async (name: string, step: () => Promise<unknown>) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer within 2 s')), 2000);
+      });
       try {
-        await step();
+        await Promise.race([step(), late]);
         checks[name] = 'ok';
       } catch (err) {
-        checks[name] = isMedvaultError(err) ? err.code : 'error';
+        checks[name] = isMedvaultError(err) ? err.code : 'TIMEOUT';
+      } finally {
+        clearTimeout(timer);
       }
     };
-    await probe('metadata', async () => this.#m.ping());
-    await probe('ledger', () => this.#ledger.head());
-    await probe('store', () => this.#store.has('0'.repeat(64)));
+    await Promise.all([
+      probe('metadata', async () => this.#m.ping()),
+      probe('ledger', () => this.#ledger.head()),
+      probe('store', async () => {
+        // The first entry of a listing: one cheap round trip on every backend.
+        for await (const _ref of this.#store.list()) break;
+      }),
+    ]);
     return checks;
   }
 

@@ -223,7 +223,7 @@ describe('operations', () => {
         const r = await fetch(`${limited.url}/v1/members`, {
           headers: signRequest(limited.admin.keys.signing, 'GET', '/v1/members', undefined),
         });
-        codes.push(r.status === 429 ? (await r.json()).code : r.status);
+        codes.push(r.status === 429 ? ((await r.json()) as { code: string }).code : r.status);
       }
       expect(codes).toEqual([200, 200, 200, 200, 200, 'RATE_LIMITED', 'RATE_LIMITED']);
     } finally {

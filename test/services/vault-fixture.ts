@@ -16,7 +16,7 @@ import {
 } from '../../services/client.ts';
 import { buildServer, type ServerOptions } from '../../services/http.ts';
 import type { Role } from '../../services/metadata.ts';
-import { initNode, openNode } from '../../services/node.ts';
+import { initNode, type NodeOverrides, openNode } from '../../services/node.ts';
 import type { Vault } from '../../services/vault.ts';
 import { tempDir } from '../helpers.ts';
 
@@ -43,10 +43,10 @@ export interface TestNode {
 export const DAY = 86_400_000;
 export const SUBJECT = 'a'.repeat(64);
 
-export async function startNode(options: ServerOptions & { env?: Record<string, string> } = {}): Promise<TestNode> {
+export async function startNode(options: ServerOptions & { overrides?: NodeOverrides } = {}): Promise<TestNode> {
   const data = tempDir('medvault-node-');
-  const init = await initNode(data);
-  const vault = await openNode(data);
+  const init = await initNode(data, { overrides: options.overrides });
+  const vault = await openNode(data, options.overrides);
   const app = await buildServer(vault, options);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
