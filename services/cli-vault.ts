@@ -100,6 +100,16 @@ function where(receipt: Receipt): string {
 
 export function addVaultCommands(program: Command): void {
   program
+    .command('demo')
+    .description('the whole scenario on the embedded defaults, in a temporary directory, explained step by step')
+    .option('--size <mib>', 'size of the MRI study, MiB', '128')
+    .option('--keep', 'keep the working directory')
+    .action(async (opts: { size: string; keep?: boolean }) => {
+      const { runDemo } = await import('./demo.ts');
+      await runDemo({ sizeMiB: Number(opts.size), keep: opts.keep === true });
+    });
+
+  program
     .command('init')
     .description('make a node data directory: config, sealed keystore, ledger, blob store, and the first admin key')
     .option('--data <dir>', 'data directory', 'medvault-data')
