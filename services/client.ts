@@ -11,6 +11,7 @@
  */
 
 import { createHash } from 'node:crypto';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
@@ -123,14 +124,13 @@ export class VaultClient {
       },
     };
     if (json !== undefined) init.body = json;
-    if (stream) {
-      init.body = Readable.toWeb(stream) as ReadableStream;
-      init.duplex = 'half';
-    }
     let response: Response;
     try {
-      response = await fetch(url, init);
+      response = stream
+        ? await streamUpload(url, init.headers as Record<string, string>, stream)
+        : await fetch(url, init);
     } catch (err) {
+      if ((err as MedvaultError).name === 'MedvaultError') throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       if (cause && 'code' in cause && (cause as MedvaultError).name === 'MedvaultError') throw cause;
       throw new MedvaultError('NODE_UNAVAILABLE', `${url.origin}: ${cause?.code ?? cause?.message ?? String(err)}`, {
@@ -356,6 +356,37 @@ export class VaultClient {
     await this.#json('POST', `/v1/reviews/${id}`, { outcome });
   }
 }
+
+/**
+ * A streamed request body through node:http rather than fetch: Node's fetch
+ * converts the stream to a web stream, which halves upload throughput here.
+ * The (small, JSON) answer comes back as a Response like fetch's.
+ */
+function streamUpload(url: URL, headers: Record<string, string>, body: Readable): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers, agent: uploadAgent }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (c: Buffer) => parts.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const responseHeaders = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') responseHeaders.set(k, v);
+        resolve(new Response(Buffer.concat(parts), { status: res.statusCode ?? 500, headers: responseHeaders }));
+        body.destroy();
+      });
+    });
+    req.on('error', (err) =>
+      reject(new MedvaultError('NODE_UNAVAILABLE', `${url.origin}: ${err.message}`, { cause: err })),
+    );
+    body.on('error', (err) => {
+      req.destroy(err);
+      reject(err);
+    });
+    body.pipe(req);
+  });
+}
+
+const uploadAgent = new HttpAgent({ keepAlive: true });
 
 /** Decrypts a served age file and, at the end, checks its payload's SHA-256 against the anchored hash. */
 class CheckedDecryptor implements StreamCore {

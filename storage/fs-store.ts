@@ -24,6 +24,8 @@ import { check, fail } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
 import { resolveRange, SHA256_REF } from './blob-store.ts';
 
+const STAGING_SIZE = 1024 * 1024;
+
 export class FsBlobStore implements BlobStore {
   readonly kind = 'fs';
   readonly #root: string;
@@ -50,15 +52,42 @@ export class FsBlobStore implements BlobStore {
     const hash = createHash('sha256');
     let size = 0;
     let handle: FileHandle | null = await open(temp, 'wx', 0o600);
+    const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
     try {
+      // Chunks (64 KiB from a socket) are copied into two 1 MiB staging buffers: one fills while
+      // the other is written, so the disk sees large writes and receiving overlaps writing.
+      const file = handle;
+      const staging = [Buffer.allocUnsafe(STAGING_SIZE), Buffer.allocUnsafe(STAGING_SIZE)];
+      let turn = 0;
+      let filled = 0;
+      let position = 0;
+      // Positional writes: two may be in flight, and each must land at its own offset.
+      const writeAll = async (buffer: Buffer, length: number, at: number) => {
+        for (let written = 0; written < length; ) {
+          written += (await file.write(buffer, written, length - written, at + written)).bytesWritten;
+        }
+      };
+      const flush = async () => {
+        if (filled === 0) return;
+        writing[turn] = writeAll(staging[turn] as Buffer, filled, position);
+        position += filled;
+        turn ^= 1;
+        filled = 0;
+        await writing[turn]; // the other buffer's write must finish before it is refilled
+      };
       for await (const chunk of source) {
         hash.update(chunk);
         size += chunk.length;
-        let written = 0;
-        while (written < chunk.length) {
-          written += (await handle.write(chunk, written, chunk.length - written)).bytesWritten;
+        for (let offset = 0; offset < chunk.length; ) {
+          const n = Math.min(STAGING_SIZE - filled, chunk.length - offset);
+          (staging[turn] as Buffer).set(chunk.subarray(offset, offset + n), filled);
+          filled += n;
+          offset += n;
+          if (filled === STAGING_SIZE) await flush();
         }
       }
+      await flush();
+      await Promise.all(writing);
       await handle.sync();
       await handle.close();
       handle = null;
@@ -73,6 +102,7 @@ export class FsBlobStore implements BlobStore {
       await fsyncDirectory(dirname(path));
       return { ref, size, sha256: ref };
     } catch (err) {
+      await Promise.allSettled(writing); // no write may still be running when the file is closed
       await handle?.close().catch(() => {});
       await rm(temp, { force: true });
       throw err;

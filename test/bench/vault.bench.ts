@@ -1,0 +1,206 @@
+/**
+ * npm run bench:vault [-- --seconds S --big MiB --json]
+ *
+ * The vault end to end on the embedded defaults: a node (this process) and
+ * its clients (a child process, so client-side encryption and the server
+ * each have a core), talking HTTP on 127.0.0.1 with signed requests.
+ *
+ * - uploads/s and MB/s for 1 KiB and 1 MiB documents at 1, 8 and 32
+ *   concurrent clients (each config runs for S seconds, default 3);
+ * - one BIG MiB upload (default 256) from a file, against a plain disk copy
+ *   of the same file (read, write, fsync) measured in the same run;
+ * - fetches/s (fetch + local decryption + hash check) of a 1 KiB record;
+ * - the time to erase a subject with 1,000 records, certificate included.
+ *
+ * Targets (issue 5): the big upload at >= 80% of the disk copy; the erasure
+ * in <= 5 s. With --json the last line is all the figures.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import { logger } from '../../log.ts';
+import {
+  generateMemberKeys,
+  memberKeyFileText,
+  memberPublic,
+  parseMemberKeyFile,
+  VaultClient,
+} from '../../services/client.ts';
+import { buildServer } from '../../services/http.ts';
+import { initNode, openNode } from '../../services/node.ts';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '3' },
+    big: { type: 'string', default: '256' },
+    json: { type: 'boolean', default: false },
+    client: { type: 'string' },
+  },
+});
+const seconds = Number(values.seconds);
+const DAY = 86_400_000;
+const SIZES = [1024, 1024 * 1024];
+const CONCURRENCY = [1, 8, 32];
+
+interface ClientPlan {
+  url: string;
+  hospitalKey: string;
+  readerKey: string;
+  dpoKey: string;
+  readerId: string;
+  bigFile: string;
+}
+
+if (values.client) {
+  // The child: every client-side step, timed here.
+  const plan = JSON.parse(values.client) as ClientPlan;
+  const client = (file: string) => new VaultClient(plan.url, parseMemberKeyFile(readFileSync(file, 'utf8')));
+  const hospital = client(plan.hospitalKey);
+  const reader = client(plan.readerKey);
+  const dpo = client(plan.dpoKey);
+  const subject = randomBytes(32).toString('hex');
+  const upload = (body: Uint8Array | Readable, s = subject) =>
+    hospital.upload(body, { subject: s, readers: [plan.readerId], purpose: 'treatment', expiresAt: Date.now() + DAY });
+  const results: Record<string, unknown> = {};
+
+  async function run(concurrency: number, step: () => Promise<unknown>): Promise<{ ops: number; secs: number }> {
+    let ops = 0;
+    const end = performance.now() + seconds * 1000;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (performance.now() < end) {
+          await step();
+          ops++;
+        }
+      }),
+    );
+    return { ops, secs: (performance.now() - t0) / 1000 };
+  }
+
+  await upload(randomBytes(1024)); // warm up: custodian key, connections
+  for (const size of SIZES) {
+    const body = randomBytes(size);
+    for (const concurrency of CONCURRENCY) {
+      const { ops, secs } = await run(concurrency, () => upload(body));
+      results[`upload ${size} x${concurrency}`] = { perSecond: ops / secs, MBps: (ops * size) / secs / 1e6 };
+    }
+  }
+  const small = (await upload(randomBytes(1024))).record.id;
+  const sink = new (await import('node:stream')).Writable({ write: (_c, _e, done) => done() });
+  for (const concurrency of CONCURRENCY) {
+    const { ops, secs } = await run(concurrency, () => reader.fetch(small, { stream: sink }));
+    results[`fetch 1024 x${concurrency}`] = { perSecond: ops / secs };
+  }
+
+  let t = performance.now();
+  const big = await upload(createReadStream(plan.bigFile, { highWaterMark: 1 << 20 }));
+  const bigSecs = (performance.now() - t) / 1000;
+  results.bigUpload = { seconds: bigSecs, MBps: big.record.size / bigSecs / 1e6 };
+
+  const erased = randomBytes(32).toString('hex');
+  const doc = randomBytes(1024);
+  let made = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (made < 1000) {
+        made++;
+        await upload(doc, erased);
+      }
+    }),
+  );
+  t = performance.now();
+  const certificate = await dpo.erase({ subject: erased });
+  results.erase1000 = { seconds: (performance.now() - t) / 1000, records: certificate.records.length };
+  console.log(JSON.stringify(results));
+  process.exit(0);
+}
+
+// The parent: the node, the disk-copy baseline, then the clients.
+logger.level = 'warn';
+const work = mkdtempSync(join(tmpdir(), 'medvault-bench-vault-'));
+try {
+  const bigFile = join(work, 'big.bin');
+  const bigBytes = Number(values.big) * 1024 * 1024;
+  const block = randomBytes(1 << 20);
+  await pipeline(
+    Readable.from(
+      (function* () {
+        for (let left = bigBytes; left > 0; left -= block.length) yield block;
+      })(),
+    ),
+    createWriteStream(bigFile),
+  );
+  // Baseline: a plain disk copy of the same file, made durable (read, write, fsync).
+  let t = performance.now();
+  await pipeline(createReadStream(bigFile, { highWaterMark: 1 << 20 }), createWriteStream(join(work, 'copy.bin')));
+  const handle = await open(join(work, 'copy.bin'), 'r+');
+  await handle.sync();
+  await handle.close();
+  const copySecs = (performance.now() - t) / 1000;
+  rmSync(join(work, 'copy.bin'));
+
+  const data = join(work, 'node');
+  const init = await initNode(data);
+  const vault = await openNode(data);
+  const app = await buildServer(vault, { rateLimit: 1e9 });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const admin = new VaultClient(url, parseMemberKeyFile(readFileSync(init.adminKeyFile, 'utf8')));
+  const member = async (name: string, role: 'uploader' | 'reader' | 'dpo') => {
+    const keys = generateMemberKeys();
+    const { member: row } = await admin.addMember({ name, role, ...memberPublic(keys) });
+    writeFileSync(join(work, `${name}.key`), memberKeyFileText(name, keys), { mode: 0o600 });
+    return { id: row.id, keyFile: join(work, `${name}.key`) };
+  };
+  const hospital = await member('hospital', 'uploader');
+  const reader = await member('reader', 'reader');
+  const dpo = await member('dpo', 'dpo');
+  const plan: ClientPlan = {
+    url,
+    hospitalKey: hospital.keyFile,
+    readerKey: reader.keyFile,
+    dpoKey: dpo.keyFile,
+    readerId: reader.id,
+    bigFile,
+  };
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [new URL(import.meta.url).pathname, '--seconds', String(seconds), '--client', JSON.stringify(plan)],
+      { maxBuffer: 1 << 24 },
+      (err, out, errOut) => (err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(out)),
+    );
+  });
+  await app.close();
+  await vault.close();
+  const results = JSON.parse(stdout.trim().split('\n').at(-1) as string) as Record<string, Record<string, number>>;
+  const copyMBps = bigBytes / copySecs / 1e6;
+  const big = results.bigUpload as { MBps: number; seconds: number };
+  const erase = results.erase1000 as { seconds: number; records: number };
+  const summary = {
+    ...results,
+    diskCopy: { seconds: copySecs, MBps: copyMBps },
+    bigUploadVsCopy: big.MBps / copyMBps,
+  };
+  const line = (k: string, v: Record<string, number>) =>
+    `${k.padEnd(20)} ${Object.entries(v)
+      .map(([a, b]) => `${a} ${b.toFixed(a === 'records' ? 0 : 1)}`)
+      .join(', ')}`;
+  for (const [k, v] of Object.entries(results)) console.log(line(k, v));
+  console.log(line('diskCopy', summary.diskCopy));
+  console.log(
+    `big upload / disk copy: ${(summary.bigUploadVsCopy * 100).toFixed(0)}% (target >= 80%); ` +
+      `erase ${erase.records} records: ${erase.seconds.toFixed(2)} s (target <= 5 s)`,
+  );
+  if (values.json) console.log(JSON.stringify(summary));
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
