@@ -97,6 +97,9 @@ export class VaultClient {
   readonly #base: string;
   readonly #keys: MemberCredentials;
   #trusted: string[] | undefined;
+  #members: { at: number; rows: MemberRow[] } | undefined;
+  /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
+  readonly #custodians = new Map<string, { recipient: string; keyId: string }>();
 
   /** `trusted`: the node key ids whose receipts to accept; default: the node answering, as it says. */
   constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[] } = {}) {
@@ -176,6 +179,17 @@ export class VaultClient {
 
   // Members.
 
+  /**
+   * The directory as of at most 30 s ago, for choosing recipients: the node
+   * checks every named reader again, so a stale entry cannot grant anything.
+   */
+  async #directory(): Promise<MemberRow[]> {
+    if (!this.#members || this.#members.at < Date.now() - 30_000) {
+      this.#members = { at: Date.now(), rows: await this.members() };
+    }
+    return this.#members.rows;
+  }
+
   async members(): Promise<MemberRow[]> {
     return (await this.#json<{ members: MemberRow[] }>('GET', '/v1/members')).members;
   }
@@ -214,14 +228,18 @@ export class VaultClient {
     source: Readable | Uint8Array,
     options: UploadOptions,
   ): Promise<{ record: RecordView; receipt: Receipt }> {
-    const members = await this.members();
+    const members = await this.#directory();
     const ids = [...new Set([...options.readers, ...(options.includeSelf === false ? [] : [this.memberId])])];
     const recipients = ids.map((id) => {
       const m = members.find((x) => x.id === id && x.removedAt === null);
       if (!m) fail('MEMBER_NOT_FOUND', id);
       return X25519Recipient.parse(m.recipient);
     });
-    const custodian = await this.custodian(options.subject);
+    let custodian = this.#custodians.get(options.subject);
+    if (!custodian) {
+      custodian = await this.custodian(options.subject);
+      this.#custodians.set(options.subject, custodian);
+    }
     recipients.push(X25519Recipient.parse(custodian.recipient));
     const plain = source instanceof Readable ? source : Readable.from([Buffer.from(source)]);
     let read = 0;
