@@ -15,7 +15,7 @@ import { splitAgeFile } from '../../crypto/age.ts';
 import { readSealed } from '../../kms/sealed-file.ts';
 import { verifyCertificate } from '../../services/certificate.ts';
 import { bytes, CLI, codeOf, filesUnder, flipBits, tempDir } from '../helpers.ts';
-import { DAY, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { DAY, served, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 const run = promisify(execFile);
 const SUBJECT = 'b'.repeat(64);
@@ -26,12 +26,6 @@ let reader: TestMember;
 let dpo: TestMember;
 const out = tempDir();
 let otherRecord: string;
-
-async function streamBytes(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of stream) parts.push(Buffer.from(chunk));
-  return Buffer.concat(parts);
-}
 
 const upload = (subject: string, size: number, seed: number) =>
   hospital.client.upload(bytes(size, seed), {
@@ -54,9 +48,8 @@ describe('a fetched record is a plain age file', () => {
     const document = bytes(200_000, 9);
     const { record } = await upload(OTHER, document.length, 9);
     otherRecord = record.id;
-    const { stream } = await reader.client.fetchEncrypted(record.id);
     const sealed = join(out, 'record.age');
-    writeFileSync(sealed, await streamBytes(stream));
+    writeFileSync(sealed, await served(reader, record.id));
     const plain = join(out, 'record.plain');
     await run('age', ['-d', '-i', reader.keyFile, '-o', plain, sealed]);
     expect(Buffer.compare(readFileSync(plain), document)).toBe(0);
@@ -75,10 +68,7 @@ describe('erasure of a subject', () => {
     records = [];
     headers = [];
     for (let i = 0; i < 3; i++) records.push((await upload(SUBJECT, 100_000 + i, 20 + i)).record.id);
-    for (const id of records) {
-      const { stream } = await reader.client.fetchEncrypted(id);
-      headers.push(Buffer.from(splitAgeFile(await streamBytes(stream)).header));
-    }
+    for (const id of records) headers.push(Buffer.from(splitAgeFile(await served(reader, id)).header));
     const store = await readSealed<{ custodians: Record<string, { secret: string }> }>(keystore(), keyFile());
     custodianSecret = Buffer.from(store?.custodians[SUBJECT]?.secret ?? '', 'base64');
     expect(custodianSecret.length).toBe(32);

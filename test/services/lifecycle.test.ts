@@ -19,20 +19,13 @@ import { initNode, openNode } from '../../services/node.ts';
 import { signRequest, UNSIGNED_PAYLOAD } from '../../services/signing.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { DAY, SUBJECT, served, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 let node: TestNode;
 let hospital: TestMember;
 let reader: TestMember;
 let insurer: TestMember;
 const out = tempDir();
-
-async function served(member: TestMember, id: string): Promise<Buffer> {
-  const { stream } = await member.client.fetchEncrypted(id);
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(Buffer.from(c));
-  return Buffer.concat(parts);
-}
 
 beforeAll(async () => {
   node = await startNode();

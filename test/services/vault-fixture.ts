@@ -79,3 +79,11 @@ export async function startNode(options: ServerOptions & { overrides?: NodeOverr
     },
   };
 }
+
+/** The age file a member is served for a record (header then payload), whole. */
+export async function served(member: TestMember, recordId: string): Promise<Buffer> {
+  const { stream } = await member.client.fetchEncrypted(recordId);
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) parts.push(Buffer.from(chunk));
+  return Buffer.concat(parts);
+}
