@@ -48,4 +48,6 @@ if [ -x .tools/node/bin/node ]; then
 fi
 log "node $(node --version), npm $(npm --version)"
 npm install --no-audit --no-fund --loglevel=error
+# The private IPFS node the tests start (js-ipfs, its own package and lockfile; see test/ipfs-node).
+npm ci --prefix test/ipfs-node --ignore-scripts --no-audit --no-fund --loglevel=error
 log "ready"

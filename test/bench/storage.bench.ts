@@ -5,8 +5,8 @@
  * its own child process: a put of SIZE MiB (default 256) streamed from
  * memory, then a get of it, read to the end. With --json the last line is
  * {"fs":{putMBps,getMBps,peakRssMiB},"ipfs":…,"s3":…}. s3 runs against the
- * test server (s3rver behind a SigV4 verifier, started here), not MinIO; the
- * ipfs store is not built yet (null).
+ * test server (s3rver behind a SigV4 verifier, started here), not MinIO; ipfs
+ * against the test node (js-ipfs, started here), not kubo.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
+import { startIpfsNode } from '../servers/ipfs.ts';
 import { startS3Server } from '../servers/s3.ts';
 
 const { values } = parseArgs({
@@ -50,9 +51,10 @@ if (values.child) {
 
 const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-storage-'));
 const s3 = await startS3Server();
-const configs: Record<string, StoreConfig | null> = {
+const ipfs = await startIpfsNode();
+const configs: Record<string, StoreConfig> = {
   fs: { kind: 'fs', root: join(dir, 'fs') },
-  ipfs: null,
+  ipfs: { kind: 'ipfs', url: ipfs.api },
   s3: {
     kind: 's3',
     endPoint: s3.endPoint,
@@ -62,16 +64,11 @@ const configs: Record<string, StoreConfig | null> = {
     bucket: s3.bucket,
   },
 };
-const results: Record<string, { putMBps: number; getMBps: number; peakRssMiB: number } | null> = {};
+const results: Record<string, { putMBps: number; getMBps: number; peakRssMiB: number }> = {};
 try {
   console.log(`${values.size} MiB per blob; put streamed from memory, get read to the end`);
   console.log('store  put MB/s  get MB/s  peak RSS MiB');
   for (const [name, config] of Object.entries(configs)) {
-    if (!config) {
-      results[name] = null;
-      console.log(`${name.padEnd(5)}  (not built yet)`);
-      continue;
-    }
     // Asynchronously: the S3 test server runs in this process.
     const child = [new URL(import.meta.url).pathname, '--size', values.size, '--child', JSON.stringify(config)];
     const { stdout } = await promisify(execFile)(process.execPath, child);
@@ -85,6 +82,7 @@ try {
   }
 } finally {
   await s3.stop();
+  await ipfs.stop();
   rmSync(dir, { recursive: true, force: true });
 }
 if (values.json) console.log(JSON.stringify(results));

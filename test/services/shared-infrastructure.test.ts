@@ -1,19 +1,22 @@
 /**
  * The vault on shared infrastructure: the ledger on a real 3-member etcd
- * cluster, the ciphertext replicated to the node's files and an S3 server.
- * (IPFS is not here yet: the ipfs store is still missing, see issue 4.)
+ * cluster, the ciphertext replicated to the node's files, an S3 server and a
+ * private IPFS node.
  * Then an outage: with the ledger down, an upload answers 503 and leaves no
  * blob in either store, and readiness says which part is down.
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
+import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
 import { type S3TestServer, startS3Server } from '../servers/s3.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
 let s3: S3TestServer;
+let ipfs: IpfsTestNode;
 let node: TestNode;
 let hospital: TestMember;
 let reader: TestMember;
@@ -26,9 +29,27 @@ const s3Objects = () =>
     (f) => f.endsWith('._S3rver_object') && !f.includes(`${s3.bucket}/tmp/`),
   );
 
+/** The record's blob ref as the node stored it (rep:local=…,s3=…,ipfs=…). */
+async function blobRefOf(recordId: string): Promise<string | null | undefined> {
+  const { Metadata } = await import('../../services/metadata.ts');
+  const metadata = new Metadata(`${node.data}/metadata.db`);
+  try {
+    return metadata.record(recordId)?.blobRef;
+  } finally {
+    metadata.close();
+  }
+}
+
+async function ipfsPins(): Promise<string[]> {
+  const pins: string[] = [];
+  for await (const ref of new IpfsBlobStore({ url: ipfs.api }).list()) pins.push(ref);
+  return pins.sort();
+}
+
 beforeAll(async () => {
   cluster = await EtcdCluster.start(3);
   s3 = await startS3Server();
+  ipfs = await startIpfsNode();
   node = await startNode({
     overrides: {
       ledger: `etcd://${cluster.members.map((m) => m.clientUrl.replace('http://', '')).join(',')}/vault-test`,
@@ -47,6 +68,7 @@ beforeAll(async () => {
               bucket: s3.bucket,
             },
           },
+          { name: 'ipfs', config: { kind: 'ipfs', url: ipfs.api } },
         ],
       },
     },
@@ -58,11 +80,12 @@ beforeAll(async () => {
 afterAll(async () => {
   await node?.stop();
   await s3?.stop();
+  await ipfs?.stop();
   await cluster?.stop();
 });
 
-describe('etcd ledger and replicated fs + S3 store', () => {
-  it('upload, fetch, erase: both copies written, both deleted, each confirmed in the certificate', async () => {
+describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
+  it('upload, fetch, erase: all three copies written, all deleted, each confirmed in the certificate', async () => {
     expect((await reader.client.node()).ledger).toBe('etcd');
     const document = bytes(9 * 1024 * 1024 + 5, 8); // over one S3 part
     const { record } = await hospital.client.upload(document, {
@@ -73,21 +96,29 @@ describe('etcd ledger and replicated fs + S3 store', () => {
     });
     expect(filesUnder(local).some((f) => f.endsWith(record.ciphertextHash))).toBe(true);
     expect(s3Objects().length).toBeGreaterThan(0);
+    const ipfsRef = /ipfs=([^,]+)/.exec(
+      (await node.vault.ledger.head()) ? String(await blobRefOf(record.id)) : '',
+    )?.[1];
+    expect(await ipfsPins()).toContain(ipfsRef);
     const fetched = await reader.client.fetch(record.id, { path: join(out, 'doc') });
     expect(fetched.bytes).toBe(document.length);
     const certificate = await dpo.client.erase({ recordId: record.id });
     const [erased] = certificate.records;
     expect(erased?.stores.every((s) => s.removed)).toBe(true);
-    expect(erased?.stores.map((s) => s.confirmed).join(' ')).toMatch(/local.*s3|s3.*local/);
+    const confirmed = erased?.stores.map((s) => s.confirmed).join(' ') ?? '';
+    for (const replica of ['local', 's3', 'ipfs']) expect(confirmed).toContain(replica);
+    expect(confirmed).toMatch(/none of its \d+ blocks left/);
     expect(certificate.kms).toBeNull(); // record scope: the subject keeps its custodian key
     expect(filesUnder(local).some((f) => f.endsWith(record.ciphertextHash))).toBe(false);
     expect(s3Objects()).toEqual([]);
+    expect(await ipfsPins()).not.toContain(ipfsRef);
   });
 
-  it('with the ledger down an upload answers 503 and leaves no blob in either store', async () => {
+  it('with the ledger down an upload answers 503 and leaves no blob in any store', async () => {
     for (const member of cluster.members) member.process?.kill('SIGSTOP');
     try {
-      const before = { local: filesUnder(local), s3: s3Objects() };
+      const state = async () => ({ local: filesUnder(local), s3: s3Objects(), ipfs: await ipfsPins() });
+      const before = await state();
       await expect(
         hospital.client.upload(bytes(300_000, 2), {
           subject: SUBJECT,
@@ -96,7 +127,7 @@ describe('etcd ledger and replicated fs + S3 store', () => {
           expiresAt: Date.now() + DAY,
         }),
       ).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE', info: { status: 503 } });
-      expect({ local: filesUnder(local), s3: s3Objects() }).toEqual(before);
+      expect(await state()).toEqual(before);
       const ready = await fetch(`${node.url}/readyz`);
       expect(ready.status).toBe(503);
       expect(((await ready.json()) as { checks: Record<string, string> }).checks).toMatchObject({
