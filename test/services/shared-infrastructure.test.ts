@@ -96,9 +96,7 @@ describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
     });
     expect(filesUnder(local).some((f) => f.endsWith(record.ciphertextHash))).toBe(true);
     expect(s3Objects().length).toBeGreaterThan(0);
-    const ipfsRef = /ipfs=([^,]+)/.exec(
-      (await node.vault.ledger.head()) ? String(await blobRefOf(record.id)) : '',
-    )?.[1];
+    const ipfsRef = /ipfs=([^,]+)/.exec(String(await blobRefOf(record.id)))?.[1];
     expect(await ipfsPins()).toContain(ipfsRef);
     const fetched = await reader.client.fetch(record.id, { path: join(out, 'doc') });
     expect(fetched.bytes).toBe(document.length);
