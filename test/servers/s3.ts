@@ -198,3 +198,22 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
     },
   };
 }
+
+/** Where the S3 conformance cases run: a real MinIO when MEDVAULT_S3_ENDPOINT is set, else null. */
+export function externalS3(): (Omit<S3TestServer, 'directory' | 'stop'> & { useSSL: boolean }) | null {
+  const endpoint = process.env.MEDVAULT_S3_ENDPOINT;
+  if (!endpoint) return null;
+  const url = new URL(endpoint);
+  const accessKey = process.env.MEDVAULT_S3_ACCESS_KEY;
+  const secretKey = process.env.MEDVAULT_S3_SECRET_KEY;
+  if (!accessKey || !secretKey)
+    throw new Error('MEDVAULT_S3_ENDPOINT needs MEDVAULT_S3_ACCESS_KEY and MEDVAULT_S3_SECRET_KEY');
+  return {
+    endPoint: url.hostname,
+    port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
+    useSSL: url.protocol === 'https:',
+    accessKey,
+    secretKey,
+    bucket: process.env.MEDVAULT_S3_BUCKET ?? 'medvault-test',
+  };
+}

@@ -1,8 +1,10 @@
 /**
  * The S3 blob store against an S3 server started for this suite: s3rver on
- * 127.0.0.1 behind a strict SigV4 verifier (test/servers/s3.ts). These are
- * figures and behaviours against that test server, not MinIO;
- * MEDVAULT_S3_* would point a deployment at a real MinIO.
+ * 127.0.0.1 behind a strict SigV4 verifier (test/servers/s3.ts). With
+ * MEDVAULT_S3_ENDPOINT (and MEDVAULT_S3_ACCESS_KEY, MEDVAULT_S3_SECRET_KEY,
+ * MEDVAULT_S3_BUCKET) the conformance cases run against that real MinIO
+ * instead; the failure cases need a server this suite can stop, so they
+ * always use the test server.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -12,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMedvaultError } from '../../errors.ts';
 import { S3BlobStore, type S3StoreOptions } from '../../storage/s3-store.ts';
 import { bytes, filesUnder, ROOT, tempDir } from '../helpers.ts';
-import { type S3TestServer, startS3Server } from '../servers/s3.ts';
+import { externalS3, type S3TestServer, startS3Server } from '../servers/s3.ts';
 import { blobStoreConformance } from './conformance.ts';
 
 let server: S3TestServer;
@@ -32,9 +34,11 @@ const options = (over: Partial<S3StoreOptions> = {}): S3StoreOptions => ({
   ...over,
 });
 
-blobStoreConformance('s3', async () => new S3BlobStore(options()), {
+const external = externalS3();
+const target = (): S3StoreOptions => external ?? options();
+blobStoreConformance(external ? 's3 (MinIO)' : 's3', async () => new S3BlobStore(target()), {
   missingRef: () => 'ef'.repeat(32),
-  config: () => ({ kind: 's3', ...options() }),
+  config: () => ({ kind: 's3', ...target() }),
 });
 
 async function* once(data: Uint8Array): AsyncGenerator<Uint8Array> {
