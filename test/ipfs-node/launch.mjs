@@ -10,7 +10,8 @@
  * once ready, one JSON line is printed: {"api":"http://127.0.0.1:PORT","peerId":…}.
  * SIGTERM stops it. Not a product component: production runs kubo.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { create } from 'ipfs-core';
 import { HttpApi } from 'ipfs-http-server';
 import { createLibp2p } from 'libp2p';
@@ -22,6 +23,8 @@ if (!repo || !swarmKeyFile) {
   process.exit(2);
 }
 const psk = readFileSync(swarmKeyFile);
+// A node killed by SIGKILL leaves its repo lock behind; one launcher per repo, so it is stale.
+rmSync(join(repo, 'repo.lock'), { recursive: true, force: true });
 
 const ipfs = await create({
   repo,

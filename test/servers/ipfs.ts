@@ -14,20 +14,29 @@ import { ROOT } from '../helpers.ts';
 
 export interface IpfsTestNode {
   api: string;
+  /** The node's process, to kill it mid-operation. */
+  process: ChildProcess | null;
   stop(): Promise<void>;
+}
+
+export interface IpfsNodeOptions {
+  /** Reuse this directory (repo and swarm key; kept on stop), to restart the same node. */
+  directory?: string;
 }
 
 const LAUNCHER = join(ROOT, 'test/ipfs-node/launch.mjs');
 
-export async function startIpfsNode(): Promise<IpfsTestNode> {
+export async function startIpfsNode(options: IpfsNodeOptions = {}): Promise<IpfsTestNode> {
   const external = process.env.MEDVAULT_IPFS_API;
-  if (external) return { api: external, stop: async () => {} };
+  if (external && !options.directory) return { api: external, process: null, stop: async () => {} };
   if (!existsSync(join(ROOT, 'test/ipfs-node/node_modules/ipfs-core'))) {
     throw new Error('the test IPFS node is not installed: run scripts/setup.sh (npm ci --prefix test/ipfs-node)');
   }
-  const dir = mkdtempSync(join(tmpdir(), 'medvault-ipfs-'));
+  const dir = options.directory ?? mkdtempSync(join(tmpdir(), 'medvault-ipfs-'));
   const swarmKey = join(dir, 'swarm.key');
-  writeFileSync(swarmKey, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  if (!existsSync(swarmKey)) {
+    writeFileSync(swarmKey, `/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  }
   const child: ChildProcess = spawn(process.execPath, [LAUNCHER, join(dir, 'repo'), swarmKey], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -53,6 +62,7 @@ export async function startIpfsNode(): Promise<IpfsTestNode> {
   });
   return {
     api,
+    process: child,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -61,7 +71,7 @@ export async function startIpfsNode(): Promise<IpfsTestNode> {
         await exited;
         clearTimeout(timer);
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (!options.directory) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -8,7 +8,7 @@
 import { create } from 'kubo-rpc-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
-import { bytes } from '../helpers.ts';
+import { bytes, tempDir } from '../helpers.ts';
 import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
 import { blobStoreConformance } from './conformance.ts';
 
@@ -54,6 +54,39 @@ describe('ipfs store on the node', () => {
     await expect(dead.put(once(bytes(10)))).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     await expect(dead.has(gone())).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
   });
+});
+
+describe('ipfs store: the node killed mid-put', () => {
+  it('the put fails typed, and after a restart nothing of it is pinned or listed', async () => {
+    const directory = tempDir('medvault-ipfs-kill-');
+    const first = await startIpfsNode({ directory });
+    const store = new IpfsBlobStore({ url: first.api, timeoutMs: 5000 });
+    const kept = await store.put(once(bytes(5000, 8)));
+    let sent = 0;
+    async function* slow(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 400; i++) {
+        sent++;
+        if (i === 20) first.process?.kill('SIGKILL');
+        yield bytes(256 * 1024, i);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    await expect(store.put(slow())).rejects.toMatchObject({
+      code: expect.stringMatching(/^STORE_(UNAVAILABLE|TIMEOUT)$/),
+    });
+    expect(sent).toBeLessThan(400);
+    await first.stop();
+    const second = await startIpfsNode({ directory });
+    try {
+      const again = new IpfsBlobStore({ url: second.api, timeoutMs: 5000 });
+      const listed: string[] = [];
+      for await (const ref of again.list()) listed.push(ref);
+      expect(listed).toEqual([kept.ref]);
+      expect(await again.has(kept.ref)).toBe(true);
+    } finally {
+      await second.stop();
+    }
+  }, 120_000);
 });
 
 function gone(): string {
