@@ -26,6 +26,7 @@ import { coreTransform } from '../crypto/age.ts';
 import { keyFingerprint, type SigningKey } from '../crypto/ed25519.ts';
 import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../crypto/header.ts';
 import { MerkleTree } from '../crypto/merkle.ts';
+import { noteChunkBytes } from '../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../crypto/stream.ts';
 import { X25519Recipient } from '../crypto/x25519.ts';
 import { check, fail, isMedvaultError } from '../errors.ts';
@@ -900,6 +901,7 @@ async function* checkPayload(payload: AsyncIterable<Uint8Array>): AsyncIterable<
   let size = 0;
   for await (const chunk of payload) {
     size += chunk.length;
+    noteChunkBytes(chunk.length);
     yield chunk;
   }
   if (size < PAYLOAD_NONCE_LENGTH + TAG_LENGTH) fail('AGE_PAYLOAD_TRUNCATED', 'the upload has no age payload');

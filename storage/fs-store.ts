@@ -25,6 +25,7 @@ import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store
 import { resolveRange, SHA256_REF } from './blob-store.ts';
 
 const STAGING_SIZE = 1024 * 1024;
+const SYNC_EVERY = 32 * 1024 * 1024;
 
 export class FsBlobStore implements BlobStore {
   readonly kind = 'fs';
@@ -52,7 +53,8 @@ export class FsBlobStore implements BlobStore {
     const hash = createHash('sha256');
     let size = 0;
     let handle: FileHandle | null = await open(temp, 'wx', 0o600);
-    const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
+    // Slots 0 and 1: the staging buffers' writes; slot 2: the running datasync.
+    const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve(), Promise.resolve()];
     try {
       // Chunks (64 KiB from a socket) are copied into two 1 MiB staging buffers: one fills while
       // the other is written, so the disk sees large writes and receiving overlaps writing.
@@ -67,10 +69,21 @@ export class FsBlobStore implements BlobStore {
           written += (await file.write(buffer, written, length - written, at + written)).bytesWritten;
         }
       };
+      // Written data is flushed to the disk every 32 MiB while more arrives, so the final
+      // fsync has little left to do instead of stalling on the whole blob at the end.
+      let synced = 0;
       const flush = async () => {
         if (filled === 0) return;
-        writing[turn] = writeAll(staging[turn] as Buffer, filled, position);
+        const written = writeAll(staging[turn] as Buffer, filled, position);
+        written.catch(() => {}); // observed below, or by Promise.all at the end; never unhandled meanwhile
+        writing[turn] = written;
         position += filled;
+        if (position - synced >= SYNC_EVERY) {
+          synced = position;
+          const sync = Promise.all([writing[2], written]).then(() => file.datasync());
+          sync.catch(() => {});
+          writing[2] = sync;
+        }
         turn ^= 1;
         filled = 0;
         await writing[turn]; // the other buffer's write must finish before it is refilled
