@@ -56,6 +56,7 @@ export const ERRORS = {
   KMS_KEY_DESTROYED: { status: 410, message: 'the custodian key for this subject was destroyed' },
   KMS_MEMBER_EXISTS: { status: 409, message: 'a member with this name already has keys' },
   KMS_NO_MEMBER: { status: 404, message: 'no member with this name in the keystore' },
+  KMS_UNAVAILABLE: { status: 503, message: 'the key-custody token (HSM) is unavailable' },
 
   // The vault: requests, members, records, erasure.
   REQUEST_INVALID: { status: 400, message: 'malformed request' },

@@ -97,6 +97,11 @@ export class X25519Identity implements Identity {
   }
 
   /** The Bech32 secret key. Never log it. */
+  /** A copy of the 32-byte secret, for a KMS that wraps it. Never log it. */
+  secretBytes(): Uint8Array {
+    return Uint8Array.from(this.#secret);
+  }
+
   toString(): string {
     return bech32.encode(IDENTITY_HRP, bech32.toWords(this.#secret), false).toUpperCase();
   }

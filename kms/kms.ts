@@ -38,4 +38,6 @@ export interface Kms {
   ): Promise<{ header: Uint8Array; core: StreamCore }>;
   /** Destroys the subject's custodian key for good. */
   destroy(subject: string): Promise<DestroyResult>;
+  /** Releases what the backend holds open (a token session). */
+  close?(): Promise<void>;
 }

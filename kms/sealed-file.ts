@@ -10,10 +10,9 @@
  * {"alg":"hkdf-keyfile","salt"},"nonce","sealed"} (base64 fields).
  */
 import { randomBytes, scryptSync } from 'node:crypto';
-import { open, readFile, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { aeadOpen, aeadSeal, hkdf } from '../crypto/primitives.ts';
-import { fsyncDirectory } from '../durable.ts';
+import { writeFileAtomic } from '../durable.ts';
 import { fail } from '../errors.ts';
 
 export type SealingSecret = { passphrase: string } | { keyFile: Uint8Array };
@@ -78,17 +77,5 @@ export async function writeSealed(path: string, secret: SealingSecret, document:
     nonce: nonce.toString('base64'),
     sealed: Buffer.from(sealed).toString('base64'),
   };
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temp, 'wx', 0o600);
-  try {
-    await handle.writeFile(JSON.stringify(layout));
-    await handle.sync();
-    await handle.close();
-    await rename(temp, path);
-    await fsyncDirectory(dirname(path));
-  } catch (err) {
-    await handle.close().catch(() => {});
-    await rm(temp, { force: true });
-    throw err;
-  }
+  await writeFileAtomic(path, JSON.stringify(layout));
 }

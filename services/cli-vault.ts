@@ -116,14 +116,33 @@ export function addVaultCommands(program: Command): void {
     .option('--name <name>', 'node name', 'node')
     .option('--admin <name>', "the first admin member's name", 'admin')
     .option('--port <port>', 'port to listen on (127.0.0.1)', '7400')
-    .action(async (opts: { data: string; name: string; admin: string; port: string }) => {
-      const result = await initNode(opts.data, { name: opts.name, admin: opts.admin, port: Number(opts.port) });
-      process.stdout.write(
-        `initialised ${opts.data}: node key ${result.nodeId}\n` +
-          `first admin ${opts.admin} (${result.adminId}); its member key file: ${result.adminKeyFile}\n` +
-          'move that file to the admin and keep keystore.key apart from backups of the data directory\n',
-      );
-    });
+    .option('--pkcs11-library <path>', "keep subjects' custodian keys on a PKCS#11 token (PIN in MEDVAULT_PKCS11_PIN)")
+    .option('--pkcs11-token <label>', 'the token label (with --pkcs11-library)')
+    .action(
+      async (opts: {
+        data: string;
+        name: string;
+        admin: string;
+        port: string;
+        pkcs11Library?: string;
+        pkcs11Token?: string;
+      }) => {
+        check(
+          !!opts.pkcs11Library === !!opts.pkcs11Token,
+          'INVALID_ARGUMENT',
+          'give --pkcs11-library and --pkcs11-token together',
+        );
+        const kms = opts.pkcs11Library
+          ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
+          : undefined;
+        const result = await initNode(opts.data, { name: opts.name, admin: opts.admin, port: Number(opts.port), kms });
+        process.stdout.write(
+          `initialised ${opts.data}: node key ${result.nodeId}\n` +
+            `first admin ${opts.admin} (${result.adminId}); its member key file: ${result.adminKeyFile}\n` +
+            'move that file to the admin and keep keystore.key apart from backups of the data directory\n',
+        );
+      },
+    );
 
   program
     .command('serve')

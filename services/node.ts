@@ -21,6 +21,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { openLedger } from '../anchor/open.ts';
 import { fsyncDirectory } from '../durable.ts';
 import { check, fail } from '../errors.ts';
+import type { Kms } from '../kms/kms.ts';
 import { LocalKms } from '../kms/local-kms.ts';
 import type { SealingSecret } from '../kms/sealed-file.ts';
 import { openBlobStore, type StoreConfig } from '../storage/open.ts';
@@ -35,6 +36,8 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
+  /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */
+  kms?: { backend: 'local' } | { backend: 'pkcs11'; library: string; token: string };
 }
 
 const NODE_KEY = 'node';
@@ -65,7 +68,14 @@ async function writeSecret(path: string, text: string | Uint8Array): Promise<voi
  */
 export async function initNode(
   data: string,
-  options: { name?: string; admin?: string; adminKeyFile?: string; port?: number; overrides?: NodeOverrides } = {},
+  options: {
+    name?: string;
+    admin?: string;
+    adminKeyFile?: string;
+    port?: number;
+    kms?: NodeConfig['kms'];
+    overrides?: NodeOverrides;
+  } = {},
 ): Promise<{ nodeId: string; adminId: string; adminKeyFile: string }> {
   data = resolve(data);
   if (existsSync(join(data, 'medvault.json'))) fail('INVALID_ARGUMENT', `${data} is already a medvault data directory`);
@@ -76,6 +86,7 @@ export async function initNode(
     ledger: 'file:ledger.mvl',
     store: { kind: 'fs', root: 'blobs' },
     listen: { host: '127.0.0.1', port: options.port ?? 7400 },
+    ...(options.kms ? { kms: options.kms } : {}),
   };
   if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE) await writeSecret(join(data, 'keystore.key'), randomBytes(32));
   await writeSecret(join(data, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
@@ -97,6 +108,8 @@ export async function initNode(
 }
 
 export interface NodeOverrides {
+  /** Custody on a PKCS#11 token instead of the configured custody. */
+  kms?: { backend: 'pkcs11'; library: string; token: string; pin: string };
   /** A ledger URI instead of the configured one (default MEDVAULT_LEDGER). */
   ledger?: string;
   /** A blob store instead of the configured one (default MEDVAULT_STORE, as JSON). */
@@ -115,8 +128,27 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     (process.env.MEDVAULT_STORE ? (JSON.parse(process.env.MEDVAULT_STORE) as StoreConfig) : config.store);
   const ledger = await openLedger(inData(data, ledgerUri));
   const store = await openBlobStore(inStore(data, storeConfig));
+  const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
   const metadata = new Metadata(join(data, 'metadata.db'));
-  return Vault.open({ metadata, kms, store, ledger, node, ownsStore: storeConfig.kind === 'fs' });
+  return Vault.open({ metadata, kms: custody, store, ledger, node, ownsStore: storeConfig.kind === 'fs' });
+}
+
+/** The subjects' custodian keys: in the sealed keystore, or on a PKCS#11 token. */
+async function openCustody(
+  data: string,
+  local: LocalKms,
+  config: NodeConfig['kms'] | NodeOverrides['kms'],
+): Promise<Kms> {
+  if (!config || config.backend === 'local') return local;
+  const pin = 'pin' in config ? config.pin : process.env.MEDVAULT_PKCS11_PIN;
+  if (!pin) fail('INVALID_ARGUMENT', 'the pkcs11 custody needs the token PIN in MEDVAULT_PKCS11_PIN');
+  const { Pkcs11Kms } = await import('../kms/pkcs11-kms.ts');
+  return Pkcs11Kms.open({
+    library: config.library,
+    token: config.token,
+    pin,
+    wrappedFile: join(data, 'custodians.pkcs11.json'),
+  });
 }
 
 function inPath(data: string, path: string): string {

@@ -663,6 +663,7 @@ export class Vault {
     await this.#batcher.flush();
     await this.#ledger.close();
     await this.#store.close();
+    await this.#kms.close?.();
     this.#m.close();
   }
 

@@ -14,10 +14,18 @@ import { isMedvaultError } from '../../errors.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import { readSealed } from '../../kms/sealed-file.ts';
 import { bytes, codeOf, tempDir } from '../helpers.ts';
+import { kmsConformance } from './kms-conformance.ts';
 
 const dir = tempDir('medvault-kms-');
 const subject = () => randomBytes(32).toString('hex');
 const passphrase = { passphrase: 'correct horse battery staple' };
+
+const contractKey = { keyFile: randomBytes(32) };
+kmsConformance(
+  'local',
+  () => LocalKms.open(join(dir, 'contract.keystore'), contractKey),
+  () => LocalKms.open(join(dir, 'contract.keystore'), contractKey),
+);
 
 async function errorOf(p: Promise<unknown>): Promise<unknown> {
   return p.then(
