@@ -39,6 +39,14 @@ const FIELDS = {
   'acl.revoked': { recordId: ID, reader: ID, revoker: ID, reencrypted: { type: 'boolean' } },
   'access.emergency': { recordId: ID, reader: ID, reasonDigest: HASH },
   'record.erased': { recordId: ID, ciphertextHash: HASH, dpo: ID, requestId: ID },
+  'erasure.filed': {
+    requestId: ID,
+    dpo: ID,
+    scope: { enum: ['subject', 'record'] },
+    target: { type: 'string', pattern: '^([0-9a-f]{32}|[0-9a-f]{64})$' }, // a record id or a subject pseudonym
+    executeAt: TIME,
+  },
+  'erasure.cancelled': { requestId: ID, by: ID },
   'member.added': { member: ID, role: ROLE, by: ID },
   'member.removed': { member: ID, by: ID },
   'key.rotated': { member: ID, previousKey: ID, newKey: ID },

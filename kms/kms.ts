@@ -38,6 +38,8 @@ export interface Kms {
   ): Promise<{ header: Uint8Array; core: StreamCore }>;
   /** Destroys the subject's custodian key for good. */
   destroy(subject: string): Promise<DestroyResult>;
+  /** What the backend still holds for `subject` (empty when nothing): for the post-erasure sweep. */
+  holds?(subject: string): Promise<string[]>;
   /** Releases what the backend holds open (a token session). */
   close?(): Promise<void>;
 }

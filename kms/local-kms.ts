@@ -165,6 +165,11 @@ export class LocalKms implements Kms {
     };
   }
 
+  async holds(subject: string): Promise<string[]> {
+    const entry = this.#store.custodians[subject];
+    return entry ? [`keystore: custodian secret ${entry.keyId}`] : [];
+  }
+
   async destroy(subject: string): Promise<DestroyResult> {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
     return this.#change((store) => {

@@ -292,6 +292,14 @@ export class Pkcs11Kms implements Kms {
     });
   }
 
+  async holds(subject: string): Promise<string[]> {
+    const found: string[] = [];
+    if (this.#find(subject)) found.push(`token ${this.#token}: key object for the subject`);
+    const entry = this.#state.custodians[subject];
+    if (entry) found.push(`custody file: wrapped custodian secret ${entry.keyId}`);
+    return found;
+  }
+
   /** Whether the token still holds a key object for `subject` (for tests and the erasure sweep). */
   hasTokenKey(subject: string): boolean {
     return this.#find(subject) !== null;

@@ -33,6 +33,8 @@ export interface ErasureCertificate {
   v: 1;
   type: 'medvault.erasure-certificate';
   requestId: string;
+  /** The receipt of erasure.filed: when and by whom the request was filed, and when it could first run. */
+  filed: Receipt;
   scope: { subject: string } | { recordId: string };
   dpo: string;
   executedAt: number;
@@ -50,11 +52,25 @@ const TEXT = { type: 'string', maxLength: 1000 };
 const validateShape = new Ajv({ strict: true }).compile({
   type: 'object',
   additionalProperties: false,
-  required: ['v', 'type', 'requestId', 'scope', 'dpo', 'executedAt', 'kms', 'records', 'signer', 'signerKey', 'sig'],
+  required: [
+    'v',
+    'type',
+    'requestId',
+    'filed',
+    'scope',
+    'dpo',
+    'executedAt',
+    'kms',
+    'records',
+    'signer',
+    'signerKey',
+    'sig',
+  ],
   properties: {
     v: { const: 1 },
     type: { const: 'medvault.erasure-certificate' },
     requestId: ID,
+    filed: { type: 'object' },
     scope: {
       oneOf: [
         { type: 'object', additionalProperties: false, required: ['subject'], properties: { subject: HASH } },
@@ -148,6 +164,15 @@ export function verifyCertificate(value: unknown, options: { trusted?: Iterable<
   const trusted = options.trusted ? [...options.trusted] : undefined;
   if (trusted && !trusted.includes(cert.signer)) {
     fail('CERTIFICATE_INVALID', `signed by ${cert.signer}, which is not a trusted member key`);
+  }
+  try {
+    const { event } = verifyReceipt(cert.filed, trusted ? { trusted } : {});
+    if (event.type !== 'erasure.filed' || event.requestId !== cert.requestId || event.dpo !== cert.dpo) {
+      fail('CERTIFICATE_INVALID', 'its filing receipt is for another request');
+    }
+  } catch (err) {
+    if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID') fail('CERTIFICATE_INVALID', `filing: ${err.message}`);
+    throw err;
   }
   for (const record of cert.records) {
     let event: Receipt['event'];

@@ -158,6 +158,9 @@ export function addVaultCommands(program: Command): void {
       const sweep = setInterval(() => {
         vault.expireGrants().catch((err) => logger.error({ err }, 'grant expiry sweep failed'));
       }, 60_000);
+      const erasures = setInterval(() => {
+        vault.runDueErasures().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
+      }, 10_000);
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
       process.stdout.write(`medvault node ${vault.nodeId} listening on http://${config.listen.host}:${bound}\n`);
@@ -167,6 +170,7 @@ export function addVaultCommands(program: Command): void {
         process.once('SIGTERM', stop);
       });
       clearInterval(sweep);
+      clearInterval(erasures);
       await app.close();
       await vault.close();
     });
@@ -370,14 +374,34 @@ export function addVaultCommands(program: Command): void {
       .option('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (with --pseudonym-key)')
       .option('--record <id>', 'one record')
       .option('--pseudonym-key <file>', "the consortium's pseudonym key")
+      .option('--delay <when>', 'schedule it with a cancel window (72h, 3d); without: now')
       .option('-o, --output <file>', 'save the erasure certificate here'),
   ).action(
-    async (opts: ClientOptions & { subject?: string; record?: string; pseudonymKey?: string; output?: string }) => {
+    async (
+      opts: ClientOptions & {
+        subject?: string;
+        record?: string;
+        pseudonymKey?: string;
+        output?: string;
+        delay?: string;
+      },
+    ) => {
       check(!!opts.subject !== !!opts.record, 'INVALID_ARGUMENT', 'give exactly one of --subject and --record');
       const vault = await client(opts);
       const target = opts.record
         ? { recordId: opts.record }
         : { subject: await subjectOf(opts.subject as string, opts.pseudonymKey) };
+      if (opts.delay) {
+        const seconds = Math.round((parseExpiry(opts.delay) - Date.now()) / 1000);
+        const filed = await vault.scheduleErasure(target, seconds);
+        print(
+          opts,
+          filed,
+          `erasure ${filed.requestId} filed (${where(filed.receipt)}): runs at ${new Date(filed.executeAt).toISOString()} ` +
+            `unless cancelled with: medvault erasure cancel ${filed.requestId}`,
+        );
+        return;
+      }
       const certificate = await vault.erase(target);
       await saveJson(opts.output, certificate);
       const lines = [
@@ -394,6 +418,41 @@ export function addVaultCommands(program: Command): void {
       print(opts, certificate, lines.join('\n'));
     },
   );
+
+  const erasure = program.command('erasure').description('erasure requests: list, cancel, sweep');
+  withClientOptions(erasure.command('list').description('erasure requests and their states (DPO)')).action(
+    async (opts: ClientOptions) => {
+      const rows = await (await client(opts)).erasures();
+      const lines = rows.map(
+        (r) =>
+          `${r.id}  ${r.state.padEnd(9)}  ${r.scope} ${r.target.slice(0, 16)}…  filed ${new Date(r.filedAt).toISOString()}` +
+          (r.state === 'scheduled' ? `, runs ${new Date(r.executeAt).toISOString()}` : ''),
+      );
+      print(opts, rows, lines.length ? lines.join('\n') : 'no erasure requests');
+    },
+  );
+  withClientOptions(
+    erasure.command('cancel').description('cancel a scheduled erasure inside its window (DPO)').argument('<id>'),
+  ).action(async (id: string, opts: ClientOptions) => {
+    const { receipt } = await (await client(opts)).cancelErasure(id);
+    print(opts, { receipt }, `erasure ${id} cancelled (${where(receipt)})`);
+  });
+  withClientOptions(
+    erasure
+      .command('sweep')
+      .description("search the node's stores, KMS, metadata, files and logs for any trace of an executed erasure")
+      .argument('<id>'),
+  ).action(async (id: string, opts: ClientOptions) => {
+    const report = await (await client(opts)).sweep(id);
+    const lines = [
+      `sweep of erasure ${id} (${report.records} record(s)): looked in ${report.checked.length} places`,
+      ...(report.findings.length === 0
+        ? ['nothing found: no trace of the erased records']
+        : report.findings.map((f) => `FOUND in ${f.where}: ${f.what} (${f.count})`)),
+    ];
+    print(opts, report, lines.join('\n'));
+    if (report.findings.length > 0) process.exitCode = 2;
+  });
 
   withClientOptions(
     program

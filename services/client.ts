@@ -20,12 +20,13 @@ import { SigningKey } from '../crypto/ed25519.ts';
 import { parseIdentityFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { ERRORS, type ErrorCode, fail, MedvaultError } from '../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
-import type { MemberRow, ReviewRow, Role } from './metadata.ts';
+import type { ErasureRow, MemberRow, ReviewRow, Role } from './metadata.ts';
 import { pump, type Sink } from './pump.ts';
 import { signRequest, UNSIGNED_PAYLOAD } from './signing.ts';
+import type { SweepReport } from './sweep.ts';
 import type { RecordView } from './vault.ts';
 
-export type { ErasureCertificate, Receipt, RecordView, Role };
+export type { ErasureCertificate, Receipt, RecordView, Role, SweepReport };
 
 const SIGNING_LINE = '# medvault-signing-key: ';
 
@@ -358,6 +359,36 @@ export class VaultClient {
     const certificate = await this.#json<ErasureCertificate>('POST', '/v1/erasures', target);
     verifyCertificate(certificate, { trusted: await this.#trust() });
     return certificate;
+  }
+
+  /** Files an erasure that runs after `delaySeconds` unless cancelled; resolves with its verified filing receipt. */
+  async scheduleErasure(
+    target: { subject: string } | { recordId: string },
+    delaySeconds: number,
+  ): Promise<{ requestId: string; state: string; executeAt: number; receipt: Receipt }> {
+    const result = await this.#json<{ requestId: string; state: string; executeAt: number; receipt: Receipt }>(
+      'POST',
+      '/v1/erasures',
+      { ...target, delaySeconds },
+    );
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  async cancelErasure(requestId: string): Promise<{ receipt: Receipt }> {
+    const result = await this.#json<{ receipt: Receipt }>('POST', `/v1/erasures/${requestId}/cancel`);
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  async erasures(): Promise<Array<Omit<ErasureRow, 'certificate' | 'probes'>>> {
+    return (await this.#json<{ erasures: Array<Omit<ErasureRow, 'certificate' | 'probes'>> }>('GET', '/v1/erasures'))
+      .erasures;
+  }
+
+  /** The node's post-erasure sweep: where it looked and what it found (nothing, after a good erasure). */
+  async sweep(requestId: string): Promise<SweepReport> {
+    return this.#json<SweepReport>('GET', `/v1/erasures/${requestId}/sweep`);
   }
 
   async erasure(requestId: string): Promise<ErasureCertificate> {

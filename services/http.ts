@@ -20,7 +20,7 @@ import { ERRORS, type ErrorCode, fail, isMedvaultError, MedvaultError } from '..
 import { logger } from '../log.ts';
 import type { MemberRow } from './metadata.ts';
 import { bodyHash, HEADER, requestMessage, UNSIGNED_PAYLOAD } from './signing.ts';
-import type { Opened, Vault } from './vault.ts';
+import type { ErasureTarget, Opened, Vault } from './vault.ts';
 
 export interface ServerOptions {
   /** How far a signed request's time may be from the node's clock, ms (default 60 s). */
@@ -45,6 +45,7 @@ const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' };
 const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' };
 const PURPOSE = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,39}$' };
 const TIME = { type: 'integer', minimum: 0 };
+const DELAY = { type: 'integer', minimum: 0, maximum: 90 * 86_400 };
 const ERROR = {
   type: 'object',
   properties: { code: { type: 'string' }, message: { type: 'string' } },
@@ -347,28 +348,58 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     '/v1/erasures',
     {
       schema: {
-        summary: 'Erase a subject or a record (DPO); answers with the signed erasure certificate',
+        summary:
+          'Erase a subject or a record (DPO). Without delaySeconds: executed now, 201 with the signed certificate; with it: 202, scheduled, cancellable until executeAt',
         body: {
           oneOf: [
-            { type: 'object', additionalProperties: false, required: ['subject'], properties: { subject: HASH } },
-            { type: 'object', additionalProperties: false, required: ['recordId'], properties: { recordId: ID } },
+            {
+              type: 'object',
+              additionalProperties: false,
+              required: ['subject'],
+              properties: { subject: HASH, delaySeconds: DELAY },
+            },
+            {
+              type: 'object',
+              additionalProperties: false,
+              required: ['recordId'],
+              properties: { recordId: ID, delaySeconds: DELAY },
+            },
           ],
         },
       },
     },
     async (request, reply) => {
-      const certificate = await vault.erase(
-        member(request),
-        request.body as { subject: string } | { recordId: string },
-      );
+      const { delaySeconds = 0, ...target } = request.body as ErasureTarget & { delaySeconds?: number };
+      if (delaySeconds > 0) {
+        return reply.code(202).send(await vault.fileErasure(member(request), target, delaySeconds * 1000));
+      }
+      const certificate = await vault.erase(member(request), target);
       metrics.erasures.inc(certificate.records.length);
       return reply.code(201).send(certificate);
     },
   );
+  app.get('/v1/erasures', { schema: { summary: 'Erasure requests and their states (DPO)' } }, async (request) => ({
+    erasures: vault.listErasures(member(request)),
+  }));
   app.get(
     '/v1/erasures/:id',
     { schema: { summary: "An executed erasure's certificate (DPO)", params: RECORD_PARAMS } },
     async (request) => vault.erasureCertificate(member(request), (request.params as { id: string }).id),
+  );
+  app.post(
+    '/v1/erasures/:id/cancel',
+    { schema: { summary: 'Cancel a scheduled erasure inside its window (DPO); anchored', params: RECORD_PARAMS } },
+    async (request) => vault.cancelErasure(member(request), (request.params as { id: string }).id),
+  );
+  app.get(
+    '/v1/erasures/:id/sweep',
+    {
+      schema: {
+        summary: "Sweep the node's stores, KMS, metadata, files and logs for any trace of an executed erasure (DPO)",
+        params: RECORD_PARAMS,
+      },
+    },
+    async (request) => vault.sweep(member(request), (request.params as { id: string }).id),
   );
   app.get(
     '/v1/reviews',

@@ -74,14 +74,22 @@ export interface ReviewRow {
   outcome: string | null;
 }
 
+export type ErasureState = 'scheduled' | 'executing' | 'done' | 'cancelled';
+
 export interface ErasureRow {
   id: string;
   scope: 'subject' | 'record';
   target: string;
   filedBy: string;
   filedAt: number;
-  state: 'executing' | 'done';
+  state: ErasureState;
   certificate: string | null;
+  /** When a scheduled erasure runs (the end of its cancel window). */
+  executeAt: number;
+  cancelledBy: string | null;
+  cancelledAt: number | null;
+  /** JSON: salted hashes of the erased headers' tokens, for the sweep (see sweep.ts). */
+  probes: string | null;
 }
 
 const MIGRATIONS = [
@@ -157,6 +165,25 @@ const MIGRATIONS = [
      removed INTEGER NOT NULL,
      confirmed TEXT NOT NULL
    ) STRICT;`,
+  // 2: erasure requests get a cancel window (scheduled, cancelled) and sweep probes.
+  `CREATE TABLE erasures_v2 (
+     id TEXT PRIMARY KEY,
+     scope TEXT NOT NULL CHECK (scope IN ('subject', 'record')),
+     target TEXT NOT NULL,
+     filed_by TEXT NOT NULL,
+     filed_at INTEGER NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('scheduled', 'executing', 'done', 'cancelled')),
+     certificate TEXT,
+     execute_at INTEGER NOT NULL,
+     cancelled_by TEXT,
+     cancelled_at INTEGER,
+     probes TEXT
+   ) STRICT;
+   INSERT INTO erasures_v2 (id, scope, target, filed_by, filed_at, state, certificate, execute_at)
+     SELECT id, scope, target, filed_by, filed_at, state, certificate, filed_at FROM erasures;
+   DROP TABLE erasures;
+   ALTER TABLE erasures_v2 RENAME TO erasures;
+   CREATE INDEX erasures_due ON erasures (execute_at) WHERE state = 'scheduled';`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -415,15 +442,43 @@ export class Metadata {
 
   // Erasure requests.
 
-  addErasure(e: Omit<ErasureRow, 'certificate' | 'state'>): void {
+  addErasure(e: Pick<ErasureRow, 'id' | 'scope' | 'target' | 'filedBy' | 'filedAt' | 'executeAt' | 'state'>): void {
     this.#run(
-      "INSERT INTO erasures (id, scope, target, filed_by, filed_at, state) VALUES (?, ?, ?, ?, ?, 'executing')",
+      'INSERT INTO erasures (id, scope, target, filed_by, filed_at, state, execute_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
       e.id,
       e.scope,
       e.target,
       e.filedBy,
       e.filedAt,
+      e.state,
+      e.executeAt,
     );
+  }
+
+  /** Scheduled erasures whose window has passed. */
+  dueErasures(now: number): ErasureRow[] {
+    return this.#all("SELECT * FROM erasures WHERE state = 'scheduled' AND execute_at <= ? ORDER BY execute_at", now);
+  }
+
+  erasures(): ErasureRow[] {
+    return this.#all('SELECT * FROM erasures ORDER BY filed_at');
+  }
+
+  setErasureState(id: string, state: ErasureState): void {
+    this.#run('UPDATE erasures SET state = ? WHERE id = ?', state, id);
+  }
+
+  cancelErasure(id: string, by: string, at: number): void {
+    this.#run(
+      "UPDATE erasures SET state = 'cancelled', cancelled_by = ?, cancelled_at = ? WHERE id = ? AND state = 'scheduled'",
+      by,
+      at,
+      id,
+    );
+  }
+
+  setProbes(id: string, probes: string): void {
+    this.#run('UPDATE erasures SET probes = ? WHERE id = ?', probes, id);
   }
 
   recordsOfErasure(erasureId: string): RecordRow[] {

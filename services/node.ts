@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { openLedger } from '../anchor/open.ts';
 import { fsyncDirectory } from '../durable.ts';
@@ -36,6 +36,8 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
+  /** Log files the post-erasure sweep also searches (MEDVAULT_SWEEP_LOGS adds more, colon-separated). */
+  sweepLogs?: string[];
   /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */
   kms?: { backend: 'local' } | { backend: 'pkcs11'; library: string; token: string };
 }
@@ -130,7 +132,23 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   const store = await openBlobStore(inStore(data, storeConfig));
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
   const metadata = new Metadata(join(data, 'metadata.db'));
-  return Vault.open({ metadata, kms: custody, store, ledger, node, ownsStore: storeConfig.kind === 'fs' });
+  const sweepFiles = async () => ({
+    // Everything in the data directory but the blob store (the sweep asks the stores themselves).
+    data: (await readdir(data, { recursive: true, withFileTypes: true }))
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name))
+      .filter((f) => !f.startsWith(`${join(data, 'blobs')}/`)),
+    logs: [...(config.sweepLogs ?? []), ...(process.env.MEDVAULT_SWEEP_LOGS?.split(':').filter(Boolean) ?? [])],
+  });
+  return Vault.open({
+    metadata,
+    kms: custody,
+    store,
+    ledger,
+    node,
+    ownsStore: storeConfig.kind === 'fs',
+    sweepFiles,
+  });
 }
 
 /** The subjects' custodian keys: in the sealed keystore, or on a PKCS#11 token. */

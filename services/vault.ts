@@ -36,6 +36,7 @@ import type { BlobStore } from '../storage/blob-store.ts';
 import { type ErasureCertificate, signCertificate } from './certificate.ts';
 import type { GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
 import { authorize } from './policy.ts';
+import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
 
 const ID = /^[0-9a-f]{32}$/;
 const SUBJECT = /^[0-9a-f]{64}$/;
@@ -56,7 +57,11 @@ export interface VaultDeps {
   /** Whether this node owns its store alone, so start-up may collect unreferenced blobs. */
   ownsStore?: boolean;
   clock?: () => number;
+  /** The node's files to sweep for traces after an erasure: data files and log files. */
+  sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
 }
+
+export type ErasureTarget = { subject: string } | { recordId: string };
 
 export interface GrantInput {
   reader: string;
@@ -111,6 +116,7 @@ export class Vault {
   readonly #node: SigningKey;
   readonly #now: () => number;
   readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
 
   private constructor(deps: VaultDeps) {
     this.#m = deps.metadata;
@@ -119,6 +125,7 @@ export class Vault {
     this.#ledger = deps.ledger;
     this.#node = deps.node;
     this.#now = deps.clock ?? Date.now;
+    this.#sweepFiles = deps.sweepFiles ?? (async () => ({ data: [], logs: [] }));
     this.#batcher = new Batcher(deps.ledger, deps.node, deps.batcher);
   }
 
@@ -127,6 +134,7 @@ export class Vault {
     const vault = new Vault(deps);
     await vault.#recoverPending();
     for (const erasure of deps.metadata.unfinishedErasures()) await vault.#executeErasure(erasure.id);
+    await vault.runDueErasures();
     if (deps.ownsStore) await vault.#collectGarbage();
     return vault;
   }
@@ -539,33 +547,167 @@ export class Vault {
    * destroyed; (3) each blob is deleted from every store; (4) a tombstone is
    * anchored per record; (5) the signed certificate is kept and returned.
    */
-  async erase(actor: MemberRow, target: { subject: string } | { recordId: string }): Promise<ErasureCertificate> {
+  async erase(actor: MemberRow, target: ErasureTarget): Promise<ErasureCertificate> {
+    const { requestId } = await this.fileErasure(actor, target, 0);
+    return this.#executeErasure(requestId);
+  }
+
+  /**
+   * Files an erasure request, anchored as erasure.filed. With a delay it is
+   * scheduled: a DPO may cancel it until `executeAt` (anchored as
+   * erasure.cancelled); then the server's timer runs it. Without one it
+   * starts at once (`erase` runs it to the certificate).
+   */
+  async fileErasure(
+    actor: MemberRow,
+    target: ErasureTarget,
+    delayMs: number,
+  ): Promise<{ requestId: string; state: 'scheduled' | 'executing'; executeAt: number; receipt: Receipt }> {
     authorize(actor, 'erase');
-    let records: RecordRow[];
+    check(
+      Number.isSafeInteger(delayMs) && delayMs >= 0 && delayMs <= 90 * 86_400_000,
+      'REQUEST_INVALID',
+      'the cancel window is 0 to 90 days',
+    );
     let scope: 'subject' | 'record';
     let value: string;
     if ('subject' in target) {
       checkSubject(target.subject);
       scope = 'subject';
       value = target.subject;
-      records = this.#m.recordsOf(value, 'active');
     } else {
       scope = 'record';
       value = target.recordId;
-      records = [this.#record(value)];
+      this.#record(value); // RECORD_NOT_FOUND, RECORD_ERASED
     }
     const requestId = newId();
     const at = this.#now();
+    const executeAt = at + delayMs;
+    const receipt = await this.#anchor({
+      type: 'erasure.filed',
+      at,
+      requestId,
+      dpo: actor.id,
+      scope,
+      target: value,
+      executeAt,
+    });
+    const state = delayMs > 0 ? 'scheduled' : 'executing';
     this.#m.transaction(() => {
-      this.#m.addErasure({ id: requestId, scope, target: value, filedBy: actor.id, filedAt: at });
+      this.#m.addErasure({ id: requestId, scope, target: value, filedBy: actor.id, filedAt: at, executeAt, state });
+      this.#index(requestId, receipt);
+    });
+    if (state === 'executing') this.#beginErasure(requestId);
+    return { requestId, state, executeAt, receipt };
+  }
+
+  /** Cancels a scheduled erasure inside its window; anchored as erasure.cancelled. */
+  async cancelErasure(actor: MemberRow, requestId: string): Promise<{ receipt: Receipt }> {
+    authorize(actor, 'erase');
+    check(ID.test(requestId), 'REQUEST_INVALID', 'a request id is 32 hex digits');
+    return this.#locked(`erasure:${requestId}`, async () => {
+      const row = this.#m.erasure(requestId);
+      if (!row) fail('ERASURE_NOT_FOUND', requestId);
+      if (row.state !== 'scheduled') fail('ERASURE_NOT_CANCELLABLE', `it is ${row.state}`);
+      const receipt = await this.#anchor({ type: 'erasure.cancelled', at: this.#now(), requestId, by: actor.id });
+      this.#m.transaction(() => {
+        this.#m.cancelErasure(requestId, actor.id, this.#now());
+        this.#index(requestId, receipt);
+      });
+      return { receipt };
+    });
+  }
+
+  /** Runs every scheduled erasure whose window has passed (the server calls it on a timer). */
+  async runDueErasures(): Promise<ErasureCertificate[]> {
+    const done: ErasureCertificate[] = [];
+    for (const row of this.#m.dueErasures(this.#now())) {
+      const certificate = await this.#locked(`erasure:${row.id}`, async () => {
+        if (this.#m.erasure(row.id)?.state !== 'scheduled') return null;
+        this.#beginErasure(row.id);
+        return this.#executeErasure(row.id);
+      });
+      if (certificate) done.push(certificate);
+    }
+    return done;
+  }
+
+  listErasures(actor: MemberRow) {
+    authorize(actor, 'erase');
+    return this.#m.erasures().map(({ certificate: _c, probes: _p, ...row }) => row);
+  }
+
+  /**
+   * Step 1 of executing an erasure, in one transaction: the records (for a
+   * subject: those it has now) turn 410 and lose headers, grants and reasons;
+   * probes of the headers are kept for the sweep.
+   */
+  #beginErasure(requestId: string): void {
+    const row = this.#m.erasure(requestId);
+    if (!row) fail('ERASURE_NOT_FOUND', requestId);
+    const records =
+      row.scope === 'subject'
+        ? this.#m.recordsOf(row.target, 'active')
+        : [this.#m.record(row.target)].filter((r): r is RecordRow => r?.state === 'active');
+    const probes = makeProbes(records.map((r) => r.header).filter((h): h is Uint8Array => h !== null));
+    this.#m.transaction(() => {
+      this.#m.setProbes(requestId, JSON.stringify(probes));
+      this.#m.setErasureState(requestId, 'executing');
       this.#m.beginErasure(
         records.map((r) => r.id),
         requestId,
-        at,
+        this.#now(),
       );
     });
     this.#m.checkpoint();
-    return this.#executeErasure(requestId);
+  }
+
+  /**
+   * The post-erasure sweep: every store for the erased blobs, the KMS for the
+   * custodian key, the metadata for headers, grants and reasons, and the
+   * node's files and logs for any byte of the erased headers (see sweep.ts).
+   */
+  async sweep(actor: MemberRow, requestId: string): Promise<SweepReport> {
+    authorize(actor, 'erase');
+    const row = this.#m.erasure(requestId);
+    if (!row) fail('ERASURE_NOT_FOUND', requestId);
+    if (row.state !== 'done') fail('ERASURE_NOT_CANCELLABLE', `the erasure is ${row.state}: sweep it once it is done`);
+    const records = this.#m.recordsOfErasure(requestId);
+    const checked: string[] = [];
+    const findings: SweepReport['findings'] = [];
+    for (const record of records) {
+      for (const blob of this.#m.erasedBlobs(requestId, record.id)) {
+        checked.push(`store ${this.#store.kind}: ${blob.ref}`);
+        if (await this.#store.has(blob.ref))
+          findings.push({ where: `store ${this.#store.kind}`, what: blob.ref, count: 1 });
+      }
+      if (record.header !== null || record.blobRef !== null) {
+        findings.push({ where: 'metadata', what: `record ${record.id} still has its header or blob ref`, count: 1 });
+      }
+      const grants = this.#m.liveGrants(record.id, 0).length;
+      if (grants > 0) findings.push({ where: 'metadata', what: `record ${record.id} grants`, count: grants });
+    }
+    checked.push('metadata: headers, blob refs, grants');
+    if (row.scope === 'subject') {
+      checked.push(`kms ${this.#kms.backend}: custodian of the subject`);
+      for (const what of (await this.#kms.holds?.(row.target)) ?? []) {
+        findings.push({ where: `kms ${this.#kms.backend}`, what, count: 1 });
+      }
+    }
+    const probes = row.probes ? (JSON.parse(row.probes) as Probes) : { salt: '', hashes: [] };
+    const files = await this.#sweepFiles();
+    const data = await scanFiles(files.data, probes, []);
+    const keyId = row.certificate ? (JSON.parse(row.certificate) as ErasureCertificate).kms?.keyId : undefined;
+    const logs = await scanFiles(files.logs, probes, [
+      ...records.map((r) => r.ciphertextHash),
+      ...(keyId ? [keyId] : []),
+    ]);
+    return {
+      requestId,
+      records: records.length,
+      checked: [...checked, ...data.checked, ...logs.checked],
+      findings: [...findings, ...data.findings, ...logs.findings],
+    };
   }
 
   erasureCertificate(actor: MemberRow, requestId: string): ErasureCertificate {
@@ -608,9 +750,13 @@ export class Vault {
         return receipt;
       }),
     );
+    const filedRow = this.#m.anchors(requestId).find((a) => a.type === 'erasure.filed');
+    if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
+    const filed = await this.#receiptAt(filedRow.height, filedRow.leaf, new Map());
     const certificate = signCertificate(
       {
         requestId,
+        filed,
         scope: request.scope === 'subject' ? { subject: request.target } : { recordId: request.target },
         dpo: request.filedBy,
         executedAt: this.#now(),

@@ -32,6 +32,8 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'acl.revoked': { recordId: id(), reader: id(), revoker: id(), reencrypted: false },
     'access.emergency': { recordId: id(), reader: id(), reasonDigest: hash() },
     'record.erased': { recordId: id(), ciphertextHash: hash(), dpo: id(), requestId: id() },
+    'erasure.filed': { requestId: id(), dpo: id(), scope: 'subject', target: hash(), executeAt: at + 86_400_000 },
+    'erasure.cancelled': { requestId: id(), by: id() },
     'member.added': { member: id(), role: 'reader', by: id() },
     'member.removed': { member: id(), by: id() },
     'key.rotated': { member: id(), previousKey: id(), newKey: id() },

@@ -129,6 +129,24 @@ const ROUTES: Array<{ route: string; call: (who: TestMember) => Promise<unknown>
     expect: only(['dpo'], 'FORBIDDEN'),
   },
   {
+    route: 'GET /v1/erasures',
+    call: (w) => w.client.erasures(),
+    expect: only(['dpo'], 'FORBIDDEN'),
+  },
+  {
+    route: 'POST /v1/erasures (scheduled) + POST /v1/erasures/:id/cancel',
+    call: async (w) => {
+      const filed = await m.dpo.client.scheduleErasure({ subject: 'f'.repeat(64) }, 3600);
+      return w.client.cancelErasure(filed.requestId);
+    },
+    expect: only(['dpo'], 'FORBIDDEN'),
+  },
+  {
+    route: 'GET /v1/erasures/:id/sweep',
+    call: async (w) => w.client.sweep((await m.dpo.client.erase({ subject: 'f'.repeat(64) })).requestId),
+    expect: only(['dpo'], 'FORBIDDEN'),
+  },
+  {
     route: 'DELETE /v1/members/:id',
     call: async (w) => {
       const throwaway = await m.admin.client.addMember({

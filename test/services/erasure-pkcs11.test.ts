@@ -79,6 +79,10 @@ describe('erasure with custody on a PKCS#11 token', () => {
         code: 'RECORD_ERASED',
       });
     }
+    const sweep = await dpo.client.sweep(certificate.requestId);
+    expect(sweep.findings).toEqual([]);
+    expect(sweep.checked).toContain('kms pkcs11: custodian of the subject');
+    expect(sweep.checked.some((c) => c.endsWith('custodians.pkcs11.json'))).toBe(true);
     // A new upload for the erased subject is refused: its custodian is gone for good.
     await expect(
       hospital.client.upload(document, {

@@ -59,6 +59,7 @@ describe('a fetched record is a plain age file', () => {
 describe('erasure of a subject', () => {
   let records: string[];
   let headers: Buffer[];
+  const payloads: Buffer[] = [];
   let custodianSecret: Buffer;
   let certificate: Awaited<ReturnType<TestMember['client']['erase']>>;
   const keystore = () => join(node.data, 'keystore.sealed');
@@ -68,7 +69,11 @@ describe('erasure of a subject', () => {
     records = [];
     headers = [];
     for (let i = 0; i < 3; i++) records.push((await upload(SUBJECT, 100_000 + i, 20 + i)).record.id);
-    for (const id of records) headers.push(Buffer.from(splitAgeFile(await served(reader, id)).header));
+    for (const id of records) {
+      const { header, payload } = splitAgeFile(await served(reader, id));
+      headers.push(Buffer.from(header));
+      payloads.push(Buffer.from(payload));
+    }
     const store = await readSealed<{ custodians: Record<string, { secret: string }> }>(keystore(), keyFile());
     custodianSecret = Buffer.from(store?.custodians[SUBJECT]?.secret ?? '', 'base64');
     expect(custodianSecret.length).toBe(32);
@@ -153,6 +158,51 @@ describe('erasure of a subject', () => {
         codeOf(() => verifyCertificate(value)),
         `byte ${at}`,
       ).toBe('CERTIFICATE_INVALID');
+    }
+  });
+
+  it('the sweep finds no trace anywhere, and says where it looked', async () => {
+    const report = await dpo.client.sweep(certificate.requestId);
+    expect(report.findings).toEqual([]);
+    expect(report.records).toBe(3);
+    expect(report.checked).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^store fs: /),
+        'kms local: custodian of the subject',
+        expect.stringMatching(/metadata\.db$/),
+        expect.stringMatching(/keystore\.sealed$/),
+        expect.stringMatching(/ledger\.mvl$/),
+      ]),
+    );
+  });
+
+  it('the sweep finds a planted copy of a header, a log line with a ciphertext hash, and a blob put back', async () => {
+    writeFileSync(join(node.data, 'forgotten-backup.txt'), Buffer.concat([Buffer.from('x'), headers[1] as Buffer]));
+    const log = join(out, 'node.log');
+    writeFileSync(log, `{"msg":"stored","hash":"${certificate.records[0]?.ciphertextHash}"}\n`);
+    process.env.MEDVAULT_SWEEP_LOGS = log;
+    const { FsBlobStore } = await import('../../storage/fs-store.ts');
+    const store = await FsBlobStore.open(join(node.data, 'blobs'));
+    const putBack = payloads[2] as Buffer; // a copy of the third record's ciphertext, restored from somewhere
+    const again = await store.put(
+      (async function* () {
+        yield putBack;
+      })(),
+    );
+    try {
+      const report = await dpo.client.sweep(certificate.requestId);
+      const where = report.findings.map((f) => `${f.where}: ${f.what}`);
+      expect(where).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/forgotten-backup\.txt: header bytes/),
+          expect.stringMatching(new RegExp(`node\\.log: "${certificate.records[0]?.ciphertextHash}"`)),
+        ]),
+      );
+      expect(where).toContain(`store fs: ${again.ref}`);
+      expect(certificate.records.map((r) => r.ciphertextHash)).toContain(again.ref);
+    } finally {
+      delete process.env.MEDVAULT_SWEEP_LOGS;
+      await store.delete(again.ref);
     }
   });
 

@@ -199,3 +199,50 @@ describe('restart after a crash', () => {
     expect(left).not.toContain(stray.sha256);
   });
 });
+
+describe('erasure with a cancel window', () => {
+  const subject = 'e'.repeat(64);
+  let dpo: TestMember;
+  beforeAll(async () => {
+    dpo = await node.addMember('dpo', 'dpo');
+  });
+  const upload = () =>
+    hospital.client.upload(bytes(3000, 8), {
+      subject,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+
+  it('a scheduled erasure is anchored when filed, can be cancelled in its window, and then changes nothing', async () => {
+    const { record } = await upload();
+    const filed = await dpo.client.scheduleErasure({ subject }, 3600);
+    expect(filed).toMatchObject({ state: 'scheduled' });
+    expect(filed.receipt.event).toMatchObject({ type: 'erasure.filed', scope: 'subject', target: subject });
+    expect(await node.vault.runDueErasures()).toEqual([]); // not due yet
+    const { receipt } = await dpo.client.cancelErasure(filed.requestId);
+    expect(receipt.event).toMatchObject({ type: 'erasure.cancelled', requestId: filed.requestId, by: dpo.id });
+    await expect(dpo.client.cancelErasure(filed.requestId)).rejects.toMatchObject({ code: 'ERASURE_NOT_CANCELLABLE' });
+    expect((await dpo.client.erasures()).find((e) => e.id === filed.requestId)?.state).toBe('cancelled');
+    expect((await reader.client.fetch(record.id, { path: join(out, 'kept') })).bytes).toBe(3000);
+  });
+
+  it('once its window has passed it runs, records uploaded meanwhile included, and cannot be cancelled', async () => {
+    const first = await upload();
+    const filed = await dpo.client.scheduleErasure({ subject }, 1);
+    const second = await upload(); // inside the window: still erased with the subject
+    await new Promise((r) => setTimeout(r, 1100));
+    const [certificate] = await node.vault.runDueErasures();
+    expect(certificate?.requestId).toBe(filed.requestId);
+    expect(certificate?.filed.event).toMatchObject({ type: 'erasure.filed', requestId: filed.requestId });
+    expect(certificate?.records.map((r) => r.recordId)).toEqual(
+      expect.arrayContaining([first.record.id, second.record.id]),
+    );
+    await expect(dpo.client.cancelErasure(filed.requestId)).rejects.toMatchObject({ code: 'ERASURE_NOT_CANCELLABLE' });
+    expect((await dpo.client.erasure(filed.requestId)).requestId).toBe(filed.requestId);
+    expect((await dpo.client.sweep(filed.requestId)).findings).toEqual([]);
+    await expect(reader.client.fetch(second.record.id, { path: join(out, 'gone') })).rejects.toMatchObject({
+      code: 'RECORD_ERASED',
+    });
+  });
+});
