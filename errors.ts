@@ -71,6 +71,7 @@ export const ERRORS = {
   RECORD_NOT_FOUND: { status: 404, message: 'no such record' },
   RECORD_ERASED: { status: 410, message: 'the record was erased' },
   ERASURE_NOT_FOUND: { status: 404, message: 'no such erasure request' },
+  COSIGN_REFUSED: { status: 409, message: 'this node cannot confirm the erasure' },
   ERASURE_NOT_CANCELLABLE: { status: 409, message: 'the erasure request is not in a state that allows this' },
   REVIEW_NOT_FOUND: { status: 404, message: 'no such break-glass review' },
   RATE_LIMITED: { status: 429, message: 'too many requests from this member' },

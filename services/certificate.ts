@@ -15,6 +15,21 @@ import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25
 import { fail, isMedvaultError } from '../errors.ts';
 
 const DOMAIN = 'medvault-erasure-certificate-v1\n';
+const COSIGN_DOMAIN = 'medvault-erasure-cosignature-v1\n';
+
+/**
+ * A consortium node's confirmation of a certificate executed by another:
+ * it verified the certificate, found every tombstone on its own view of the
+ * shared ledger, and holds nothing of the records (or the subject's key)
+ * itself. It signs the certificate as signed by its executor.
+ */
+export interface Cosignature {
+  signer: string;
+  signerKey: string;
+  at: number;
+  confirmed: string;
+  sig: string;
+}
 
 export interface StoreConfirmation {
   ref: string;
@@ -44,6 +59,8 @@ export interface ErasureCertificate {
   signer: string;
   signerKey: string;
   sig: string;
+  /** Other nodes' confirmations; not covered by the executor's signature (they are added after it). */
+  cosignatures?: Cosignature[];
 }
 
 const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' };
@@ -116,12 +133,44 @@ const validateShape = new Ajv({ strict: true }).compile({
     signer: ID,
     signerKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
     sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+    cosignatures: {
+      type: 'array',
+      maxItems: 256,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['signer', 'signerKey', 'at', 'confirmed', 'sig'],
+        properties: {
+          signer: ID,
+          signerKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
+          at: { type: 'integer', minimum: 0 },
+          confirmed: TEXT,
+          sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+        },
+      },
+    },
   },
 });
 
 function signedBytes(cert: Omit<ErasureCertificate, 'sig'>): Uint8Array {
-  const { sig: _omit, ...unsigned } = cert as ErasureCertificate;
+  const { sig: _omit, cosignatures: _later, ...unsigned } = cert as ErasureCertificate;
   return Buffer.from(DOMAIN + canonicalJson(unsigned), 'utf8');
+}
+
+function cosignedBytes(cert: ErasureCertificate, cosigner: Omit<Cosignature, 'sig'>): Uint8Array {
+  const { cosignatures: _others, ...executed } = cert;
+  return Buffer.from(COSIGN_DOMAIN + canonicalJson({ certificate: executed, cosigner }), 'utf8');
+}
+
+/** A node's cosignature over a certificate it has checked (see Cosignature). */
+export function cosignCertificate(
+  cert: ErasureCertificate,
+  key: SigningKey,
+  confirmed: string,
+  at = Date.now(),
+): Cosignature {
+  const cosigner = { signer: key.id, signerKey: Buffer.from(key.publicKey).toString('base64'), at, confirmed };
+  return { ...cosigner, sig: Buffer.from(key.sign(cosignedBytes(cert, cosigner))).toString('base64') };
 }
 
 export function signCertificate(
@@ -143,14 +192,20 @@ export interface VerifiedCertificate {
   signer: string;
   records: number;
   keyDestroyed: boolean;
+  /** The node ids that cosigned it (each signature verified). */
+  cosigners: string[];
 }
 
 /**
  * Verifies a certificate offline; throws CERTIFICATE_INVALID saying what
  * failed. With `trusted`, the signer and every tombstone's block signer must
- * be among those key ids.
+ * be among those key ids; with `cosigners`, every cosigner must be one of
+ * those (every cosignature is verified either way; see `cosigners` in the result).
  */
-export function verifyCertificate(value: unknown, options: { trusted?: Iterable<string> } = {}): VerifiedCertificate {
+export function verifyCertificate(
+  value: unknown,
+  options: { trusted?: Iterable<string>; cosigners?: Iterable<string> } = {},
+): VerifiedCertificate {
   if (!validateShape(value)) {
     const [first] = validateShape.errors ?? [];
     fail('CERTIFICATE_INVALID', `not a certificate: ${first?.instancePath || 'certificate'} ${first?.message ?? ''}`);
@@ -191,5 +246,28 @@ export function verifyCertificate(value: unknown, options: { trusted?: Iterable<
       fail('CERTIFICATE_INVALID', `record ${record.recordId}: its tombstone is for another erasure`);
     }
   }
-  return { requestId: cert.requestId, signer: cert.signer, records: cert.records.length, keyDestroyed: !!cert.kms };
+  const cosigners: string[] = [];
+  const allowedCosigners = options.cosigners ? [...options.cosigners] : undefined;
+  for (const cosignature of cert.cosignatures ?? []) {
+    const { sig, ...cosigner } = cosignature;
+    const key = new Uint8Array(Buffer.from(cosigner.signerKey, 'base64'));
+    if (keyFingerprint(key) !== cosigner.signer || cosigner.signer === cert.signer) {
+      fail('CERTIFICATE_INVALID', `cosignature by ${cosigner.signer}: not a separate node's key`);
+    }
+    if (!verifySignature(key, cosignedBytes(cert, cosigner), new Uint8Array(Buffer.from(sig, 'base64')))) {
+      fail('CERTIFICATE_INVALID', `cosignature by ${cosigner.signer} does not verify`);
+    }
+    if (allowedCosigners && !allowedCosigners.includes(cosigner.signer)) {
+      fail('CERTIFICATE_INVALID', `cosigned by ${cosigner.signer}, which is not a trusted node key`);
+    }
+    if (cosigners.includes(cosigner.signer)) fail('CERTIFICATE_INVALID', `${cosigner.signer} cosigned twice`);
+    cosigners.push(cosigner.signer);
+  }
+  return {
+    requestId: cert.requestId,
+    signer: cert.signer,
+    records: cert.records.length,
+    keyDestroyed: !!cert.kms,
+    cosigners,
+  };
 }

@@ -129,7 +129,8 @@ export function buildProgram(): Command {
           (cert.kms
             ? `custodian key ${cert.kms.keyId} destroyed (${cert.kms.backend})`
             : 'record scope, custodian key kept') +
-          `; ${verified.records} tombstone receipt(s) verified`;
+          `; ${verified.records} tombstone receipt(s) verified` +
+          (verified.cosigners.length ? `; cosigned by ${verified.cosigners.join(', ')}` : '; no cosignatures');
       } else {
         const verified = verifyReceipt(document, trust);
         receipts.push(document as Receipt);

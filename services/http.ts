@@ -391,6 +391,34 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     { schema: { summary: 'Cancel a scheduled erasure inside its window (DPO); anchored', params: RECORD_PARAMS } },
     async (request) => vault.cancelErasure(member(request), (request.params as { id: string }).id),
   );
+  app.post(
+    '/v1/erasures/:id/cosign',
+    {
+      schema: {
+        summary: "Ask the consortium's other nodes again for missing cosignatures (DPO)",
+        params: RECORD_PARAMS,
+      },
+    },
+    async (request) => vault.recollectCosignatures(member(request), (request.params as { id: string }).id),
+  );
+  app.post(
+    '/v1/cosign',
+    {
+      // Node to node: what is asked is checked against public facts (the certificate, the shared
+      // ledger) and this node's own holdings, so no member signature is needed; rate-limited by address.
+      config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
+      schema: {
+        summary: 'A peer node asks this node to confirm and cosign an erasure it executed',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['certificate'],
+          properties: { certificate: { type: 'object' } },
+        },
+      },
+    },
+    async (request) => vault.cosign((request.body as { certificate: unknown }).certificate),
+  );
   app.get(
     '/v1/erasures/:id/sweep',
     {

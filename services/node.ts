@@ -27,7 +27,7 @@ import type { SealingSecret } from '../kms/sealed-file.ts';
 import { openBlobStore, type StoreConfig } from '../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from './client.ts';
 import { Metadata } from './metadata.ts';
-import { Vault } from './vault.ts';
+import { type Peer, Vault } from './vault.ts';
 
 export interface NodeConfig {
   version: 1;
@@ -36,6 +36,8 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
+  /** The consortium's other nodes (key id and API URL): they cosign each other's erasure certificates. */
+  peers?: Peer[];
   /** Log files the post-erasure sweep also searches (MEDVAULT_SWEEP_LOGS adds more, colon-separated). */
   sweepLogs?: string[];
   /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */
@@ -110,6 +112,7 @@ export async function initNode(
 }
 
 export interface NodeOverrides {
+  peers?: Peer[];
   /** Custody on a PKCS#11 token instead of the configured custody. */
   kms?: { backend: 'pkcs11'; library: string; token: string; pin: string };
   /** A ledger URI instead of the configured one (default MEDVAULT_LEDGER). */
@@ -148,6 +151,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     node,
     ownsStore: storeConfig.kind === 'fs',
     sweepFiles,
+    peers: overrides.peers ?? config.peers ?? [],
   });
 }
 

@@ -20,7 +20,7 @@ import type { Readable } from 'node:stream';
 import { Batcher, type BatcherOptions } from '../anchor/batcher.ts';
 import { eventLeaf } from '../anchor/block.ts';
 import type { LedgerEvent } from '../anchor/events.ts';
-import type { Ledger } from '../anchor/ledger.ts';
+import { checkReceiptOnLedger, type Ledger } from '../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
 import { coreTransform } from '../crypto/age.ts';
 import { keyFingerprint, type SigningKey } from '../crypto/ed25519.ts';
@@ -33,7 +33,13 @@ import { check, fail, isMedvaultError } from '../errors.ts';
 import type { Kms } from '../kms/kms.ts';
 import { logger } from '../log.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import { type ErasureCertificate, signCertificate } from './certificate.ts';
+import {
+  type Cosignature,
+  cosignCertificate,
+  type ErasureCertificate,
+  signCertificate,
+  verifyCertificate,
+} from './certificate.ts';
 import type { GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
 import { authorize } from './policy.ts';
 import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
@@ -57,11 +63,20 @@ export interface VaultDeps {
   /** Whether this node owns its store alone, so start-up may collect unreferenced blobs. */
   ownsStore?: boolean;
   clock?: () => number;
+  /** The consortium's other nodes: they cosign this node's erasure certificates, and it theirs. */
+  peers?: Peer[];
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
 }
 
 export type ErasureTarget = { subject: string } | { recordId: string };
+
+export interface Peer {
+  /** The peer node's key id. */
+  id: string;
+  /** Its API, e.g. http://10.0.0.2:7400. */
+  url: string;
+}
 
 export interface GrantInput {
   reader: string;
@@ -117,6 +132,7 @@ export class Vault {
   readonly #now: () => number;
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
+  #peers: Peer[];
 
   private constructor(deps: VaultDeps) {
     this.#m = deps.metadata;
@@ -126,6 +142,7 @@ export class Vault {
     this.#node = deps.node;
     this.#now = deps.clock ?? Date.now;
     this.#sweepFiles = deps.sweepFiles ?? (async () => ({ data: [], logs: [] }));
+    this.#peers = deps.peers ?? [];
     this.#batcher = new Batcher(deps.ledger, deps.node, deps.batcher);
   }
 
@@ -773,7 +790,93 @@ export class Vault {
     this.#m.finishErasure(requestId, JSON.stringify(certificate));
     this.#m.checkpoint();
     logger.info({ requestId, records: records.length, scope: request.scope }, 'erasure executed');
-    return certificate;
+    return this.#gatherCosignatures(certificate);
+  }
+
+  /** The consortium's other nodes, for cosigning (configuration, or a test wiring nodes up). */
+  setPeers(peers: Peer[]): void {
+    this.#peers = [...peers];
+  }
+
+  /**
+   * Asks every peer to confirm the certificate and keeps the cosignatures
+   * that verify. A peer that is down or refuses is logged and left out; the
+   * DPO can ask again (POST /v1/erasures/:id/cosign).
+   */
+  async #gatherCosignatures(certificate: ErasureCertificate): Promise<ErasureCertificate> {
+    if (this.#peers.length === 0) return certificate;
+    const cosignatures = [...(certificate.cosignatures ?? [])];
+    for (const peer of this.#peers) {
+      if (cosignatures.some((c) => c.signer === peer.id)) continue;
+      try {
+        const response = await fetch(`${peer.url.replace(/\/$/, '')}/v1/cosign`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ certificate }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        const body = (await response.json()) as Cosignature & { code?: string; message?: string };
+        if (!response.ok) {
+          logger.warn({ peer: peer.id, code: body.code, requestId: certificate.requestId }, 'peer refused to cosign');
+          continue;
+        }
+        const withIt = { ...certificate, cosignatures: [...cosignatures, body] };
+        const { cosigners } = verifyCertificate(withIt);
+        if (!cosigners.includes(peer.id)) throw new Error('the cosignature is not by that peer');
+        cosignatures.push(body);
+      } catch (err) {
+        logger.warn({ peer: peer.id, err: (err as Error).message, requestId: certificate.requestId }, 'no cosignature');
+      }
+    }
+    const cosigned = { ...certificate, cosignatures };
+    this.#m.finishErasure(certificate.requestId, JSON.stringify(cosigned));
+    return cosigned;
+  }
+
+  /** Asks the peers again for the cosignatures a certificate lacks (DPO). */
+  async recollectCosignatures(actor: MemberRow, requestId: string): Promise<ErasureCertificate> {
+    return this.#gatherCosignatures(this.erasureCertificate(actor, requestId));
+  }
+
+  /**
+   * Confirms another node's erasure: the certificate verifies (signed by a
+   * known peer), its filing and every tombstone are on this node's view of
+   * the shared ledger, and this node holds none of the records nor, for a
+   * subject, a custodian key of its own. Then it cosigns with its node key.
+   */
+  async cosign(value: unknown): Promise<Cosignature> {
+    const certificate = value as ErasureCertificate;
+    const peerIds = this.#peers.map((p) => p.id);
+    const verified = verifyCertificate(value, { trusted: [...peerIds, this.#node.id] });
+    if (!peerIds.includes(verified.signer)) fail('COSIGN_REFUSED', `${verified.signer} is not a peer of this node`);
+    let head = 0;
+    try {
+      for (const receipt of [certificate.filed, ...certificate.records.map((r) => r.tombstone)]) {
+        ({ headHeight: head } = await checkReceiptOnLedger(this.#ledger, receipt));
+      }
+    } catch (err) {
+      if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID')
+        fail('COSIGN_REFUSED', `not on this ledger: ${err.message}`);
+      throw err;
+    }
+    for (const { recordId } of certificate.records) {
+      const held = this.#m.record(recordId);
+      if (held && (held.state !== 'erased' || held.header !== null || held.blobRef !== null)) {
+        fail('COSIGN_REFUSED', `this node still holds record ${recordId}`);
+      }
+    }
+    if ('subject' in certificate.scope) {
+      const active = this.#m.recordsOf(certificate.scope.subject, 'active').length;
+      if (active > 0) fail('COSIGN_REFUSED', `this node holds ${active} record(s) of the subject: erase them here too`);
+      const holds = (await this.#kms.holds?.(certificate.scope.subject)) ?? [];
+      if (holds.length > 0) fail('COSIGN_REFUSED', `this node's KMS still holds ${holds.join('; ')}`);
+    }
+    return cosignCertificate(
+      certificate,
+      this.#node,
+      `verified the certificate and its ${certificate.records.length} tombstone(s) on the ledger (head ${head}); ` +
+        `this node holds none of the records${'subject' in certificate.scope ? ' and no custodian key for the subject' : ''}`,
+    );
   }
 
   // Health.

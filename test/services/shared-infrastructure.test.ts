@@ -7,6 +7,8 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyCertificate } from '../../services/certificate.ts';
+import { signRequest } from '../../services/signing.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
@@ -82,6 +84,46 @@ afterAll(async () => {
   await s3?.stop();
   await ipfs?.stop();
   await cluster?.stop();
+});
+
+describe('a consortium: a second node on the same etcd ledger cosigns erasures', () => {
+  it('node B confirms node A’s erasure only once it holds nothing of the subject itself', async () => {
+    const ledger = `etcd://${cluster.members.map((m) => m.clientUrl.replace('http://', '')).join(',')}/vault-test`;
+    const b = await startNode({ overrides: { ledger } });
+    try {
+      node.vault.setPeers([{ id: b.vault.nodeId, url: b.url }]);
+      b.vault.setPeers([{ id: node.vault.nodeId, url: node.url }]);
+      const subject = 'c'.repeat(64);
+      const bHospital = await b.addMember('hospital-b', 'uploader');
+      const bDpo = await b.addMember('dpo-b', 'dpo');
+      const upload = (client: TestMember['client']) =>
+        client.upload(bytes(5000, 4), { subject, readers: [], purpose: 'treatment', expiresAt: Date.now() + DAY });
+      await upload(hospital.client);
+      await upload(bHospital.client); // B holds a record of the same patient, under its own custodian key
+      const first = await dpo.client.erase({ subject });
+      expect(verifyCertificate(first).cosigners).toEqual([]); // B refused: it still holds the subject
+      const bCertificate = await bDpo.client.erase({ subject }); // B erases its own; A cosigns that
+      expect(verifyCertificate(bCertificate).cosigners).toEqual([node.vault.nodeId]);
+      const again = await fetch(`${node.url}/v1/erasures/${first.requestId}/cosign`, {
+        method: 'POST',
+        headers: signRequest(dpo.keys.signing, 'POST', `/v1/erasures/${first.requestId}/cosign`, undefined),
+      });
+      const cosigned = (await again.json()) as typeof first;
+      const verified = verifyCertificate(cosigned, {
+        trusted: [node.vault.nodeId, b.vault.nodeId],
+        cosigners: [b.vault.nodeId],
+      });
+      expect(() => verifyCertificate(cosigned, { cosigners: [node.vault.nodeId] })).toThrow(/not a trusted node key/);
+      expect(verified.cosigners).toEqual([b.vault.nodeId]);
+      expect(cosigned.cosignatures?.[0]?.confirmed).toMatch(/no custodian key for the subject/);
+      // A cosignature moved to another certificate does not verify.
+      const forged = { ...bCertificate, cosignatures: cosigned.cosignatures };
+      expect(() => verifyCertificate(forged)).toThrow(/cosignature by .* does not verify|not a separate node/);
+    } finally {
+      node.vault.setPeers([]);
+      await b.stop();
+    }
+  }, 60_000);
 });
 
 describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
