@@ -194,6 +194,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       const certFile = join(work, 'erasure-certificate.json');
       writeFileSync(certFile, `${JSON.stringify(certificate, null, 2)}\n`);
       say(`   certificate signed by the node, saved as ${certFile}. ${seconds(t0)}`);
+      const sweep = await dpo.client.sweep(certificate.requestId);
+      say(
+        `   the sweep looked in ${sweep.checked.length} places (stores, KMS, metadata, the node's files) and found ${
+          sweep.findings.length === 0 ? 'no trace' : `${sweep.findings.length} trace(s)`
+        }`,
+      );
       const gone = await stMary.client.record(record.id).catch((e) => e);
       say(
         `   the record now answers: ${isMedvaultError(gone) ? `${gone.code} (HTTP ${gone.info?.status})` : 'STILL THERE'}\n`,

@@ -12,6 +12,7 @@ describe('medvault demo', () => {
     expect(text).toContain("the insurer's next fetch: refused, NO_GRANT");
     expect(text).toMatch(/access given \(2097152 bytes\) and anchored as access\.emergency/);
     expect(text).toContain('the record now answers: RECORD_ERASED (HTTP 410)');
+    expect(text).toMatch(/the sweep looked in \d+ places .* and found no trace/);
     expect(text).toMatch(/certificate OK: 1 record\(s\), key destroyed: true/);
     expect(text).toMatch(/ledger OK: \d+ blocks/);
     expect(text).not.toMatch(/NOT REFUSED|DIFFERENT|STILL THERE|: NO \(/);

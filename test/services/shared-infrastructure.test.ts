@@ -109,6 +109,8 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
         headers: signRequest(dpo.keys.signing, 'POST', `/v1/erasures/${first.requestId}/cosign`, undefined),
       });
       const cosigned = (await again.json()) as typeof first;
+      expect((await dpo.client.sweep(first.requestId)).findings).toEqual([]);
+      expect((await bDpo.client.sweep(bCertificate.requestId)).findings).toEqual([]);
       const verified = verifyCertificate(cosigned, {
         trusted: [node.vault.nodeId, b.vault.nodeId],
         cosigners: [b.vault.nodeId],
@@ -152,6 +154,7 @@ describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
     expect(filesUnder(local).some((f) => f.endsWith(record.ciphertextHash))).toBe(false);
     expect(s3Objects()).toEqual([]);
     expect(await ipfsPins()).not.toContain(ipfsRef);
+    expect((await dpo.client.sweep(certificate.requestId)).findings).toEqual([]);
   });
 
   it('with the ledger down an upload answers 503 and leaves no blob in any store', async () => {

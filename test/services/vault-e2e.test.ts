@@ -97,5 +97,6 @@ describe('the vault end to end', () => {
     await expect(radiologist.client.fetch(recordId, { path: join(out, 'z') })).rejects.toMatchObject({
       code: 'RECORD_ERASED',
     });
+    expect((await dpo.client.sweep(certificate.requestId)).findings).toEqual([]);
   });
 });
