@@ -5,8 +5,9 @@
  * erasure destroys it. Backends: `local` (a sealed keystore file, default)
  * and, later, `pkcs11` (an HSM).
  */
-import type { StreamCore } from '../crypto/age.ts';
+import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
 import type { Recipient } from '../crypto/header.ts';
+import type { X25519Identity } from '../crypto/x25519.ts';
 
 export interface DestroyResult {
   subject: string;
@@ -42,4 +43,26 @@ export interface Kms {
   holds?(subject: string): Promise<string[]>;
   /** Releases what the backend holds open (a token session). */
   close?(): Promise<void>;
+}
+
+/** `rewrap` for a backend that holds the custodian identity for the call: same file key, new readers. */
+export function rewrapWith(custodian: X25519Identity, header: Uint8Array, readers: readonly Recipient[]): Uint8Array {
+  const { fileKey } = openHeader(header, [custodian]);
+  const out = buildHeader(fileKey, [...readers, custodian.recipient]).bytes;
+  fileKey.fill(0);
+  return out;
+}
+
+/** `reencrypt` for such a backend: a new file key, its header, and the payload re-encryption core. */
+export function reencryptWith(
+  custodian: X25519Identity,
+  header: Uint8Array,
+  readers: readonly Recipient[],
+): { header: Uint8Array; core: StreamCore } {
+  const { fileKey } = openHeader(header, [custodian]);
+  const next = generateFileKey();
+  return {
+    header: buildHeader(next, [...readers, custodian.recipient]).bytes,
+    core: new PayloadReencryptor(fileKey, next),
+  };
 }

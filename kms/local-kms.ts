@@ -11,13 +11,13 @@
  * where that matters; the erasure certificate names the backend used.
  */
 
-import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
+import type { StreamCore } from '../crypto/age.ts';
 import { keyFingerprint, SigningKey } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
-import type { DestroyResult, Kms } from './kms.ts';
+import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 
 const SUBJECT = /^[0-9a-f]{64}$/; // a keyed pseudonym, never a name
@@ -102,9 +102,7 @@ export class LocalKms implements Kms {
   }
 
   async rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array> {
-    const { identity } = this.#identity(subject);
-    const { fileKey } = openHeader(header, [identity]);
-    return buildHeader(fileKey, [...readers, identity.recipient]).bytes;
+    return rewrapWith(this.#identity(subject).identity, header, readers);
   }
 
   async reencrypt(
@@ -112,13 +110,7 @@ export class LocalKms implements Kms {
     header: Uint8Array,
     readers: readonly Recipient[],
   ): Promise<{ header: Uint8Array; core: StreamCore }> {
-    const { identity } = this.#identity(subject);
-    const { fileKey } = openHeader(header, [identity]);
-    const next = generateFileKey();
-    return {
-      header: buildHeader(next, [...readers, identity.recipient]).bytes,
-      core: new PayloadReencryptor(fileKey, next),
-    };
+    return reencryptWith(this.#identity(subject).identity, header, readers);
   }
 
   /** Makes a member's Ed25519 signing key and X25519 age identity; KMS_MEMBER_EXISTS if it has them. */

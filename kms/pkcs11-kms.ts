@@ -21,13 +21,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import pkcs11js from 'pkcs11js';
-import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
+import type { StreamCore } from '../crypto/age.ts';
 import { keyFingerprint } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { check, fail, MedvaultError } from '../errors.ts';
-import type { DestroyResult, Kms } from './kms.ts';
+import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
 
 const SUBJECT = /^[0-9a-f]{64}$/;
 const LABEL = (subject: string) => `medvault-custodian:${subject}`;
@@ -243,11 +243,7 @@ export class Pkcs11Kms implements Kms {
   }
 
   async rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array> {
-    const identity = this.#identity(subject);
-    const { fileKey } = openHeader(header, [identity]);
-    const out = buildHeader(fileKey, [...readers, identity.recipient]).bytes;
-    fileKey.fill(0);
-    return out;
+    return rewrapWith(this.#identity(subject), header, readers);
   }
 
   async reencrypt(
@@ -255,13 +251,7 @@ export class Pkcs11Kms implements Kms {
     header: Uint8Array,
     readers: readonly Recipient[],
   ): Promise<{ header: Uint8Array; core: StreamCore }> {
-    const identity = this.#identity(subject);
-    const { fileKey } = openHeader(header, [identity]);
-    const next = generateFileKey();
-    return {
-      header: buildHeader(next, [...readers, identity.recipient]).bytes,
-      core: new PayloadReencryptor(fileKey, next),
-    };
+    return reencryptWith(this.#identity(subject), header, readers);
   }
 
   async destroy(subject: string): Promise<DestroyResult> {

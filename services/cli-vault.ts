@@ -159,7 +159,7 @@ export function addVaultCommands(program: Command): void {
         vault.expireGrants().catch((err) => logger.error({ err }, 'grant expiry sweep failed'));
       }, 60_000);
       const erasures = setInterval(() => {
-        vault.runDueErasures().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
+        vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;

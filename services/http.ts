@@ -18,9 +18,10 @@ import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client
 import { verifySignature } from '../crypto/ed25519.ts';
 import { ERRORS, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
+import type { ErasureTarget } from './erasure.ts';
 import type { MemberRow } from './metadata.ts';
 import { bodyHash, HEADER, requestMessage, UNSIGNED_PAYLOAD } from './signing.ts';
-import type { ErasureTarget, Opened, Vault } from './vault.ts';
+import type { Opened, Vault } from './vault.ts';
 
 export interface ServerOptions {
   /** How far a signed request's time may be from the node's clock, ms (default 60 s). */
@@ -371,25 +372,25 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     async (request, reply) => {
       const { delaySeconds = 0, ...target } = request.body as ErasureTarget & { delaySeconds?: number };
       if (delaySeconds > 0) {
-        return reply.code(202).send(await vault.fileErasure(member(request), target, delaySeconds * 1000));
+        return reply.code(202).send(await vault.erasures.file(member(request), target, delaySeconds * 1000));
       }
-      const certificate = await vault.erase(member(request), target);
+      const certificate = await vault.erasures.erase(member(request), target);
       metrics.erasures.inc(certificate.records.length);
       return reply.code(201).send(certificate);
     },
   );
   app.get('/v1/erasures', { schema: { summary: 'Erasure requests and their states (DPO)' } }, async (request) => ({
-    erasures: vault.listErasures(member(request)),
+    erasures: vault.erasures.list(member(request)),
   }));
   app.get(
     '/v1/erasures/:id',
     { schema: { summary: "An executed erasure's certificate (DPO)", params: RECORD_PARAMS } },
-    async (request) => vault.erasureCertificate(member(request), (request.params as { id: string }).id),
+    async (request) => vault.erasures.certificate(member(request), (request.params as { id: string }).id),
   );
   app.post(
     '/v1/erasures/:id/cancel',
     { schema: { summary: 'Cancel a scheduled erasure inside its window (DPO); anchored', params: RECORD_PARAMS } },
-    async (request) => vault.cancelErasure(member(request), (request.params as { id: string }).id),
+    async (request) => vault.erasures.cancel(member(request), (request.params as { id: string }).id),
   );
   app.post(
     '/v1/erasures/:id/cosign',
@@ -399,7 +400,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
         params: RECORD_PARAMS,
       },
     },
-    async (request) => vault.recollectCosignatures(member(request), (request.params as { id: string }).id),
+    async (request) => vault.erasures.recollect(member(request), (request.params as { id: string }).id),
   );
   app.post(
     '/v1/cosign',
@@ -417,7 +418,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
         },
       },
     },
-    async (request) => vault.cosign((request.body as { certificate: unknown }).certificate),
+    async (request) => vault.erasures.cosign((request.body as { certificate: unknown }).certificate),
   );
   app.get(
     '/v1/erasures/:id/sweep',
@@ -427,7 +428,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
         params: RECORD_PARAMS,
       },
     },
-    async (request) => vault.sweep(member(request), (request.params as { id: string }).id),
+    async (request) => vault.erasures.sweep(member(request), (request.params as { id: string }).id),
   );
   app.get(
     '/v1/reviews',

@@ -17,10 +17,9 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Batcher, type BatcherOptions } from '../anchor/batcher.ts';
+import type { BatcherOptions } from '../anchor/batcher.ts';
 import { eventLeaf } from '../anchor/block.ts';
-import type { LedgerEvent } from '../anchor/events.ts';
-import { checkReceiptOnLedger, type Ledger } from '../anchor/ledger.ts';
+import type { Ledger } from '../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
 import { coreTransform } from '../crypto/age.ts';
 import { keyFingerprint, type SigningKey } from '../crypto/ed25519.ts';
@@ -33,19 +32,11 @@ import { check, fail, isMedvaultError } from '../errors.ts';
 import type { Kms } from '../kms/kms.ts';
 import { logger } from '../log.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import {
-  type Cosignature,
-  cosignCertificate,
-  type ErasureCertificate,
-  signCertificate,
-  verifyCertificate,
-} from './certificate.ts';
+import { Erasures, type Peer } from './erasure.ts';
 import type { GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
 import { authorize } from './policy.ts';
-import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
+import { checkSubject, ID, newId, VaultCore } from './vault-core.ts';
 
-const ID = /^[0-9a-f]{32}$/;
-const SUBJECT = /^[0-9a-f]{64}$/;
 const PURPOSE = /^[a-z][a-z0-9._-]{0,39}$/;
 const MAX_READERS = 64;
 const TAG_LENGTH = 16;
@@ -69,14 +60,7 @@ export interface VaultDeps {
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
 }
 
-export type ErasureTarget = { subject: string } | { recordId: string };
-
-export interface Peer {
-  /** The peer node's key id. */
-  id: string;
-  /** Its API, e.g. http://10.0.0.2:7400. */
-  url: string;
-}
+export type { ErasureTarget, Peer } from './erasure.ts';
 
 export interface GrantInput {
   reader: string;
@@ -120,65 +104,49 @@ export interface Opened {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
-export const newId = () => randomBytes(16).toString('hex');
 
 export class Vault {
-  readonly #m: Metadata;
-  readonly #kms: Kms;
-  readonly #store: BlobStore;
-  readonly #ledger: Ledger;
-  readonly #batcher: Batcher;
-  readonly #node: SigningKey;
-  readonly #now: () => number;
-  readonly #locks = new Map<string, Promise<unknown>>();
-  readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
-  #peers: Peer[];
+  readonly #c: VaultCore;
+  /** The DPO's flows: erasure, cancel window, certificates and cosignatures, the sweep. */
+  readonly erasures: Erasures;
 
   private constructor(deps: VaultDeps) {
-    this.#m = deps.metadata;
-    this.#kms = deps.kms;
-    this.#store = deps.store;
-    this.#ledger = deps.ledger;
-    this.#node = deps.node;
-    this.#now = deps.clock ?? Date.now;
-    this.#sweepFiles = deps.sweepFiles ?? (async () => ({ data: [], logs: [] }));
-    this.#peers = deps.peers ?? [];
-    this.#batcher = new Batcher(deps.ledger, deps.node, deps.batcher);
+    this.#c = new VaultCore(deps);
+    this.erasures = new Erasures(this.#c, { peers: deps.peers, sweepFiles: deps.sweepFiles });
   }
 
   /** Opens the vault and finishes what a crash interrupted: pending uploads, erasures, stray blobs. */
   static async open(deps: VaultDeps): Promise<Vault> {
     const vault = new Vault(deps);
     await vault.#recoverPending();
-    for (const erasure of deps.metadata.unfinishedErasures()) await vault.#executeErasure(erasure.id);
-    await vault.runDueErasures();
+    await vault.erasures.resume();
     if (deps.ownsStore) await vault.#collectGarbage();
     return vault;
   }
 
   get nodeId(): string {
-    return this.#node.id;
+    return this.#c.node.id;
   }
 
   get nodeKey(): string {
-    return Buffer.from(this.#node.publicKey).toString('base64');
+    return Buffer.from(this.#c.node.publicKey).toString('base64');
   }
 
   get ledger(): Ledger {
-    return this.#ledger;
+    return this.#c.ledger;
   }
 
   // Members.
 
   /** The active member with this key id, for authentication. */
   member(id: string): MemberRow | undefined {
-    const row = this.#m.member(id);
+    const row = this.#c.m.member(id);
     return row && row.removedAt === null ? row : undefined;
   }
 
   listMembers(actor: MemberRow): MemberRow[] {
     authorize(actor, 'member.list');
-    return this.#m.members();
+    return this.#c.m.members();
   }
 
   /** Adds a member; `actor` null is the node itself (the first admin, at `medvault init`). */
@@ -195,14 +163,14 @@ export class Vault {
     );
     const recipient = X25519Recipient.parse(input.recipient); // KEY_INVALID when malformed
     const id = keyFingerprint(key);
-    if (this.#m.member(id) || this.#m.memberByName(input.name)) fail('MEMBER_EXISTS', input.name);
-    const at = this.#now();
-    const receipt = await this.#anchor({
+    if (this.#c.m.member(id) || this.#c.m.memberByName(input.name)) fail('MEMBER_EXISTS', input.name);
+    const at = this.#c.now();
+    const receipt = await this.#c.anchor({
       type: 'member.added',
       at,
       member: id,
       role: input.role,
-      by: actor?.id ?? this.#node.id,
+      by: actor?.id ?? this.#c.node.id,
     });
     const member: MemberRow = {
       id,
@@ -213,9 +181,9 @@ export class Vault {
       addedAt: at,
       removedAt: null,
     };
-    this.#m.transaction(() => {
-      this.#m.addMember(member);
-      this.#index(id, receipt);
+    this.#c.m.transaction(() => {
+      this.#c.m.addMember(member);
+      this.#c.index(id, receipt);
     });
     return { member, receipt };
   }
@@ -224,13 +192,13 @@ export class Vault {
     authorize(actor, 'member.remove');
     const member = this.member(id);
     if (!member) fail('MEMBER_NOT_FOUND', id);
-    const admins = this.#m.members().filter((m) => m.role === 'admin' && m.removedAt === null);
+    const admins = this.#c.m.members().filter((m) => m.role === 'admin' && m.removedAt === null);
     if (member.role === 'admin' && admins.length === 1) fail('FORBIDDEN', 'the last admin cannot be removed');
-    const at = this.#now();
-    const receipt = await this.#anchor({ type: 'member.removed', at, member: id, by: actor.id });
-    this.#m.transaction(() => {
-      this.#m.removeMember(id, at);
-      this.#index(id, receipt);
+    const at = this.#c.now();
+    const receipt = await this.#c.anchor({ type: 'member.removed', at, member: id, by: actor.id });
+    this.#c.m.transaction(() => {
+      this.#c.m.removeMember(id, at);
+      this.#c.index(id, receipt);
     });
     return { receipt };
   }
@@ -241,7 +209,7 @@ export class Vault {
   async custodian(actor: MemberRow, subject: string): Promise<{ recipient: string; keyId: string }> {
     authorize(actor, 'custodian');
     checkSubject(subject);
-    const { recipient, keyId } = await this.#kms.custodian(subject);
+    const { recipient, keyId } = await this.#c.kms.custodian(subject);
     return { recipient: String(recipient), keyId };
   }
 
@@ -257,7 +225,7 @@ export class Vault {
   ): Promise<{ record: RecordView; receipt: Receipt }> {
     authorize(actor, 'upload');
     checkSubject(input.subject);
-    checkGrantTerms(input.purpose, input.expiresAt, this.#now());
+    checkGrantTerms(input.purpose, input.expiresAt, this.#c.now());
     check(
       input.readers.length > 0 && input.readers.length <= MAX_READERS,
       'REQUEST_INVALID',
@@ -267,7 +235,7 @@ export class Vault {
     const { header: clientHeader, rest } = await readHeader(body);
     let header: Uint8Array;
     try {
-      header = await this.#kms.rewrap(input.subject, clientHeader, readers.map(recipientOf));
+      header = await this.#c.kms.rewrap(input.subject, clientHeader, readers.map(recipientOf));
     } catch (err) {
       if (isMedvaultError(err) && err.code === 'AGE_NO_IDENTITY') {
         fail('REQUEST_INVALID', "the header has no stanza for the subject's custodian key (encrypt to it)");
@@ -275,13 +243,13 @@ export class Vault {
       throw err;
     }
     // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
-    const ledgerFrom = ((await this.#ledger.head())?.height ?? -1) + 1;
-    const put = await this.#store.put(checkPayload(rest));
+    const ledgerFrom = ((await this.#c.ledger.head())?.height ?? -1) + 1;
+    const put = await this.#c.store.put(checkPayload(rest));
     const id = newId();
-    const at = this.#now();
+    const at = this.#c.now();
     let receipts: Receipt[];
     try {
-      this.#m.insertRecord({
+      this.#c.m.insertRecord({
         id,
         subject: input.subject,
         uploader: actor.id,
@@ -296,7 +264,7 @@ export class Vault {
         erasureId: null,
       });
       receipts = await Promise.all([
-        this.#anchor({
+        this.#c.anchor({
           type: 'record.created',
           at,
           recordId: id,
@@ -305,22 +273,24 @@ export class Vault {
           size: put.size,
           uploader: actor.id,
           subject: input.subject,
-          node: this.#node.id,
+          node: this.#c.node.id,
         }),
-        ...readers.map((r) => this.#anchor(grantEvent(id, r.id, actor.id, input, at))),
+        ...readers.map((r) => this.#c.anchor(grantEvent(id, r.id, actor.id, input, at))),
       ]);
     } catch (err) {
       // Nothing acknowledged: drop the row and the blob (start-up recovery does it if this process dies first).
-      this.#m.deleteRecord(id);
-      await this.#deleteBlobIfUnused(put.ref, id).catch((e) =>
-        logger.error({ err: e, recordId: id }, 'could not delete the blob of a failed upload; start-up GC will'),
-      );
+      this.#c.m.deleteRecord(id);
+      await this.#c
+        .deleteBlobIfUnused(put.ref, id)
+        .catch((e) =>
+          logger.error({ err: e, recordId: id }, 'could not delete the blob of a failed upload; start-up GC will'),
+        );
       throw err;
     }
-    this.#m.transaction(() => {
-      this.#m.activate(id);
+    this.#c.m.transaction(() => {
+      this.#c.m.activate(id);
       for (const r of readers) {
-        this.#m.upsertGrant({
+        this.#c.m.upsertGrant({
           recordId: id,
           reader: r.id,
           purpose: input.purpose,
@@ -329,17 +299,17 @@ export class Vault {
           expiresAt: input.expiresAt,
         });
       }
-      for (const receipt of receipts) this.#index(id, receipt);
+      for (const receipt of receipts) this.#c.index(id, receipt);
     });
     const created = receipts[0] as Receipt;
-    return { record: this.#view(this.#m.record(id) as RecordRow, true, created), receipt: created };
+    return { record: this.#view(this.#c.m.record(id) as RecordRow, true, created), receipt: created };
   }
 
   // Reading.
 
   /** A record's metadata and the receipt that fixes its ciphertext hash. */
   async record(actor: MemberRow, id: string): Promise<RecordView> {
-    const record = this.#record(id, { allowErased: true });
+    const record = this.#c.record(id, { allowErased: true });
     authorize(actor, 'record.read', this.#facts(record, actor));
     if (record.state === 'erased') fail('RECORD_ERASED', `erased at ${new Date(record.erasedAt ?? 0).toISOString()}`);
     const manager = record.uploader === actor.id || actor.role === 'dpo';
@@ -349,19 +319,19 @@ export class Vault {
   /** Fetch: a live grantee gets the header and a stream of the blob; the access is anchored first. */
   async open(actor: MemberRow, id: string): Promise<Opened> {
     await this.#dropExpiredStanzas(id);
-    const record = this.#record(id);
+    const record = this.#c.record(id);
     authorize(actor, 'fetch', this.#facts(record, actor));
     const content = await this.#contentReceipt(record);
-    const blob = await this.#store.get(record.blobRef as string);
+    const blob = await this.#c.store.get(record.blobRef as string);
     try {
-      const receipt = await this.#anchor({
+      const receipt = await this.#c.anchor({
         type: 'record.accessed',
-        at: this.#now(),
+        at: this.#c.now(),
         recordId: id,
         reader: actor.id,
-        node: this.#node.id,
+        node: this.#c.node.id,
       });
-      this.#m.transaction(() => this.#index(id, receipt));
+      this.#c.m.transaction(() => this.#c.index(id, receipt));
       return { record, header: record.header as Uint8Array, blob, receipt, content };
     } catch (err) {
       blob.destroy();
@@ -382,29 +352,29 @@ export class Vault {
       'REQUEST_INVALID',
       'state the reason for emergency access in 10 to 1000 characters',
     );
-    return this.#locked(id, async () => {
-      const record = this.#record(id);
-      const readers = this.#m.liveGrants(id, this.#now()).map((g) => this.#reader(g.reader));
-      const header = await this.#kms.rewrap(record.subject, record.header as Uint8Array, [
+    return this.#c.locked(id, async () => {
+      const record = this.#c.record(id);
+      const readers = this.#c.m.liveGrants(id, this.#c.now()).map((g) => this.#reader(g.reader));
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, [
         ...readers.map(recipientOf),
         X25519Recipient.parse(actor.recipient),
       ]);
       const content = await this.#contentReceipt(record);
-      const blob = await this.#store.get(record.blobRef as string);
+      const blob = await this.#c.store.get(record.blobRef as string);
       const salt = randomBytes(32).toString('hex');
       const reviewId = newId();
       try {
-        const at = this.#now();
-        const receipt = await this.#anchor({
+        const at = this.#c.now();
+        const receipt = await this.#c.anchor({
           type: 'access.emergency',
           at,
           recordId: id,
           reader: actor.id,
           reasonDigest: createHmac('sha256', Buffer.from(salt, 'hex')).update(reason, 'utf8').digest('hex'),
         });
-        this.#m.transaction(() => {
-          this.#index(id, receipt);
-          this.#m.addReview({ id: reviewId, recordId: id, reader: actor.id, reason, salt, at });
+        this.#c.m.transaction(() => {
+          this.#c.index(id, receipt);
+          this.#c.m.addReview({ id: reviewId, recordId: id, reader: actor.id, reason, salt, at });
         });
         return { record, header, blob, receipt, content, reviewId };
       } catch (err) {
@@ -417,24 +387,24 @@ export class Vault {
   // Grants.
 
   async grant(actor: MemberRow, id: string, input: GrantInput): Promise<{ receipt: Receipt }> {
-    checkGrantTerms(input.purpose, input.expiresAt, this.#now());
-    return this.#locked(id, async () => {
-      const record = this.#record(id);
+    checkGrantTerms(input.purpose, input.expiresAt, this.#c.now());
+    return this.#c.locked(id, async () => {
+      const record = this.#c.record(id);
       authorize(actor, 'grant', this.#facts(record, actor));
       const reader = this.#reader(input.reader);
-      const now = this.#now();
-      const readers = this.#m
+      const now = this.#c.now();
+      const readers = this.#c.m
         .liveGrants(id, now)
         .filter((g) => g.reader !== reader.id)
         .map((g) => this.#reader(g.reader));
-      const header = await this.#kms.rewrap(record.subject, record.header as Uint8Array, [
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, [
         ...readers.map(recipientOf),
         recipientOf(reader),
       ]);
-      const receipt = await this.#anchor(grantEvent(id, reader.id, actor.id, input, now));
-      this.#m.transaction(() => {
-        this.#m.setHeader(id, header);
-        this.#m.upsertGrant({
+      const receipt = await this.#c.anchor(grantEvent(id, reader.id, actor.id, input, now));
+      this.#c.m.transaction(() => {
+        this.#c.m.setHeader(id, header);
+        this.#c.m.upsertGrant({
           recordId: id,
           reader: reader.id,
           purpose: input.purpose,
@@ -442,7 +412,7 @@ export class Vault {
           grantedBy: actor.id,
           grantedAt: now,
         });
-        this.#index(id, receipt);
+        this.#c.index(id, receipt);
       });
       return { receipt };
     });
@@ -455,35 +425,35 @@ export class Vault {
    * so a copy of the old header no longer opens anything the vault serves.
    */
   async revoke(actor: MemberRow, id: string, readerId: string, options: { reencrypt?: boolean } = {}) {
-    return this.#locked(id, async () => {
-      const record = this.#record(id);
+    return this.#c.locked(id, async () => {
+      const record = this.#c.record(id);
       authorize(actor, 'revoke', this.#facts(record, actor));
-      const now = this.#now();
-      const grant = this.#m.grant(id, readerId);
+      const now = this.#c.now();
+      const grant = this.#c.m.grant(id, readerId);
       if (!grant || grant.revokedAt !== null) fail('NO_GRANT', `member ${readerId} holds no grant on this record`);
-      const readers = this.#m
+      const readers = this.#c.m
         .liveGrants(id, now)
         .filter((g) => g.reader !== readerId)
         .map((g) => this.#reader(g.reader, { allowRemoved: true }));
       const recipients = readers.map(recipientOf);
       if (!options.reencrypt) {
-        const header = await this.#kms.rewrap(record.subject, record.header as Uint8Array, recipients);
-        const receipt = await this.#anchor(revokeEvent(id, readerId, actor.id, false, now));
-        this.#m.transaction(() => {
-          this.#m.setHeader(id, header);
-          this.#m.revokeGrant(id, readerId, now);
-          this.#index(id, receipt);
+        const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients);
+        const receipt = await this.#c.anchor(revokeEvent(id, readerId, actor.id, false, now));
+        this.#c.m.transaction(() => {
+          this.#c.m.setHeader(id, header);
+          this.#c.m.revokeGrant(id, readerId, now);
+          this.#c.index(id, receipt);
         });
         return { receipt };
       }
-      const { header, core } = await this.#kms.reencrypt(record.subject, record.header as Uint8Array, recipients);
-      const old = await this.#store.get(record.blobRef as string);
-      const put = await this.#store.put(old.pipe(coreTransform(core)));
+      const { header, core } = await this.#c.kms.reencrypt(record.subject, record.header as Uint8Array, recipients);
+      const old = await this.#c.store.get(record.blobRef as string);
+      const put = await this.#c.store.put(old.pipe(coreTransform(core)));
       let receipts: Receipt[];
       try {
         receipts = await Promise.all([
-          this.#anchor(revokeEvent(id, readerId, actor.id, true, now)),
-          this.#anchor({
+          this.#c.anchor(revokeEvent(id, readerId, actor.id, true, now)),
+          this.#c.anchor({
             type: 'record.reencrypted',
             at: now,
             recordId: id,
@@ -494,38 +464,38 @@ export class Vault {
           }),
         ]);
       } catch (err) {
-        await this.#deleteBlobIfUnused(put.ref, id).catch(() => {});
+        await this.#c.deleteBlobIfUnused(put.ref, id).catch(() => {});
         throw err;
       }
-      this.#m.transaction(() => {
-        this.#m.setHeader(id, header);
-        this.#m.setBlob(id, put.ref, put.sha256, put.size);
-        this.#m.revokeGrant(id, readerId, now);
-        for (const r of receipts) this.#index(id, r);
+      this.#c.m.transaction(() => {
+        this.#c.m.setHeader(id, header);
+        this.#c.m.setBlob(id, put.ref, put.sha256, put.size);
+        this.#c.m.revokeGrant(id, readerId, now);
+        for (const r of receipts) this.#c.index(id, r);
       });
-      await this.#deleteBlobIfUnused(record.blobRef as string, id);
+      await this.#c.deleteBlobIfUnused(record.blobRef as string, id);
       return { receipt: receipts[0] as Receipt, reencrypted: receipts[1] as Receipt };
     });
   }
 
   /** Drops the stanzas of every grant that has expired (run on a timer by the server). */
   async expireGrants(): Promise<number> {
-    const ids = this.#m.recordsWithExpiredStanzas(this.#now());
+    const ids = this.#c.m.recordsWithExpiredStanzas(this.#c.now());
     for (const id of ids) await this.#dropExpiredStanzas(id);
     return ids.length;
   }
 
   async #dropExpiredStanzas(id: string): Promise<void> {
-    const now = this.#now();
-    if (!this.#m.recordsWithExpiredStanzas(now).includes(id)) return;
-    await this.#locked(id, async () => {
-      const record = this.#m.record(id);
+    const now = this.#c.now();
+    if (!this.#c.m.recordsWithExpiredStanzas(now).includes(id)) return;
+    await this.#c.locked(id, async () => {
+      const record = this.#c.m.record(id);
       if (record?.state !== 'active') return;
-      const readers = this.#m.liveGrants(id, now).map((g) => this.#reader(g.reader, { allowRemoved: true }));
-      const header = await this.#kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
-      this.#m.transaction(() => {
-        this.#m.setHeader(id, header);
-        this.#m.markDropped(id, now);
+      const readers = this.#c.m.liveGrants(id, now).map((g) => this.#reader(g.reader, { allowRemoved: true }));
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
+      this.#c.m.transaction(() => {
+        this.#c.m.setHeader(id, header);
+        this.#c.m.markDropped(id, now);
       });
     });
   }
@@ -534,349 +504,21 @@ export class Vault {
 
   /** A record's trail, read from the ledger: every event anchored for it, each with its receipt. */
   async audit(actor: MemberRow, id: string): Promise<{ recordId: string; events: Receipt[] }> {
-    const record = this.#record(id, { allowErased: true });
+    const record = this.#c.record(id, { allowErased: true });
     authorize(actor, 'audit', this.#facts(record, actor));
-    const trees = new Map<number, { block: Awaited<ReturnType<Ledger['get']>>; tree: MerkleTree }>();
-    const events: Receipt[] = [];
-    for (const anchor of this.#m.anchors(id)) events.push(await this.#receiptAt(anchor.height, anchor.leaf, trees));
-    return { recordId: id, events };
+    return { recordId: id, events: await this.#c.receiptsOf(id) };
   }
 
   reviews(actor: MemberRow, open = true) {
     authorize(actor, 'review');
-    return this.#m.reviews(open);
+    return this.#c.m.reviews(open);
   }
 
   closeReview(actor: MemberRow, id: string, outcome: 'justified' | 'unjustified'): void {
     authorize(actor, 'review');
-    const review = this.#m.review(id);
+    const review = this.#c.m.review(id);
     if (!review) fail('REVIEW_NOT_FOUND', id);
-    this.#m.closeReview(id, actor.id, this.#now(), outcome);
-  }
-
-  // Erasure.
-
-  /**
-   * Erases a subject (every record, and its custodian key) or one record (the
-   * subject's key stays for its other records). Steps, each resumable after a
-   * crash or an outage: (1) in one transaction the records turn 410 and lose
-   * their headers, grants and break-glass reasons; (2) the custodian key is
-   * destroyed; (3) each blob is deleted from every store; (4) a tombstone is
-   * anchored per record; (5) the signed certificate is kept and returned.
-   */
-  async erase(actor: MemberRow, target: ErasureTarget): Promise<ErasureCertificate> {
-    const { requestId } = await this.fileErasure(actor, target, 0);
-    return this.#executeErasure(requestId);
-  }
-
-  /**
-   * Files an erasure request, anchored as erasure.filed. With a delay it is
-   * scheduled: a DPO may cancel it until `executeAt` (anchored as
-   * erasure.cancelled); then the server's timer runs it. Without one it
-   * starts at once (`erase` runs it to the certificate).
-   */
-  async fileErasure(
-    actor: MemberRow,
-    target: ErasureTarget,
-    delayMs: number,
-  ): Promise<{ requestId: string; state: 'scheduled' | 'executing'; executeAt: number; receipt: Receipt }> {
-    authorize(actor, 'erase');
-    check(
-      Number.isSafeInteger(delayMs) && delayMs >= 0 && delayMs <= 90 * 86_400_000,
-      'REQUEST_INVALID',
-      'the cancel window is 0 to 90 days',
-    );
-    let scope: 'subject' | 'record';
-    let value: string;
-    if ('subject' in target) {
-      checkSubject(target.subject);
-      scope = 'subject';
-      value = target.subject;
-    } else {
-      scope = 'record';
-      value = target.recordId;
-      this.#record(value); // RECORD_NOT_FOUND, RECORD_ERASED
-    }
-    const requestId = newId();
-    const at = this.#now();
-    const executeAt = at + delayMs;
-    const receipt = await this.#anchor({
-      type: 'erasure.filed',
-      at,
-      requestId,
-      dpo: actor.id,
-      scope,
-      target: value,
-      executeAt,
-    });
-    const state = delayMs > 0 ? 'scheduled' : 'executing';
-    this.#m.transaction(() => {
-      this.#m.addErasure({ id: requestId, scope, target: value, filedBy: actor.id, filedAt: at, executeAt, state });
-      this.#index(requestId, receipt);
-    });
-    if (state === 'executing') this.#beginErasure(requestId);
-    return { requestId, state, executeAt, receipt };
-  }
-
-  /** Cancels a scheduled erasure inside its window; anchored as erasure.cancelled. */
-  async cancelErasure(actor: MemberRow, requestId: string): Promise<{ receipt: Receipt }> {
-    authorize(actor, 'erase');
-    check(ID.test(requestId), 'REQUEST_INVALID', 'a request id is 32 hex digits');
-    return this.#locked(`erasure:${requestId}`, async () => {
-      const row = this.#m.erasure(requestId);
-      if (!row) fail('ERASURE_NOT_FOUND', requestId);
-      if (row.state !== 'scheduled') fail('ERASURE_NOT_CANCELLABLE', `it is ${row.state}`);
-      const receipt = await this.#anchor({ type: 'erasure.cancelled', at: this.#now(), requestId, by: actor.id });
-      this.#m.transaction(() => {
-        this.#m.cancelErasure(requestId, actor.id, this.#now());
-        this.#index(requestId, receipt);
-      });
-      return { receipt };
-    });
-  }
-
-  /** Runs every scheduled erasure whose window has passed (the server calls it on a timer). */
-  async runDueErasures(): Promise<ErasureCertificate[]> {
-    const done: ErasureCertificate[] = [];
-    for (const row of this.#m.dueErasures(this.#now())) {
-      const certificate = await this.#locked(`erasure:${row.id}`, async () => {
-        if (this.#m.erasure(row.id)?.state !== 'scheduled') return null;
-        this.#beginErasure(row.id);
-        return this.#executeErasure(row.id);
-      });
-      if (certificate) done.push(certificate);
-    }
-    return done;
-  }
-
-  listErasures(actor: MemberRow) {
-    authorize(actor, 'erase');
-    return this.#m.erasures().map(({ certificate: _c, probes: _p, ...row }) => row);
-  }
-
-  /**
-   * Step 1 of executing an erasure, in one transaction: the records (for a
-   * subject: those it has now) turn 410 and lose headers, grants and reasons;
-   * probes of the headers are kept for the sweep.
-   */
-  #beginErasure(requestId: string): void {
-    const row = this.#m.erasure(requestId);
-    if (!row) fail('ERASURE_NOT_FOUND', requestId);
-    const records =
-      row.scope === 'subject'
-        ? this.#m.recordsOf(row.target, 'active')
-        : [this.#m.record(row.target)].filter((r): r is RecordRow => r?.state === 'active');
-    const probes = makeProbes(records.map((r) => r.header).filter((h): h is Uint8Array => h !== null));
-    this.#m.transaction(() => {
-      this.#m.setProbes(requestId, JSON.stringify(probes));
-      this.#m.setErasureState(requestId, 'executing');
-      this.#m.beginErasure(
-        records.map((r) => r.id),
-        requestId,
-        this.#now(),
-      );
-    });
-    this.#m.checkpoint();
-  }
-
-  /**
-   * The post-erasure sweep: every store for the erased blobs, the KMS for the
-   * custodian key, the metadata for headers, grants and reasons, and the
-   * node's files and logs for any byte of the erased headers (see sweep.ts).
-   */
-  async sweep(actor: MemberRow, requestId: string): Promise<SweepReport> {
-    authorize(actor, 'erase');
-    const row = this.#m.erasure(requestId);
-    if (!row) fail('ERASURE_NOT_FOUND', requestId);
-    if (row.state !== 'done') fail('ERASURE_NOT_CANCELLABLE', `the erasure is ${row.state}: sweep it once it is done`);
-    const records = this.#m.recordsOfErasure(requestId);
-    const checked: string[] = [];
-    const findings: SweepReport['findings'] = [];
-    for (const record of records) {
-      for (const blob of this.#m.erasedBlobs(requestId, record.id)) {
-        checked.push(`store ${this.#store.kind}: ${blob.ref}`);
-        if (await this.#store.has(blob.ref))
-          findings.push({ where: `store ${this.#store.kind}`, what: blob.ref, count: 1 });
-      }
-      if (record.header !== null || record.blobRef !== null) {
-        findings.push({ where: 'metadata', what: `record ${record.id} still has its header or blob ref`, count: 1 });
-      }
-      const grants = this.#m.liveGrants(record.id, 0).length;
-      if (grants > 0) findings.push({ where: 'metadata', what: `record ${record.id} grants`, count: grants });
-    }
-    checked.push('metadata: headers, blob refs, grants');
-    if (row.scope === 'subject') {
-      checked.push(`kms ${this.#kms.backend}: custodian of the subject`);
-      for (const what of (await this.#kms.holds?.(row.target)) ?? []) {
-        findings.push({ where: `kms ${this.#kms.backend}`, what, count: 1 });
-      }
-    }
-    const probes = row.probes ? (JSON.parse(row.probes) as Probes) : { salt: '', hashes: [] };
-    const files = await this.#sweepFiles();
-    const data = await scanFiles(files.data, probes, []);
-    const keyId = row.certificate ? (JSON.parse(row.certificate) as ErasureCertificate).kms?.keyId : undefined;
-    const logs = await scanFiles(files.logs, probes, [
-      ...records.map((r) => r.ciphertextHash),
-      ...(keyId ? [keyId] : []),
-    ]);
-    return {
-      requestId,
-      records: records.length,
-      checked: [...checked, ...data.checked, ...logs.checked],
-      findings: [...findings, ...data.findings, ...logs.findings],
-    };
-  }
-
-  erasureCertificate(actor: MemberRow, requestId: string): ErasureCertificate {
-    authorize(actor, 'erase');
-    const row = this.#m.erasure(requestId);
-    if (!row?.certificate) fail('ERASURE_NOT_FOUND', requestId);
-    return JSON.parse(row.certificate) as ErasureCertificate;
-  }
-
-  /** Runs (or resumes) an erasure's remaining steps; see `erase`. */
-  async #executeErasure(requestId: string): Promise<ErasureCertificate> {
-    const request = this.#m.erasure(requestId);
-    if (!request) fail('ERASURE_NOT_FOUND', requestId);
-    if (request.certificate) return JSON.parse(request.certificate) as ErasureCertificate;
-    const records = this.#m.recordsOfErasure(requestId);
-    const kms = request.scope === 'subject' ? await this.#kms.destroy(request.target) : null;
-    for (const record of records) {
-      if (record.blobRef === null) continue;
-      const result = await this.#deleteBlobIfUnused(record.blobRef, record.id);
-      this.#m.blobErased(requestId, record.id, record.blobRef, result.removed, result.confirmed);
-    }
-    const anchored = new Set(
-      records.filter((r) => this.#m.anchors(r.id).some((a) => a.type === 'record.erased')).map((r) => r.id),
-    );
-    const receipts = await Promise.all(
-      records.map(async (record) => {
-        if (anchored.has(record.id)) {
-          const row = this.#m.anchors(record.id).find((a) => a.type === 'record.erased');
-          return this.#receiptAt(row?.height ?? 0, row?.leaf ?? 0, new Map());
-        }
-        const receipt = await this.#anchor({
-          type: 'record.erased',
-          at: this.#now(),
-          recordId: record.id,
-          ciphertextHash: record.ciphertextHash,
-          dpo: request.filedBy,
-          requestId,
-        });
-        this.#m.transaction(() => this.#index(record.id, receipt));
-        return receipt;
-      }),
-    );
-    const filedRow = this.#m.anchors(requestId).find((a) => a.type === 'erasure.filed');
-    if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
-    const filed = await this.#receiptAt(filedRow.height, filedRow.leaf, new Map());
-    const certificate = signCertificate(
-      {
-        requestId,
-        filed,
-        scope: request.scope === 'subject' ? { subject: request.target } : { recordId: request.target },
-        dpo: request.filedBy,
-        executedAt: this.#now(),
-        kms: kms && { backend: kms.backend, keyId: kms.keyId, confirmed: kms.confirmed },
-        records: records.map((record, i) => ({
-          recordId: record.id,
-          ciphertextHash: record.ciphertextHash,
-          stores: this.#m.erasedBlobs(requestId, record.id),
-          tombstone: receipts[i] as Receipt,
-        })),
-      },
-      this.#node,
-    );
-    this.#m.finishErasure(requestId, JSON.stringify(certificate));
-    this.#m.checkpoint();
-    logger.info({ requestId, records: records.length, scope: request.scope }, 'erasure executed');
-    return this.#gatherCosignatures(certificate);
-  }
-
-  /** The consortium's other nodes, for cosigning (configuration, or a test wiring nodes up). */
-  setPeers(peers: Peer[]): void {
-    this.#peers = [...peers];
-  }
-
-  /**
-   * Asks every peer to confirm the certificate and keeps the cosignatures
-   * that verify. A peer that is down or refuses is logged and left out; the
-   * DPO can ask again (POST /v1/erasures/:id/cosign).
-   */
-  async #gatherCosignatures(certificate: ErasureCertificate): Promise<ErasureCertificate> {
-    if (this.#peers.length === 0) return certificate;
-    const cosignatures = [...(certificate.cosignatures ?? [])];
-    for (const peer of this.#peers) {
-      if (cosignatures.some((c) => c.signer === peer.id)) continue;
-      try {
-        const response = await fetch(`${peer.url.replace(/\/$/, '')}/v1/cosign`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ certificate }),
-          signal: AbortSignal.timeout(10_000),
-        });
-        const body = (await response.json()) as Cosignature & { code?: string; message?: string };
-        if (!response.ok) {
-          logger.warn({ peer: peer.id, code: body.code, requestId: certificate.requestId }, 'peer refused to cosign');
-          continue;
-        }
-        const withIt = { ...certificate, cosignatures: [...cosignatures, body] };
-        const { cosigners } = verifyCertificate(withIt);
-        if (!cosigners.includes(peer.id)) throw new Error('the cosignature is not by that peer');
-        cosignatures.push(body);
-      } catch (err) {
-        logger.warn({ peer: peer.id, err: (err as Error).message, requestId: certificate.requestId }, 'no cosignature');
-      }
-    }
-    const cosigned = { ...certificate, cosignatures };
-    this.#m.finishErasure(certificate.requestId, JSON.stringify(cosigned));
-    return cosigned;
-  }
-
-  /** Asks the peers again for the cosignatures a certificate lacks (DPO). */
-  async recollectCosignatures(actor: MemberRow, requestId: string): Promise<ErasureCertificate> {
-    return this.#gatherCosignatures(this.erasureCertificate(actor, requestId));
-  }
-
-  /**
-   * Confirms another node's erasure: the certificate verifies (signed by a
-   * known peer), its filing and every tombstone are on this node's view of
-   * the shared ledger, and this node holds none of the records nor, for a
-   * subject, a custodian key of its own. Then it cosigns with its node key.
-   */
-  async cosign(value: unknown): Promise<Cosignature> {
-    const certificate = value as ErasureCertificate;
-    const peerIds = this.#peers.map((p) => p.id);
-    const verified = verifyCertificate(value, { trusted: [...peerIds, this.#node.id] });
-    if (!peerIds.includes(verified.signer)) fail('COSIGN_REFUSED', `${verified.signer} is not a peer of this node`);
-    let head = 0;
-    try {
-      for (const receipt of [certificate.filed, ...certificate.records.map((r) => r.tombstone)]) {
-        ({ headHeight: head } = await checkReceiptOnLedger(this.#ledger, receipt));
-      }
-    } catch (err) {
-      if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID')
-        fail('COSIGN_REFUSED', `not on this ledger: ${err.message}`);
-      throw err;
-    }
-    for (const { recordId } of certificate.records) {
-      const held = this.#m.record(recordId);
-      if (held && (held.state !== 'erased' || held.header !== null || held.blobRef !== null)) {
-        fail('COSIGN_REFUSED', `this node still holds record ${recordId}`);
-      }
-    }
-    if ('subject' in certificate.scope) {
-      const active = this.#m.recordsOf(certificate.scope.subject, 'active').length;
-      if (active > 0) fail('COSIGN_REFUSED', `this node holds ${active} record(s) of the subject: erase them here too`);
-      const holds = (await this.#kms.holds?.(certificate.scope.subject)) ?? [];
-      if (holds.length > 0) fail('COSIGN_REFUSED', `this node's KMS still holds ${holds.join('; ')}`);
-    }
-    return cosignCertificate(
-      certificate,
-      this.#node,
-      `verified the certificate and its ${certificate.records.length} tombstone(s) on the ledger (head ${head}); ` +
-        `this node holds none of the records${'subject' in certificate.scope ? ' and no custodian key for the subject' : ''}`,
-    );
+    this.#c.m.closeReview(id, actor.id, this.#c.now(), outcome);
   }
 
   // Health.
@@ -898,95 +540,41 @@ export class Vault {
       }
     };
     await Promise.all([
-      probe('metadata', async () => this.#m.ping()),
-      probe('ledger', () => this.#ledger.head()),
+      probe('metadata', async () => this.#c.m.ping()),
+      probe('ledger', () => this.#c.ledger.head()),
       probe('store', async () => {
         // The first entry of a listing: one cheap round trip on every backend.
-        for await (const _ref of this.#store.list()) break;
+        for await (const _ref of this.#c.store.list()) break;
       }),
     ]);
     return checks;
   }
 
   async close(): Promise<void> {
-    await this.#batcher.flush();
-    await this.#ledger.close();
-    await this.#store.close();
-    await this.#kms.close?.();
-    this.#m.close();
+    await this.#c.close();
   }
 
   // Internals.
 
-  #locked<T>(key: string, step: () => Promise<T>): Promise<T> {
-    const previous = this.#locks.get(key) ?? Promise.resolve();
-    const run = previous.then(step, step);
-    const tail = run.catch(() => {});
-    this.#locks.set(key, tail);
-    void tail.then(() => {
-      if (this.#locks.get(key) === tail) this.#locks.delete(key);
-    });
-    return run;
-  }
-
-  #anchor(event: LedgerEvent): Promise<Receipt> {
-    return this.#batcher.submit(event);
-  }
-
-  #index(recordId: string, receipt: Receipt): void {
-    this.#m.addAnchor({
-      recordId,
-      type: receipt.event.type,
-      height: receipt.block.height,
-      leaf: receipt.leafIndex,
-      at: receipt.event.at,
-    });
-  }
-
-  async #receiptAt(
-    height: number,
-    leaf: number,
-    cache: Map<number, { block: Awaited<ReturnType<Ledger['get']>>; tree: MerkleTree }>,
-  ): Promise<Receipt> {
-    let entry = cache.get(height);
-    if (!entry) {
-      const block = await this.#ledger.get(height);
-      if (!block) fail('LEDGER_CORRUPT', `block ${height}, indexed by the metadata store, is not on the ledger`);
-      entry = { block, tree: new MerkleTree(block.events.map(eventLeaf)) };
-      cache.set(height, entry);
-    }
-    return makeReceipt(entry.block as NonNullable<typeof entry.block>, entry.tree, leaf);
-  }
-
   async #contentReceipt(record: RecordRow): Promise<Receipt> {
-    const rows = this.#m
+    const rows = this.#c.m
       .anchors(record.id)
       .filter((a) => a.type === 'record.created' || a.type === 'record.reencrypted');
     const last = rows[rows.length - 1];
     if (!last) fail('LEDGER_CORRUPT', `record ${record.id} has no creation event indexed`);
-    return this.#receiptAt(last.height, last.leaf, new Map());
-  }
-
-  #record(id: string, options: { allowErased?: boolean } = {}): RecordRow {
-    check(typeof id === 'string' && ID.test(id), 'REQUEST_INVALID', 'a record id is 32 hex digits');
-    const record = this.#m.record(id);
-    if (!record || record.state === 'pending') fail('RECORD_NOT_FOUND', id);
-    if (record.state === 'erased' && !options.allowErased) {
-      fail('RECORD_ERASED', `erased at ${new Date(record.erasedAt ?? 0).toISOString()}`);
-    }
-    return record;
+    return this.#c.receiptAt(last.height, last.leaf);
   }
 
   #reader(id: string, options: { allowRemoved?: boolean } = {}): MemberRow {
     check(typeof id === 'string' && ID.test(id), 'REQUEST_INVALID', 'a member id is 32 hex digits');
-    const member = this.#m.member(id);
+    const member = this.#c.m.member(id);
     if (!member || (member.removedAt !== null && !options.allowRemoved)) fail('MEMBER_NOT_FOUND', id);
     return member;
   }
 
   #facts(record: RecordRow, actor: MemberRow) {
-    const grant = this.#m.grant(record.id, actor.id);
-    return { record, liveGrant: isLive(grant, this.#now()) };
+    const grant = this.#c.m.grant(record.id, actor.id);
+    return { record, liveGrant: isLive(grant, this.#c.now()) };
   }
 
   #view(record: RecordRow, manager: boolean, receipt: Receipt): RecordView {
@@ -1002,16 +590,11 @@ export class Vault {
       receipt,
     };
     if (manager) {
-      view.grants = this.#m
-        .liveGrants(record.id, this.#now())
+      view.grants = this.#c.m
+        .liveGrants(record.id, this.#c.now())
         .map((g) => ({ reader: g.reader, purpose: g.purpose, expiresAt: g.expiresAt }));
     }
     return view;
-  }
-
-  async #deleteBlobIfUnused(ref: string, recordId: string): Promise<{ removed: boolean; confirmed: string }> {
-    if (this.#m.blobUsers(ref, recordId) > 0) return { removed: false, confirmed: 'kept: another record uses it' };
-    return this.#store.delete(ref);
   }
 
   /**
@@ -1020,12 +603,12 @@ export class Vault {
    * row and its blob go.
    */
   async #recoverPending(): Promise<void> {
-    const pending = this.#m.pendingRecords();
+    const pending = this.#c.m.pendingRecords();
     if (pending.length === 0) return;
     const from = Math.min(...pending.map((r) => r.ledgerFrom));
     const found = new Map<string, Receipt[]>();
     const ids = new Set(pending.map((r) => r.id));
-    for await (const block of this.#ledger.blocks(from)) {
+    for await (const block of this.#c.ledger.blocks(from)) {
       const tree = new MerkleTree(block.events.map(eventLeaf));
       block.events.forEach((event, i) => {
         const recordId = event.recordId;
@@ -1037,18 +620,18 @@ export class Vault {
     for (const record of pending) {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
-        this.#m.deleteRecord(record.id);
-        if (record.blobRef) await this.#deleteBlobIfUnused(record.blobRef, record.id);
+        this.#c.m.deleteRecord(record.id);
+        if (record.blobRef) await this.#c.deleteBlobIfUnused(record.blobRef, record.id);
         logger.warn({ recordId: record.id }, 'interrupted upload rolled back: it was never anchored');
         continue;
       }
-      this.#m.transaction(() => {
-        this.#m.activate(record.id);
+      this.#c.m.transaction(() => {
+        this.#c.m.activate(record.id);
         for (const r of receipts) {
-          this.#index(record.id, r);
+          this.#c.index(record.id, r);
           const e = r.event;
           if (e.type === 'acl.granted') {
-            this.#m.upsertGrant({
+            this.#c.m.upsertGrant({
               recordId: record.id,
               reader: e.reader as string,
               purpose: e.purpose as string,
@@ -1065,11 +648,11 @@ export class Vault {
 
   /** Deletes blobs no record points at (uploads cut off before their row was written). */
   async #collectGarbage(): Promise<void> {
-    const used = this.#m.blobRefs();
+    const used = this.#c.m.blobRefs();
     let removed = 0;
-    for await (const ref of this.#store.list()) {
+    for await (const ref of this.#c.store.list()) {
       if (used.has(ref)) continue;
-      await this.#store.delete(ref);
+      await this.#c.store.delete(ref);
       removed++;
     }
     if (removed > 0) logger.warn({ removed }, 'unreferenced blobs collected at start-up');
@@ -1082,14 +665,6 @@ function isLive(grant: GrantRow | undefined, now: number): boolean {
 
 function recipientOf(member: MemberRow): Recipient {
   return X25519Recipient.parse(member.recipient);
-}
-
-function checkSubject(subject: unknown): asserts subject is string {
-  check(
-    typeof subject === 'string' && SUBJECT.test(subject),
-    'REQUEST_INVALID',
-    'a subject is a 64-hex-digit keyed pseudonym, never a name or patient number',
-  );
 }
 
 function checkGrantTerms(purpose: unknown, expiresAt: unknown, now: number): void {

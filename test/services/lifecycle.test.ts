@@ -219,7 +219,7 @@ describe('erasure with a cancel window', () => {
     const filed = await dpo.client.scheduleErasure({ subject }, 3600);
     expect(filed).toMatchObject({ state: 'scheduled' });
     expect(filed.receipt.event).toMatchObject({ type: 'erasure.filed', scope: 'subject', target: subject });
-    expect(await node.vault.runDueErasures()).toEqual([]); // not due yet
+    expect(await node.vault.erasures.runDue()).toEqual([]); // not due yet
     const { receipt } = await dpo.client.cancelErasure(filed.requestId);
     expect(receipt.event).toMatchObject({ type: 'erasure.cancelled', requestId: filed.requestId, by: dpo.id });
     await expect(dpo.client.cancelErasure(filed.requestId)).rejects.toMatchObject({ code: 'ERASURE_NOT_CANCELLABLE' });
@@ -232,7 +232,7 @@ describe('erasure with a cancel window', () => {
     const filed = await dpo.client.scheduleErasure({ subject }, 1);
     const second = await upload(); // inside the window: still erased with the subject
     await new Promise((r) => setTimeout(r, 1100));
-    const [certificate] = await node.vault.runDueErasures();
+    const [certificate] = await node.vault.erasures.runDue();
     expect(certificate?.requestId).toBe(filed.requestId);
     expect(certificate?.filed.event).toMatchObject({ type: 'erasure.filed', requestId: filed.requestId });
     expect(certificate?.records.map((r) => r.recordId)).toEqual(

@@ -91,8 +91,8 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
     const ledger = `etcd://${cluster.members.map((m) => m.clientUrl.replace('http://', '')).join(',')}/vault-test`;
     const b = await startNode({ overrides: { ledger } });
     try {
-      node.vault.setPeers([{ id: b.vault.nodeId, url: b.url }]);
-      b.vault.setPeers([{ id: node.vault.nodeId, url: node.url }]);
+      node.vault.erasures.setPeers([{ id: b.vault.nodeId, url: b.url }]);
+      b.vault.erasures.setPeers([{ id: node.vault.nodeId, url: node.url }]);
       const subject = 'c'.repeat(64);
       const bHospital = await b.addMember('hospital-b', 'uploader');
       const bDpo = await b.addMember('dpo-b', 'dpo');
@@ -122,7 +122,7 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
       const forged = { ...bCertificate, cosignatures: cosigned.cosignatures };
       expect(() => verifyCertificate(forged)).toThrow(/cosignature by .* does not verify|not a separate node/);
     } finally {
-      node.vault.setPeers([]);
+      node.vault.erasures.setPeers([]);
       await b.stop();
     }
   }, 60_000);

@@ -1,0 +1,377 @@
+/**
+ * The DPO's flows: filing an erasure (now, or after a cancel window),
+ * cancelling it, executing it step by step (resumable), the signed
+ * certificate and the consortium's cosignatures, and the post-erasure sweep.
+ */
+import { checkReceiptOnLedger } from '../anchor/ledger.ts';
+import type { Receipt } from '../anchor/receipt.ts';
+import { check, fail, isMedvaultError } from '../errors.ts';
+import { logger } from '../log.ts';
+import {
+  type Cosignature,
+  cosignCertificate,
+  type ErasureCertificate,
+  signCertificate,
+  verifyCertificate,
+} from './certificate.ts';
+import type { MemberRow, RecordRow } from './metadata.ts';
+import { authorize } from './policy.ts';
+import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
+import { checkSubject, ID, newId, type VaultCore } from './vault-core.ts';
+
+export type ErasureTarget = { subject: string } | { recordId: string };
+
+export interface Peer {
+  /** The peer node's key id. */
+  id: string;
+  /** Its API, e.g. http://10.0.0.2:7400. */
+  url: string;
+}
+
+export interface ErasureOptions {
+  /** The consortium's other nodes: they cosign this node's certificates, and it theirs. */
+  peers?: Peer[];
+  /** The node's files to sweep for traces after an erasure: data files and log files. */
+  sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
+}
+
+export class Erasures {
+  readonly #c: VaultCore;
+  readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
+  #peers: Peer[];
+
+  constructor(core: VaultCore, options: ErasureOptions = {}) {
+    this.#c = core;
+    this.#sweepFiles = options.sweepFiles ?? (async () => ({ data: [], logs: [] }));
+    this.#peers = options.peers ?? [];
+  }
+
+  /** At start-up: finishes what a crash interrupted and runs what fell due meanwhile. */
+  async resume(): Promise<void> {
+    for (const erasure of this.#c.m.unfinishedErasures()) await this.#execute(erasure.id);
+    await this.runDue();
+  }
+
+  /**
+   * Erases a subject (every record, and its custodian key) or one record (the
+   * subject's key stays for its other records). Steps, each resumable after a
+   * crash or an outage: (1) in one transaction the records turn 410 and lose
+   * their headers, grants and break-glass reasons; (2) the custodian key is
+   * destroyed; (3) each blob is deleted from every store; (4) a tombstone is
+   * anchored per record; (5) the signed certificate is kept and returned.
+   */
+  async erase(actor: MemberRow, target: ErasureTarget): Promise<ErasureCertificate> {
+    const { requestId } = await this.file(actor, target, 0);
+    return this.#execute(requestId);
+  }
+
+  /**
+   * Files an erasure request, anchored as erasure.filed. With a delay it is
+   * scheduled: a DPO may cancel it until `executeAt` (anchored as
+   * erasure.cancelled); then the server's timer runs it. Without one it
+   * starts at once (`erase` runs it to the certificate).
+   */
+  async file(
+    actor: MemberRow,
+    target: ErasureTarget,
+    delayMs: number,
+  ): Promise<{ requestId: string; state: 'scheduled' | 'executing'; executeAt: number; receipt: Receipt }> {
+    authorize(actor, 'erase');
+    check(
+      Number.isSafeInteger(delayMs) && delayMs >= 0 && delayMs <= 90 * 86_400_000,
+      'REQUEST_INVALID',
+      'the cancel window is 0 to 90 days',
+    );
+    let scope: 'subject' | 'record';
+    let value: string;
+    if ('subject' in target) {
+      checkSubject(target.subject);
+      scope = 'subject';
+      value = target.subject;
+    } else {
+      scope = 'record';
+      value = target.recordId;
+      this.#c.record(value); // RECORD_NOT_FOUND, RECORD_ERASED
+    }
+    const requestId = newId();
+    const at = this.#c.now();
+    const executeAt = at + delayMs;
+    const receipt = await this.#c.anchor({
+      type: 'erasure.filed',
+      at,
+      requestId,
+      dpo: actor.id,
+      scope,
+      target: value,
+      executeAt,
+    });
+    const state = delayMs > 0 ? 'scheduled' : 'executing';
+    this.#c.m.transaction(() => {
+      this.#c.m.addErasure({ id: requestId, scope, target: value, filedBy: actor.id, filedAt: at, executeAt, state });
+      this.#c.index(requestId, receipt);
+    });
+    if (state === 'executing') this.#begin(requestId);
+    return { requestId, state, executeAt, receipt };
+  }
+
+  /** Cancels a scheduled erasure inside its window; anchored as erasure.cancelled. */
+  async cancel(actor: MemberRow, requestId: string): Promise<{ receipt: Receipt }> {
+    authorize(actor, 'erase');
+    check(ID.test(requestId), 'REQUEST_INVALID', 'a request id is 32 hex digits');
+    return this.#c.locked(`erasure:${requestId}`, async () => {
+      const row = this.#c.m.erasure(requestId);
+      if (!row) fail('ERASURE_NOT_FOUND', requestId);
+      if (row.state !== 'scheduled') fail('ERASURE_NOT_CANCELLABLE', `it is ${row.state}`);
+      const receipt = await this.#c.anchor({ type: 'erasure.cancelled', at: this.#c.now(), requestId, by: actor.id });
+      this.#c.m.transaction(() => {
+        this.#c.m.cancelErasure(requestId, actor.id, this.#c.now());
+        this.#c.index(requestId, receipt);
+      });
+      return { receipt };
+    });
+  }
+
+  /** Runs every scheduled erasure whose window has passed (the server calls it on a timer). */
+  async runDue(): Promise<ErasureCertificate[]> {
+    const done: ErasureCertificate[] = [];
+    for (const row of this.#c.m.dueErasures(this.#c.now())) {
+      const certificate = await this.#c.locked(`erasure:${row.id}`, async () => {
+        if (this.#c.m.erasure(row.id)?.state !== 'scheduled') return null;
+        this.#begin(row.id);
+        return this.#execute(row.id);
+      });
+      if (certificate) done.push(certificate);
+    }
+    return done;
+  }
+
+  list(actor: MemberRow) {
+    authorize(actor, 'erase');
+    return this.#c.m.erasures().map(({ certificate: _c, probes: _p, ...row }) => row);
+  }
+
+  /**
+   * Step 1 of executing an erasure, in one transaction: the records (for a
+   * subject: those it has now) turn 410 and lose headers, grants and reasons;
+   * probes of the headers are kept for the sweep.
+   */
+  #begin(requestId: string): void {
+    const row = this.#c.m.erasure(requestId);
+    if (!row) fail('ERASURE_NOT_FOUND', requestId);
+    const records =
+      row.scope === 'subject'
+        ? this.#c.m.recordsOf(row.target, 'active')
+        : [this.#c.m.record(row.target)].filter((r): r is RecordRow => r?.state === 'active');
+    const probes = makeProbes(records.map((r) => r.header).filter((h): h is Uint8Array => h !== null));
+    this.#c.m.transaction(() => {
+      this.#c.m.setProbes(requestId, JSON.stringify(probes));
+      this.#c.m.setErasureState(requestId, 'executing');
+      this.#c.m.beginErasure(
+        records.map((r) => r.id),
+        requestId,
+        this.#c.now(),
+      );
+    });
+    this.#c.m.checkpoint();
+  }
+
+  /**
+   * The post-erasure sweep: every store for the erased blobs, the KMS for the
+   * custodian key, the metadata for headers, grants and reasons, and the
+   * node's files and logs for any byte of the erased headers (see sweep.ts).
+   */
+  async sweep(actor: MemberRow, requestId: string): Promise<SweepReport> {
+    authorize(actor, 'erase');
+    const row = this.#c.m.erasure(requestId);
+    if (!row) fail('ERASURE_NOT_FOUND', requestId);
+    if (row.state !== 'done') fail('ERASURE_NOT_CANCELLABLE', `the erasure is ${row.state}: sweep it once it is done`);
+    const records = this.#c.m.recordsOfErasure(requestId);
+    const checked: string[] = [];
+    const findings: SweepReport['findings'] = [];
+    for (const record of records) {
+      for (const blob of this.#c.m.erasedBlobs(requestId, record.id)) {
+        checked.push(`store ${this.#c.store.kind}: ${blob.ref}`);
+        if (await this.#c.store.has(blob.ref))
+          findings.push({ where: `store ${this.#c.store.kind}`, what: blob.ref, count: 1 });
+      }
+      if (record.header !== null || record.blobRef !== null) {
+        findings.push({ where: 'metadata', what: `record ${record.id} still has its header or blob ref`, count: 1 });
+      }
+      const grants = this.#c.m.liveGrants(record.id, 0).length;
+      if (grants > 0) findings.push({ where: 'metadata', what: `record ${record.id} grants`, count: grants });
+    }
+    checked.push('metadata: headers, blob refs, grants');
+    if (row.scope === 'subject') {
+      checked.push(`kms ${this.#c.kms.backend}: custodian of the subject`);
+      for (const what of (await this.#c.kms.holds?.(row.target)) ?? []) {
+        findings.push({ where: `kms ${this.#c.kms.backend}`, what, count: 1 });
+      }
+    }
+    const probes = row.probes ? (JSON.parse(row.probes) as Probes) : { salt: '', hashes: [] };
+    const files = await this.#sweepFiles();
+    const data = await scanFiles(files.data, probes, []);
+    const keyId = row.certificate ? (JSON.parse(row.certificate) as ErasureCertificate).kms?.keyId : undefined;
+    const logs = await scanFiles(files.logs, probes, [
+      ...records.map((r) => r.ciphertextHash),
+      ...(keyId ? [keyId] : []),
+    ]);
+    return {
+      requestId,
+      records: records.length,
+      checked: [...checked, ...data.checked, ...logs.checked],
+      findings: [...findings, ...data.findings, ...logs.findings],
+    };
+  }
+
+  certificate(actor: MemberRow, requestId: string): ErasureCertificate {
+    authorize(actor, 'erase');
+    const row = this.#c.m.erasure(requestId);
+    if (!row?.certificate) fail('ERASURE_NOT_FOUND', requestId);
+    return JSON.parse(row.certificate) as ErasureCertificate;
+  }
+
+  /** Runs (or resumes) an erasure's remaining steps; see `erase`. */
+  async #execute(requestId: string): Promise<ErasureCertificate> {
+    const request = this.#c.m.erasure(requestId);
+    if (!request) fail('ERASURE_NOT_FOUND', requestId);
+    if (request.certificate) return JSON.parse(request.certificate) as ErasureCertificate;
+    const records = this.#c.m.recordsOfErasure(requestId);
+    const kms = request.scope === 'subject' ? await this.#c.kms.destroy(request.target) : null;
+    for (const record of records) {
+      if (record.blobRef === null) continue;
+      const result = await this.#c.deleteBlobIfUnused(record.blobRef, record.id);
+      this.#c.m.blobErased(requestId, record.id, record.blobRef, result.removed, result.confirmed);
+    }
+    const anchored = new Set(
+      records.filter((r) => this.#c.m.anchors(r.id).some((a) => a.type === 'record.erased')).map((r) => r.id),
+    );
+    const receipts = await Promise.all(
+      records.map(async (record) => {
+        if (anchored.has(record.id)) {
+          const row = this.#c.m.anchors(record.id).find((a) => a.type === 'record.erased');
+          return this.#c.receiptAt(row?.height ?? 0, row?.leaf ?? 0);
+        }
+        const receipt = await this.#c.anchor({
+          type: 'record.erased',
+          at: this.#c.now(),
+          recordId: record.id,
+          ciphertextHash: record.ciphertextHash,
+          dpo: request.filedBy,
+          requestId,
+        });
+        this.#c.m.transaction(() => this.#c.index(record.id, receipt));
+        return receipt;
+      }),
+    );
+    const filedRow = this.#c.m.anchors(requestId).find((a) => a.type === 'erasure.filed');
+    if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
+    const filed = await this.#c.receiptAt(filedRow.height, filedRow.leaf);
+    const certificate = signCertificate(
+      {
+        requestId,
+        filed,
+        scope: request.scope === 'subject' ? { subject: request.target } : { recordId: request.target },
+        dpo: request.filedBy,
+        executedAt: this.#c.now(),
+        kms: kms && { backend: kms.backend, keyId: kms.keyId, confirmed: kms.confirmed },
+        records: records.map((record, i) => ({
+          recordId: record.id,
+          ciphertextHash: record.ciphertextHash,
+          stores: this.#c.m.erasedBlobs(requestId, record.id),
+          tombstone: receipts[i] as Receipt,
+        })),
+      },
+      this.#c.node,
+    );
+    this.#c.m.finishErasure(requestId, JSON.stringify(certificate));
+    this.#c.m.checkpoint();
+    logger.info({ requestId, records: records.length, scope: request.scope }, 'erasure executed');
+    return this.#gather(certificate);
+  }
+
+  /** The consortium's other nodes, for cosigning (configuration, or a test wiring nodes up). */
+  setPeers(peers: Peer[]): void {
+    this.#peers = [...peers];
+  }
+
+  /**
+   * Asks every peer to confirm the certificate and keeps the cosignatures
+   * that verify. A peer that is down or refuses is logged and left out; the
+   * DPO can ask again (POST /v1/erasures/:id/cosign).
+   */
+  async #gather(certificate: ErasureCertificate): Promise<ErasureCertificate> {
+    if (this.#peers.length === 0) return certificate;
+    const cosignatures = [...(certificate.cosignatures ?? [])];
+    for (const peer of this.#peers) {
+      if (cosignatures.some((c) => c.signer === peer.id)) continue;
+      try {
+        const response = await fetch(`${peer.url.replace(/\/$/, '')}/v1/cosign`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ certificate }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        const body = (await response.json()) as Cosignature & { code?: string; message?: string };
+        if (!response.ok) {
+          logger.warn({ peer: peer.id, code: body.code, requestId: certificate.requestId }, 'peer refused to cosign');
+          continue;
+        }
+        const withIt = { ...certificate, cosignatures: [...cosignatures, body] };
+        const { cosigners } = verifyCertificate(withIt);
+        if (!cosigners.includes(peer.id)) throw new Error('the cosignature is not by that peer');
+        cosignatures.push(body);
+      } catch (err) {
+        logger.warn({ peer: peer.id, err: (err as Error).message, requestId: certificate.requestId }, 'no cosignature');
+      }
+    }
+    const cosigned = { ...certificate, cosignatures };
+    this.#c.m.finishErasure(certificate.requestId, JSON.stringify(cosigned));
+    return cosigned;
+  }
+
+  /** Asks the peers again for the cosignatures a certificate lacks (DPO). */
+  async recollect(actor: MemberRow, requestId: string): Promise<ErasureCertificate> {
+    return this.#gather(this.certificate(actor, requestId));
+  }
+
+  /**
+   * Confirms another node's erasure: the certificate verifies (signed by a
+   * known peer), its filing and every tombstone are on this node's view of
+   * the shared ledger, and this node holds none of the records nor, for a
+   * subject, a custodian key of its own. Then it cosigns with its node key.
+   */
+  async cosign(value: unknown): Promise<Cosignature> {
+    const certificate = value as ErasureCertificate;
+    const peerIds = this.#peers.map((p) => p.id);
+    const verified = verifyCertificate(value, { trusted: [...peerIds, this.#c.node.id] });
+    if (!peerIds.includes(verified.signer)) fail('COSIGN_REFUSED', `${verified.signer} is not a peer of this node`);
+    let head = 0;
+    try {
+      for (const receipt of [certificate.filed, ...certificate.records.map((r) => r.tombstone)]) {
+        ({ headHeight: head } = await checkReceiptOnLedger(this.#c.ledger, receipt));
+      }
+    } catch (err) {
+      if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID')
+        fail('COSIGN_REFUSED', `not on this ledger: ${err.message}`);
+      throw err;
+    }
+    for (const { recordId } of certificate.records) {
+      const held = this.#c.m.record(recordId);
+      if (held && (held.state !== 'erased' || held.header !== null || held.blobRef !== null)) {
+        fail('COSIGN_REFUSED', `this node still holds record ${recordId}`);
+      }
+    }
+    if ('subject' in certificate.scope) {
+      const active = this.#c.m.recordsOf(certificate.scope.subject, 'active').length;
+      if (active > 0) fail('COSIGN_REFUSED', `this node holds ${active} record(s) of the subject: erase them here too`);
+      const holds = (await this.#c.kms.holds?.(certificate.scope.subject)) ?? [];
+      if (holds.length > 0) fail('COSIGN_REFUSED', `this node's KMS still holds ${holds.join('; ')}`);
+    }
+    return cosignCertificate(
+      certificate,
+      this.#c.node,
+      `verified the certificate and its ${certificate.records.length} tombstone(s) on the ledger (head ${head}); ` +
+        `this node holds none of the records${'subject' in certificate.scope ? ' and no custodian key for the subject' : ''}`,
+    );
+  }
+}

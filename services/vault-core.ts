@@ -1,0 +1,135 @@
+/**
+ * What the vault's flows share: the layers (metadata, KMS, store, ledger),
+ * the node's key and clock, anchoring through one batcher, the ledger index
+ * and receipts rebuilt from it, per-key locks, and record lookup. The record
+ * flows (vault.ts) and the erasure flows (erasure.ts) each hold one.
+ */
+import { randomBytes } from 'node:crypto';
+import { Batcher, type BatcherOptions } from '../anchor/batcher.ts';
+import { eventLeaf } from '../anchor/block.ts';
+import type { LedgerEvent } from '../anchor/events.ts';
+import type { Ledger } from '../anchor/ledger.ts';
+import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
+import type { SigningKey } from '../crypto/ed25519.ts';
+import { MerkleTree } from '../crypto/merkle.ts';
+import { check, fail } from '../errors.ts';
+import type { Kms } from '../kms/kms.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import type { Metadata, RecordRow } from './metadata.ts';
+
+export const ID = /^[0-9a-f]{32}$/;
+const SUBJECT = /^[0-9a-f]{64}$/;
+
+export const newId = () => randomBytes(16).toString('hex');
+
+export function checkSubject(subject: unknown): asserts subject is string {
+  check(
+    typeof subject === 'string' && SUBJECT.test(subject),
+    'REQUEST_INVALID',
+    'a subject is a 64-hex-digit keyed pseudonym, never a name or patient number',
+  );
+}
+
+type TreeCache = Map<number, { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree }>;
+
+export class VaultCore {
+  readonly m: Metadata;
+  readonly kms: Kms;
+  readonly store: BlobStore;
+  readonly ledger: Ledger;
+  readonly node: SigningKey;
+  readonly now: () => number;
+  readonly #batcher: Batcher;
+  readonly #locks = new Map<string, Promise<unknown>>();
+
+  constructor(deps: {
+    metadata: Metadata;
+    kms: Kms;
+    store: BlobStore;
+    ledger: Ledger;
+    node: SigningKey;
+    batcher?: BatcherOptions;
+    clock?: () => number;
+  }) {
+    this.m = deps.metadata;
+    this.kms = deps.kms;
+    this.store = deps.store;
+    this.ledger = deps.ledger;
+    this.node = deps.node;
+    this.now = deps.clock ?? Date.now;
+    this.#batcher = new Batcher(deps.ledger, deps.node, deps.batcher);
+  }
+
+  /** Runs `step` after every earlier step under the same key (one record, one erasure). */
+  locked<T>(key: string, step: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(key) ?? Promise.resolve();
+    const run = previous.then(step, step);
+    const tail = run.catch(() => {});
+    this.#locks.set(key, tail);
+    void tail.then(() => {
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    });
+    return run;
+  }
+
+  /** Anchors an event; resolves with its receipt once its block is durable. */
+  anchor(event: LedgerEvent): Promise<Receipt> {
+    return this.#batcher.submit(event);
+  }
+
+  /** Notes where a receipt's event sits on the ledger, under the record (or request) it concerns. */
+  index(key: string, receipt: Receipt): void {
+    this.m.addAnchor({
+      recordId: key,
+      type: receipt.event.type,
+      height: receipt.block.height,
+      leaf: receipt.leafIndex,
+      at: receipt.event.at,
+    });
+  }
+
+  /** The receipt of the event at (height, leaf), rebuilt from the ledger. */
+  async receiptAt(height: number, leaf: number, cache: TreeCache = new Map()): Promise<Receipt> {
+    let entry = cache.get(height);
+    if (!entry) {
+      const block = await this.ledger.get(height);
+      if (!block) fail('LEDGER_CORRUPT', `block ${height}, indexed by the metadata store, is not on the ledger`);
+      entry = { block, tree: new MerkleTree(block.events.map(eventLeaf)) };
+      cache.set(height, entry);
+    }
+    return makeReceipt(entry.block, entry.tree, leaf);
+  }
+
+  /** The receipts of every event indexed under `key`, in ledger order. */
+  async receiptsOf(key: string): Promise<Receipt[]> {
+    const cache: TreeCache = new Map();
+    const out: Receipt[] = [];
+    for (const anchor of this.m.anchors(key)) out.push(await this.receiptAt(anchor.height, anchor.leaf, cache));
+    return out;
+  }
+
+  /** A record by id: REQUEST_INVALID, RECORD_NOT_FOUND, or (unless allowed) RECORD_ERASED. */
+  record(id: string, options: { allowErased?: boolean } = {}): RecordRow {
+    check(typeof id === 'string' && ID.test(id), 'REQUEST_INVALID', 'a record id is 32 hex digits');
+    const record = this.m.record(id);
+    if (!record || record.state === 'pending') fail('RECORD_NOT_FOUND', id);
+    if (record.state === 'erased' && !options.allowErased) {
+      fail('RECORD_ERASED', `erased at ${new Date(record.erasedAt ?? 0).toISOString()}`);
+    }
+    return record;
+  }
+
+  /** Deletes a blob from the store unless another record still points at it. */
+  async deleteBlobIfUnused(ref: string, recordId: string): Promise<{ removed: boolean; confirmed: string }> {
+    if (this.m.blobUsers(ref, recordId) > 0) return { removed: false, confirmed: 'kept: another record uses it' };
+    return this.store.delete(ref);
+  }
+
+  async close(): Promise<void> {
+    await this.#batcher.flush();
+    await this.ledger.close();
+    await this.store.close();
+    await this.kms.close?.();
+    this.m.close();
+  }
+}
