@@ -149,12 +149,14 @@ export function addVaultCommands(program: Command): void {
     .description('run the node: the HTTP API on its configured address')
     .option('--data <dir>', 'data directory', 'medvault-data')
     .option('--port <port>', 'override the configured port')
-    .action(async (opts: { data: string; port?: string }) => {
+    .option('--host <address>', 'override the configured address (e.g. 0.0.0.0 inside a container, behind TLS)')
+    .action(async (opts: { data: string; port?: string; host?: string }) => {
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
       const app = await buildServer(vault);
       const port = opts.port === undefined ? config.listen.port : Number(opts.port);
-      await app.listen({ host: config.listen.host, port });
+      const host = opts.host ?? config.listen.host;
+      await app.listen({ host, port });
       const sweep = setInterval(() => {
         vault.expireGrants().catch((err) => logger.error({ err }, 'grant expiry sweep failed'));
       }, 60_000);
@@ -163,7 +165,7 @@ export function addVaultCommands(program: Command): void {
       }, 10_000);
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
-      process.stdout.write(`medvault node ${vault.nodeId} listening on http://${config.listen.host}:${bound}\n`);
+      process.stdout.write(`medvault node ${vault.nodeId} listening on http://${host}:${bound}\n`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

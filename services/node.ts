@@ -12,7 +12,8 @@
  * `initNode` makes all of it and the first admin's member key file;
  * `openNode` composes a Vault from it. The environment can point a node at
  * shared infrastructure without editing the file: MEDVAULT_LEDGER (a ledger
- * URI: file:, etcd://, evm://) and MEDVAULT_STORE (a JSON StoreConfig).
+ * URI: file:, etcd://, evm://), MEDVAULT_STORE (a JSON StoreConfig) and
+ * MEDVAULT_PEERS (a JSON list of {id, url}: the nodes that cosign).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -55,7 +56,8 @@ export async function readConfig(data: string): Promise<NodeConfig> {
 }
 
 async function keystoreSecret(data: string): Promise<SealingSecret> {
-  const passphrase = process.env.MEDVAULT_KEYSTORE_PASSPHRASE;
+  const file = process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE; // e.g. a container secret
+  const passphrase = file ? (await readFile(file, 'utf8')).trim() : process.env.MEDVAULT_KEYSTORE_PASSPHRASE;
   if (passphrase) return { passphrase };
   return { keyFile: new Uint8Array(await readFile(join(data, 'keystore.key'))) };
 }
@@ -92,7 +94,9 @@ export async function initNode(
     listen: { host: '127.0.0.1', port: options.port ?? 7400 },
     ...(options.kms ? { kms: options.kms } : {}),
   };
-  if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE) await writeSecret(join(data, 'keystore.key'), randomBytes(32));
+  if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
+    await writeSecret(join(data, 'keystore.key'), randomBytes(32));
+  }
   await writeSecret(join(data, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   await kms.createMember(NODE_KEY);
@@ -151,7 +155,11 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     node,
     ownsStore: storeConfig.kind === 'fs',
     sweepFiles,
-    peers: overrides.peers ?? config.peers ?? [],
+    peers:
+      overrides.peers ??
+      (process.env.MEDVAULT_PEERS ? (JSON.parse(process.env.MEDVAULT_PEERS) as Peer[]) : undefined) ??
+      config.peers ??
+      [],
   });
 }
 
