@@ -50,7 +50,11 @@ export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Arr
  * Opens ciphertext || tag with ChaCha20-Poly1305; `null` when authentication
  * fails. The plaintext is returned only after the tag has verified.
  */
-export function aeadOpen(key: Uint8Array, sealed: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Buffer | null {
+export function aeadOpen(
+  key: Uint8Array | KeyObject,
+  sealed: Uint8Array,
+  nonce: Uint8Array = ZERO_NONCE,
+): Buffer | null {
   if (sealed.length < TAG_LENGTH) return null;
   const cut = sealed.length - TAG_LENGTH;
   const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });

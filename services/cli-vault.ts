@@ -7,22 +7,14 @@
 import { createHmac } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
-import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import { check, fail } from '../errors.ts';
 import { logger } from '../log.ts';
 import { collect, readText } from './cli-io.ts';
-import {
-  generateMemberKeys,
-  memberKeyFileText,
-  memberPublic,
-  parseMemberKeyFile,
-  type Receipt,
-  VaultClient,
-} from './client.ts';
-import { buildServer } from './http.ts';
-import { ROLES, type Role } from './metadata.ts';
-import { initNode, openNode, readConfig } from './node.ts';
+// The SDK, the server and the node are imported when a command needs them, so
+// the age commands (encrypt, decrypt) start as fast as they did without them.
+import type { Receipt, VaultClient } from './client.ts';
+import { ROLES, type Role } from './policy.ts';
 import { ioError } from './pump.ts';
 
 const DEFAULT_NODE = 'http://127.0.0.1:7400';
@@ -37,6 +29,7 @@ interface ClientOptions {
 async function client(opts: ClientOptions): Promise<VaultClient> {
   const keyFile = opts.key ?? process.env.MEDVAULT_KEY;
   if (!keyFile) fail('INVALID_ARGUMENT', 'name your member key file with --key FILE (or MEDVAULT_KEY)');
+  const { parseMemberKeyFile, VaultClient } = await import('./client.ts');
   const keys = parseMemberKeyFile(await readText(keyFile, 'member key file'));
   return new VaultClient(opts.node ?? process.env.MEDVAULT_NODE ?? DEFAULT_NODE, keys);
 }
@@ -132,6 +125,7 @@ export function addVaultCommands(program: Command): void {
           'INVALID_ARGUMENT',
           'give --pkcs11-library and --pkcs11-token together',
         );
+        const { initNode } = await import('./node.ts');
         const kms = opts.pkcs11Library
           ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
           : undefined;
@@ -151,6 +145,8 @@ export function addVaultCommands(program: Command): void {
     .option('--port <port>', 'override the configured port')
     .option('--host <address>', 'override the configured address (e.g. 0.0.0.0 inside a container, behind TLS)')
     .action(async (opts: { data: string; port?: string; host?: string }) => {
+      const { openNode, readConfig } = await import('./node.ts');
+      const { buildServer } = await import('./http.ts');
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
       const app = await buildServer(vault);
@@ -197,6 +193,7 @@ export function addVaultCommands(program: Command): void {
       let text: string | null = null;
       if (opts.signingKey && opts.recipient) keys = { signingKey: opts.signingKey, recipient: opts.recipient };
       else if (opts.output) {
+        const { generateMemberKeys, memberKeyFileText, memberPublic } = await import('./client.ts');
         const made = generateMemberKeys();
         keys = memberPublic(made);
         text = memberKeyFileText(name, made);
@@ -264,6 +261,7 @@ export function addVaultCommands(program: Command): void {
           throw ioError(err, `cannot read ${file}`);
         },
       );
+      const { SingleBar } = await import('cli-progress');
       const bar =
         process.stderr.isTTY && size > 8 * 1024 * 1024 && !opts.json
           ? new SingleBar({ format: 'uploading [{bar}] {percentage}% {value}/{total} bytes', stream: process.stderr })

@@ -14,7 +14,7 @@ import { AgeDecryptor, AgeEncryptor } from '../crypto/age.ts';
 import type { Identity, Recipient } from '../crypto/header.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { type ErrorCode, fail, isMedvaultError } from '../errors.ts';
-import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
+import type { ErasureCertificate } from './certificate.ts';
 import { collect, parseJsonFile, readText } from './cli-io.ts';
 import { addVaultCommands } from './cli-vault.ts';
 import { ioError, pump, type Sink, type Source } from './pump.ts';
@@ -121,6 +121,7 @@ export function buildProgram(): Command {
       const receipts: Receipt[] = [];
       let line: string;
       if ((document as { type?: unknown } | null)?.type === 'medvault.erasure-certificate') {
+        const { verifyCertificate } = await import('./certificate.ts');
         const verified = verifyCertificate(document, trust);
         const cert = document as ErasureCertificate;
         receipts.push(...cert.records.map((r) => r.tombstone));

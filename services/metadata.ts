@@ -12,8 +12,9 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 
-export type Role = 'uploader' | 'reader' | 'dpo' | 'admin';
-export const ROLES: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
+import type { Role } from './policy.ts';
+
+export type { Role };
 
 export interface MemberRow {
   id: string;

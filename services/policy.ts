@@ -5,7 +5,10 @@
  * HTTP API, the SDK and the tests all meet the same policy.
  */
 import { fail } from '../errors.ts';
-import type { MemberRow, RecordRow, Role } from './metadata.ts';
+import type { MemberRow, RecordRow } from './metadata.ts';
+
+export type Role = 'uploader' | 'reader' | 'dpo' | 'admin';
+export const ROLES: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
 
 export type Action =
   | 'member.list'
