@@ -1,0 +1,178 @@
+/**
+ * The vault's CLI as an operator and members use it, against a real
+ * `medvault serve`: init, members, upload (a patient id pseudonymised on the
+ * client), fetch, grant, revoke, break-glass, audit, a scheduled erasure
+ * cancelled, an erasure with its certificate verified by `medvault verify`,
+ * the sweep, and typed one-line errors. Every command runs as its own
+ * process (asynchronously: the server is a child of this test too).
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bytes, CLI, tempDir } from '../helpers.ts';
+
+const run = promisify(execFile);
+const dir = tempDir('medvault-cli-vault-');
+const data = join(dir, 'node');
+let serve: ChildProcess;
+let env: NodeJS.ProcessEnv;
+
+/** Runs `medvault ARGS`; resolves with exit code, stdout and stderr (never rejects). */
+async function medvault(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env, maxBuffer: 1 << 26 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+beforeAll(async () => {
+  env = { ...process.env, MEDVAULT_LOG_LEVEL: 'warn' };
+  const init = await medvault('init', '--data', data, '--port', '0');
+  expect(init.code).toBe(0);
+  serve = spawn(process.execPath, [CLI, 'serve', '--data', data], { env });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    serve.stdout?.on('data', (c: Buffer) => {
+      out += c.toString();
+      const found = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (found) resolve(found[1] as string);
+    });
+    serve.on('exit', (code) => reject(new Error(`serve exited ${code}`)));
+  });
+  env = { ...env, MEDVAULT_NODE: url, MEDVAULT_PSEUDONYM_KEY: join(data, 'pseudonym.key') };
+  const admin = join(data, 'admin.key');
+  for (const [name, role] of [
+    ['hospital', 'uploader'],
+    ['clinic', 'uploader'],
+    ['insurer', 'reader'],
+    ['dpo', 'dpo'],
+  ]) {
+    const added = await medvault(
+      'member',
+      'add',
+      name as string,
+      '--role',
+      role as string,
+      '-o',
+      join(dir, `${name}.key`),
+      '--key',
+      admin,
+    );
+    expect(added.stdout).toMatch(new RegExp(`^added ${name} as ${role}: member id [0-9a-f]{32}`));
+  }
+}, 60_000);
+afterAll(() => {
+  serve?.kill('SIGTERM');
+});
+
+const key = (name: string) => join(dir, `${name}.key`);
+
+describe('medvault CLI against a node', () => {
+  let record: string;
+  const document = Buffer.from(bytes(2 * 1024 * 1024 + 3, 7));
+
+  it('member list; upload with a patient id; fetch decrypts and checks the hash', async () => {
+    const list = await medvault('member', 'list', '--key', key('hospital'));
+    expect(list.stdout.split('\n').filter(Boolean)).toHaveLength(5);
+    writeFileSync(join(dir, 'mri.dcm'), document);
+    const up = await medvault(
+      'upload',
+      join(dir, 'mri.dcm'),
+      '--subject',
+      'MRN-0012345',
+      '--reader',
+      'insurer',
+      '--purpose',
+      'claims.review',
+      '--expires',
+      '7d',
+      '--key',
+      key('hospital'),
+      '--json',
+    );
+    expect(up.code).toBe(0);
+    const result = JSON.parse(up.stdout) as { record: { id: string; subject: string } };
+    record = result.record.id;
+    expect(result.record.subject).toMatch(/^[0-9a-f]{64}$/); // the MRN never left this machine
+    expect(up.stdout).not.toContain('MRN-0012345');
+    const fetched = await medvault('fetch', record, '-i', key('insurer'), '-o', join(dir, 'out.dcm'));
+    expect(fetched.stdout).toMatch(/^fetched [0-9a-f]{32}: 2097155 bytes .* matches its receipt/);
+    expect(Buffer.compare(readFileSync(join(dir, 'out.dcm')), document)).toBe(0);
+  });
+
+  it('grant, revoke, break-glass, audit, and one-line typed errors', async () => {
+    const granted = await medvault(
+      'grant',
+      record,
+      '--reader',
+      'clinic',
+      '--purpose',
+      'treatment',
+      '--expires',
+      '1d',
+      '--key',
+      key('hospital'),
+    );
+    expect(granted.stdout).toMatch(/^granted clinic read access/);
+    const revoked = await medvault('revoke', record, '--reader', 'insurer', '--key', key('hospital'));
+    expect(revoked.stdout).toMatch(/^revoked insurer/);
+    const refused = await medvault('fetch', record, '-i', key('insurer'), '-o', join(dir, 'no.dcm'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/\[NO_GRANT\]/);
+    const emergency = await medvault(
+      'emergency',
+      record,
+      '--reason',
+      'unconscious in the ER, prior MRI needed',
+      '-i',
+      key('insurer'),
+      '-o',
+      join(dir, 'er.dcm'),
+    );
+    expect(emergency.stdout).toMatch(/^EMERGENCY ACCESS to [0-9a-f]{32}: 2097155 bytes/);
+    const reviews = await medvault('reviews', '--key', key('dpo'));
+    expect(reviews.stdout).toContain('unconscious in the ER');
+    const audit = await medvault('audit', record, '--key', key('hospital'));
+    expect(audit.stdout).toMatch(/events for [0-9a-f]{32}, all receipts verified/);
+    for (const type of ['record.created', 'acl.granted', 'record.accessed', 'acl.revoked', 'access.emergency']) {
+      expect(audit.stdout).toContain(type);
+    }
+    const forbidden = await medvault('erase', '--record', record, '--key', key('hospital'));
+    expect(forbidden.stderr).toMatch(/\[FORBIDDEN\]/);
+  });
+
+  it('a scheduled erasure is cancelled; an erasure runs, its certificate verifies, the sweep finds nothing', async () => {
+    const scheduled = await medvault(
+      'erase',
+      '--subject',
+      'MRN-0012345',
+      '--delay',
+      '3d',
+      '--key',
+      key('dpo'),
+      '--json',
+    );
+    const { requestId } = JSON.parse(scheduled.stdout) as { requestId: string };
+    expect((await medvault('erasure', 'cancel', requestId, '--key', key('dpo'))).stdout).toMatch(/cancelled/);
+    const list = await medvault('erasure', 'list', '--key', key('dpo'));
+    expect(list.stdout).toMatch(new RegExp(`${requestId}\\s+cancelled`));
+    const cert = join(dir, 'cert.json');
+    const erased = await medvault('erase', '--subject', 'MRN-0012345', '-o', cert, '--key', key('dpo'));
+    expect(erased.stdout).toMatch(/^erasure [0-9a-f]{32} executed: 1 record\(s\)/);
+    const nodeKey = JSON.parse(readFileSync(cert, 'utf8')).signer as string;
+    const verified = await medvault('verify', cert, '--trust', nodeKey);
+    expect(verified.stdout).toMatch(/^certificate OK: .* custodian key [0-9a-f]{32} destroyed \(local\)/);
+    const id = JSON.parse(readFileSync(cert, 'utf8')).requestId as string;
+    const sweep = await medvault('erasure', 'sweep', id, '--key', key('dpo'));
+    expect(sweep.code).toBe(0);
+    expect(sweep.stdout).toContain('nothing found: no trace of the erased records');
+    const gone = await medvault('fetch', record, '-i', key('clinic'), '-o', join(dir, 'gone.dcm'));
+    expect(gone.stderr).toMatch(/\[RECORD_ERASED\]/);
+  });
+});
