@@ -30,6 +30,18 @@ export function checkSubject(subject: unknown): asserts subject is string {
   );
 }
 
+/** The layers a vault runs on. */
+export interface CoreDeps {
+  metadata: Metadata;
+  kms: Kms;
+  store: BlobStore;
+  ledger: Ledger;
+  /** The node's key: signs blocks and erasure certificates. */
+  node: SigningKey;
+  batcher?: BatcherOptions;
+  clock?: () => number;
+}
+
 type TreeCache = Map<number, { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree }>;
 
 export class VaultCore {
@@ -42,15 +54,7 @@ export class VaultCore {
   readonly #batcher: Batcher;
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(deps: {
-    metadata: Metadata;
-    kms: Kms;
-    store: BlobStore;
-    ledger: Ledger;
-    node: SigningKey;
-    batcher?: BatcherOptions;
-    clock?: () => number;
-  }) {
+  constructor(deps: CoreDeps) {
     this.m = deps.metadata;
     this.kms = deps.kms;
     this.store = deps.store;

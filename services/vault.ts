@@ -17,25 +17,22 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { BatcherOptions } from '../anchor/batcher.ts';
 import { eventLeaf } from '../anchor/block.ts';
 import type { Ledger } from '../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
 import { coreTransform } from '../crypto/age.ts';
-import { keyFingerprint, type SigningKey } from '../crypto/ed25519.ts';
+import { keyFingerprint } from '../crypto/ed25519.ts';
 import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../crypto/header.ts';
 import { MerkleTree } from '../crypto/merkle.ts';
 import { noteChunkBytes } from '../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../crypto/stream.ts';
 import { X25519Recipient } from '../crypto/x25519.ts';
 import { check, fail, isMedvaultError } from '../errors.ts';
-import type { Kms } from '../kms/kms.ts';
 import { logger } from '../log.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
 import { Erasures, type Peer } from './erasure.ts';
-import type { GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
+import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
 import { authorize } from './policy.ts';
-import { checkSubject, ID, newId, VaultCore } from './vault-core.ts';
+import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './vault-core.ts';
 
 const PURPOSE = /^[a-z][a-z0-9._-]{0,39}$/;
 const MAX_READERS = 64;
@@ -43,17 +40,9 @@ const TAG_LENGTH = 16;
 /** The longest a grant may run: ten years. */
 const MAX_GRANT_MS = 10 * 365 * 86_400_000;
 
-export interface VaultDeps {
-  metadata: Metadata;
-  kms: Kms;
-  store: BlobStore;
-  ledger: Ledger;
-  /** The node's key: signs blocks and erasure certificates. */
-  node: SigningKey;
-  batcher?: BatcherOptions;
+export interface VaultDeps extends CoreDeps {
   /** Whether this node owns its store alone, so start-up may collect unreferenced blobs. */
   ownsStore?: boolean;
-  clock?: () => number;
   /** The consortium's other nodes: they cosign this node's erasure certificates, and it theirs. */
   peers?: Peer[];
   /** The node's files to sweep for traces after an erasure: data files and log files. */
