@@ -210,7 +210,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       say(
         `   certificate OK: ${verified.records} record(s), key destroyed: ${verified.keyDestroyed}, signer ${verified.signer}`,
       );
-      say(`   (the same check from a shell: medvault verify ${certFile} --trust ${vault.nodeId})`);
+      say(`   (from a shell, with \`medvault demo --keep\`: medvault verify ${certFile} --trust ${vault.nodeId})`);
       const chain = await verifyChain(vault.ledger, { trusted: new Set([vault.nodeId]) });
       say(
         `   ledger OK: ${chain.blocks} blocks, ${chain.events} events, every link, Merkle root and signature checked;`,
