@@ -242,15 +242,11 @@ export class Erasures {
       const result = await this.#c.deleteBlobIfUnused(record.blobRef, record.id);
       this.#c.m.blobErased(requestId, record.id, record.blobRef, result.removed, result.confirmed);
     }
-    const anchored = new Set(
-      records.filter((r) => this.#c.m.anchors(r.id).some((a) => a.type === 'record.erased')).map((r) => r.id),
-    );
     const receipts = await Promise.all(
       records.map(async (record) => {
-        if (anchored.has(record.id)) {
-          const row = this.#c.m.anchors(record.id).find((a) => a.type === 'record.erased');
-          return this.#c.receiptAt(row?.height ?? 0, row?.leaf ?? 0);
-        }
+        // A tombstone anchored before a crash is reused, not anchored twice.
+        const anchored = this.#c.m.anchors(record.id).find((a) => a.type === 'record.erased');
+        if (anchored) return this.#c.receiptAt(anchored.height, anchored.leaf);
         const receipt = await this.#c.anchor({
           type: 'record.erased',
           at: this.#c.now(),

@@ -219,10 +219,6 @@ export class Metadata {
     }
   }
 
-  get schemaVersion(): number {
-    return (this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
-  }
-
   /** Runs `step` in one transaction: all of its writes or none. */
   transaction<T>(step: () => T): T {
     this.#db.exec('BEGIN IMMEDIATE');
@@ -387,6 +383,16 @@ export class Metadata {
        WHERE revoked_at IS NULL AND dropped_at IS NULL AND expires_at <= ?`,
       now,
     ).map((r) => r.recordId);
+  }
+
+  /** Whether one record has such a grant (the check on every fetch: the grants' primary key, not a scan). */
+  hasExpiredStanza(recordId: string, now: number): boolean {
+    return !!this.#one(
+      `SELECT 1 AS found FROM grants
+       WHERE record_id = ? AND revoked_at IS NULL AND dropped_at IS NULL AND expires_at <= ? LIMIT 1`,
+      recordId,
+      now,
+    );
   }
 
   markDropped(recordId: string, now: number): void {

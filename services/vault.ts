@@ -476,7 +476,7 @@ export class Vault {
 
   async #dropExpiredStanzas(id: string): Promise<void> {
     const now = this.#c.now();
-    if (!this.#c.m.recordsWithExpiredStanzas(now).includes(id)) return;
+    if (!this.#c.m.hasExpiredStanza(id, now)) return;
     await this.#c.locked(id, async () => {
       const record = this.#c.m.record(id);
       if (record?.state !== 'active') return;

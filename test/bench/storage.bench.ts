@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { startIpfsNode } from '../servers/ipfs.ts';
-import { startS3Server } from '../servers/s3.ts';
+import { s3Options, startS3Server } from '../servers/s3.ts';
 
 const { values } = parseArgs({
   options: {
@@ -55,14 +55,7 @@ const ipfs = await startIpfsNode();
 const configs: Record<string, StoreConfig> = {
   fs: { kind: 'fs', root: join(dir, 'fs') },
   ipfs: { kind: 'ipfs', url: ipfs.api },
-  s3: {
-    kind: 's3',
-    endPoint: s3.endPoint,
-    port: s3.port,
-    accessKey: s3.accessKey,
-    secretKey: s3.secretKey,
-    bucket: s3.bucket,
-  },
+  s3: { kind: 's3', ...s3Options(s3) },
 };
 const results: Record<string, { putMBps: number; getMBps: number; peakRssMiB: number }> = {};
 try {

@@ -7,11 +7,13 @@
  * `GET /bucket?uploads` (ListMultipartUploads, which minio asks before a
  * multipart upload and s3rver lacks) with an empty list.
  */
+
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
+import type { S3StoreOptions } from '../../storage/s3-store.ts';
 
 const ACCESS_KEY = 'S3RVER'; // the one account s3rver knows; the secret is ours
 
@@ -197,6 +199,12 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       if (!options.directory) rmSync(directory, { recursive: true, force: true });
     },
   };
+}
+
+/** The options that open an S3 store on this test server. */
+export function s3Options(server: S3TestServer): S3StoreOptions {
+  const { endPoint, port, accessKey, secretKey, bucket } = server;
+  return { endPoint, port, accessKey, secretKey, bucket };
 }
 
 /** Where the S3 conformance cases run: a real MinIO when MEDVAULT_S3_ENDPOINT is set, else null. */

@@ -13,7 +13,7 @@ import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
-import { type S3TestServer, startS3Server } from '../servers/s3.ts';
+import { type S3TestServer, s3Options, startS3Server } from '../servers/s3.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
@@ -59,17 +59,7 @@ beforeAll(async () => {
         kind: 'replicated',
         replicas: [
           { name: 'local', config: { kind: 'fs', root: local } },
-          {
-            name: 's3',
-            config: {
-              kind: 's3',
-              endPoint: s3.endPoint,
-              port: s3.port,
-              accessKey: s3.accessKey,
-              secretKey: s3.secretKey,
-              bucket: s3.bucket,
-            },
-          },
+          { name: 's3', config: { kind: 's3', ...s3Options(s3) } },
           { name: 'ipfs', config: { kind: 'ipfs', url: ipfs.api } },
         ],
       },

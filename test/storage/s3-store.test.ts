@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMedvaultError } from '../../errors.ts';
 import { S3BlobStore, type S3StoreOptions } from '../../storage/s3-store.ts';
 import { bytes, filesUnder, ROOT, tempDir } from '../helpers.ts';
-import { externalS3, type S3TestServer, startS3Server } from '../servers/s3.ts';
+import { externalS3, type S3TestServer, s3Options, startS3Server } from '../servers/s3.ts';
 import { blobStoreConformance } from './conformance.ts';
 
 let server: S3TestServer;
@@ -25,14 +25,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-const options = (over: Partial<S3StoreOptions> = {}): S3StoreOptions => ({
-  endPoint: server.endPoint,
-  port: server.port,
-  accessKey: server.accessKey,
-  secretKey: server.secretKey,
-  bucket: server.bucket,
-  ...over,
-});
+const options = (over: Partial<S3StoreOptions> = {}): S3StoreOptions => ({ ...s3Options(server), ...over });
 
 const external = externalS3();
 const target = (): S3StoreOptions => external ?? options();
