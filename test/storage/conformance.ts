@@ -33,7 +33,11 @@ async function refs(store: BlobStore): Promise<string[]> {
 
 const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
 const GIB = 1024 ** 3;
-const PEAK_RSS_LIMIT_MIB = 256;
+// Growth of resident memory over the child's own start (Node with TypeScript
+// stripping and a store client: ~120 MiB). Streaming 1 GiB measured 80-135 MiB
+// of growth here (collector lag on the pieces in flight); a store holding the
+// blob would add over 1024.
+const RSS_GROWTH_LIMIT_MIB = 256;
 
 export interface ConformanceOptions {
   /** A ref of the right form that the store does not hold. */
@@ -135,7 +139,7 @@ export function blobStoreConformance(name: string, open: () => Promise<BlobStore
         expect(r.size).toBe(GIB);
         expect(r.sha256).toBe(r.inHash);
         expect(r.outHash).toBe(r.inHash);
-        expect(r.maxRssMiB).toBeLessThan(PEAK_RSS_LIMIT_MIB);
+        expect(r.maxRssMiB - r.baseRssMiB).toBeLessThan(RSS_GROWTH_LIMIT_MIB);
       }, 620_000);
     }
   });
