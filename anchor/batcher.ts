@@ -21,7 +21,7 @@
  */
 import type { SigningKey } from '../crypto/ed25519.ts';
 import { isMedvaultError } from '../errors.ts';
-import { type BlockHeader, buildBlock, eventLeaf } from './block.ts';
+import { type BlockHeader, buildBlock, type EncodedEvent, encodeForBlock } from './block.ts';
 import type { LedgerEvent } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import { makeReceipt, type Receipt } from './receipt.ts';
@@ -41,7 +41,7 @@ export interface BatcherOptions {
 
 interface Pending {
   event: LedgerEvent;
-  leaf: Uint8Array;
+  encoded: EncodedEvent;
   resolve: (receipt: Receipt) => void;
   reject: (err: unknown) => void;
 }
@@ -74,14 +74,14 @@ export class Batcher {
 
   /** Anchors `event`; resolves with its receipt once its block is durable. */
   submit(event: LedgerEvent): Promise<Receipt> {
-    let leaf: Uint8Array;
+    let encoded: EncodedEvent;
     try {
-      leaf = eventLeaf(event); // validates: a bad event is refused before it is queued
+      encoded = encodeForBlock(event); // validates: a bad event is refused before it is queued
     } catch (err) {
       return Promise.reject(err);
     }
     return new Promise<Receipt>((resolve, reject) => {
-      this.#pending.push({ event, leaf, resolve, reject });
+      this.#pending.push({ event, encoded, resolve, reject });
       this.#schedule();
     });
   }
@@ -123,7 +123,7 @@ export class Batcher {
   #build(tip: BlockHeader | null, groups: Pending[][]) {
     return groups.map((group) => {
       const events = group.map((p) => p.event);
-      const { block, tree } = buildBlock(tip, events, this.#signer, { leaves: group.map((p) => p.leaf) });
+      const { block, tree } = buildBlock(tip, events, this.#signer, { encoded: group.map((p) => p.encoded) });
       tip = block.header;
       return { group, block, tree };
     });

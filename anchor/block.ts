@@ -14,7 +14,7 @@
 import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
 import { leafHash, MerkleTree, sha256 } from '../crypto/merkle.ts';
 import { check, fail } from '../errors.ts';
-import { canonicalJson, encodeEvent, type LedgerEvent } from './events.ts';
+import { canonicalJson, eventJson, type LedgerEvent } from './events.ts';
 
 export const GENESIS_PREV = '0'.repeat(64);
 const SIGNING_LABEL = 'medvault/block/v1\n';
@@ -38,9 +38,32 @@ export interface Block {
 
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
+/** An event's canonical JSON (validated) and its Merkle leaf hash. */
+export interface EncodedEvent {
+  json: string;
+  leaf: Uint8Array;
+}
+
+export function encodeForBlock(event: LedgerEvent): EncodedEvent {
+  const json = eventJson(event);
+  return { json, leaf: leafHash(Buffer.from(json, 'utf8')) };
+}
+
 /** The Merkle leaf hash of an event (validating it). */
 export function eventLeaf(event: LedgerEvent): Uint8Array {
-  return leafHash(encodeEvent(event));
+  return encodeForBlock(event).leaf;
+}
+
+/** The events' canonical JSON of blocks built here, so storing a block does not encode its events again. */
+const eventsJson = new WeakMap<Block, string[]>();
+
+/**
+ * A block as stored by the ledgers: JSON of { header, events }, each event in
+ * its canonical form. Readers parse it with JSON.parse.
+ */
+export function serializeBlock(block: Block): Buffer {
+  const events = eventsJson.get(block) ?? block.events.map(eventJson);
+  return Buffer.from(`{"header":${JSON.stringify(block.header)},"events":[${events.join(',')}]}`, 'utf8');
 }
 
 function signingBytes(header: Omit<BlockHeader, 'sig'> & { sig?: string }): Uint8Array {
@@ -54,16 +77,18 @@ export function blockHash(header: BlockHeader): string {
 
 /**
  * Builds and signs the block after `previous` (null for the first block).
- * `leaves`, when given, are the events' leaf hashes already computed.
+ * `encoded`, when given, are the events already encoded (encodeForBlock).
  */
 export function buildBlock(
   previous: BlockHeader | null,
   events: LedgerEvent[],
   signer: SigningKey,
-  options: { time?: number; leaves?: Uint8Array[] } = {},
+  options: { time?: number; encoded?: EncodedEvent[] } = {},
 ): { block: Block; tree: MerkleTree } {
   check(events.length > 0, 'INVALID_ARGUMENT', 'a block holds at least one event');
-  const tree = new MerkleTree(options.leaves ?? events.map(eventLeaf));
+  const encoded = options.encoded ?? events.map(encodeForBlock);
+  check(encoded.length === events.length, 'INVALID_ARGUMENT', 'one encoding per event');
+  const tree = new MerkleTree(encoded.map((e) => e.leaf));
   const unsigned = {
     v: 1 as const,
     height: previous ? previous.height + 1 : 0,
@@ -75,7 +100,12 @@ export function buildBlock(
     signerKey: Buffer.from(signer.publicKey).toString('base64'),
   };
   const sig = Buffer.from(signer.sign(signingBytes(unsigned))).toString('base64');
-  return { block: { header: { ...unsigned, sig }, events }, tree };
+  const block = { header: { ...unsigned, sig }, events };
+  eventsJson.set(
+    block,
+    encoded.map((e) => e.json),
+  );
+  return { block, tree };
 }
 
 /** True when the header's signature verifies under its own key and its signer id is that key's. */

@@ -17,11 +17,12 @@
  * means it did not happen and is retried, with short backoff, until the
  * overall deadline. etcd3's own retries are off so these rules hold.
  */
-import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { constants, zstdCompress as zstdCompressCallback, zstdDecompressSync } from 'node:zlib';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
 import { Etcd3, isRecoverableError, Range } from 'etcd3';
 import { fail } from '../errors.ts';
-import { type Block, type BlockHeader, blockHash } from './block.ts';
+import { type Block, type BlockHeader, blockHash, serializeBlock } from './block.ts';
 import { checkRun, type Ledger } from './ledger.ts';
 
 export interface EtcdLedgerOptions {
@@ -39,6 +40,7 @@ export interface EtcdLedgerOptions {
   pageSize?: number;
 }
 
+const zstdCompress = promisify(zstdCompressCallback);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -46,8 +48,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * 1,000 events, which is less for every member to replicate and store. A
  * value starting with "{" is read as plain JSON.
  */
-function encodeBlock(block: Block): Buffer {
-  return zstdCompressSync(Buffer.from(JSON.stringify(block)), { params: { [constants.ZSTD_c_compressionLevel]: 1 } });
+function encodeBlock(block: Block): Promise<Buffer> {
+  // On libuv's thread pool: compressing overlaps the next run being built.
+  return zstdCompress(serializeBlock(block), { params: { [constants.ZSTD_c_compressionLevel]: 1 } });
 }
 
 function decodeBlock(value: Buffer): Block {
@@ -159,8 +162,9 @@ export class EtcdLedger implements Ledger {
     // The head the run extends, as the head key would hold it.
     const expected = first.height === 0 ? null : JSON.stringify({ height: first.height - 1, hash: first.prev });
     const ours = blockHash(last);
+    const values = await Promise.all(blocks.map(encodeBlock));
     const puts = [
-      ...blocks.map((b) => this.#client.put(this.#blockKey(b.header.height)).value(encodeBlock(b))),
+      ...blocks.map((b, i) => this.#client.put(this.#blockKey(b.header.height)).value(values[i] as Buffer)),
       this.#client.put(this.#headKey).value(JSON.stringify({ height: last.height, hash: ours })),
     ];
     const giveUpAt = Date.now() + this.#appendTimeoutMs;

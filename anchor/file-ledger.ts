@@ -19,7 +19,7 @@ import { crc32 } from 'node:zlib';
 import { fsyncDirectory } from '../durable.ts';
 import { check, fail } from '../errors.ts';
 import { type Logger, logger as processLogger } from '../log.ts';
-import { type Block, type BlockHeader, blockHash, GENESIS_PREV } from './block.ts';
+import { type Block, type BlockHeader, blockHash, GENESIS_PREV, serializeBlock } from './block.ts';
 import { checkRun, extendsHead, type Ledger } from './ledger.ts';
 
 const MAGIC = Buffer.from('MVLEDG01');
@@ -191,7 +191,7 @@ export class FileLedger implements Ledger {
     const offsets: number[] = [];
     let at = this.#size;
     for (const block of blocks) {
-      const payload = Buffer.from(JSON.stringify(block), 'utf8');
+      const payload = serializeBlock(block);
       const header = Buffer.alloc(RECORD_HEADER);
       header.writeUInt32BE(payload.length, 0);
       header.writeUInt32BE(crc32(payload), 4);

@@ -1,5 +1,5 @@
 /**
- * npm run bench:anchor [-- --seconds S --window W --submitters 1,8,32,128 --json]
+ * npm run bench:anchor [-- --seconds S --window W --submitters 1,8,32,128 --ledgers etcd,file,evm --json]
  *
  * Anchored documents per second and receipt latency (submit → receipt, which
  * resolves only once the block is durable) for the etcd ledger (a real
@@ -29,7 +29,10 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '4' },
     window: { type: 'string', default: '32' },
     submitters: { type: 'string', default: '1,8,32,128' },
+    ledgers: { type: 'string', default: 'etcd,file,evm' },
     'max-events': { type: 'string', default: '1000' },
+    depth: { type: 'string' },
+    'blocks-per-append': { type: 'string' },
     json: { type: 'boolean', default: false },
   },
 });
@@ -37,12 +40,18 @@ const seconds = Number(values.seconds);
 const window = Number(values.window);
 const counts = values.submitters.split(',').map(Number);
 const maxEvents = Number(values['max-events']);
+const tuning: BatcherOptions = {
+  ...(values.depth ? { pipelineDepth: Number(values.depth) } : {}),
+  ...(values['blocks-per-append'] ? { maxBlocksPerAppend: Number(values['blocks-per-append']) } : {}),
+};
 
 interface Result {
   docsPerSec: number;
   p50Ms: number;
   p99Ms: number;
   blocks: number;
+  /** CPU time of this process (user + system) per anchored document, µs. */
+  cpuUsPerDoc: number;
 }
 
 const percentile = (sorted: number[], p: number) =>
@@ -54,10 +63,12 @@ let nextEvent = 0;
 const anEvent = () => EVENTS[nextEvent++ % EVENTS.length] as (typeof EVENTS)[number];
 
 async function measure(ledger: Ledger, submitters: number, options: BatcherOptions): Promise<Result> {
-  const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2, ...options });
+  const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2, ...tuning, ...options });
   const latencies: number[] = [];
   const startHeight = (await ledger.head())?.height ?? -1;
   const warmupEnd = performance.now() + 500;
+  let cpuAtWarmupEnd: NodeJS.CpuUsage | undefined;
+  setTimeout(() => (cpuAtWarmupEnd = process.cpuUsage()), 500);
   const end = warmupEnd + seconds * 1000;
   let done = 0;
   const failed = new Map<string, number>();
@@ -89,6 +100,7 @@ async function measure(ledger: Ledger, submitters: number, options: BatcherOptio
     while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
   };
   await Promise.all(Array.from({ length: submitters }, submitter));
+  const cpu = process.cpuUsage(cpuAtWarmupEnd);
   await batcher.flush();
   latencies.sort((a, b) => a - b);
   if (failed.size > 0) console.log(`  refused submissions: ${JSON.stringify(Object.fromEntries(failed))}`);
@@ -98,6 +110,7 @@ async function measure(ledger: Ledger, submitters: number, options: BatcherOptio
     p50Ms: Math.round(percentile(latencies, 0.5) * 10) / 10,
     p99Ms: Math.round(percentile(latencies, 0.99) * 10) / 10,
     blocks,
+    cpuUsPerDoc: Math.round(((cpu.user + cpu.system) / done) * 10) / 10,
   };
 }
 
@@ -116,14 +129,15 @@ try {
     ],
   ];
   console.log(`window ${window} per submitter, blocks of up to ${maxEvents} events, ${seconds} s per run`);
-  console.log('ledger  submitters  docs/s    p50 ms  p99 ms  blocks');
-  for (const [name, open, options] of backends) {
+  console.log('ledger  submitters  docs/s    p50 ms  p99 ms  blocks  cpu µs/doc');
+  const chosen = new Set(values.ledgers.split(','));
+  for (const [name, open, options] of backends.filter(([name]) => chosen.has(name))) {
     for (const n of counts) {
       const ledger = await open();
       const r = await measure(ledger, n, options);
       await ledger.close();
       console.log(
-        `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}`,
+        `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}  ${String(r.cpuUsPerDoc).padStart(10)}`,
       );
       results[name] = r;
     }
