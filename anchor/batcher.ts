@@ -20,8 +20,9 @@
  * submission is at-least-once, and an event's id makes a repeat evident.
  */
 import type { SigningKey } from '../crypto/ed25519.ts';
+import type { MerkleTree } from '../crypto/merkle.ts';
 import { isMedvaultError } from '../errors.ts';
-import { type BlockHeader, buildBlock, type EncodedEvent, encodeForBlock } from './block.ts';
+import { type Block, type BlockHeader, buildBlock, type EncodedEvent, encodeForBlock } from './block.ts';
 import type { LedgerEvent } from './events.ts';
 import type { Ledger } from './ledger.ts';
 import { makeReceipt, type Receipt } from './receipt.ts';
@@ -29,7 +30,7 @@ import { makeReceipt, type Receipt } from './receipt.ts';
 export interface BatcherOptions {
   /** Most events in one block. */
   maxEvents?: number;
-  /** Most blocks in one append (one etcd transaction stays under its 1.5 MiB request limit at 3). */
+  /** Most blocks in one append (etcd splits a run over its request limit into several transactions). */
   maxBlocksPerAppend?: number;
   /** Longest an event waits for others when the ledger is idle, ms. */
   maxDelayMs?: number;
@@ -37,6 +38,13 @@ export interface BatcherOptions {
   maxConflicts?: number;
   /** Appends in flight at once. */
   pipelineDepth?: number;
+}
+
+/** A block built for a group of pending events, with its tree for their receipts. */
+interface Built {
+  group: Pending[];
+  block: Block;
+  tree: MerkleTree;
 }
 
 interface Pending {
@@ -66,7 +74,7 @@ export class Batcher {
     this.#ledger = ledger;
     this.#signer = signer;
     this.#maxEvents = options.maxEvents ?? 1000;
-    this.#maxBlocks = options.maxBlocksPerAppend ?? 3;
+    this.#maxBlocks = options.maxBlocksPerAppend ?? 6;
     this.#maxDelayMs = options.maxDelayMs ?? 2;
     this.#maxConflicts = options.maxConflicts ?? 100;
     this.#depth = options.pipelineDepth ?? 2;
@@ -120,7 +128,7 @@ export class Batcher {
   }
 
   /** Builds a run of blocks on `tip`; returns it with its trees and groups. */
-  #build(tip: BlockHeader | null, groups: Pending[][]) {
+  #build(tip: BlockHeader | null, groups: Pending[][]): Built[] {
     return groups.map((group) => {
       const events = group.map((p) => p.event);
       const { block, tree } = buildBlock(tip, events, this.#signer, { encoded: group.map((p) => p.encoded) });
@@ -130,7 +138,10 @@ export class Batcher {
   }
 
   async #commit(batch: Pending[], previous: Promise<unknown>): Promise<void> {
-    const groups: Pending[][] = [];
+    const acknowledge = ({ group, block, tree }: Built) => {
+      for (const [i, p] of group.entries()) p.resolve(makeReceipt(block, tree, i));
+    };
+    let groups: Pending[][] = [];
     for (let i = 0; i < batch.length; i += this.#maxEvents) groups.push(batch.slice(i, i + this.#maxEvents));
     try {
       for (let conflicts = 0; ; conflicts++) {
@@ -145,6 +156,11 @@ export class Batcher {
         try {
           await this.#ledger.append(built.map((b) => b.block));
         } catch (err) {
+          // Blocks of the run the ledger committed before failing are acknowledged, never rebuilt.
+          const committed = isMedvaultError(err) ? Number(err.info?.committedBlocks ?? 0) : 0;
+          for (const b of built.slice(0, committed)) acknowledge(b);
+          groups = groups.slice(committed);
+          batch = groups.flat();
           if (!isMedvaultError(err, 'LEDGER_CONFLICT') || conflicts >= this.#maxConflicts) throw err;
           // Another node appended, or an append before ours failed: let those
           // before us settle, then rebuild on the ledger's real head.
@@ -152,9 +168,7 @@ export class Batcher {
           this.#tip = undefined;
           continue;
         }
-        for (const { group, block, tree } of built) {
-          for (const [i, p] of group.entries()) p.resolve(makeReceipt(block, tree, i));
-        }
+        for (const b of built) acknowledge(b);
         return;
       }
     } catch (err) {

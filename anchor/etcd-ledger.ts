@@ -21,7 +21,7 @@ import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCallback, zstdDecompressSync } from 'node:zlib';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
 import { Etcd3, isRecoverableError, Range } from 'etcd3';
-import { fail } from '../errors.ts';
+import { fail, MedvaultError } from '../errors.ts';
 import { type Block, type BlockHeader, blockHash, serializeBlock } from './block.ts';
 import { checkRun, type Ledger } from './ledger.ts';
 
@@ -38,6 +38,12 @@ export interface EtcdLedgerOptions {
   readTimeoutMs?: number;
   /** Blocks per range read (responses must stay under gRPC's 4 MiB; a compressed 1,000-event block is ~150 KB). */
   pageSize?: number;
+  /**
+   * Most block bytes in one transaction: etcd refuses requests over its
+   * --max-request-bytes (1.5 MiB by default), so a larger run is committed
+   * as several transactions, each a compare-and-swap on the one before.
+   */
+  maxRequestBytes?: number;
 }
 
 const zstdCompress = promisify(zstdCompressCallback);
@@ -70,6 +76,7 @@ export class EtcdLedger implements Ledger {
   readonly #appendTimeoutMs: number;
   readonly #readTimeoutMs: number;
   readonly #pageSize: number;
+  readonly #maxRequestBytes: number;
 
   constructor(options: EtcdLedgerOptions) {
     const callTimeoutMs = options.callTimeoutMs ?? 1000;
@@ -77,6 +84,7 @@ export class EtcdLedger implements Ledger {
     this.#appendTimeoutMs = options.appendTimeoutMs ?? 15_000;
     this.#readTimeoutMs = options.readTimeoutMs ?? 3_000;
     this.#pageSize = options.pageSize ?? 8;
+    this.#maxRequestBytes = options.maxRequestBytes ?? 1_400_000;
     this.#client = new Etcd3({
       hosts: options.hosts,
       dialTimeout: callTimeoutMs,
@@ -157,12 +165,42 @@ export class EtcdLedger implements Ledger {
 
   async append(blocks: readonly Block[]): Promise<void> {
     checkRun(blocks);
+    const values = await Promise.all(blocks.map(encodeBlock));
+    // Transactions under the request limit, in order; a run that fits is one transaction.
+    let from = 0;
+    while (from < blocks.length) {
+      let to = from;
+      for (let bytes = 0; to < blocks.length && bytes + (values[to] as Buffer).length <= this.#maxRequestBytes; to++) {
+        bytes += (values[to] as Buffer).length;
+      }
+      if (to === from) {
+        const height = (blocks[from] as Block).header.height;
+        fail(
+          'INVALID_ARGUMENT',
+          `block ${height} is ${(values[from] as Buffer).length} bytes stored, over the etcd request limit`,
+        );
+      }
+      try {
+        await this.#commit(blocks.slice(from, to), values.slice(from, to));
+      } catch (err) {
+        // Blocks before `from` are committed: say so, so that the caller acknowledges them.
+        if (from === 0 || !(err instanceof MedvaultError)) throw err;
+        throw new MedvaultError(err.code, err.message.slice(err.shortMessage.length + 2), {
+          cause: err.cause,
+          info: { ...err.info, committedBlocks: from },
+        });
+      }
+      from = to;
+    }
+  }
+
+  /** Commits a run of blocks as one compare-and-swap transaction on the head. */
+  async #commit(blocks: readonly Block[], values: readonly Buffer[]): Promise<void> {
     const first = (blocks[0] as Block).header;
     const last = (blocks.at(-1) as Block).header;
     // The head the run extends, as the head key would hold it.
     const expected = first.height === 0 ? null : JSON.stringify({ height: first.height - 1, hash: first.prev });
     const ours = blockHash(last);
-    const values = await Promise.all(blocks.map(encodeBlock));
     const puts = [
       ...blocks.map((b, i) => this.#client.put(this.#blockKey(b.header.height)).value(values[i] as Buffer)),
       this.#client.put(this.#headKey).value(JSON.stringify({ height: last.height, hash: ours })),

@@ -16,12 +16,14 @@ export interface Ledger {
   /** Blocks from `from` up to the head at the time of the call, in order. */
   blocks(from?: number): AsyncIterable<Block>;
   /**
-   * Appends a run of consecutive blocks, all or none, if and only if the
-   * first extends the current head (its height is the next and its `prev` is
-   * the head's hash): compare-and-swap on the head. Throws LEDGER_CONFLICT
-   * when another block got there first; resolves only once all are durable.
-   * A run lets one ledger round trip (one etcd transaction, one fsync) carry
-   * several blocks.
+   * Appends a run of consecutive blocks if and only if the first extends the
+   * current head (its height is the next and its `prev` is the head's hash):
+   * compare-and-swap on the head. Throws LEDGER_CONFLICT when another block
+   * got there first; resolves only once all are durable. A run lets one
+   * ledger round trip (one etcd transaction, one fsync) carry several blocks.
+   * All or none, except where a backend must split a run (etcd, over its
+   * request limit): an error after the first part committed carries
+   * `info.committedBlocks`, the number of blocks of the run that are durable.
    */
   append(blocks: readonly Block[]): Promise<void>;
   close(): Promise<void>;

@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
 import { blockHash } from '../../anchor/block.ts';
@@ -49,6 +50,34 @@ async function expectReceiptsOnChain(ledger: EtcdLedger, receipts: Receipt[]): P
   for (const r of [receipts[0], receipts.at(-1)]) if (r) await checkReceiptOnLedger(ledger, r);
   return ids;
 }
+
+describe('etcd ledger: runs over the request limit', () => {
+  it('are committed as several transactions: every block lands once, in order, and the chain verifies', async () => {
+    const ledger = new EtcdLedger({ hosts: cluster.hosts, prefix: 'split', maxRequestBytes: 6_000 });
+    // Blocks of 20 events, a few KB each as stored: a run of 6 needs several transactions.
+    const batcher = new Batcher(ledger, SigningKey.generate(), {
+      maxEvents: 20,
+      maxBlocksPerAppend: 6,
+      maxDelayMs: 20,
+    });
+    const receipts = await Promise.all(Array.from({ length: 120 }, () => batcher.submit(sampleEvent())));
+    expect(new Set(receipts.map((r) => r.block.height)).size).toBe(6);
+    await expectReceiptsOnChain(ledger, receipts);
+    expect((await verifyChain(ledger)).blocks).toBe(6);
+    const etcd = new Etcd3({ hosts: cluster.hosts });
+    const stored = await etcd.getAll().prefix('split/blocks/').exec();
+    etcd.close();
+    expect(stored.kvs).toHaveLength(6);
+    expect(new Set(stored.kvs.map((kv) => kv.mod_revision)).size).toBeGreaterThan(1); // one revision per transaction
+    // One block over the limit on its own is refused, typed, and nothing is written.
+    const tiny = new EtcdLedger({ hosts: cluster.hosts, prefix: 'split', maxRequestBytes: 100 });
+    const err = await new Batcher(tiny, SigningKey.generate()).submit(sampleEvent()).catch((e) => e);
+    expect(err).toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect((await ledger.head())?.height).toBe(5);
+    await tiny.close();
+    await ledger.close();
+  });
+});
 
 describe('etcd ledger: several vault processes', () => {
   it('append concurrently to one unforked chain; every receipt is on it', async () => {
