@@ -151,10 +151,12 @@ export class Batcher {
         }
         const built = this.#build(this.#tip, groups);
         this.#tip = (built.at(-1) as (typeof built)[number]).block.header;
-        // The tip is known again: with room in the pipeline, the next run may start.
+        const appending = this.#ledger.append(built.map((b) => b.block));
+        // The tip is known again: with room in the pipeline, the next run may start (its
+        // append is issued after this one, so the ledger sees them in chain order).
         if (this.#pending.length > 0) this.#schedule();
         try {
-          await this.#ledger.append(built.map((b) => b.block));
+          await appending;
         } catch (err) {
           // Blocks of the run the ledger committed before failing are acknowledged, never rebuilt.
           const committed = isMedvaultError(err) ? Number(err.info?.committedBlocks ?? 0) : 0;

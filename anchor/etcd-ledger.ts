@@ -77,6 +77,7 @@ export class EtcdLedger implements Ledger {
   readonly #readTimeoutMs: number;
   readonly #pageSize: number;
   readonly #maxRequestBytes: number;
+  #lastAppend: Promise<unknown> = Promise.resolve();
 
   constructor(options: EtcdLedgerOptions) {
     const callTimeoutMs = options.callTimeoutMs ?? 1000;
@@ -163,9 +164,23 @@ export class EtcdLedger implements Ledger {
     }
   }
 
-  async append(blocks: readonly Block[]): Promise<void> {
+  /**
+   * Appends go to etcd in the order they are called: a pipelined run is
+   * encoded at once but sent only when the append before it has settled, as
+   * a later, smaller transaction could otherwise reach the cluster first and
+   * fail its compare against a head that is merely behind.
+   */
+  append(blocks: readonly Block[]): Promise<void> {
     checkRun(blocks);
-    const values = await Promise.all(blocks.map(encodeBlock));
+    const encoding = Promise.all(blocks.map(encodeBlock));
+    encoding.catch(() => {}); // observed below
+    const before = this.#lastAppend;
+    const run = before.then(async () => this.#appendEncoded(blocks, await encoding));
+    this.#lastAppend = run.catch(() => {});
+    return run;
+  }
+
+  async #appendEncoded(blocks: readonly Block[], values: Buffer[]): Promise<void> {
     // Transactions under the request limit, in order; a run that fits is one transaction.
     let from = 0;
     while (from < blocks.length) {

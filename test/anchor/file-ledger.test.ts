@@ -4,12 +4,11 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
-import { buildBlock } from '../../anchor/block.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
-import { checkReceiptOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
+import { checkReceiptOnLedger, verifyChain } from '../../anchor/ledger.ts';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
-import { isMedvaultError, MedvaultError } from '../../errors.ts';
+import { isMedvaultError } from '../../errors.ts';
 import { flipBits, tempDir } from '../helpers.ts';
 import { sampleEvent } from './fixtures.ts';
 import { ledgerConformance } from './ledger-conformance.ts';
@@ -109,39 +108,5 @@ describe('file ledger: crashes and damage', () => {
     writeFileSync(path, 'hello, world');
     const err = await FileLedger.open(path).catch((e) => e);
     expect(isMedvaultError(err, 'LEDGER_CORRUPT')).toBe(true);
-  });
-});
-
-describe('the batcher over a run the ledger committed only in part', () => {
-  it('acknowledges the committed blocks and rebuilds only the rest on the new head: nothing lost or duplicated', async () => {
-    const ledger = await FileLedger.open(join(dir, 'partial.mvl'));
-    const rival = SigningKey.generate();
-    let injected = false;
-    // The first append commits its first block, then another node appends, then the rest conflicts.
-    const splitting: Ledger = {
-      kind: 'file',
-      head: () => ledger.head(),
-      get: (height) => ledger.get(height),
-      blocks: (from) => ledger.blocks(from),
-      close: () => ledger.close(),
-      append: async (blocks) => {
-        if (injected || blocks.length < 2) return ledger.append(blocks);
-        injected = true;
-        await ledger.append(blocks.slice(0, 1));
-        await ledger.append([buildBlock(blocks[0]?.header ?? null, [sampleEvent()], rival).block]);
-        throw new MedvaultError('LEDGER_CONFLICT', 'injected', { info: { committedBlocks: 1 } });
-      },
-    };
-    const batcher = new Batcher(splitting, signer, { maxEvents: 5, maxBlocksPerAppend: 3, maxDelayMs: 20 });
-    const receipts = await Promise.all(Array.from({ length: 15 }, () => batcher.submit(sampleEvent())));
-    expect(injected).toBe(true);
-    const summary = await verifyChain(ledger);
-    expect(summary.events).toBe(16); // 15 once each, and the rival's
-    const onChain: string[] = [];
-    for await (const block of ledger.blocks(0)) for (const e of block.events) onChain.push(e.recordId as string);
-    expect(new Set(onChain).size).toBe(16);
-    for (const r of receipts) await checkReceiptOnLedger(ledger, r);
-    expect(receipts[0]?.block.height).toBe(0); // the committed block kept its receipts
-    await ledger.close();
   });
 });
