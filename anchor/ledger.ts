@@ -56,11 +56,21 @@ export interface ChainSummary {
  * Walks the whole ledger and checks every block: links, Merkle roots, counts
  * and signatures. With `trusted`, every signer must be one of those key ids.
  */
-export async function verifyChain(ledger: Ledger, options: { trusted?: Set<string> } = {}): Promise<ChainSummary> {
-  let previous: BlockHeader | null = null;
+export async function verifyChain(
+  ledger: Ledger,
+  options: {
+    trusted?: Set<string>;
+    /** Start after this (already verified) header instead of at block 0. */
+    after?: BlockHeader | null;
+    /** Stop after this height instead of at the head. */
+    upTo?: number;
+  } = {},
+): Promise<ChainSummary> {
+  let previous: BlockHeader | null = options.after ?? null;
   let blocks = 0;
   let events = 0;
-  for await (const block of ledger.blocks(0)) {
+  for await (const block of ledger.blocks(previous ? previous.height + 1 : 0)) {
+    if (options.upTo !== undefined && block.header.height > options.upTo) break;
     try {
       verifyBlock(block, previous);
     } catch (err) {

@@ -159,6 +159,15 @@ export function addVaultCommands(program: Command): void {
       const erasures = setInterval(() => {
         vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
+      const checkpointMinutes = config.checkpointMinutes ?? 10;
+      const checkpoints =
+        checkpointMinutes > 0
+          ? setInterval(() => {
+              vault.checkpoints
+                .create({ onlyIfGrown: true })
+                .catch((err) => logger.error({ err }, 'the ledger checkpoint failed'));
+            }, checkpointMinutes * 60_000)
+          : undefined;
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
       process.stdout.write(`medvault node ${vault.nodeId} listening on http://${host}:${bound}\n`);
@@ -169,6 +178,7 @@ export function addVaultCommands(program: Command): void {
       });
       clearInterval(sweep);
       clearInterval(erasures);
+      clearInterval(checkpoints);
       await app.close();
       await vault.close();
     });
@@ -452,6 +462,27 @@ export function addVaultCommands(program: Command): void {
     ];
     print(opts, report, lines.join('\n'));
     if (report.findings.length > 0) process.exitCode = 2;
+  });
+
+  withClientOptions(
+    program
+      .command('checkpoint')
+      .description(
+        "checkpoint the ledger's head: signed by the node and cosigned by the peers that confirm it (admin, DPO)",
+      )
+      .option('-o, --output <file>', 'save the checkpoint (JSON) for `medvault verify FILE --ledger URI` later')
+      .option('--latest', 'show the newest checkpoint the node confirmed instead of making one'),
+  ).action(async (opts: ClientOptions & { output?: string; latest?: boolean }) => {
+    const vault = await client(opts);
+    const checkpoint = opts.latest ? await vault.latestCheckpoint() : await vault.checkpoint();
+    await saveJson(opts.output, checkpoint);
+    const signers = checkpoint.signatures.map((s) => s.signer);
+    print(
+      opts,
+      checkpoint,
+      `checkpoint of block ${checkpoint.height} (${checkpoint.blockHash.slice(0, 16)}…), signed by ${signers.length} ` +
+        `node(s): ${signers.join(', ')}${opts.output ? `; saved to ${opts.output}` : ''}`,
+    );
   });
 
   withClientOptions(

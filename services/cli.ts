@@ -106,8 +106,10 @@ export function buildProgram(): Command {
 
   program
     .command('verify')
-    .description('verify a ledger receipt or an erasure certificate offline; with --ledger, also against the ledger')
-    .argument('<file>', 'receipt or erasure certificate (JSON)')
+    .description(
+      'verify a ledger receipt, an erasure certificate or a ledger checkpoint offline; with --ledger, also against the ledger',
+    )
+    .argument('<file>', 'receipt, erasure certificate or checkpoint (JSON)')
     .option('--ledger <uri>', 'also check the ledger holds each block and it links to the head (file:PATH, etcd://…)')
     .option(
       '--trust <member-key-id>',
@@ -120,7 +122,19 @@ export function buildProgram(): Command {
       const trust = opts.trust.length > 0 ? { trusted: opts.trust } : {};
       const receipts: Receipt[] = [];
       let line: string;
-      if ((document as { type?: unknown } | null)?.type === 'medvault.erasure-certificate') {
+      const type = (document as { type?: unknown } | null)?.type;
+      if (type === 'medvault.ledger-checkpoint') {
+        const { checkCheckpointOnLedger, verifyCheckpoint } = await import('../anchor/checkpoint.ts');
+        const verified = verifyCheckpoint(document, trust);
+        line = `checkpoint OK: block ${verified.height} (${verified.blockHash.slice(0, 16)}…), signed by ${verified.signers.join(', ')}`;
+        if (opts.ledger) {
+          await withLedger(opts.ledger, (ledger) => checkCheckpointOnLedger(ledger, verified));
+          line += '; the ledger still holds that block';
+        }
+        process.stdout.write(`${line}\n`);
+        return;
+      }
+      if (type === 'medvault.erasure-certificate') {
         const { verifyCertificate } = await import('./certificate.ts');
         const verified = verifyCertificate(document, trust);
         const cert = document as ErasureCertificate;

@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { type Checkpoint, verifyCheckpoint } from '../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
 import { AgeDecryptor, createEncryptStream, type StreamCore } from '../crypto/age.ts';
 import { SigningKey } from '../crypto/ed25519.ts';
@@ -389,6 +390,23 @@ export class VaultClient {
   /** The node's post-erasure sweep: where it looked and what it found (nothing, after a good erasure). */
   async sweep(requestId: string): Promise<SweepReport> {
     return this.#json<SweepReport>('GET', `/v1/erasures/${requestId}/sweep`);
+  }
+
+  /**
+   * Checkpoints the ledger's head (admin, DPO): signed by the node and cosigned
+   * by the peers that confirmed it on their own view; every signature verified.
+   */
+  async checkpoint(): Promise<Checkpoint> {
+    const checkpoint = await this.#json<Checkpoint>('POST', '/v1/checkpoints');
+    verifyCheckpoint(checkpoint);
+    return checkpoint;
+  }
+
+  /** The newest checkpoint the node confirmed, every signature verified. */
+  async latestCheckpoint(): Promise<Checkpoint> {
+    const checkpoint = await this.#json<Checkpoint>('GET', '/v1/checkpoints/latest');
+    verifyCheckpoint(checkpoint);
+    return checkpoint;
   }
 
   async erasure(requestId: string): Promise<ErasureCertificate> {

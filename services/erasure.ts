@@ -15,22 +15,16 @@ import {
   verifyCertificate,
 } from './certificate.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
+import { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
 import { checkSubject, ID, newId, type VaultCore } from './vault-core.ts';
 
 export type ErasureTarget = { subject: string } | { recordId: string };
 
-export interface Peer {
-  /** The peer node's key id. */
-  id: string;
-  /** Its API, e.g. http://10.0.0.2:7400. */
-  url: string;
-}
-
 export interface ErasureOptions {
   /** The consortium's other nodes: they cosign this node's certificates, and it theirs. */
-  peers?: Peer[];
+  peers?: Peers;
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
 }
@@ -38,12 +32,12 @@ export interface ErasureOptions {
 export class Erasures {
   readonly #c: VaultCore;
   readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
-  #peers: Peer[];
+  readonly #peers: Peers;
 
   constructor(core: VaultCore, options: ErasureOptions = {}) {
     this.#c = core;
     this.#sweepFiles = options.sweepFiles ?? (async () => ({ data: [], logs: [] }));
-    this.#peers = options.peers ?? [];
+    this.#peers = options.peers ?? new Peers();
   }
 
   /** At start-up: finishes what a crash interrupted and runs what fell due meanwhile. */
@@ -285,42 +279,23 @@ export class Erasures {
     return this.#gather(certificate);
   }
 
-  /** The consortium's other nodes, for cosigning (configuration, or a test wiring nodes up). */
-  setPeers(peers: Peer[]): void {
-    this.#peers = [...peers];
-  }
-
   /**
    * Asks every peer to confirm the certificate and keeps the cosignatures
-   * that verify. A peer that is down or refuses is logged and left out; the
-   * DPO can ask again (POST /v1/erasures/:id/cosign).
+   * that verify. A peer that is down or refuses is left out; the DPO can ask
+   * again (POST /v1/erasures/:id/cosign).
    */
   async #gather(certificate: ErasureCertificate): Promise<ErasureCertificate> {
-    if (this.#peers.length === 0) return certificate;
+    if (this.#peers.list.length === 0) return certificate;
     const cosignatures = [...(certificate.cosignatures ?? [])];
-    for (const peer of this.#peers) {
-      if (cosignatures.some((c) => c.signer === peer.id)) continue;
-      try {
-        const response = await fetch(`${peer.url.replace(/\/$/, '')}/v1/cosign`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ certificate }),
-          signal: AbortSignal.timeout(10_000),
-        });
-        const body = (await response.json()) as Cosignature & { code?: string; message?: string };
-        if (!response.ok) {
-          logger.warn({ peer: peer.id, code: body.code, requestId: certificate.requestId }, 'peer refused to cosign');
-          continue;
-        }
-        const withIt = { ...certificate, cosignatures: [...cosignatures, body] };
-        const { cosigners } = verifyCertificate(withIt);
-        if (!cosigners.includes(peer.id)) throw new Error('the cosignature is not by that peer');
-        cosignatures.push(body);
-      } catch (err) {
-        logger.warn({ peer: peer.id, err: (err as Error).message, requestId: certificate.requestId }, 'no cosignature');
-      }
-    }
-    const cosigned = { ...certificate, cosignatures };
+    const added = await this.#peers.ask<Cosignature>(
+      '/v1/cosign',
+      { certificate },
+      { requestId: certificate.requestId },
+      (peer, answer) =>
+        verifyCertificate({ ...certificate, cosignatures: [...cosignatures, answer] }).cosigners.includes(peer.id),
+      cosignatures.map((c) => c.signer),
+    );
+    const cosigned = { ...certificate, cosignatures: [...cosignatures, ...added] };
     this.#c.m.finishErasure(certificate.requestId, JSON.stringify(cosigned));
     return cosigned;
   }
@@ -338,7 +313,7 @@ export class Erasures {
    */
   async cosign(value: unknown): Promise<Cosignature> {
     const certificate = value as ErasureCertificate;
-    const peerIds = this.#peers.map((p) => p.id);
+    const peerIds = this.#peers.ids;
     const verified = verifyCertificate(value, { trusted: [...peerIds, this.#c.node.id] });
     if (!peerIds.includes(verified.signer)) fail('COSIGN_REFUSED', `${verified.signer} is not a peer of this node`);
     let head = 0;

@@ -420,6 +420,41 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
     async (request) => vault.erasures.cosign((request.body as { certificate: unknown }).certificate),
   );
+  app.post(
+    '/v1/checkpoints',
+    { schema: { summary: "Checkpoint the ledger's head, cosigned by the peers that confirm it (admin, DPO)" } },
+    async (request, reply) => {
+      const checkpoint = await vault.checkpoints.create({ actor: member(request) });
+      if (!checkpoint) fail('REQUEST_INVALID', 'the ledger is empty: nothing to checkpoint');
+      return reply.code(201).send(checkpoint);
+    },
+  );
+  app.get(
+    '/v1/checkpoints/latest',
+    { schema: { summary: 'The newest ledger checkpoint this node confirmed, with its signatures' } },
+    async (request) => {
+      const checkpoint = vault.checkpoints.latest(member(request));
+      if (!checkpoint) fail('CHECKPOINT_NOT_FOUND');
+      return checkpoint;
+    },
+  );
+  app.post(
+    '/v1/checkpoints/cosign',
+    {
+      // Node to node, like /v1/cosign: checked against the shared ledger; rate-limited by address.
+      config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
+      schema: {
+        summary: "A peer node asks this node to confirm its ledger checkpoint against this node's view",
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['checkpoint'],
+          properties: { checkpoint: { type: 'object' } },
+        },
+      },
+    },
+    async (request) => vault.checkpoints.cosign((request.body as { checkpoint: unknown }).checkpoint),
+  );
   app.get(
     '/v1/erasures/:id/sweep',
     {

@@ -93,6 +93,14 @@ export interface ErasureRow {
   probes: string | null;
 }
 
+export interface LedgerCheckpointRow {
+  height: number;
+  blockHash: string;
+  /** JSON of the checkpoint (anchor/checkpoint.ts). */
+  checkpoint: string;
+  confirmedAt: number;
+}
+
 const MIGRATIONS = [
   `CREATE TABLE members (
      id TEXT PRIMARY KEY,
@@ -185,6 +193,13 @@ const MIGRATIONS = [
    DROP TABLE erasures;
    ALTER TABLE erasures_v2 RENAME TO erasures;
    CREATE INDEX erasures_due ON erasures (execute_at) WHERE state = 'scheduled';`,
+  // 3: ledger checkpoints this node confirmed (see anchor/checkpoint.ts), with the signatures gathered.
+  `CREATE TABLE ledger_checkpoints (
+     height INTEGER PRIMARY KEY,
+     block_hash TEXT NOT NULL,
+     checkpoint TEXT NOT NULL,
+     confirmed_at INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -542,6 +557,23 @@ export class Metadata {
 
   finishErasure(id: string, certificate: string): void {
     this.#run("UPDATE erasures SET state = 'done', certificate = ? WHERE id = ?", certificate, id);
+  }
+
+  /** Keeps a ledger checkpoint this node confirmed (the newest copy of it, signatures and all). */
+  saveLedgerCheckpoint(height: number, blockHash: string, checkpoint: string, at: number): void {
+    this.#run(
+      `INSERT INTO ledger_checkpoints (height, block_hash, checkpoint, confirmed_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (height) DO UPDATE SET checkpoint = excluded.checkpoint WHERE block_hash = excluded.block_hash`,
+      height,
+      blockHash,
+      checkpoint,
+      at,
+    );
+  }
+
+  /** The highest checkpoint this node confirmed. */
+  latestLedgerCheckpoint(): LedgerCheckpointRow | undefined {
+    return this.#one('SELECT * FROM ledger_checkpoints ORDER BY height DESC LIMIT 1');
   }
 
   /** Folds the WAL into the database and truncates it, so no erased page lingers there. */

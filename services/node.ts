@@ -37,8 +37,10 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
-  /** The consortium's other nodes (key id and API URL): they cosign each other's erasure certificates. */
+  /** The consortium's other nodes (key id and API URL): they cosign each other's erasure certificates and checkpoints. */
   peers?: Peer[];
+  /** How often `serve` checkpoints the ledger while it grows, in minutes (default 10; 0: never). */
+  checkpointMinutes?: number;
   /** Log files the post-erasure sweep also searches (MEDVAULT_SWEEP_LOGS adds more, colon-separated). */
   sweepLogs?: string[];
   /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */

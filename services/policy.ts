@@ -23,7 +23,9 @@ export type Action =
   | 'emergency'
   | 'audit'
   | 'erase'
-  | 'review';
+  | 'review'
+  | 'checkpoint'
+  | 'checkpoint.read';
 
 const ALL: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
 
@@ -44,6 +46,9 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   audit: ['uploader', 'dpo'],
   erase: ['dpo'],
   review: ['dpo'],
+  // Making a ledger checkpoint asks every peer to walk the chain: not for everyone.
+  checkpoint: ['admin', 'dpo'],
+  'checkpoint.read': ALL,
 };
 
 export interface RecordFacts {

@@ -29,8 +29,10 @@ import { PAYLOAD_NONCE_LENGTH } from '../crypto/stream.ts';
 import { X25519Recipient } from '../crypto/x25519.ts';
 import { check, fail, isMedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
-import { Erasures, type Peer } from './erasure.ts';
+import { Checkpoints } from './checkpoints.ts';
+import { Erasures } from './erasure.ts';
 import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
+import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './vault-core.ts';
 
@@ -43,13 +45,14 @@ const MAX_GRANT_MS = 10 * 365 * 86_400_000;
 export interface VaultDeps extends CoreDeps {
   /** Whether this node owns its store alone, so start-up may collect unreferenced blobs. */
   ownsStore?: boolean;
-  /** The consortium's other nodes: they cosign this node's erasure certificates, and it theirs. */
+  /** The consortium's other nodes: they cosign this node's erasure certificates and checkpoints, and it theirs. */
   peers?: Peer[];
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
 }
 
-export type { ErasureTarget, Peer } from './erasure.ts';
+export type { ErasureTarget } from './erasure.ts';
+export type { Peer } from './peers.ts';
 
 export interface GrantInput {
   reader: string;
@@ -96,12 +99,18 @@ const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 export class Vault {
   readonly #c: VaultCore;
+  /** The consortium's other nodes (configuration; tests wire nodes up with `peers.set`). */
+  readonly peers: Peers;
   /** The DPO's flows: erasure, cancel window, certificates and cosignatures, the sweep. */
   readonly erasures: Erasures;
+  /** Ledger checkpoints cosigned by the consortium. */
+  readonly checkpoints: Checkpoints;
 
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
-    this.erasures = new Erasures(this.#c, { peers: deps.peers, sweepFiles: deps.sweepFiles });
+    this.peers = new Peers(deps.peers);
+    this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
+    this.checkpoints = new Checkpoints(this.#c, this.peers);
   }
 
   /** Opens the vault and finishes what a crash interrupted: pending uploads, erasures, stray blobs. */

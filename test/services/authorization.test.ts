@@ -129,6 +129,22 @@ const ROUTES: Array<{ route: string; call: (who: TestMember) => Promise<unknown>
     expect: only(['dpo'], 'FORBIDDEN'),
   },
   {
+    route: 'POST /v1/checkpoints + GET /v1/checkpoints/latest',
+    call: async (w) => {
+      await w.client.checkpoint();
+      return w.client.latestCheckpoint();
+    },
+    expect: only(['admin', 'dpo'], 'FORBIDDEN'),
+  },
+  {
+    route: 'GET /v1/checkpoints/latest',
+    call: async (w) => {
+      await m.admin.client.checkpoint();
+      return w.client.latestCheckpoint();
+    },
+    expect: everyone(ok),
+  },
+  {
     route: 'GET /v1/erasures',
     call: (w) => w.client.erasures(),
     expect: only(['dpo'], 'FORBIDDEN'),

@@ -174,5 +174,13 @@ describe('medvault CLI against a node', () => {
     expect(sweep.stdout).toContain('nothing found: no trace of the erased records');
     const gone = await medvault('fetch', record, '-i', key('clinic'), '-o', join(dir, 'gone.dcm'));
     expect(gone.stderr).toMatch(/\[RECORD_ERASED\]/);
+    const checkpointFile = join(dir, 'checkpoint.json');
+    const made = await medvault('checkpoint', '-o', checkpointFile, '--key', key('dpo'));
+    expect(made.stdout).toMatch(
+      /^checkpoint of block \d+ \([0-9a-f]{16}…\), signed by 1 node\(s\): [0-9a-f]{32}; saved to /,
+    );
+    const checked = await medvault('verify', checkpointFile, '--trust', nodeKey);
+    expect(checked.stdout).toMatch(new RegExp(`^checkpoint OK: block \\d+ .*, signed by ${nodeKey}`));
+    expect((await medvault('checkpoint', '--key', key('hospital'))).stderr).toMatch(/\[FORBIDDEN\]/);
   });
 });

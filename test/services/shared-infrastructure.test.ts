@@ -5,12 +5,19 @@
  * Then an outage: with the ledger down, an upload answers 503 and leaves no
  * blob in either store, and readiness says which part is down.
  */
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Block, blockHash, buildBlock } from '../../anchor/block.ts';
+import { verifyCheckpoint } from '../../anchor/checkpoint.ts';
+import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
+import { verifyChain } from '../../anchor/ledger.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
 import { verifyCertificate } from '../../services/certificate.ts';
 import { signRequest } from '../../services/signing.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
-import { bytes, filesUnder, tempDir } from '../helpers.ts';
+import { bytes, filesUnder, medvault, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
 import { type S3TestServer, s3Options, startS3Server } from '../servers/s3.ts';
@@ -81,8 +88,8 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
     const ledger = `etcd://${cluster.members.map((m) => m.clientUrl.replace('http://', '')).join(',')}/vault-test`;
     const b = await startNode({ overrides: { ledger } });
     try {
-      node.vault.erasures.setPeers([{ id: b.vault.nodeId, url: b.url }]);
-      b.vault.erasures.setPeers([{ id: node.vault.nodeId, url: node.url }]);
+      node.vault.peers.set([{ id: b.vault.nodeId, url: b.url }]);
+      b.vault.peers.set([{ id: node.vault.nodeId, url: node.url }]);
       const subject = 'c'.repeat(64);
       const bHospital = await b.addMember('hospital-b', 'uploader');
       const bDpo = await b.addMember('dpo-b', 'dpo');
@@ -112,7 +119,77 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
       const forged = { ...bCertificate, cosignatures: cosigned.cosignatures };
       expect(() => verifyCertificate(forged)).toThrow(/cosignature by .* does not verify|not a separate node/);
     } finally {
-      node.vault.erasures.setPeers([]);
+      node.vault.peers.set([]);
+      await b.stop();
+    }
+  }, 60_000);
+});
+
+describe('a consortium: ledger checkpoints cosigned by every node', () => {
+  it('both nodes sign; after history is rewritten consistently in etcd, neither signs again and a saved checkpoint exposes it', async () => {
+    const hosts = cluster.members.map((m) => m.clientUrl.replace('http://', ''));
+    const ledger = `etcd://${hosts.join(',')}/checkpoint-test`;
+    const a = await startNode({ overrides: { ledger } });
+    const b = await startNode({ overrides: { ledger } });
+    const etcd = new Etcd3({ hosts: cluster.hosts });
+    const shared = new EtcdLedger({ hosts: cluster.hosts, prefix: 'checkpoint-test' });
+    try {
+      a.vault.peers.set([{ id: b.vault.nodeId, url: b.url }]);
+      b.vault.peers.set([{ id: a.vault.nodeId, url: a.url }]);
+      const nodes = [a.vault.nodeId, b.vault.nodeId];
+      const aHospital = await a.addMember('hospital-a', 'uploader');
+      const upload = () =>
+        aHospital.client.upload(bytes(3000, 2), {
+          subject: SUBJECT,
+          readers: [],
+          purpose: 'treatment',
+          expiresAt: Date.now() + DAY,
+        });
+      await upload();
+      const first = await a.admin.client.checkpoint();
+      expect(verifyCheckpoint(first, { trusted: nodes, quorum: 2 }).signers).toEqual(nodes);
+      await upload();
+      const bDpo = await b.addMember('dpo-b', 'dpo');
+      const second = await bDpo.client.checkpoint(); // B's, cosigned by A
+      expect(second.height).toBeGreaterThan(first.height);
+      expect(verifyCheckpoint(second, { trusted: nodes, quorum: 2 }).signers).toEqual([nodes[1], nodes[0]]);
+      expect((await a.admin.client.latestCheckpoint()).height).toBe(second.height);
+      const saved = join(out, 'checkpoint.json');
+      writeFileSync(saved, JSON.stringify(first));
+      const before = medvault(['verify', saved, '--ledger', ledger]);
+      expect(before.stdout.toString()).toMatch(/checkpoint OK: block \d+ .*the ledger still holds that block/);
+
+      // Someone with write access to etcd rewrites history from block 1 up, consistently: every
+      // block re-linked and re-signed (by a key of their own), so the chain itself still verifies.
+      const blocks: Block[] = [];
+      for await (const block of shared.blocks(0)) blocks.push(block);
+      const rogue = SigningKey.generate();
+      let previous = (blocks[0] as Block).header;
+      for (const block of blocks.slice(1)) {
+        const events = block.header.height === 1 ? block.events.slice(1) : block.events; // an event dropped
+        const forged = buildBlock(previous, events.length ? events : block.events, rogue, {
+          time: block.header.time,
+        }).block;
+        await etcd
+          .put(`checkpoint-test/blocks/${String(forged.header.height).padStart(16, '0')}`)
+          .value(JSON.stringify(forged));
+        previous = forged.header;
+      }
+      await etcd
+        .put('checkpoint-test/head')
+        .value(JSON.stringify({ height: previous.height, hash: blockHash(previous) }));
+      expect((await verifyChain(shared)).blocks).toBe(blocks.length); // links, roots and signatures all check out
+
+      await expect(a.admin.client.checkpoint()).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
+      await expect(bDpo.client.checkpoint()).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
+      await expect(b.vault.checkpoints.cosign(first)).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
+      const after = medvault(['verify', saved, '--ledger', ledger]);
+      expect(after.status).toBe(1);
+      expect(after.stderr.toString()).toMatch(/LEDGER_REWRITTEN/);
+    } finally {
+      etcd.close();
+      await shared.close();
+      await a.stop();
       await b.stop();
     }
   }, 60_000);

@@ -1,0 +1,73 @@
+/**
+ * The consortium's other nodes, as this node knows them (configuration, or a
+ * test wiring nodes up), and asking them to confirm something: an erasure
+ * certificate or a ledger checkpoint. An answer is kept only if the caller's
+ * check accepts it (it verifies a signature by that very peer); a peer that
+ * is down, slow or refuses is logged and left out.
+ */
+import { logger } from '../log.ts';
+
+export interface Peer {
+  /** The peer node's key id. */
+  id: string;
+  /** Its API, e.g. http://10.0.0.2:7400. */
+  url: string;
+}
+
+const ASK_TIMEOUT_MS = 10_000;
+
+export class Peers {
+  #list: Peer[];
+
+  constructor(list: readonly Peer[] = []) {
+    this.#list = [...list];
+  }
+
+  get list(): readonly Peer[] {
+    return this.#list;
+  }
+
+  get ids(): string[] {
+    return this.#list.map((p) => p.id);
+  }
+
+  set(list: readonly Peer[]): void {
+    this.#list = [...list];
+  }
+
+  /**
+   * POSTs `body` as JSON to `path` on each peer not in `skip`, one after
+   * another; returns the answers `accept` took (it throws or returns false
+   * for an answer that does not verify as that peer's).
+   */
+  async ask<T>(
+    path: string,
+    body: unknown,
+    context: Record<string, unknown>,
+    accept: (peer: Peer, answer: T) => boolean,
+    skip: readonly string[] = [],
+  ): Promise<T[]> {
+    const answers: T[] = [];
+    for (const peer of this.#list) {
+      if (skip.includes(peer.id)) continue;
+      try {
+        const response = await fetch(`${peer.url.replace(/\/$/, '')}${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
+        });
+        const answer = (await response.json()) as T & { code?: string };
+        if (!response.ok) {
+          logger.warn({ ...context, peer: peer.id, code: answer.code }, 'peer refused to confirm');
+          continue;
+        }
+        if (!accept(peer, answer)) throw new Error('the answer is not signed by that peer');
+        answers.push(answer);
+      } catch (err) {
+        logger.warn({ ...context, peer: peer.id, err: (err as Error).message }, 'no confirmation from peer');
+      }
+    }
+    return answers;
+  }
+}
