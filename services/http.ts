@@ -402,23 +402,33 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
     async (request) => vault.erasures.recollect(member(request), (request.params as { id: string }).id),
   );
-  app.post(
-    '/v1/cosign',
-    {
-      // Node to node: what is asked is checked against public facts (the certificate, the shared
-      // ledger) and this node's own holdings, so no member signature is needed; rate-limited by address.
-      config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
-      schema: {
-        summary: 'A peer node asks this node to confirm and cosign an erasure it executed',
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['certificate'],
-          properties: { certificate: { type: 'object' } },
+  /**
+   * A node-to-node route: what a peer asks is checked against public facts (the
+   * document's signatures, the shared ledger) and this node's own holdings, so no
+   * member signature is needed; rate-limited by address.
+   */
+  const peerRoute = (path: string, summary: string, field: string, handle: (document: unknown) => Promise<unknown>) =>
+    app.post(
+      path,
+      {
+        config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
+        schema: {
+          summary,
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            required: [field],
+            properties: { [field]: { type: 'object' } },
+          },
         },
       },
-    },
-    async (request) => vault.erasures.cosign((request.body as { certificate: unknown }).certificate),
+      async (request) => handle((request.body as Record<string, unknown>)[field]),
+    );
+  peerRoute(
+    '/v1/cosign',
+    'A peer node asks this node to confirm and cosign an erasure it executed',
+    'certificate',
+    (certificate) => vault.erasures.cosign(certificate),
   );
   app.post(
     '/v1/checkpoints',
@@ -438,22 +448,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       return checkpoint;
     },
   );
-  app.post(
+  peerRoute(
     '/v1/checkpoints/cosign',
-    {
-      // Node to node, like /v1/cosign: checked against the shared ledger; rate-limited by address.
-      config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
-      schema: {
-        summary: "A peer node asks this node to confirm its ledger checkpoint against this node's view",
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['checkpoint'],
-          properties: { checkpoint: { type: 'object' } },
-        },
-      },
-    },
-    async (request) => vault.checkpoints.cosign((request.body as { checkpoint: unknown }).checkpoint),
+    "A peer node asks this node to confirm its ledger checkpoint against this node's view",
+    'checkpoint',
+    (checkpoint) => vault.checkpoints.cosign(checkpoint),
   );
   app.get(
     '/v1/erasures/:id/sweep',
