@@ -38,6 +38,12 @@ export interface BatcherOptions {
   maxConflicts?: number;
   /** Appends in flight at once. */
   pipelineDepth?: number;
+  /**
+   * Checks a head read from the ledger before anything is built on it (the
+   * first time, and after a conflict); throwing refuses the waiting events.
+   * The vault checks that the ledger still holds its last confirmed checkpoint.
+   */
+  checkHead?: (head: BlockHeader | null) => Promise<void>;
 }
 
 /** A block built for a group of pending events, with its tree for their receipts. */
@@ -62,6 +68,7 @@ export class Batcher {
   readonly #maxDelayMs: number;
   readonly #maxConflicts: number;
   readonly #depth: number;
+  readonly #checkHead: (head: BlockHeader | null) => Promise<void>;
   #pending: Pending[] = [];
   /** The last block built (committed or in flight); undefined: read it from the ledger. */
   #tip: BlockHeader | null | undefined;
@@ -78,6 +85,7 @@ export class Batcher {
     this.#maxDelayMs = options.maxDelayMs ?? 2;
     this.#maxConflicts = options.maxConflicts ?? 100;
     this.#depth = options.pipelineDepth ?? 2;
+    this.#checkHead = options.checkHead ?? (async () => {});
   }
 
   /** Anchors `event`; resolves with its receipt once its block is durable. */
@@ -147,7 +155,11 @@ export class Batcher {
       for (let conflicts = 0; ; conflicts++) {
         if (this.#tip === undefined) {
           await previous.catch(() => {});
-          this.#tip ??= await this.#ledger.head();
+          if (this.#tip === undefined) {
+            const head = await this.#ledger.head();
+            await this.#checkHead(head);
+            if (this.#tip === undefined) this.#tip = head;
+          }
         }
         const built = this.#build(this.#tip, groups);
         this.#tip = (built.at(-1) as (typeof built)[number]).block.header;

@@ -21,13 +21,33 @@ import {
   signCheckpoint,
   verifyCheckpoint,
 } from '../anchor/checkpoint.ts';
-import { verifyChain } from '../anchor/ledger.ts';
+import { type Ledger, verifyChain } from '../anchor/ledger.ts';
 import { fail, isMedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
-import type { MemberRow } from './metadata.ts';
+import type { LedgerCheckpointRow, MemberRow, Metadata } from './metadata.ts';
 import type { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import type { VaultCore } from './vault-core.ts';
+
+/**
+ * Throws LEDGER_REWRITTEN (and logs it) unless the ledger still holds the
+ * block of the last checkpoint this node confirmed; returns that checkpoint.
+ * The node checks it before building blocks on a head it has just read, so
+ * it never appends to a rewritten history either.
+ */
+export async function confirmedCheckpointHolds(
+  metadata: Metadata,
+  ledger: Ledger,
+): Promise<LedgerCheckpointRow | undefined> {
+  const last = metadata.latestLedgerCheckpoint();
+  if (!last) return undefined;
+  const block = await ledger.get(last.height);
+  if (!block || blockHash(block.header) !== last.blockHash) {
+    logger.error({ height: last.height }, 'the ledger no longer holds a block this node confirmed');
+    fail('LEDGER_REWRITTEN', `block ${last.height} is not the block this node confirmed in a checkpoint`);
+  }
+  return last;
+}
 
 export class Checkpoints {
   readonly #c: VaultCore;
@@ -45,16 +65,9 @@ export class Checkpoints {
    * a block between does not verify.
    */
   async #check(body: CheckpointBody): Promise<void> {
-    const last = this.#c.m.latestLedgerCheckpoint();
     const ledger = this.#c.ledger;
+    const last = await confirmedCheckpointHolds(this.#c.m, ledger);
     const headerAt = async (height: number) => (await ledger.get(height))?.header ?? null;
-    if (last) {
-      const then = await headerAt(last.height);
-      if (!then || blockHash(then) !== last.blockHash) {
-        logger.error({ height: last.height }, 'the ledger no longer holds a block this node confirmed');
-        fail('LEDGER_REWRITTEN', `block ${last.height} is not the block this node confirmed in a checkpoint`);
-      }
-    }
     // Walk from the lower of the two checkpoints to the higher: the chain between must verify.
     const lowHeight = last ? Math.min(last.height, body.height) : -1;
     const highHeight = last ? Math.max(last.height, body.height) : body.height;

@@ -15,6 +15,7 @@ import { MerkleTree } from '../crypto/merkle.ts';
 import { check, fail } from '../errors.ts';
 import type { Kms } from '../kms/kms.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
+import { confirmedCheckpointHolds } from './checkpoints.ts';
 import type { Metadata, RecordRow } from './metadata.ts';
 
 export const ID = /^[0-9a-f]{32}$/;
@@ -61,7 +62,12 @@ export class VaultCore {
     this.ledger = deps.ledger;
     this.node = deps.node;
     this.now = deps.clock ?? Date.now;
-    this.#batcher = new Batcher(deps.ledger, deps.node, deps.batcher);
+    this.#batcher = new Batcher(deps.ledger, deps.node, {
+      checkHead: async () => {
+        await confirmedCheckpointHolds(this.m, this.ledger);
+      },
+      ...deps.batcher,
+    });
   }
 
   /** Runs `step` after every earlier step under the same key (one record, one erasure). */

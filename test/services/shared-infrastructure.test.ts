@@ -126,7 +126,7 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
 });
 
 describe('a consortium: ledger checkpoints cosigned by every node', () => {
-  it('both nodes sign; after history is rewritten consistently in etcd, neither signs again and a saved checkpoint exposes it', async () => {
+  it('both nodes sign; after history is rewritten consistently in etcd, neither signs or appends again and a saved checkpoint exposes it', async () => {
     const hosts = cluster.members.map((m) => m.clientUrl.replace('http://', ''));
     const ledger = `etcd://${hosts.join(',')}/checkpoint-test`;
     const a = await startNode({ overrides: { ledger } });
@@ -183,6 +183,10 @@ describe('a consortium: ledger checkpoints cosigned by every node', () => {
       await expect(a.admin.client.checkpoint()).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
       await expect(bDpo.client.checkpoint()).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
       await expect(b.vault.checkpoints.cosign(first)).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
+      // Nor will a node append on top of the rewritten history: the upload fails and leaves no record.
+      const headBefore = await shared.head();
+      await expect(upload()).rejects.toMatchObject({ code: 'LEDGER_REWRITTEN' });
+      expect(await shared.head()).toEqual(headBefore);
       const after = medvault(['verify', saved, '--ledger', ledger]);
       expect(after.status).toBe(1);
       expect(after.stderr.toString()).toMatch(/LEDGER_REWRITTEN/);
