@@ -171,7 +171,11 @@ export class EtcdLedger implements Ledger {
    * fail its compare against a head that is merely behind.
    */
   append(blocks: readonly Block[]): Promise<void> {
-    checkRun(blocks);
+    try {
+      checkRun(blocks);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const encoding = Promise.all(blocks.map(encodeBlock));
     encoding.catch(() => {}); // observed below
     const before = this.#lastAppend;
