@@ -12,7 +12,7 @@
  * Checkpoints are made on demand (an admin or a DPO) and, by `medvault
  * serve`, periodically while the ledger grows.
  */
-import { blockHash } from '../anchor/block.ts';
+import { type BlockHeader, blockHash } from '../anchor/block.ts';
 import {
   type Checkpoint,
   type CheckpointBody,
@@ -24,7 +24,7 @@ import {
 import { type Ledger, verifyChain } from '../anchor/ledger.ts';
 import { fail, isMedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
-import type { LedgerCheckpointRow, MemberRow, Metadata } from './metadata.ts';
+import type { MemberRow, Metadata } from './metadata.ts';
 import type { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import type { VaultCore } from './vault-core.ts';
@@ -33,12 +33,9 @@ import type { VaultCore } from './vault-core.ts';
  * Throws LEDGER_REWRITTEN (and logs it) unless the ledger still holds the
  * block of the last checkpoint this node confirmed; returns that checkpoint.
  * The node checks it before building blocks on a head it has just read, so
- * it never appends to a rewritten history either.
+ * it never appends to a rewritten history either. Returns that block's header.
  */
-export async function confirmedCheckpointHolds(
-  metadata: Metadata,
-  ledger: Ledger,
-): Promise<LedgerCheckpointRow | undefined> {
+export async function confirmedCheckpointHolds(metadata: Metadata, ledger: Ledger): Promise<BlockHeader | undefined> {
   const last = metadata.latestLedgerCheckpoint();
   if (!last) return undefined;
   const block = await ledger.get(last.height);
@@ -46,7 +43,7 @@ export async function confirmedCheckpointHolds(
     logger.error({ height: last.height }, 'the ledger no longer holds a block this node confirmed');
     fail('LEDGER_REWRITTEN', `block ${last.height} is not the block this node confirmed in a checkpoint`);
   }
-  return last;
+  return block.header;
 }
 
 export class Checkpoints {
@@ -67,11 +64,11 @@ export class Checkpoints {
   async #check(body: CheckpointBody): Promise<void> {
     const ledger = this.#c.ledger;
     const last = await confirmedCheckpointHolds(this.#c.m, ledger);
-    const headerAt = async (height: number) => (await ledger.get(height))?.header ?? null;
     // Walk from the lower of the two checkpoints to the higher: the chain between must verify.
     const lowHeight = last ? Math.min(last.height, body.height) : -1;
     const highHeight = last ? Math.max(last.height, body.height) : body.height;
-    const low = lowHeight < 0 ? null : await headerAt(lowHeight);
+    const low =
+      lowHeight < 0 ? null : lowHeight === last?.height ? last : ((await ledger.get(lowHeight))?.header ?? null);
     if (lowHeight >= 0 && !low) fail('CHECKPOINT_INVALID', `this node's view of the ledger has no block ${lowHeight}`);
     const walk = await verifyChain(ledger, { after: low, upTo: highHeight });
     if (walk.head?.height !== highHeight) {
