@@ -12,7 +12,7 @@
  * The block hash is SHA-256 of the canonical JSON of the whole header.
  */
 import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
-import { leafHash, MerkleTree, sha256 } from '../crypto/merkle.ts';
+import { leafHashHex, MerkleTree, sha256Hex } from '../crypto/merkle.ts';
 import { check, fail } from '../errors.ts';
 import { canonicalJson, eventJson, type LedgerEvent } from './events.ts';
 
@@ -36,22 +36,20 @@ export interface Block {
   events: LedgerEvent[];
 }
 
-const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
-
-/** An event's canonical JSON (validated) and its Merkle leaf hash. */
+/** An event's canonical JSON (validated) and its Merkle leaf hash, hex. */
 export interface EncodedEvent {
   json: string;
-  leaf: Uint8Array;
+  leaf: string;
 }
 
 export function encodeForBlock(event: LedgerEvent): EncodedEvent {
   const json = eventJson(event);
-  return { json, leaf: leafHash(Buffer.from(json, 'utf8')) };
+  return { json, leaf: leafHashHex(json) };
 }
 
-/** The Merkle leaf hash of an event (validating it). */
-export function eventLeaf(event: LedgerEvent): Uint8Array {
-  return encodeForBlock(event).leaf;
+/** The Merkle tree of a block's events (validating them). */
+export function eventsTree(events: readonly LedgerEvent[]): MerkleTree {
+  return MerkleTree.fromLeafHex(events.map((event) => leafHashHex(eventJson(event))));
 }
 
 /** The events' canonical JSON of blocks built here, so storing a block does not encode its events again. */
@@ -72,7 +70,7 @@ function signingBytes(header: Omit<BlockHeader, 'sig'> & { sig?: string }): Uint
 }
 
 export function blockHash(header: BlockHeader): string {
-  return hex(sha256(Buffer.from(canonicalJson(header), 'utf8')));
+  return sha256Hex(canonicalJson(header));
 }
 
 /**
@@ -88,12 +86,12 @@ export function buildBlock(
   check(events.length > 0, 'INVALID_ARGUMENT', 'a block holds at least one event');
   const encoded = options.encoded ?? events.map(encodeForBlock);
   check(encoded.length === events.length, 'INVALID_ARGUMENT', 'one encoding per event');
-  const tree = new MerkleTree(encoded.map((e) => e.leaf));
+  const tree = MerkleTree.fromLeafHex(encoded.map((e) => e.leaf));
   const unsigned = {
     v: 1 as const,
     height: previous ? previous.height + 1 : 0,
     prev: previous ? blockHash(previous) : GENESIS_PREV,
-    root: hex(tree.root),
+    root: tree.rootHex,
     count: events.length,
     time: options.time ?? Date.now(),
     signer: signer.id,
@@ -128,7 +126,7 @@ export function verifyBlock(block: Block, previous: BlockHeader | null): void {
   if (header.height !== (previous ? previous.height + 1 : 0)) fail('BLOCK_INVALID', `${at}: unexpected height`);
   if (header.prev !== (previous ? blockHash(previous) : GENESIS_PREV)) fail('BLOCK_INVALID', `${at}: broken link`);
   if (header.count !== events.length) fail('BLOCK_INVALID', `${at}: count does not match its events`);
-  const root = hex(new MerkleTree(events.map(eventLeaf)).root);
+  const root = eventsTree(events).rootHex;
   if (root !== header.root) fail('BLOCK_INVALID', `${at}: Merkle root does not match its events`);
   if (!headerSignatureValid(header)) fail('BLOCK_INVALID', `${at}: bad signature`);
 }

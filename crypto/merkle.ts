@@ -20,23 +20,25 @@ import { check } from '../errors.ts';
 export const HASH_LENGTH = 32;
 
 export function sha256(...parts: Uint8Array[]): Uint8Array {
-  // One-shot hashing: about a third cheaper per call than createHash for small inputs.
   const input = parts.length === 1 ? (parts[0] as Uint8Array) : Buffer.concat(parts);
-  return hash('sha256', input, 'buffer');
+  return Buffer.from(hash('sha256', input, 'hex'), 'hex');
 }
 
-/** SHA-256 of one prefix byte then `parts`, copied into one buffer (the tree's hot path). */
-function prefixed(prefix: number, ...parts: Uint8Array[]): Uint8Array {
-  let length = 1;
-  for (const part of parts) length += part.length;
-  const input = Buffer.allocUnsafe(length);
+/** SHA-256, hex, of bytes or of a string's UTF-8 encoding. */
+export function sha256Hex(data: string | Uint8Array): string {
+  return hash('sha256', data, 'hex');
+}
+
+// Digests are taken as hex strings, never as Buffers: node:crypto makes a
+// fresh ArrayBuffer for each Buffer digest, which costs 4-5x the hashing of a
+// node's 65 bytes, while a hex digest is a plain string. Trees are built on hex.
+
+/** SHA-256 of one prefix byte then `data`. */
+function prefixed(prefix: number, data: Uint8Array): Uint8Array {
+  const input = Buffer.allocUnsafe(data.length + 1);
   input[0] = prefix;
-  let at = 1;
-  for (const part of parts) {
-    input.set(part, at);
-    at += part.length;
-  }
-  return hash('sha256', input, 'buffer');
+  input.set(data, 1);
+  return Buffer.from(hash('sha256', input, 'hex'), 'hex');
 }
 
 /** The hash of the empty tree. */
@@ -46,9 +48,36 @@ export function leafHash(data: Uint8Array): Uint8Array {
   return prefixed(0x00, data);
 }
 
-export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
-  return prefixed(0x01, left, right);
+/** The leaf hash, hex, of `text`'s UTF-8 bytes (a string is hashed as UTF-8, and "\0" is one 0x00 byte). */
+export function leafHashHex(text: string): string {
+  return hash('sha256', `\0${text}`, 'hex');
 }
+
+export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {
+  const input = Buffer.allocUnsafe(65);
+  input[0] = 0x01;
+  input.set(left, 1);
+  input.set(right, 33);
+  return Buffer.from(hash('sha256', input, 'hex'), 'hex');
+}
+
+// One input buffer for every hex node hash: hashing is synchronous, so it is never shared.
+const NODE_INPUT = Buffer.alloc(65, 0x01);
+
+/** The node hash of two hex hashes, hex; MERKLE_ARGUMENT unless both are 64 hex digits. */
+function nodeHashHex(left: string, right: string): string {
+  // A hex write stops at the first character that is not a hex digit: 32 bytes written means 64 digits.
+  const ok =
+    left.length === 64 &&
+    right.length === 64 &&
+    NODE_INPUT.write(left, 1, 'hex') === HASH_LENGTH &&
+    NODE_INPUT.write(right, 33, 'hex') === HASH_LENGTH;
+  check(ok, 'MERKLE_ARGUMENT', 'a leaf hash is not 64 hex digits');
+  return hash('sha256', NODE_INPUT, 'hex');
+}
+
+const toHex = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('hex');
+const fromHex = (hex: string): Uint8Array => Buffer.from(hex, 'hex');
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
@@ -68,28 +97,40 @@ function checkProof(value: unknown): asserts value is Uint8Array[] {
 }
 
 /**
- * A Merkle tree over given leaf hashes, with every level kept so that the
- * root and each audit path cost no more hashing than building it once.
+ * A Merkle tree over given leaf hashes, with every level kept (as hex) so
+ * that the root and each audit path cost no more hashing than building it once.
  */
 export class MerkleTree {
-  readonly #levels: Uint8Array[][];
-  #hexLevels: string[][] | null = null;
+  #levels: string[][];
 
   constructor(leafHashes: readonly Uint8Array[]) {
-    const levels: Uint8Array[][] = [[...leafHashes]];
-    for (let level = levels[0] as Uint8Array[]; level.length > 1; ) {
-      const up: Uint8Array[] = [];
-      for (let i = 0; i < level.length; i += 2) {
-        up.push(
-          i + 1 < level.length
-            ? nodeHash(level[i] as Uint8Array, level[i + 1] as Uint8Array)
-            : (level[i] as Uint8Array),
-        );
-      }
+    this.#levels = MerkleTree.#build(leafHashes.map(toHex));
+  }
+
+  static #build(leaves: string[]): string[][] {
+    const levels: string[][] = [leaves];
+    for (let level = leaves; level.length > 1; ) {
+      const up: string[] = [];
+      for (let i = 0; i + 1 < level.length; i += 2) up.push(nodeHashHex(level[i] as string, level[i + 1] as string));
+      if (level.length % 2 === 1) up.push(level.at(-1) as string);
       levels.push(up);
       level = up;
     }
-    this.#levels = levels;
+    return levels;
+  }
+
+  /**
+   * The tree over leaf hashes given as 64 lowercase hex digits each, as
+   * leafHashHex makes them. Each leaf is checked where it is first hashed
+   * into a node (every leaf is, in a tree of two or more).
+   */
+  static fromLeafHex(leafHashes: readonly string[]): MerkleTree {
+    if (leafHashes.length === 1) {
+      check(/^[0-9a-f]{64}$/.test(leafHashes[0] as string), 'MERKLE_ARGUMENT', 'a leaf hash is not 64 hex digits');
+    }
+    const tree = new MerkleTree([]);
+    tree.#levels = MerkleTree.#build([...leafHashes]);
+    return tree;
   }
 
   static fromLeaves(leaves: readonly Uint8Array[]): MerkleTree {
@@ -97,55 +138,42 @@ export class MerkleTree {
   }
 
   get size(): number {
-    return (this.#levels[0] as Uint8Array[]).length;
+    return (this.#levels[0] as string[]).length;
   }
 
   get root(): Uint8Array {
-    return this.size === 0 ? EMPTY_ROOT : ((this.#levels.at(-1) as Uint8Array[])[0] as Uint8Array);
+    return this.size === 0 ? EMPTY_ROOT : fromHex(this.rootHex);
+  }
+
+  get rootHex(): string {
+    return this.size === 0 ? toHex(EMPTY_ROOT) : ((this.#levels.at(-1) as string[])[0] as string);
   }
 
   /** The audit path of leaf `index`, from the leaf's sibling up (RFC 9162 PATH). */
   inclusionProof(index: number): Uint8Array[] {
-    checkSize(index, 'leaf index');
-    check(index < this.size, 'MERKLE_ARGUMENT', `leaf index ${index} is outside a tree of ${this.size}`);
-    const path: Uint8Array[] = [];
-    let i = index;
-    for (const level of this.#levels.slice(0, -1)) {
-      const sibling = i ^ 1;
-      if (sibling < level.length) path.push(level[sibling] as Uint8Array);
-      i >>= 1;
-    }
-    return path;
+    return this.inclusionProofHex(index).map(fromHex);
   }
 
-  /**
-   * The audit path of leaf `index` as hex strings. Each node is hex-encoded
-   * at most once per tree, when a path first needs it: one receipt costs
-   * O(log n) encodings, receipts for all n leaves O(n) in all.
-   */
+  /** The audit path of leaf `index` as hex strings. */
   inclusionProofHex(index: number): string[] {
     checkSize(index, 'leaf index');
     check(index < this.size, 'MERKLE_ARGUMENT', `leaf index ${index} is outside a tree of ${this.size}`);
-    this.#hexLevels ??= this.#levels.map(() => []);
     const path: string[] = [];
     let i = index;
     for (let depth = 0; depth < this.#levels.length - 1; depth++) {
+      const level = this.#levels[depth] as string[];
       const sibling = i ^ 1;
-      const level = this.#levels[depth] as Uint8Array[];
-      if (sibling < level.length) {
-        const hexLevel = this.#hexLevels[depth] as string[];
-        path.push((hexLevel[sibling] ??= Buffer.from(level[sibling] as Uint8Array).toString('hex')));
-      }
+      if (sibling < level.length) path.push(level[sibling] as string);
       i >>= 1;
     }
     return path;
   }
 
   /** The hash of leaves [from, to) when that range is a subtree of this tree. */
-  #subtree(from: number, to: number): Uint8Array {
-    if (to - from === 1) return (this.#levels[0] as Uint8Array[])[from] as Uint8Array;
+  #subtree(from: number, to: number): string {
+    if (to - from === 1) return (this.#levels[0] as string[])[from] as string;
     const k = largestPowerOfTwoBelow(to - from);
-    return nodeHash(this.#subtree(from, from + k), this.#subtree(from + k, to));
+    return nodeHashHex(this.#subtree(from, from + k), this.#subtree(from + k, to));
   }
 
   /** The consistency proof from the first `size` leaves to the whole tree (RFC 9162 PROOF). */
@@ -153,7 +181,7 @@ export class MerkleTree {
     checkSize(size, 'first size');
     check(size <= this.size, 'MERKLE_ARGUMENT', `first size ${size} exceeds the tree size ${this.size}`);
     if (size === 0 || size === this.size) return [];
-    const proof: Uint8Array[] = [];
+    const proof: string[] = [];
     const walk = (m: number, from: number, to: number, whole: boolean): void => {
       if (m === to - from) {
         if (!whole) proof.push(this.#subtree(from, to));
@@ -169,7 +197,7 @@ export class MerkleTree {
       }
     };
     walk(size, 0, this.size, true);
-    return proof;
+    return proof.map(fromHex);
   }
 }
 

@@ -6,12 +6,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Batcher, type BatcherOptions } from '../anchor/batcher.ts';
-import { eventLeaf } from '../anchor/block.ts';
+import { eventsTree } from '../anchor/block.ts';
 import type { LedgerEvent } from '../anchor/events.ts';
 import type { Ledger } from '../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
 import type { SigningKey } from '../crypto/ed25519.ts';
-import { MerkleTree } from '../crypto/merkle.ts';
+import type { MerkleTree } from '../crypto/merkle.ts';
 import { check, fail } from '../errors.ts';
 import type { Kms } from '../kms/kms.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
@@ -104,7 +104,7 @@ export class VaultCore {
     if (!entry) {
       const block = await this.ledger.get(height);
       if (!block) fail('LEDGER_CORRUPT', `block ${height}, indexed by the metadata store, is not on the ledger`);
-      entry = { block, tree: new MerkleTree(block.events.map(eventLeaf)) };
+      entry = { block, tree: eventsTree(block.events) };
       cache.set(height, entry);
     }
     return makeReceipt(entry.block, entry.tree, leaf);

@@ -17,13 +17,12 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { eventLeaf } from '../anchor/block.ts';
+import { eventsTree } from '../anchor/block.ts';
 import type { Ledger } from '../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
 import { coreTransform } from '../crypto/age.ts';
 import { keyFingerprint } from '../crypto/ed25519.ts';
 import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../crypto/header.ts';
-import { MerkleTree } from '../crypto/merkle.ts';
 import { noteChunkBytes } from '../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../crypto/stream.ts';
 import { X25519Recipient } from '../crypto/x25519.ts';
@@ -607,7 +606,7 @@ export class Vault {
     const found = new Map<string, Receipt[]>();
     const ids = new Set(pending.map((r) => r.id));
     for await (const block of this.#c.ledger.blocks(from)) {
-      const tree = new MerkleTree(block.events.map(eventLeaf));
+      const tree = eventsTree(block.events);
       block.events.forEach((event, i) => {
         const recordId = event.recordId;
         if (typeof recordId === 'string' && ids.has(recordId)) {

@@ -7,7 +7,14 @@
  */
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { EMPTY_ROOT, leafHash, MerkleTree, verifyConsistency, verifyInclusion } from '../../crypto/merkle.ts';
+import {
+  EMPTY_ROOT,
+  leafHash,
+  leafHashHex,
+  MerkleTree,
+  verifyConsistency,
+  verifyInclusion,
+} from '../../crypto/merkle.ts';
 import { isMedvaultError } from '../../errors.ts';
 import { flipBits } from '../helpers.ts';
 
@@ -55,6 +62,23 @@ describe('hashes', () => {
 
   it('roots of trees of size 0..64 match MTH', () => {
     for (let n = 0; n <= 64; n++) expect(hex((trees[n] as MerkleTree).root)).toBe(hex(MTH(data.slice(0, n))));
+  });
+
+  it('a leaf hash of text is the leaf hash of its UTF-8 bytes', () => {
+    for (const text of ['', '{"a":1}', 'é — ✓ 𝄞', '\0\n"']) {
+      expect(leafHashHex(text)).toBe(hex(leafHash(Buffer.from(text, 'utf8'))));
+    }
+  });
+
+  it('a tree over hex leaf hashes is the tree over the same hashes as bytes: roots, paths, proofs', () => {
+    for (let n = 0; n <= 64; n++) {
+      const tree = trees[n] as MerkleTree;
+      const fromHex = MerkleTree.fromLeafHex(data.slice(0, n).map((d) => hex(leafHash(d))));
+      expect(fromHex.rootHex).toBe(hex(MTH(data.slice(0, n))));
+      for (let m = 0; m < n; m++) expect(fromHex.inclusionProofHex(m)).toEqual(tree.inclusionProof(m).map(hex));
+      for (let m = 0; m <= n; m++)
+        expect(fromHex.consistencyProof(m).map(hex)).toEqual(tree.consistencyProof(m).map(hex));
+    }
   });
 });
 
@@ -169,6 +193,12 @@ describe('malformed arguments are typed errors', () => {
     ['NaN sizes', () => verifyConsistency(Number.NaN, 2, [h], h, h)],
     ['an index outside the tree', () => (trees[3] as MerkleTree).inclusionProof(3)],
     ['a first size above the tree', () => (trees[3] as MerkleTree).consistencyProof(4)],
+    ['a 31-byte leaf hash in a tree', () => new MerkleTree([h, new Uint8Array(31)])],
+    ['a hex leaf that is too short', () => MerkleTree.fromLeafHex(['ab'.repeat(32), 'ab'.repeat(31)])],
+    ['a hex leaf with a non-hex digit first', () => MerkleTree.fromLeafHex([`x${'a'.repeat(63)}`, 'a'.repeat(64)])],
+    ['a hex leaf with a non-hex digit last', () => MerkleTree.fromLeafHex(['a'.repeat(64), `${'a'.repeat(63)}g`])],
+    ['a hex leaf deep in a larger tree', () => MerkleTree.fromLeafHex([...Array(6).fill('0'.repeat(64)), 'z'])],
+    ['a lone hex leaf that is not hex', () => MerkleTree.fromLeafHex(['q'.repeat(64)])],
   ])('%s', (_name, fn) => {
     expect(throwsArgument(fn)).toBe(true);
   });
