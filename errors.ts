@@ -74,6 +74,8 @@ export const ERRORS = {
   RECORD_ERASED: { status: 410, message: 'the record was erased' },
   ERASURE_NOT_FOUND: { status: 404, message: 'no such erasure request' },
   COSIGN_REFUSED: { status: 409, message: 'this node cannot confirm the erasure' },
+  PEER_UNKNOWN: { status: 502, message: 'the record is held by a node this node has no address for' },
+  PEER_UNAVAILABLE: { status: 503, message: 'the node holding the record did not answer' },
   ERASURE_NOT_CANCELLABLE: { status: 409, message: 'the erasure request is not in a state that allows this' },
   REVIEW_NOT_FOUND: { status: 404, message: 'no such break-glass review' },
   CHECKPOINT_NOT_FOUND: { status: 404, message: 'this node has confirmed no ledger checkpoint yet' },

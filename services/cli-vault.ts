@@ -192,11 +192,18 @@ export function addVaultCommands(program: Command): void {
       .requiredOption('--role <role>', `one of ${ROLES.join(', ')}`)
       .option('-o, --output <file>', 'write the new member key file here (0600; hand it to the member)')
       .option('--signing-key <base64>', "the member's own Ed25519 public key (instead of -o)")
-      .option('--recipient <age1…>', "the member's own age recipient (with --signing-key)"),
+      .option('--recipient <age1…>', "the member's own age recipient (with --signing-key)")
+      .option('--member-of <node-id>', 'a reader of that other node, whose fetches it forwards here (its own keys)'),
   ).action(
     async (
       name: string,
-      opts: ClientOptions & { role: string; output?: string; signingKey?: string; recipient?: string },
+      opts: ClientOptions & {
+        role: string;
+        output?: string;
+        signingKey?: string;
+        recipient?: string;
+        memberOf?: string;
+      },
     ) => {
       check(ROLES.includes(opts.role as Role), 'INVALID_ARGUMENT', `--role is one of ${ROLES.join(', ')}`);
       let keys: { signingKey: string; recipient: string };
@@ -209,7 +216,8 @@ export function addVaultCommands(program: Command): void {
         text = memberKeyFileText(name, made);
       } else fail('INVALID_ARGUMENT', 'give -o FILE (new keys) or --signing-key and --recipient (their own keys)');
       const vault = await client(opts);
-      const { member: added, receipt } = await vault.addMember({ name, role: opts.role as Role, ...keys });
+      const node = opts.memberOf ? { node: opts.memberOf } : {};
+      const { member: added, receipt } = await vault.addMember({ name, role: opts.role as Role, ...keys, ...node });
       if (text && opts.output) {
         await writeFile(opts.output, text, { mode: 0o600, flag: 'wx' }).catch((err) => {
           throw ioError(err, `cannot create ${opts.output}`);

@@ -95,6 +95,15 @@ export interface FetchResult {
 
 type Body = Uint8Array | string | Readable;
 
+/** GET /v1/node: the node's key id and key, its ledger, and the peers it knows. */
+export interface NodeInfo {
+  id: string;
+  signingKey: string;
+  ledger: string;
+  height: number | null;
+  peers?: string[];
+}
+
 export class VaultClient {
   readonly #base: string;
   readonly #keys: MemberCredentials;
@@ -103,7 +112,7 @@ export class VaultClient {
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
   readonly #custodians = new Map<string, { recipient: string; keyId: string }>();
 
-  /** `trusted`: the node key ids whose receipts to accept; default: the node answering, as it says. */
+  /** `trusted`: the node key ids whose receipts to accept; default: the node answering and its peers, as it says. */
   constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[] } = {}) {
     this.#base = baseUrl.replace(/\/$/, '');
     this.#keys = keys;
@@ -162,7 +171,11 @@ export class VaultClient {
   }
 
   async #trust(): Promise<string[]> {
-    this.#trusted ??= [(await this.node()).id];
+    if (!this.#trusted) {
+      // The node and the peers it names: a record held by a peer comes with that peer's receipts.
+      const node = await this.node();
+      this.#trusted = [node.id, ...(node.peers ?? [])];
+    }
     return this.#trusted;
   }
 
@@ -172,11 +185,11 @@ export class VaultClient {
     return receipt;
   }
 
-  async node(): Promise<{ id: string; signingKey: string; ledger: string; height: number | null }> {
+  async node(): Promise<NodeInfo> {
     const response = await fetch(`${this.#base}/v1/node`).catch((err) => {
       throw new MedvaultError('NODE_UNAVAILABLE', this.#base, { cause: err });
     });
-    return (await response.json()) as { id: string; signingKey: string; ledger: string; height: number | null };
+    return (await response.json()) as NodeInfo;
   }
 
   // Members.
@@ -196,7 +209,8 @@ export class VaultClient {
     return (await this.#json<{ members: MemberRow[] }>('GET', '/v1/members')).members;
   }
 
-  async addMember(input: { name: string; role: Role; signingKey: string; recipient: string }) {
+  /** Adds a member (admin); with `node`, a reader of that other node, whose fetches it forwards here. */
+  async addMember(input: { name: string; role: Role; signingKey: string; recipient: string; node?: string }) {
     const result = await this.#json<{ member: MemberRow; receipt: Receipt }>('POST', '/v1/members', input);
     await this.verify(result.receipt);
     return result;

@@ -10,17 +10,18 @@
  * store through the upload flow, and a fetch streams header then blob.
  */
 import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
-import { verifySignature } from '../crypto/ed25519.ts';
+import { keyFingerprint, verifySignature } from '../crypto/ed25519.ts';
 import { ERRORS, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
 import type { ErasureTarget } from './erasure.ts';
 import type { MemberRow } from './metadata.ts';
-import { bodyHash, HEADER, requestMessage, UNSIGNED_PAYLOAD } from './signing.ts';
+import { bodyHash, FORWARD_HEADER, forwardMessage, HEADER, requestMessage, UNSIGNED_PAYLOAD } from './signing.ts';
 import type { Opened, Vault } from './vault.ts';
 
 export interface ServerOptions {
@@ -61,6 +62,7 @@ const MEMBER = {
     role: ROLE,
     signingKey: { type: 'string' },
     recipient: { type: 'string' },
+    node: { type: ['string', 'null'], description: "a member of another node: that node's id" },
     addedAt: TIME,
     removedAt: { type: ['integer', 'null'] },
   },
@@ -159,7 +161,14 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     { ...open, schema: { summary: 'The node: its key id (the block and certificate signer)' } },
     async () => {
       const head = await vault.ledger.head();
-      return { id: vault.nodeId, signingKey: vault.nodeKey, ledger: vault.ledger.kind, height: head?.height ?? null };
+      return {
+        id: vault.nodeId,
+        signingKey: vault.nodeKey,
+        ledger: vault.ledger.kind,
+        height: head?.height ?? null,
+        // The consortium's other nodes: receipts of records they hold reach this node's readers forwarded.
+        peers: vault.peers.ids,
+      };
     },
   );
 
@@ -193,12 +202,13 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
             role: ROLE,
             signingKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
             recipient: { type: 'string', pattern: '^age1[02-9ac-hj-np-z]{58}$' },
+            node: { ...ID, description: 'For a reader of another node: that node, which forwards its fetches' },
           },
         },
       },
     },
     async (request, reply) => {
-      const body = request.body as { name: string; role: MemberRow['role']; signingKey: string; recipient: string };
+      const body = request.body as Parameters<Vault['addMember']>[1];
       return reply.code(201).send(await vault.addMember(member(request), body));
     },
   );
@@ -259,7 +269,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
         response: { 410: ERROR },
       },
     },
-    async (request) => vault.record(member(request), (request.params as { id: string }).id),
+    async (request, reply) => {
+      const id = (request.params as { id: string }).id;
+      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
+      return vault.record(member(request), id);
+    },
   );
   app.get(
     '/v1/records/:id/content',
@@ -270,8 +284,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       },
     },
     async (request, reply) => {
-      const opened = await vault.open(member(request), (request.params as { id: string }).id);
-      return sendOpened(reply, opened, metrics);
+      const id = (request.params as { id: string }).id;
+      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
+      return sendOpened(reply, await vault.open(member(request), id), metrics);
     },
   );
   app.post(
@@ -537,10 +552,91 @@ function authenticate(
     new Uint8Array(Buffer.from(signature, 'base64')),
   );
   if (!valid) fail('AUTH_INVALID');
+  if (member.node !== null) checkForwarded(member, signature, header, vault);
   if (state.seen.has(nonce)) fail('AUTH_REPLAY');
   if (state.seen.size > 100_000) for (const [n, expiry] of state.seen) if (expiry < now) state.seen.delete(n);
   state.seen.set(nonce, now + 2 * state.window);
   return member;
+}
+
+/**
+ * A member of another node reaches this node only through that node: the
+ * request must carry that node's signature over the member's own (whose
+ * signature the caller has checked), by the key this node knows for that peer.
+ */
+function checkForwarded(
+  member: MemberRow,
+  memberSignature: string,
+  header: (name: string) => string | undefined,
+  vault: Vault,
+): void {
+  const via = header(FORWARD_HEADER.via);
+  const signature = header(FORWARD_HEADER.signature);
+  if (!via || !signature) fail('AUTH_INVALID', `a member of node ${member.node}: send requests through that node`);
+  if (via !== member.node) fail('AUTH_INVALID', `forwarded by ${via}, but the member belongs to node ${member.node}`);
+  const key = vault.peers.get(via)?.signingKey;
+  if (!key || keyFingerprint(Buffer.from(key, 'base64')) !== via) {
+    fail('AUTH_INVALID', `forwarded by ${via}, a node whose key this node is not configured with`);
+  }
+  const valid = verifySignature(
+    Buffer.from(key, 'base64'),
+    forwardMessage(via, member.id, memberSignature),
+    new Uint8Array(Buffer.from(signature, 'base64')),
+  );
+  if (!valid) fail('AUTH_INVALID', 'the forwarding signature does not verify');
+}
+
+/** Response headers a forwarded fetch passes back to the member. */
+const RELAYED = [
+  'content-type',
+  'content-length',
+  'medvault-header-length',
+  'medvault-receipt',
+  'medvault-content-receipt',
+];
+
+/**
+ * Forwards a member's request about record `id` to the node holding it, when
+ * that is another node (the ledger says which), and relays the answer: true
+ * when it did; false when the record is this node's business (held here, or
+ * unknown).
+ */
+async function forwardIfElsewhere(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  vault: Vault,
+  id: string,
+): Promise<boolean> {
+  const actor = request.member as MemberRow;
+  if (actor.node !== null) return false; // a forwarded request is not forwarded again
+  const holder = await vault.holderElsewhere(id);
+  if (!holder) return false;
+  const peer = vault.peers.get(holder);
+  if (!peer) fail('PEER_UNKNOWN', `record ${id} is held by node ${holder}`);
+  const memberSignature = request.headers[HEADER.signature] as string;
+  const headers: Record<string, string> = {
+    [FORWARD_HEADER.via]: vault.nodeId,
+    [FORWARD_HEADER.signature]: vault.signForward(actor.id, memberSignature),
+  };
+  for (const name of Object.values(HEADER)) headers[name] = request.headers[name] as string;
+  let response: Response;
+  try {
+    response = await fetch(`${peer.url.replace(/\/$/, '')}${request.url}`, {
+      method: request.method,
+      headers,
+      signal: AbortSignal.timeout(30_000),
+    });
+  } catch (err) {
+    fail('PEER_UNAVAILABLE', `node ${holder} at ${peer.url}: ${(err as Error).message}`, { cause: err });
+  }
+  reply.code(response.status).header('medvault-held-by', holder);
+  for (const name of RELAYED) {
+    const value = response.headers.get(name);
+    if (value !== null) reply.header(name, value);
+  }
+  // The reply is sent, not returned: a reply is thenable, and an async function would wait on it.
+  void reply.send(response.body ? Readable.fromWeb(response.body as WebReadableStream) : undefined);
+  return true;
 }
 
 function sendOpened(reply: FastifyReply, opened: Opened, metrics: ReturnType<typeof createMetrics>) {

@@ -22,6 +22,8 @@ export interface MemberRow {
   role: Role;
   signingKey: string;
   recipient: string;
+  /** The node a remote member belongs to (its requests come forwarded by that node); null: this node's own. */
+  node: string | null;
   addedAt: number;
   removedAt: number | null;
 }
@@ -200,6 +202,19 @@ const MIGRATIONS = [
      checkpoint TEXT NOT NULL,
      confirmed_at INTEGER NOT NULL
    ) STRICT;`,
+  // 4: members of other nodes (readers granted here, whose fetches their own node forwards), and
+  // which node holds each record, as the ledger's record.created events say (read up to next_height).
+  `ALTER TABLE members ADD COLUMN node TEXT;
+   CREATE TABLE record_locations (
+     record_id TEXT PRIMARY KEY,
+     node TEXT NOT NULL,
+     height INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE record_locator (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     next_height INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO record_locator (id, next_height) VALUES (1, 0);`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -263,12 +278,13 @@ export class Metadata {
 
   addMember(m: Omit<MemberRow, 'removedAt'>): void {
     this.#run(
-      'INSERT INTO members (id, name, role, signing_key, recipient, added_at) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
       m.id,
       m.name,
       m.role,
       m.signingKey,
       m.recipient,
+      m.node,
       m.addedAt,
     );
   }
@@ -287,6 +303,32 @@ export class Metadata {
 
   removeMember(id: string, at: number): void {
     this.#run('UPDATE members SET removed_at = ? WHERE id = ? AND removed_at IS NULL', at, id);
+  }
+
+  // Where records are held (services/locator.ts).
+
+  recordLocation(recordId: string): string | undefined {
+    return this.#one<{ node: string }>('SELECT node FROM record_locations WHERE record_id = ?', recordId)?.node;
+  }
+
+  locatorNextHeight(): number {
+    return (this.#one<{ nextHeight: number }>('SELECT next_height FROM record_locator') as { nextHeight: number })
+      .nextHeight;
+  }
+
+  /** Records the locations found in blocks below `nextHeight`, and that they were read. */
+  addRecordLocations(locations: Array<{ recordId: string; node: string; height: number }>, nextHeight: number): void {
+    this.transaction(() => {
+      for (const l of locations) {
+        this.#run(
+          'INSERT OR IGNORE INTO record_locations (record_id, node, height) VALUES (?, ?, ?)',
+          l.recordId,
+          l.node,
+          l.height,
+        );
+      }
+      this.#run('UPDATE record_locator SET next_height = ? WHERE next_height < ?', nextHeight, nextHeight);
+    });
   }
 
   // Records.

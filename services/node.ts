@@ -37,7 +37,11 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
-  /** The consortium's other nodes (key id and API URL): they cosign each other's erasure certificates and checkpoints. */
+  /**
+   * The consortium's other nodes (key id, API URL and, to accept the fetches
+   * they forward, their base64 node key): they cosign each other's erasure
+   * certificates and checkpoints, and forward their readers' fetches.
+   */
   peers?: Peer[];
   /** How often `serve` checkpoints the ledger while it grows, in minutes (default 10; 0: never). */
   checkpointMinutes?: number;

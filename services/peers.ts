@@ -12,6 +12,11 @@ export interface Peer {
   id: string;
   /** Its API, e.g. http://10.0.0.2:7400. */
   url: string;
+  /**
+   * Its base64 Ed25519 node key (GET /v1/node says it): needed to accept the
+   * fetches it forwards for its members.
+   */
+  signingKey?: string;
 }
 
 const ASK_TIMEOUT_MS = 10_000;
@@ -33,6 +38,10 @@ export class Peers {
 
   set(list: readonly Peer[]): void {
     this.#list = [...list];
+  }
+
+  get(id: string): Peer | undefined {
+    return this.#list.find((p) => p.id === id);
   }
 
   /**

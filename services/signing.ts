@@ -20,6 +20,16 @@ export const HEADER = {
   signature: 'medvault-signature',
 } as const;
 
+/**
+ * A fetch one node forwards for its member to the node holding the record
+ * carries the member's own signature headers unchanged, and these: the
+ * forwarding node's id and its signature over forwardMessage.
+ */
+export const FORWARD_HEADER = {
+  via: 'medvault-via',
+  signature: 'medvault-via-signature',
+} as const;
+
 export const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
 const DOMAIN = 'medvault-request-v1';
 
@@ -66,4 +76,13 @@ export function signRequest(
     [HEADER.body]: parts.bodyHash,
     [HEADER.signature]: Buffer.from(key.sign(requestMessage(parts))).toString('base64'),
   };
+}
+
+/**
+ * What a forwarding node signs: that it relays this member's request, whose
+ * own signature covers the method, path, time, nonce and body.
+ *   "medvault-forward-v1\n" VIA-NODE-ID "\n" MEMBER-ID "\n" MEMBER-SIGNATURE
+ */
+export function forwardMessage(via: string, member: string, memberSignature: string): Uint8Array {
+  return Buffer.from(['medvault-forward-v1', via, member, memberSignature].join('\n'), 'utf8');
 }

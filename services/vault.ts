@@ -30,9 +30,11 @@ import { check, fail, isMedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { Erasures } from './erasure.ts';
+import { RecordLocator } from './locator.ts';
 import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
+import { forwardMessage } from './signing.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './vault-core.ts';
 
 const PURPOSE = /^[a-z][a-z0-9._-]{0,39}$/;
@@ -104,9 +106,12 @@ export class Vault {
   readonly erasures: Erasures;
   /** Ledger checkpoints cosigned by the consortium. */
   readonly checkpoints: Checkpoints;
+  /** Which node holds a record, as the ledger says (for forwarding fetches). */
+  readonly #locator: RecordLocator;
 
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
+    this.#locator = new RecordLocator(this.#c.ledger, this.#c.m);
     this.peers = new Peers(deps.peers);
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
@@ -123,6 +128,11 @@ export class Vault {
 
   get nodeId(): string {
     return this.#c.node.id;
+  }
+
+  /** The node's signature over forwarding `member`'s request signed `memberSignature` (services/signing.ts). */
+  signForward(member: string, memberSignature: string): string {
+    return Buffer.from(this.#c.node.sign(forwardMessage(this.nodeId, member, memberSignature))).toString('base64');
   }
 
   get nodeKey(): string {
@@ -146,12 +156,22 @@ export class Vault {
     return this.#c.m.members();
   }
 
-  /** Adds a member; `actor` null is the node itself (the first admin, at `medvault init`). */
+  /**
+   * Adds a member; `actor` null is the node itself (the first admin, at
+   * `medvault init`). With `node`, a member of that other node: a reader that
+   * may be granted records here, whose requests reach this node only as
+   * forwarded and signed by its own node.
+   */
   async addMember(
     actor: MemberRow | null,
-    input: { name: string; role: Role; signingKey: string; recipient: string },
+    input: { name: string; role: Role; signingKey: string; recipient: string; node?: string },
   ): Promise<{ member: MemberRow; receipt: Receipt }> {
     if (actor) authorize(actor, 'member.add');
+    if (input.node !== undefined) {
+      check(ID.test(input.node), 'REQUEST_INVALID', 'node is a node key id (32 hex digits)');
+      check(input.node !== this.nodeId, 'REQUEST_INVALID', 'node names another node, not this one');
+      check(input.role === 'reader', 'REQUEST_INVALID', "a member of another node is added as a 'reader'");
+    }
     const key = Buffer.from(input.signingKey, 'base64');
     check(
       key.length === 32 && key.toString('base64') === input.signingKey,
@@ -175,6 +195,7 @@ export class Vault {
       role: input.role,
       signingKey: input.signingKey,
       recipient: recipient.toString(),
+      node: input.node ?? null,
       addedAt: at,
       removedAt: null,
     };
@@ -183,6 +204,16 @@ export class Vault {
       this.#c.index(id, receipt);
     });
     return { member, receipt };
+  }
+
+  /**
+   * The node to forward a request for record `id` to: the one the ledger says
+   * holds it, when that is not this node and this node holds no row of it.
+   */
+  async holderElsewhere(id: string): Promise<string | undefined> {
+    if (!ID.test(id) || this.#c.m.record(id)) return undefined;
+    const holder = await this.#locator.holder(id);
+    return holder === this.nodeId ? undefined : holder;
   }
 
   async removeMember(actor: MemberRow, id: string): Promise<{ receipt: Receipt }> {

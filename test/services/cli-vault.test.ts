@@ -183,4 +183,37 @@ describe('medvault CLI against a node', () => {
     expect(checked.stdout).toMatch(new RegExp(`^checkpoint OK: block \\d+ .*, signed by ${nodeKey}`));
     expect((await medvault('checkpoint', '--key', key('hospital'))).stderr).toMatch(/\[FORBIDDEN\]/);
   });
+
+  it("member add --member-of registers another node's reader by its public keys", async () => {
+    const { generateMemberKeys, memberPublic } = await import('../../services/client.ts');
+    const theirs = memberPublic(generateMemberKeys());
+    const node = 'e'.repeat(32);
+    const common = ['--signing-key', theirs.signingKey, '--recipient', theirs.recipient, '--member-of', node];
+    const added = await medvault(
+      'member',
+      'add',
+      'reader-of-e',
+      '--role',
+      'reader',
+      ...common,
+      '--key',
+      join(data, 'admin.key'),
+      '--json',
+    );
+    expect(added.code).toBe(0);
+    expect(JSON.parse(added.stdout).member).toMatchObject({ name: 'reader-of-e', role: 'reader', node });
+    const uploader = await medvault(
+      'member',
+      'add',
+      'uploader-of-e',
+      '--role',
+      'uploader',
+      ...common,
+      '--key',
+      join(data, 'admin.key'),
+    );
+    expect(uploader.code).toBe(1);
+    expect(uploader.stderr).toMatch(/added as a 'reader'/);
+    expect(uploader.stderr).toMatch(/\[REQUEST_INVALID\]/);
+  });
 });

@@ -5,7 +5,7 @@
  * Then an outage: with the ledger down, an upload answers 503 and leaves no
  * blob in either store, and readiness says which part is down.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,11 +15,13 @@ import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
 import { verifyChain } from '../../anchor/ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { verifyCertificate } from '../../services/certificate.ts';
-import { signRequest } from '../../services/signing.ts';
+import { memberPublic, VaultClient } from '../../services/client.ts';
+import { forwardMessage, signRequest } from '../../services/signing.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, medvault, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
+import { freePort } from '../servers/ports.ts';
 import { type S3TestServer, s3Options, startS3Server } from '../servers/s3.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
@@ -120,6 +122,96 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
       expect(() => verifyCertificate(forged)).toThrow(/cosignature by .* does not verify|not a separate node/);
     } finally {
       node.vault.peers.set([]);
+      await b.stop();
+    }
+  }, 60_000);
+});
+
+describe('a consortium: a reader fetches through its own node from the node holding the record', () => {
+  it('node B forwards its reader’s fetch to node A (the ledger says A holds it); A checks the grant, B’s signature and the reader’s own', async () => {
+    const hosts = cluster.members.map((m) => m.clientUrl.replace('http://', ''));
+    const ledger = `etcd://${hosts.join(',')}/forward-test`;
+    const a = await startNode({ overrides: { ledger } });
+    const b = await startNode({ overrides: { ledger } });
+    try {
+      const peerA = { id: a.vault.nodeId, url: a.url, signingKey: a.vault.nodeKey };
+      const peerB = { id: b.vault.nodeId, url: b.url, signingKey: b.vault.nodeKey };
+      a.vault.peers.set([peerB]);
+      b.vault.peers.set([peerA]);
+      const aHospital = await a.addMember('hospital-a', 'uploader');
+      const bReader = await b.addMember('reader-b', 'reader');
+      const bStranger = await b.addMember('stranger-b', 'reader');
+      // A knows B's readers by their public keys only, as members of node B.
+      for (const m of [bReader, bStranger]) {
+        const { member } = await a.admin.client.addMember({
+          name: m.name,
+          role: 'reader',
+          ...memberPublic(m.keys),
+          node: b.vault.nodeId,
+        });
+        expect(member.node).toBe(b.vault.nodeId);
+      }
+      await expect(
+        a.admin.client.addMember({ name: 'x', role: 'uploader', ...memberPublic(bReader.keys), node: b.vault.nodeId }),
+      ).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+      const content = bytes(200_000, 9);
+      const { record } = await aHospital.client.upload(content, {
+        subject: SUBJECT,
+        readers: [bReader.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      });
+
+      // The reader asks its own node, which holds nothing of the record: B forwards to A.
+      const path = join(out, 'forwarded.bin');
+      const fetched = await bReader.client.fetch(record.id, { path });
+      expect(readFileSync(path)).toEqual(Buffer.from(content));
+      expect(fetched.access.block.signer).toBe(a.vault.nodeId); // A anchored the access
+      expect(fetched.access.event).toMatchObject({ type: 'record.accessed', reader: bReader.id, node: a.vault.nodeId });
+      expect((await bReader.client.record(record.id)).ciphertextHash).toBe(record.ciphertextHash);
+      const trail = await aHospital.client.audit(record.id);
+      expect(trail.map((r) => r.event.type)).toContain('record.accessed');
+
+      // B's other reader has no grant at A: refused there, and the refusal comes back through B.
+      await expect(bStranger.client.fetch(record.id, { path: join(out, 'stranger.bin') })).rejects.toMatchObject({
+        code: 'NO_GRANT',
+      });
+      // A member of B cannot go to A directly...
+      const direct = new VaultClient(a.url, bReader.keys);
+      await expect(direct.fetch(record.id, { path: join(out, 'direct.bin') })).rejects.toMatchObject({
+        code: 'AUTH_INVALID',
+      });
+      // ...nor with a forwarding signature by a key that is not B's.
+      const contentPath = `/v1/records/${record.id}/content`;
+      const readerHeaders = signRequest(bReader.keys.signing, 'GET', contentPath, undefined);
+      const rogue = SigningKey.generate();
+      const forged = await fetch(`${a.url}${contentPath}`, {
+        headers: {
+          ...readerHeaders,
+          'medvault-via': b.vault.nodeId,
+          'medvault-via-signature': Buffer.from(
+            rogue.sign(forwardMessage(b.vault.nodeId, bReader.id, readerHeaders['medvault-signature'] as string)),
+          ).toString('base64'),
+        },
+      });
+      expect(forged.status).toBe(401);
+      expect(((await forged.json()) as { code: string }).code).toBe('AUTH_INVALID');
+
+      // A record the ledger does not know is not forwarded anywhere; one held by a node B has
+      // no address for is a clear 502.
+      await expect(bReader.client.record('f'.repeat(32))).rejects.toMatchObject({ code: 'RECORD_NOT_FOUND' });
+      b.vault.peers.set([]);
+      await expect(bReader.client.fetch(record.id, { path: join(out, 'nowhere.bin') })).rejects.toMatchObject({
+        code: 'PEER_UNKNOWN',
+      });
+      // A peer that is down: 503, and nothing is anchored for it.
+      b.vault.peers.set([{ ...peerA, url: `http://127.0.0.1:${await freePort()}` }]);
+      await expect(bReader.client.fetch(record.id, { path: join(out, 'down.bin') })).rejects.toMatchObject({
+        code: 'PEER_UNAVAILABLE',
+      });
+      expect((await aHospital.client.audit(record.id)).length).toBe(trail.length);
+    } finally {
+      await a.stop();
       await b.stop();
     }
   }, 60_000);
