@@ -304,8 +304,10 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       },
     },
     async (request, reply) => {
+      const id = (request.params as { id: string }).id;
+      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
       const { reason } = request.body as { reason: string };
-      const opened = await vault.emergency(member(request), (request.params as { id: string }).id, reason);
+      const opened = await vault.emergency(member(request), id, reason);
       reply.header('medvault-review-id', opened.reviewId);
       return sendOpened(reply, opened, metrics);
     },
@@ -593,6 +595,7 @@ const RELAYED = [
   'medvault-header-length',
   'medvault-receipt',
   'medvault-content-receipt',
+  'medvault-review-id',
 ];
 
 /**
@@ -619,11 +622,15 @@ async function forwardIfElsewhere(
     [FORWARD_HEADER.signature]: vault.signForward(actor.id, memberSignature),
   };
   for (const name of Object.values(HEADER)) headers[name] = request.headers[name] as string;
+  // A JSON body (break-glass: the reason) goes as it came: the member's signature covers its hash.
+  const body = request.rawBody ?? undefined;
+  if (body) headers['content-type'] = 'application/json';
   let response: Response;
   try {
     response = await fetch(`${peer.url.replace(/\/$/, '')}${request.url}`, {
       method: request.method,
       headers,
+      body,
       signal: AbortSignal.timeout(30_000),
     });
   } catch (err) {
