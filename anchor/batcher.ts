@@ -147,7 +147,7 @@ export class Batcher {
 
   async #commit(batch: Pending[], previous: Promise<unknown>): Promise<void> {
     const acknowledge = ({ group, block, tree }: Built) => {
-      for (const [i, p] of group.entries()) p.resolve(makeReceipt(block, tree, i));
+      for (let i = 0; i < group.length; i++) (group[i] as Pending).resolve(makeReceipt(block, tree, i));
     };
     let groups: Pending[][] = [];
     for (let i = 0; i < batch.length; i += this.#maxEvents) groups.push(batch.slice(i, i + this.#maxEvents));
