@@ -57,6 +57,19 @@ async function ipfsPins(): Promise<string[]> {
   return pins.sort();
 }
 
+/** A node's entry in another node's peer list. */
+const asPeer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n.vault.nodeKey });
+
+/** Two nodes on the etcd ledger under `prefix`, each the other's peer. */
+async function twoNodes(prefix: string): Promise<{ a: TestNode; b: TestNode; ledger: string }> {
+  const ledger = `${cluster.uri}/${prefix}`;
+  const a = await startNode({ overrides: { ledger } });
+  const b = await startNode({ overrides: { ledger } });
+  a.vault.peers.set([asPeer(b)]);
+  b.vault.peers.set([asPeer(a)]);
+  return { a, b, ledger };
+}
+
 beforeAll(async () => {
   cluster = await EtcdCluster.start(3);
   s3 = await startS3Server();
@@ -129,15 +142,9 @@ describe('a consortium: a second node on the same etcd ledger cosigns erasures',
 
 describe('a consortium: a reader fetches through its own node from the node holding the record', () => {
   it('node B forwards its reader’s fetch to node A (the ledger says A holds it); A checks the grant, B’s signature and the reader’s own', async () => {
-    const hosts = cluster.members.map((m) => m.clientUrl.replace('http://', ''));
-    const ledger = `etcd://${hosts.join(',')}/forward-test`;
-    const a = await startNode({ overrides: { ledger } });
-    const b = await startNode({ overrides: { ledger } });
+    const { a, b } = await twoNodes('forward-test');
     try {
-      const peerA = { id: a.vault.nodeId, url: a.url, signingKey: a.vault.nodeKey };
-      const peerB = { id: b.vault.nodeId, url: b.url, signingKey: b.vault.nodeKey };
-      a.vault.peers.set([peerB]);
-      b.vault.peers.set([peerA]);
+      const peerA = asPeer(a);
       const aHospital = await a.addMember('hospital-a', 'uploader');
       const bReader = await b.addMember('reader-b', 'reader');
       const bStranger = await b.addMember('stranger-b', 'reader');
@@ -230,15 +237,10 @@ describe('a consortium: a reader fetches through its own node from the node hold
 
 describe('a consortium: ledger checkpoints cosigned by every node', () => {
   it('both nodes sign; after history is rewritten consistently in etcd, neither signs or appends again and a saved checkpoint exposes it', async () => {
-    const hosts = cluster.members.map((m) => m.clientUrl.replace('http://', ''));
-    const ledger = `etcd://${hosts.join(',')}/checkpoint-test`;
-    const a = await startNode({ overrides: { ledger } });
-    const b = await startNode({ overrides: { ledger } });
+    const { a, b, ledger } = await twoNodes('checkpoint-test');
     const etcd = new Etcd3({ hosts: cluster.hosts });
     const shared = new EtcdLedger({ hosts: cluster.hosts, prefix: 'checkpoint-test' });
     try {
-      a.vault.peers.set([{ id: b.vault.nodeId, url: b.url }]);
-      b.vault.peers.set([{ id: a.vault.nodeId, url: a.url }]);
       const nodes = [a.vault.nodeId, b.vault.nodeId];
       const aHospital = await a.addMember('hospital-a', 'uploader');
       const upload = () =>
