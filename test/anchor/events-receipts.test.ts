@@ -6,8 +6,15 @@
 
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { blockHash, buildBlock, verifyBlock } from '../../anchor/block.ts';
-import { canonicalJson, EVENT_TYPES, encodeEvent, type LedgerEvent, validateEvent } from '../../anchor/events.ts';
+import { type Block, blockHash, buildBlock, serializeBlock, verifyBlock } from '../../anchor/block.ts';
+import {
+  canonicalJson,
+  EVENT_TYPES,
+  encodeEvent,
+  eventJson,
+  type LedgerEvent,
+  validateEvent,
+} from '../../anchor/events.ts';
 import { makeReceipt, type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { codeOf } from '../helpers.ts';
@@ -80,6 +87,28 @@ describe('blocks and receipts', () => {
   const { block, tree } = buildBlock(null, events, signer);
   const receipts = events.map((_, i) => makeReceipt(block, tree, i));
   const copy = (r: Receipt): Receipt => JSON.parse(JSON.stringify(r));
+
+  it('a stored block is the JSON of its header and canonical events, whatever its characters', () => {
+    const plain = (b: Block) =>
+      Buffer.from(`{"header":${JSON.stringify(b.header)},"events":[${b.events.map(eventJson).join(',')}]}`, 'utf8');
+    for (const n of [1, 2, 7, 1000]) {
+      const built = buildBlock(
+        null,
+        Array.from({ length: n }, () => sampleEvent()),
+        signer,
+      ).block;
+      expect(serializeBlock(built)).toEqual(plain(built));
+      expect(JSON.parse(serializeBlock(built).toString())).toEqual(built);
+    }
+    // Characters beyond ASCII (no valid block has them) are still encoded as UTF-8,
+    // wherever they are and however many bytes they take.
+    for (const odd of ['é', '€', '𝄞', '\ud800', 'ЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖЖ']) {
+      for (const field of ['prev', 'sig'] as const) {
+        const strange = { header: { ...block.header, [field]: `${block.header[field]}${odd}` }, events: block.events };
+        expect(serializeBlock(strange)).toEqual(plain(strange));
+      }
+    }
+  });
 
   it('every receipt verifies offline and names its block', () => {
     for (const r of receipts) {
