@@ -28,6 +28,7 @@ import type { SealingSecret } from '../kms/sealed-file.ts';
 import { openBlobStore, type StoreConfig } from '../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from './client.ts';
 import { Metadata } from './metadata.ts';
+import { checkPeers } from './peers.ts';
 import { type Peer, Vault } from './vault.ts';
 
 export interface NodeConfig {
@@ -131,16 +132,28 @@ export interface NodeOverrides {
   store?: StoreConfig;
 }
 
+/** An environment variable holding JSON; INVALID_ARGUMENT when it does not parse. */
+function envJson(name: string): unknown {
+  try {
+    return JSON.parse(process.env[name] as string);
+  } catch (err) {
+    fail('INVALID_ARGUMENT', `${name} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
 /** Opens the vault in a data directory. */
 export async function openNode(data: string, overrides: NodeOverrides = {}): Promise<Vault> {
   data = resolve(data);
   const config = await readConfig(data);
+  // Checked before anything is opened: a bad peer list refuses the start and holds nothing.
+  const peers = checkPeers(
+    overrides.peers ?? (process.env.MEDVAULT_PEERS ? envJson('MEDVAULT_PEERS') : undefined) ?? config.peers ?? [],
+  );
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   const node = kms.memberKeys(NODE_KEY).signing;
   const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
   const storeConfig =
-    overrides.store ??
-    (process.env.MEDVAULT_STORE ? (JSON.parse(process.env.MEDVAULT_STORE) as StoreConfig) : config.store);
+    overrides.store ?? (process.env.MEDVAULT_STORE ? (envJson('MEDVAULT_STORE') as StoreConfig) : config.store);
   const ledger = await openLedger(inData(data, ledgerUri));
   const store = await openBlobStore(inStore(data, storeConfig));
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
@@ -161,11 +174,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     node,
     ownsStore: storeConfig.kind === 'fs',
     sweepFiles,
-    peers:
-      overrides.peers ??
-      (process.env.MEDVAULT_PEERS ? (JSON.parse(process.env.MEDVAULT_PEERS) as Peer[]) : undefined) ??
-      config.peers ??
-      [],
+    peers,
   });
 }
 

@@ -5,6 +5,8 @@
  * check accepts it (it verifies a signature by that very peer); a peer that
  * is down, slow or refuses is logged and left out.
  */
+import { keyFingerprint } from '../crypto/ed25519.ts';
+import { check } from '../errors.ts';
 import { logger } from '../log.ts';
 
 export interface Peer {
@@ -21,11 +23,47 @@ export interface Peer {
 
 const ASK_TIMEOUT_MS = 10_000;
 
+/**
+ * The peer list, checked: an id of 32 hex digits, an http(s) URL and, when
+ * given, a base64 Ed25519 key whose fingerprint is that id. INVALID_ARGUMENT
+ * naming the entry otherwise.
+ */
+export function checkPeers(list: unknown): Peer[] {
+  check(Array.isArray(list), 'INVALID_ARGUMENT', 'peers is a list of { id, url, signingKey }');
+  return list.map((entry: unknown, i) => {
+    const peer = (entry ?? {}) as Partial<Record<keyof Peer, unknown>>;
+    const at = `peer ${i}`;
+    check(
+      typeof peer.id === 'string' && /^[0-9a-f]{32}$/.test(peer.id),
+      'INVALID_ARGUMENT',
+      `${at}: id is 32 hex digits`,
+    );
+    let url: URL | null = null;
+    try {
+      url = new URL(String(peer.url));
+    } catch {}
+    check(url?.protocol === 'http:' || url?.protocol === 'https:', 'INVALID_ARGUMENT', `${at}: url is http(s)://…`);
+    if (peer.signingKey !== undefined) {
+      const key = Buffer.from(String(peer.signingKey), 'base64');
+      check(
+        key.length === 32 && key.toString('base64') === peer.signingKey && keyFingerprint(key) === peer.id,
+        'INVALID_ARGUMENT',
+        `${at}: signingKey is not the base64 Ed25519 key of node ${peer.id}`,
+      );
+    }
+    return {
+      id: peer.id,
+      url: String(peer.url),
+      ...(peer.signingKey !== undefined ? { signingKey: String(peer.signingKey) } : {}),
+    };
+  });
+}
+
 export class Peers {
   #list: Peer[];
 
   constructor(list: readonly Peer[] = []) {
-    this.#list = [...list];
+    this.#list = checkPeers(list);
   }
 
   get list(): readonly Peer[] {
@@ -37,7 +75,7 @@ export class Peers {
   }
 
   set(list: readonly Peer[]): void {
-    this.#list = [...list];
+    this.#list = checkPeers(list);
   }
 
   get(id: string): Peer | undefined {

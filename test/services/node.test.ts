@@ -8,6 +8,7 @@ import { tempDir } from '../helpers.ts';
 const root = tempDir('medvault-nodes-');
 afterEach(() => {
   delete process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE;
+  delete process.env.MEDVAULT_PEERS;
 });
 
 describe('a node data directory', () => {
@@ -25,6 +26,37 @@ describe('a node data directory', () => {
     await vault.close();
     await expect(initNode(data)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(openNode(join(root, 'nothing-here'))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('a malformed peer list refuses the start, naming the entry; a good one is kept', async () => {
+    const data = join(root, 'peers');
+    await initNode(data);
+    const other = join(root, 'other');
+    const { nodeId } = await initNode(other);
+    const key = await (async () => {
+      const vault = await openNode(other);
+      const k = vault.nodeKey;
+      await vault.close();
+      return k;
+    })();
+    const good = { id: nodeId, url: 'http://127.0.0.1:7401', signingKey: key };
+    const refused: Array<[string, unknown]> = [
+      ['not a list', { id: nodeId }],
+      ['a short id', [{ ...good, id: 'abc' }]],
+      ['a url that is not http', [{ ...good, url: 'ftp://127.0.0.1/' }]],
+      ['no url', [{ id: nodeId, signingKey: key }]],
+      ['a key that is not that node’s', [{ ...good, signingKey: Buffer.alloc(32, 7).toString('base64') }]],
+      ['a key that is not 32 bytes', [{ ...good, signingKey: 'AAAA' }]],
+    ];
+    for (const [name, peers] of refused) {
+      await expect(openNode(data, { peers: peers as never }), name).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    }
+    process.env.MEDVAULT_PEERS = '[{"id":';
+    await expect(openNode(data)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: /MEDVAULT_PEERS/ });
+    process.env.MEDVAULT_PEERS = JSON.stringify([good]);
+    const vault = await openNode(data); // a refused start held nothing: the ledger opens again
+    expect(vault.peers.list).toEqual([good]);
+    await vault.close();
   });
 
   it('the keystore can be sealed with a passphrase from a file (a container secret): no key file is written', async () => {
