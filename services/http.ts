@@ -16,7 +16,7 @@ import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
-import { keyFingerprint, verifySignature } from '../crypto/ed25519.ts';
+import { verifySignature } from '../crypto/ed25519.ts';
 import { ERRORS, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
 import type { ErasureTarget } from './erasure.ts';
@@ -271,8 +271,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
     async (request, reply) => {
       const id = (request.params as { id: string }).id;
-      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
-      return vault.record(member(request), id);
+      return (await here(request, reply, vault, id, async () => vault.record(member(request), id))) ?? reply;
     },
   );
   app.get(
@@ -285,8 +284,8 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
     async (request, reply) => {
       const id = (request.params as { id: string }).id;
-      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
-      return sendOpened(reply, await vault.open(member(request), id), metrics);
+      const opened = await here(request, reply, vault, id, () => vault.open(member(request), id));
+      return opened ? sendOpened(reply, opened, metrics) : reply;
     },
   );
   app.post(
@@ -305,9 +304,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
     async (request, reply) => {
       const id = (request.params as { id: string }).id;
-      if (await forwardIfElsewhere(request, reply, vault, id)) return reply;
       const { reason } = request.body as { reason: string };
-      const opened = await vault.emergency(member(request), id, reason);
+      const opened = await here(request, reply, vault, id, () => vault.emergency(member(request), id, reason));
+      if (!opened) return reply;
       reply.header('medvault-review-id', opened.reviewId);
       return sendOpened(reply, opened, metrics);
     },
@@ -576,10 +575,8 @@ function checkForwarded(
   const signature = header(FORWARD_HEADER.signature);
   if (!via || !signature) fail('AUTH_INVALID', `a member of node ${member.node}: send requests through that node`);
   if (via !== member.node) fail('AUTH_INVALID', `forwarded by ${via}, but the member belongs to node ${member.node}`);
-  const key = vault.peers.get(via)?.signingKey;
-  if (!key || keyFingerprint(Buffer.from(key, 'base64')) !== via) {
-    fail('AUTH_INVALID', `forwarded by ${via}, a node whose key this node is not configured with`);
-  }
+  const key = vault.peers.get(via)?.signingKey; // checkPeers made sure it is that node's key
+  if (!key) fail('AUTH_INVALID', `forwarded by ${via}, a node whose key this node is not configured with`);
   const valid = verifySignature(
     Buffer.from(key, 'base64'),
     forwardMessage(via, member.id, memberSignature),
@@ -599,10 +596,29 @@ const RELAYED = [
 ];
 
 /**
- * Forwards a member's request about record `id` to the node holding it, when
- * that is another node (the ledger says which), and relays the answer: true
- * when it did; false when the record is this node's business (held here, or
- * unknown).
+ * Runs `local` for record `id`; when this node has no such record, forwards
+ * the request to the node holding it (the ledger says which) and returns
+ * null, the answer relayed.
+ */
+async function here<T>(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  vault: Vault,
+  id: string,
+  local: () => Promise<T>,
+): Promise<T | null> {
+  try {
+    return await local();
+  } catch (err) {
+    if (isMedvaultError(err, 'RECORD_NOT_FOUND') && (await forwardIfElsewhere(request, reply, vault, id))) return null;
+    throw err;
+  }
+}
+
+/**
+ * Forwards a member's request about record `id`, which this node does not
+ * hold, to the node holding it, when that is another node, and relays the
+ * answer: true when it did; false when the ledger names no other node.
  */
 async function forwardIfElsewhere(
   request: FastifyRequest,

@@ -207,11 +207,11 @@ export class Vault {
   }
 
   /**
-   * The node to forward a request for record `id` to: the one the ledger says
-   * holds it, when that is not this node and this node holds no row of it.
+   * The node to forward a request for record `id`, which this node does not
+   * hold, to: the one the ledger says holds it, when that is another node.
    */
   async holderElsewhere(id: string): Promise<string | undefined> {
-    if (!ID.test(id) || this.#c.m.record(id)) return undefined;
+    if (!ID.test(id)) return undefined;
     const holder = await this.#locator.holder(id);
     return holder === this.nodeId ? undefined : holder;
   }
