@@ -240,8 +240,7 @@ export function coreTransform(core: StreamCore): Transform {
       done(err as Error);
       return;
     }
-    if (out.length === 1) stream.push(out[0]);
-    else if (out.length > 1) stream.push(Buffer.concat(out));
+    for (const piece of out) stream.push(piece);
     done();
   };
   return new Transform({

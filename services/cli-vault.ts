@@ -5,7 +5,6 @@
  * default http://127.0.0.1:7400).
  */
 import { createHmac } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { check, fail } from '../errors.ts';
@@ -286,13 +285,16 @@ export function addVaultCommands(program: Command): void {
           : null;
       bar?.start(size, 0);
       try {
-        const { record, receipt } = await vault.upload(createReadStream(file, { highWaterMark: 1024 * 1024 }), {
-          subject,
-          readers,
-          purpose: opts.purpose,
-          expiresAt: parseExpiry(opts.expires),
-          onProgress: (n) => bar?.update(n),
-        });
+        const { record, receipt } = await vault.upload(
+          { path: file },
+          {
+            subject,
+            readers,
+            purpose: opts.purpose,
+            expiresAt: parseExpiry(opts.expires),
+            onProgress: (n) => bar?.update(n),
+          },
+        );
         bar?.stop();
         await saveJson(opts.receipt, receipt);
         print(

@@ -12,17 +12,17 @@
 
 import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { type Checkpoint, verifyCheckpoint } from '../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
-import { AgeDecryptor, createEncryptStream, type StreamCore } from '../crypto/age.ts';
+import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../crypto/age.ts';
 import { SigningKey } from '../crypto/ed25519.ts';
 import { parseIdentityFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { ERRORS, type ErrorCode, fail, MedvaultError } from '../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
 import type { ErasureRow, MemberRow, ReviewRow, Role } from './metadata.ts';
-import { pump, type Sink } from './pump.ts';
+import { coreReadable, pump, type Sink } from './pump.ts';
 import { signRequest, UNSIGNED_PAYLOAD } from './signing.ts';
 import type { SweepReport } from './sweep.ts';
 import type { RecordView } from './vault.ts';
@@ -241,7 +241,7 @@ export class VaultClient {
    * verified receipt of record.created.
    */
   async upload(
-    source: Readable | Uint8Array,
+    source: Readable | Uint8Array | FileSource,
     options: UploadOptions,
   ): Promise<{ record: RecordView; receipt: Receipt }> {
     const members = await this.#directory();
@@ -257,17 +257,15 @@ export class VaultClient {
       this.#custodians.set(options.subject, custodian);
     }
     recipients.push(X25519Recipient.parse(custodian.recipient));
-    const plain = source instanceof Readable ? source : Readable.from([Buffer.from(source)]);
-    let read = 0;
-    const progress = new Transform({
-      transform(chunk: Buffer, _e, done) {
-        read += chunk.length;
-        options.onProgress?.(read);
-        done(null, chunk);
-      },
-    });
-    const sealed = plain.pipe(progress).pipe(createEncryptStream(recipients));
-    plain.on('error', (err) => sealed.destroy(err));
+    const sealed = coreReadable(
+      new AgeEncryptor(recipients),
+      source instanceof Readable
+        ? { stream: source }
+        : source instanceof Uint8Array
+          ? { stream: Readable.from([Buffer.from(source)]) }
+          : source,
+      options.onProgress,
+    );
     const query = new URLSearchParams({
       subject: options.subject,
       readers: ids.join(','),
@@ -436,6 +434,11 @@ export class VaultClient {
   async closeReview(id: string, outcome: 'justified' | 'unjustified'): Promise<void> {
     await this.#json('POST', `/v1/reviews/${id}`, { outcome });
   }
+}
+
+/** A file to upload by its path: read through reused buffers (see coreReadable). */
+export interface FileSource {
+  path: string;
 }
 
 /**

@@ -1,5 +1,6 @@
 /** End to end through HTTP with the SDK, on the embedded defaults: every flow. */
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyCertificate } from '../../services/certificate.ts';
@@ -43,6 +44,33 @@ describe('the vault end to end', () => {
     const result = await radiologist.client.fetch(recordId, { path: target });
     expect(Buffer.compare(readFileSync(target), document)).toBe(0);
     expect(result.access.event).toMatchObject({ type: 'record.accessed', recordId, reader: radiologist.id });
+  });
+
+  it('upload from a file path: progress up to its size, and the reader gets the same bytes back', async () => {
+    const path = join(out, 'scan.bin');
+    writeFileSync(path, document);
+    const progress: number[] = [];
+    const subject = randomBytes(32).toString('hex'); // not SUBJECT, whose erasure is checked below
+    const { record } = await hospital.client.upload(
+      { path },
+      {
+        subject,
+        readers: [radiologist.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + 30 * DAY,
+        onProgress: (n) => progress.push(n),
+      },
+    );
+    expect(progress.at(-1)).toBe(document.length);
+    const target = join(out, 'scan-fetched.bin');
+    await radiologist.client.fetch(record.id, { path: target });
+    expect(Buffer.compare(readFileSync(target), document)).toBe(0);
+    await expect(
+      hospital.client.upload(
+        { path: join(out, 'missing.bin') },
+        { subject, readers: [radiologist.id], purpose: 'treatment', expiresAt: Date.now() + DAY },
+      ),
+    ).rejects.toMatchObject({ code: 'IO_ERROR' });
   });
 
   it('grant: a new reader opens the same blob through a rewrapped header', async () => {
