@@ -16,7 +16,11 @@
  *   write into recycled page-cache memory, as on a node that has run a while.
  *   With --keep both are kept instead: every round then writes into memory
  *   this VM touches for the first time, which costs ~1 s of kernel time per
- *   256 MiB here for the copy and the upload alike (see README);
+ *   256 MiB here for the copy and the upload alike (see README). Each round
+ *   also puts the file into a bare fs store (read, SHA-256, write, fsync,
+ *   rename: no encryption, HTTP or vault), the ceiling for any upload into
+ *   that store, so the gap to the copy can be split into the store's share
+ *   and the rest;
  * - fetches/s (fetch + local decryption + hash check) of a 1 KiB record;
  * - the time to erase a subject with 1,000 records, certificate included.
  *
@@ -25,7 +29,15 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { copyFile, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +54,7 @@ import {
 } from '../../services/client.ts';
 import { buildServer } from '../../services/http.ts';
 import { initNode, openNode } from '../../services/node.ts';
+import { FsBlobStore } from '../../storage/fs-store.ts';
 
 const { values } = parseArgs({
   options: {
@@ -126,17 +139,29 @@ if (values.client) {
     if (!plan.keep) rmSync(copy);
     return secs;
   };
+  // The fs store's own work on the same bytes (read, SHA-256, write, fsync, rename), without
+  // encryption, HTTP or the vault: no upload into that store can be faster than this.
+  const store = await FsBlobStore.open(`${plan.bigFile}.store`);
+  const hashedCopy = async () => {
+    const t = performance.now();
+    const put = await store.put(createReadStream(plan.bigFile, { highWaterMark: 1 << 20 }));
+    const secs = (performance.now() - t) / 1000;
+    await store.delete(put.ref);
+    return secs;
+  };
   // CPU time of the node's process (the parent), from /proc: user + system, in seconds.
   const nodeCpuSeconds = () => {
     const fields = readFileSync(`/proc/${process.ppid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
     return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
   };
   const copies: number[] = [];
+  const hashedCopies: number[] = [];
   const bigRuns: number[] = [];
   const bigCpu = { client: [] as number[], node: [] as number[] };
   let bigSize = 0;
   for (let round = 0; round <= (parts.has('big') ? ROUNDS : -1); round++) {
     const copySecs = await diskCopy(round);
+    const hashedSecs = await hashedCopy();
     const bigSubject = randomBytes(32).toString('hex');
     const cpu0 = [process.cpuUsage(), nodeCpuSeconds()] as const;
     const t0 = performance.now();
@@ -147,6 +172,7 @@ if (values.client) {
     bigSize = big.record.size;
     if (round === 0) continue; // warm-up
     copies.push(copySecs);
+    hashedCopies.push(hashedSecs);
     bigRuns.push(uploadSecs);
     bigCpu.client.push((clientCpu.user + clientCpu.system) / 1e6);
     bigCpu.node.push(nodeCpuSeconds() - cpu0[1]);
@@ -157,7 +183,8 @@ if (values.client) {
     const fileBytes = statSync(plan.bigFile).size;
     results.bigUpload = { seconds: bigSecs, MBps: bigSize / bigSecs / 1e6 };
     results.diskCopy = { seconds: copySecs, MBps: fileBytes / copySecs / 1e6 };
-    results.bigRounds = { uploadSeconds: bigRuns, copySeconds: copies };
+    results.storeAlone = { seconds: median(hashedCopies), MBps: fileBytes / median(hashedCopies) / 1e6 };
+    results.bigRounds = { uploadSeconds: bigRuns, copySeconds: copies, storeAloneSeconds: hashedCopies };
     // Both processes share this machine's cores: their CPU time per upload says what bounds it.
     results.bigUploadCpu = { clientSeconds: median(bigCpu.client), nodeSeconds: median(bigCpu.node) };
   }
@@ -245,7 +272,12 @@ try {
   const big = results.bigUpload as { MBps: number; seconds: number } | undefined;
   const copy = results.diskCopy as { MBps: number; seconds: number } | undefined;
   const erase = results.erase1000 as { seconds: number; records: number } | undefined;
-  const summary = { ...results, bigUploadVsCopy: big && copy ? big.MBps / copy.MBps : null };
+  const alone = results.storeAlone as { MBps: number } | undefined;
+  const summary = {
+    ...results,
+    bigUploadVsCopy: big && copy ? big.MBps / copy.MBps : null,
+    storeAloneVsCopy: alone && copy ? alone.MBps / copy.MBps : null,
+  };
   const line = (k: string, v: Record<string, number | number[]>) =>
     `${k.padEnd(20)} ${Object.entries(v)
       .map(([a, b]) =>
@@ -258,6 +290,10 @@ try {
   if (summary.bigUploadVsCopy !== null)
     console.log(
       `big upload / disk copy: ${(summary.bigUploadVsCopy * 100).toFixed(0)}% (target >= 80%; ${values.keep ? 'outputs kept' : 'outputs removed'})`,
+    );
+  if (summary.storeAloneVsCopy !== null)
+    console.log(
+      `the fs store alone (read, hash, write, fsync; no encryption, HTTP or vault) / disk copy: ${(summary.storeAloneVsCopy * 100).toFixed(0)}% (the ceiling for any upload into it)`,
     );
   if (erase) console.log(`erase ${erase.records} records: ${erase.seconds.toFixed(2)} s (target <= 5 s)`);
   if (values.json) console.log(JSON.stringify(summary));
