@@ -23,7 +23,8 @@ const FLUSH_EVERY = 64 * 1024 * 1024;
 export type Source = { path: string } | { stream: Readable };
 export type Sink = { path: string } | { stream: Writable };
 
-async function* readFile(handle: FileHandle): AsyncGenerator<Uint8Array> {
+/** A file's bytes in 1 MiB blocks through two reused buffers: a block is valid until the next is asked for. */
+export async function* readFile(handle: FileHandle): AsyncGenerator<Uint8Array> {
   // Two buffers: the core copies what it keeps, so a block can be reused
   // once the core has consumed it and the next read has been issued.
   const buffers = [Buffer.allocUnsafe(BLOCK_SIZE), Buffer.allocUnsafe(BLOCK_SIZE)];
