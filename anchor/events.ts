@@ -15,6 +15,8 @@ const ID = { type: 'string', format: 'hex32' }; // 128-bit random id or key fing
 const HASH = { type: 'string', format: 'hex64' }; // SHA-256, or an HMAC-SHA-256 pseudonym
 const CODE = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,39}$' }; // a purpose or reason code
 const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds since the epoch
+/** Fields an event may leave out, all together or none (the rest are required). */
+const OPTIONAL: Partial<Record<string, readonly string[]>> = { 'member.added': ['signingKey', 'recipient', 'node'] };
 const ROLE = { enum: ['uploader', 'reader', 'dpo', 'admin'] };
 
 const FIELDS = {
@@ -47,7 +49,17 @@ const FIELDS = {
     executeAt: TIME,
   },
   'erasure.cancelled': { requestId: ID, by: ID },
-  'member.added': { member: ID, role: ROLE, by: ID },
+  'member.added': {
+    member: ID,
+    role: ROLE,
+    by: ID,
+    // The consortium's member directory (services/locator.ts): a node publishes its own
+    // members' public keys (no name) and itself as their node. Optional: members anchored
+    // before the directory existed, and members of other nodes registered by hand, have none.
+    signingKey: HASH, // the Ed25519 public key, hex (member is its fingerprint)
+    recipient: HASH, // the X25519 public key of the member's age recipient, hex
+    node: ID,
+  },
   'member.removed': { member: ID, by: ID },
   'key.rotated': { member: ID, previousKey: ID, newKey: ID },
 } as const;
@@ -73,15 +85,20 @@ const ajv = new Ajv({ allErrors: false, strict: true });
 ajv.addFormat('hex32', { type: 'string', validate: lowerHex(32) });
 ajv.addFormat('hex64', { type: 'string', validate: lowerHex(64) });
 const validators = new Map<string, ValidateFunction>(
-  Object.entries(FIELDS).map(([type, fields]) => [
-    type,
-    ajv.compile({
-      type: 'object',
-      properties: { type: { const: type }, at: TIME, ...fields },
-      required: ['type', 'at', ...Object.keys(fields)],
-      additionalProperties: false,
-    }),
-  ]),
+  Object.entries(FIELDS).map(([type, fields]) => {
+    const optional = OPTIONAL[type] ?? [];
+    const [first, ...rest] = optional;
+    return [
+      type,
+      ajv.compile({
+        type: 'object',
+        properties: { type: { const: type }, at: TIME, ...fields },
+        required: ['type', 'at', ...Object.keys(fields).filter((k) => !optional.includes(k))],
+        ...(first ? { dependencies: Object.fromEntries(optional.map((k) => [k, k === first ? rest : [first]])) } : {}),
+        additionalProperties: false,
+      }),
+    ];
+  }),
 );
 
 /** Throws EVENT_INVALID unless `value` is a well-formed event of a known type. */
@@ -95,7 +112,8 @@ export function validateEvent(value: unknown): asserts value is LedgerEvent {
   }
 }
 
-// Each type's keys in sorted order: a valid event has exactly these keys.
+// Each type's keys in sorted order: a valid event has these keys (an optional one may be
+// absent: its undefined value is left out by JSON.stringify, as canonical JSON leaves it).
 const SORTED_KEYS = new Map<string, string[]>(
   Object.entries(FIELDS).map(([type, fields]) => [type, ['type', 'at', ...Object.keys(fields)].sort()]),
 );

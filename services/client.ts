@@ -198,8 +198,8 @@ export class VaultClient {
    * The directory as of at most 30 s ago, for choosing recipients: the node
    * checks every named reader again, so a stale entry cannot grant anything.
    */
-  async #directory(): Promise<MemberRow[]> {
-    if (!this.#members || this.#members.at < Date.now() - 30_000) {
+  async #directory(fresh = false): Promise<MemberRow[]> {
+    if (fresh || !this.#members || this.#members.at < Date.now() - 30_000) {
       this.#members = { at: Date.now(), rows: await this.members() };
     }
     return this.#members.rows;
@@ -244,8 +244,10 @@ export class VaultClient {
     source: Readable | Uint8Array | FileSource,
     options: UploadOptions,
   ): Promise<{ record: RecordView; receipt: Receipt }> {
-    const members = await this.#directory();
     const ids = [...new Set([...options.readers, ...(options.includeSelf === false ? [] : [this.memberId])])];
+    const known = (rows: MemberRow[]) => ids.every((id) => rows.some((m) => m.id === id && m.removedAt === null));
+    let members = await this.#directory();
+    if (!known(members)) members = await this.#directory(true); // a reader published since the last look
     const recipients = ids.map((id) => {
       const m = members.find((x) => x.id === id && x.removedAt === null);
       if (!m) fail('MEMBER_NOT_FOUND', id);

@@ -114,6 +114,8 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   // Authentication: after parsing (the JSON body's hash is checked), before validation.
   app.addHook('preValidation', async (request) => {
     if (request.routeOptions.config.public || request.routeOptions.url?.startsWith('/docs')) return;
+    const [key, via] = [request.headers[HEADER.key], request.headers[FORWARD_HEADER.via]];
+    if (typeof key === 'string' && typeof via === 'string') await vault.learnMember(key, via);
     request.member = authenticate(request, vault, { startedAt, window, seen });
   });
   app.addHook('onResponse', async (request, reply) => {
@@ -185,7 +187,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       },
     },
     async (request) => ({
-      members: vault.listMembers(member(request)),
+      members: await vault.listMembers(member(request)),
     }),
   );
   app.post(
@@ -255,7 +257,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       const result = await vault.upload(
         member(request),
         { subject: q.subject, readers: q.readers.split(','), purpose: q.purpose, expiresAt: Number(q.expiresAt) },
-        counted(request.body, metrics.bytes.labels('in')),
+        countedChunks(request.body, metrics.bytes.labels('in')),
       );
       return reply.code(201).send(result);
     },
@@ -679,6 +681,18 @@ function sendOpened(reply: FastifyReply, opened: Opened, metrics: ReturnType<typ
     { objectMode: false },
   );
   return reply.send(counted(body, metrics.bytes.labels('out')));
+}
+
+/**
+ * An upload's body, counted as it is read. Not with a 'data' listener: that would set the
+ * stream flowing at once, and bytes arriving while the upload awaits something before
+ * reading its body (the ledger, for another node's readers) would be lost.
+ */
+async function* countedChunks(stream: Readable, counter: { inc(n: number): void }): AsyncIterable<Uint8Array> {
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    counter.inc(chunk.length);
+    yield chunk;
+  }
 }
 
 function counted(stream: Readable, counter: { inc(n: number): void }): Readable {

@@ -1,37 +1,57 @@
 /**
- * Which node holds a record: the ledger says so. Every record.created event
- * names the node that stored the record, so any node can answer for records
- * it does not hold, and forward a reader's fetch there (DESIGN, "The
- * consortium").
+ * What the shared ledger says about the consortium's other nodes: which node
+ * holds a record (every record.created event names it), and which members
+ * each node has (every node publishes its own members' public keys in
+ * member.added, DESIGN "The consortium"). So any node can forward a reader's
+ * fetch to the node that holds the record, and an uploader can name another
+ * node's reader without anyone registering that reader by hand.
  *
- * The locations are read from the ledger into the metadata store as they are
- * needed: a lookup that misses reads the blocks appended since the last read
- * (one reader at a time), so a record anchored a moment ago on another node
- * is found, and an unknown id costs one read of the head.
+ * The ledger is read into the metadata store as it is needed: a lookup that
+ * misses reads the blocks appended since the last read (one reader at a
+ * time), so a record or member anchored a moment ago on another node is
+ * found, and an unknown id costs one read of the head.
+ *
+ * A member is taken only from its own node: the block holding its
+ * member.added must be signed by the node the event names (the header's key
+ * is that node's id, and its signature verifies), and the key it publishes
+ * must be the member's id. Another node anchoring "a member of node B"
+ * cannot put one into anybody's directory. Only readers are taken (a member
+ * of another node is only ever granted records here), and a member.removed
+ * counts only from that member's own node.
  */
+import { headerSignatureValid } from '../anchor/block.ts';
+import type { LedgerEvent } from '../anchor/events.ts';
 import type { Ledger } from '../anchor/ledger.ts';
-import type { Metadata } from './metadata.ts';
+import { keyFingerprint } from '../crypto/ed25519.ts';
+import { X25519Recipient } from '../crypto/x25519.ts';
+import type { LedgerFinding, Metadata } from './metadata.ts';
 
-export class RecordLocator {
+/** Findings are saved every so many while a long read goes on, so it keeps what it has read. */
+const SAVE_EVERY = 10_000;
+
+export class ConsortiumIndex {
   readonly #ledger: Ledger;
   readonly #m: Metadata;
+  readonly #self: string;
   #reading: Promise<void> | null = null;
 
-  constructor(ledger: Ledger, metadata: Metadata) {
+  /** `self`: this node's id (its own members and records are never taken from the ledger). */
+  constructor(ledger: Ledger, metadata: Metadata, self: string) {
     this.#ledger = ledger;
     this.#m = metadata;
+    this.#self = self;
   }
 
   /** The id of the node holding `recordId`, or undefined when the ledger has no record.created for it. */
   async holder(recordId: string): Promise<string | undefined> {
     const known = this.#m.recordLocation(recordId);
     if (known) return known;
-    await this.#catchUp();
+    await this.catchUp();
     return this.#m.recordLocation(recordId);
   }
 
   /** Reads the blocks appended since the last read; concurrent callers share one read. */
-  #catchUp(): Promise<void> {
+  catchUp(): Promise<void> {
     this.#reading ??= this.#read().finally(() => {
       this.#reading = null;
     });
@@ -42,19 +62,46 @@ export class RecordLocator {
     const head = await this.#ledger.head();
     const from = this.#m.locatorNextHeight();
     if (!head || head.height < from) return;
-    let found: Array<{ recordId: string; node: string; height: number }> = [];
+    let found: LedgerFinding[] = [];
     for await (const block of this.#ledger.blocks(from)) {
+      const { height, signer } = block.header;
+      let signed: boolean | undefined; // checked once per block, and only for blocks with member events
+      const bySigner = () => (signed ??= headerSignatureValid(block.header));
       for (const event of block.events) {
         if (event.type === 'record.created') {
-          found.push({ recordId: event.recordId as string, node: event.node as string, height: block.header.height });
+          found.push({ kind: 'location', recordId: event.recordId as string, node: event.node as string, height });
+        } else if (event.type === 'member.added' && event.node !== this.#self && event.node === signer) {
+          const member = publishedMember(event);
+          if (member && bySigner()) found.push({ kind: 'member', member });
+        } else if (event.type === 'member.removed' && signer !== this.#self && bySigner()) {
+          found.push({ kind: 'removal', id: event.member as string, node: signer, at: event.at });
         }
       }
-      // Saved block by block from time to time: a long first read keeps what it has read.
-      if (found.length >= 10_000 || block.header.height >= head.height) {
-        this.#m.addRecordLocations(found, block.header.height + 1);
+      if (found.length >= SAVE_EVERY || height >= head.height) {
+        this.#m.applyLedgerIndex(found, height + 1);
         found = [];
       }
-      if (block.header.height >= head.height) break;
+      if (height >= head.height) break;
     }
   }
+}
+
+/** The reader a node published in member.added, as a member row here; null when the event publishes none. */
+function publishedMember(event: LedgerEvent): Parameters<Metadata['addMember']>[0] | null {
+  if (event.role !== 'reader' || typeof event.signingKey !== 'string' || typeof event.recipient !== 'string') {
+    return null;
+  }
+  const key = Buffer.from(event.signingKey, 'hex');
+  if (keyFingerprint(key) !== event.member) return null;
+  const node = event.node as string;
+  return {
+    id: event.member as string,
+    // Names stay off the ledger: another node's member is known here by its ids.
+    name: `${event.member}@${node}`,
+    role: 'reader',
+    signingKey: key.toString('base64'),
+    recipient: new X25519Recipient(new Uint8Array(Buffer.from(event.recipient, 'hex'))).toString(),
+    node,
+    addedAt: event.at,
+  };
 }

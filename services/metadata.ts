@@ -28,6 +28,12 @@ export interface MemberRow {
   removedAt: number | null;
 }
 
+/** What the ledger index (services/locator.ts) found in a block. */
+export type LedgerFinding =
+  | { kind: 'location'; recordId: string; node: string; height: number }
+  | { kind: 'member'; member: Omit<MemberRow, 'removedAt'> }
+  | { kind: 'removal'; id: string; node: string; at: number };
+
 export type RecordState = 'pending' | 'active' | 'erased';
 
 export interface RecordRow {
@@ -215,6 +221,9 @@ const MIGRATIONS = [
      next_height INTEGER NOT NULL
    ) STRICT;
    INSERT INTO record_locator (id, next_height) VALUES (1, 0);`,
+  // 5: the ledger is also read for the consortium's member directory (member.added events that
+  // carry public keys): read it again from the start once.
+  `UPDATE record_locator SET next_height = 0;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -316,16 +325,42 @@ export class Metadata {
       .nextHeight;
   }
 
-  /** Records the locations found in blocks below `nextHeight`, and that they were read. */
-  addRecordLocations(locations: Array<{ recordId: string; node: string; height: number }>, nextHeight: number): void {
+  /**
+   * Applies what was found in the ledger's blocks below `nextHeight` (services/locator.ts), in
+   * ledger order, and that they were read: record locations, and members of other nodes (added
+   * unless this node knows that key already; removed only when still of that node).
+   */
+  applyLedgerIndex(found: LedgerFinding[], nextHeight: number): void {
     this.transaction(() => {
-      for (const l of locations) {
-        this.#run(
-          'INSERT OR IGNORE INTO record_locations (record_id, node, height) VALUES (?, ?, ?)',
-          l.recordId,
-          l.node,
-          l.height,
-        );
+      for (const f of found) {
+        if (f.kind === 'location') {
+          this.#run(
+            'INSERT OR IGNORE INTO record_locations (record_id, node, height) VALUES (?, ?, ?)',
+            f.recordId,
+            f.node,
+            f.height,
+          );
+        } else if (f.kind === 'member') {
+          const m = f.member;
+          this.#run(
+            `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT DO NOTHING`,
+            m.id,
+            m.name,
+            m.role,
+            m.signingKey,
+            m.recipient,
+            m.node,
+            m.addedAt,
+          );
+        } else {
+          this.#run(
+            'UPDATE members SET removed_at = ? WHERE id = ? AND node = ? AND removed_at IS NULL',
+            f.at,
+            f.id,
+            f.node,
+          );
+        }
       }
       this.#run('UPDATE record_locator SET next_height = ? WHERE next_height < ?', nextHeight, nextHeight);
     });

@@ -30,7 +30,7 @@ import { check, fail, isMedvaultError } from '../errors.ts';
 import { logger } from '../log.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { Erasures } from './erasure.ts';
-import { RecordLocator } from './locator.ts';
+import { ConsortiumIndex } from './locator.ts';
 import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
@@ -106,12 +106,12 @@ export class Vault {
   readonly erasures: Erasures;
   /** Ledger checkpoints cosigned by the consortium. */
   readonly checkpoints: Checkpoints;
-  /** Which node holds a record, as the ledger says (for forwarding fetches). */
-  readonly #locator: RecordLocator;
+  /** Which node holds a record and which members other nodes have, as the ledger says. */
+  readonly #index: ConsortiumIndex;
 
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
-    this.#locator = new RecordLocator(this.#c.ledger, this.#c.m);
+    this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id);
     this.peers = new Peers(deps.peers);
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
@@ -151,9 +151,20 @@ export class Vault {
     return row && row.removedAt === null ? row : undefined;
   }
 
-  listMembers(actor: MemberRow): MemberRow[] {
+  /** The members this node knows: its own, and the readers other nodes publish on the ledger. */
+  async listMembers(actor: MemberRow): Promise<MemberRow[]> {
     authorize(actor, 'member.list');
+    await this.#index.catchUp();
     return this.#c.m.members();
+  }
+
+  /**
+   * Before a request forwarded by node `via` is authenticated: a member of
+   * that node this node has not seen yet may have been published on the
+   * ledger since the last read.
+   */
+  async learnMember(id: string, via: string): Promise<void> {
+    if (this.peers.get(via) && !this.#c.m.member(id)) await this.#index.catchUp();
   }
 
   /**
@@ -188,6 +199,16 @@ export class Vault {
       member: id,
       role: input.role,
       by: actor?.id ?? this.#c.node.id,
+      // This node's own readers go into the consortium's directory (public keys, no name), so
+      // the other nodes' uploaders can name them (services/locator.ts); no other role is of use
+      // at another node.
+      ...(input.node === undefined && input.role === 'reader'
+        ? {
+            signingKey: key.toString('hex'),
+            recipient: Buffer.from(recipient.publicKey).toString('hex'),
+            node: this.nodeId,
+          }
+        : {}),
     });
     const member: MemberRow = {
       id,
@@ -212,7 +233,7 @@ export class Vault {
    */
   async holderElsewhere(id: string): Promise<string | undefined> {
     if (!ID.test(id)) return undefined;
-    const holder = await this.#locator.holder(id);
+    const holder = await this.#index.holder(id);
     return holder === this.nodeId ? undefined : holder;
   }
 
@@ -259,7 +280,7 @@ export class Vault {
       'REQUEST_INVALID',
       `name 1 to ${MAX_READERS} readers`,
     );
-    const readers = [...new Set(input.readers)].map((id) => this.#reader(id));
+    const readers = await this.#readers([...new Set(input.readers)]);
     const { header: clientHeader, rest } = await readHeader(body);
     let header: Uint8Array;
     try {
@@ -419,7 +440,7 @@ export class Vault {
     return this.#c.locked(id, async () => {
       const record = this.#c.record(id);
       authorize(actor, 'grant', this.#facts(record, actor));
-      const reader = this.#reader(input.reader);
+      const [reader] = (await this.#readers([input.reader])) as [MemberRow];
       const now = this.#c.now();
       const readers = this.#c.m
         .liveGrants(id, now)
@@ -593,8 +614,21 @@ export class Vault {
     return this.#c.receiptAt(last.height, last.leaf);
   }
 
+  /**
+   * The readers named for an upload or a grant. Another node's members come
+   * from the ledger, so it is read first (one read of the head when nothing
+   * is new) whenever one of them is named, or an id is unknown: a reader
+   * published or removed there a moment ago counts.
+   */
+  async #readers(ids: string[]): Promise<MemberRow[]> {
+    for (const id of ids) checkMemberId(id);
+    // Unknown (undefined) or another node's (its id): not null.
+    if (ids.some((id) => this.#c.m.member(id)?.node !== null)) await this.#index.catchUp();
+    return ids.map((id) => this.#reader(id));
+  }
+
   #reader(id: string, options: { allowRemoved?: boolean } = {}): MemberRow {
-    check(typeof id === 'string' && ID.test(id), 'REQUEST_INVALID', 'a member id is 32 hex digits');
+    checkMemberId(id);
     const member = this.#c.m.member(id);
     if (!member || (member.removedAt !== null && !options.allowRemoved)) fail('MEMBER_NOT_FOUND', id);
     return member;
@@ -725,6 +759,10 @@ function revokeEvent(recordId: string, reader: string, revoker: string, reencryp
 }
 
 /** Reads an age header off the front of a stream; the rest is the payload. */
+function checkMemberId(id: unknown): asserts id is string {
+  check(typeof id === 'string' && ID.test(id), 'REQUEST_INVALID', 'a member id is 32 hex digits');
+}
+
 async function readHeader(
   body: AsyncIterable<Uint8Array>,
 ): Promise<{ header: Uint8Array; rest: AsyncIterable<Uint8Array> }> {

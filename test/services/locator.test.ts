@@ -1,6 +1,7 @@
 /**
- * The record locator: which node holds a record, read from the ledger's
- * record.created events into the metadata store as lookups need it.
+ * The consortium index: which node holds a record (the ledger's
+ * record.created events) and the members other nodes publish (member.added
+ * with public keys), read into the metadata store as lookups need them.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -8,9 +9,10 @@ import { type Block, buildBlock } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
-import { RecordLocator } from '../../services/locator.ts';
+import { X25519Identity } from '../../crypto/x25519.ts';
+import { ConsortiumIndex } from '../../services/locator.ts';
 import { Metadata } from '../../services/metadata.ts';
-import { sampleEvent } from '../anchor/fixtures.ts';
+import { id, sampleEvent } from '../anchor/fixtures.ts';
 import { tempDir } from '../helpers.ts';
 
 const dir = tempDir('medvault-locator-');
@@ -18,20 +20,22 @@ const ledger = await FileLedger.open(join(dir, 'ledger.mvl'));
 const signer = SigningKey.generate();
 afterAll(() => ledger.close());
 
-async function append(events: LedgerEvent[]): Promise<void> {
-  const { block } = buildBlock((await ledger.head()) ?? null, events, signer);
+async function append(events: LedgerEvent[], by = signer): Promise<void> {
+  const { block } = buildBlock((await ledger.head()) ?? null, events, by);
   await ledger.append([block]);
 }
 
 const created = () => sampleEvent('record.created') as LedgerEvent & { recordId: string; node: string };
 
-describe('record locator', () => {
+const SELF = id(); // the node reading the ledger
+
+describe('consortium index: where records are', () => {
   it('answers from the ledger, reads blocks appended since, and keeps what it read across restarts', async () => {
     const a = created();
     const b = created();
     await append([a, sampleEvent('record.accessed'), b]);
     const metadata = new Metadata(join(dir, 'metadata.db'));
-    const locator = new RecordLocator(ledger, metadata);
+    const locator = new ConsortiumIndex(ledger, metadata, SELF);
     expect(await locator.holder(a.recordId)).toBe(a.node);
     expect(await locator.holder(b.recordId)).toBe(b.node);
     expect(await locator.holder('0'.repeat(32))).toBeUndefined();
@@ -51,7 +55,7 @@ describe('record locator', () => {
         return ledger.blocks(from);
       },
     } as unknown as FileLedger;
-    const shared = new RecordLocator(counting, metadata);
+    const shared = new ConsortiumIndex(counting, metadata, SELF);
     const more = created();
     await append([more]);
     expect(await Promise.all([shared.holder(more.recordId), shared.holder(more.recordId)])).toEqual([
@@ -64,10 +68,88 @@ describe('record locator', () => {
     // After a restart, what was read is not read again.
     const reopened = new Metadata(join(dir, 'metadata.db'));
     reads.length = 0;
-    const again = new RecordLocator(counting, reopened);
+    const again = new ConsortiumIndex(counting, reopened, SELF);
     expect(await again.holder(a.recordId)).toBe(a.node);
     expect(await again.holder('1'.repeat(32))).toBeUndefined(); // a miss at the head reads nothing
     expect(reads).toEqual([]);
     reopened.close();
+  });
+});
+
+/** A member.added as `node` publishes one of its members: public keys, no name. */
+function published(node: SigningKey, role = 'reader') {
+  const key = SigningKey.generate();
+  const identity = X25519Identity.generate();
+  const event = {
+    type: 'member.added',
+    at: Date.now(),
+    member: key.id,
+    role,
+    by: id(),
+    signingKey: Buffer.from(key.publicKey).toString('hex'),
+    recipient: Buffer.from(identity.recipient.publicKey).toString('hex'),
+    node: node.id,
+  } as LedgerEvent;
+  return { key, identity, event };
+}
+
+describe('consortium index: members of other nodes', () => {
+  it('takes the readers a node publishes in its own blocks, and their removal by that node only', async () => {
+    const dirB = tempDir('medvault-directory-');
+    const own = await FileLedger.open(join(dirB, 'ledger.mvl'));
+    const add = async (events: LedgerEvent[], by: SigningKey) => {
+      const { block } = buildBlock((await own.head()) ?? null, events, by);
+      await own.append([block]);
+    };
+    const nodeB = SigningKey.generate();
+    const nodeC = SigningKey.generate();
+    const metadata = new Metadata(join(dirB, 'metadata.db'));
+    const index = new ConsortiumIndex(own, metadata, SELF);
+    try {
+      const reader = published(nodeB);
+      const uploader = published(nodeB, 'uploader'); // only readers are ever members of another node here
+      const forged = published(nodeB); // names node B, but node C signs the block
+      const mismatched = published(nodeB);
+      mismatched.event.member = id(); // the published key is not that member's
+      const legacy = sampleEvent('member.added'); // anchored before the directory: no keys
+      await add([reader.event, uploader.event, mismatched.event, legacy], nodeB);
+      await add([forged.event], nodeC);
+      await index.catchUp();
+      const row = metadata.member(reader.key.id);
+      expect(row).toMatchObject({
+        role: 'reader',
+        node: nodeB.id,
+        signingKey: Buffer.from(reader.key.publicKey).toString('base64'),
+        recipient: reader.identity.recipient.toString(),
+        removedAt: null,
+      });
+      expect(row?.name).toBe(`${reader.key.id}@${nodeB.id}`);
+      for (const other of [uploader, forged, mismatched]) expect(metadata.member(other.key.id)).toBeUndefined();
+      expect(metadata.member(legacy.member as string)).toBeUndefined();
+      expect(metadata.members()).toHaveLength(1);
+
+      // This node's own members (published by itself) are not taken from the ledger.
+      const mine = SigningKey.generate();
+      const myMetadata = new Metadata(':memory:');
+      const ownMember = published(mine);
+      await add([ownMember.event], mine);
+      await new ConsortiumIndex(own, myMetadata, mine.id).catchUp();
+      expect(myMetadata.member(ownMember.key.id)).toBeUndefined(); // its own node keeps its own row
+      myMetadata.close();
+      await index.catchUp();
+      expect(metadata.member(ownMember.key.id)?.node).toBe(mine.id); // the other nodes take it
+
+      // A removal counts only from the member's own node.
+      await add([{ type: 'member.removed', at: Date.now(), member: reader.key.id, by: id() } as LedgerEvent], nodeC);
+      await index.catchUp();
+      expect(metadata.member(reader.key.id)?.removedAt).toBeNull();
+      const removedAt = Date.now();
+      await add([{ type: 'member.removed', at: removedAt, member: reader.key.id, by: id() } as LedgerEvent], nodeB);
+      await index.catchUp();
+      expect(metadata.member(reader.key.id)?.removedAt).toBe(removedAt);
+    } finally {
+      metadata.close();
+      await own.close();
+    }
   });
 });

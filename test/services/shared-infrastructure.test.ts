@@ -235,6 +235,82 @@ describe('a consortium: a reader fetches through its own node from the node hold
   }, 60_000);
 });
 
+describe('a consortium: the member directory on the ledger', () => {
+  it("node A learns node B's readers from the ledger: A's uploader names one, who fetches through B; B's removal reaches A", async () => {
+    const { a, b } = await twoNodes('directory-test');
+    try {
+      const aHospital = await a.addMember('hospital-a', 'uploader');
+      const bReader = await b.addMember('reader-b', 'reader');
+      await b.addMember('uploader-b', 'uploader'); // only readers are published: no other role is of use elsewhere
+      // No one registers B's reader at A: A reads it from B's member.added (public keys, no name).
+      const directory = await aHospital.client.members();
+      const row = directory.find((m) => m.id === bReader.id);
+      expect(row).toMatchObject({ role: 'reader', node: b.vault.nodeId, name: `${bReader.id}@${b.vault.nodeId}` });
+      expect(row?.recipient).toBe(memberPublic(bReader.keys).recipient);
+      expect(directory.filter((m) => m.node === b.vault.nodeId)).toHaveLength(1);
+      expect(JSON.stringify(directory)).not.toContain('reader-b'); // its name never left B
+
+      const content = bytes(150_000, 11);
+      const { record } = await aHospital.client.upload(content, {
+        subject: SUBJECT,
+        readers: [bReader.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      });
+      const path = join(out, 'directory.bin');
+      const fetched = await bReader.client.fetch(record.id, { path });
+      expect(readFileSync(path)).toEqual(Buffer.from(content));
+      expect(fetched.access.block.signer).toBe(a.vault.nodeId);
+
+      // B removes its reader: A's directory says so at its next read, and an upload naming it is refused.
+      await b.admin.client.removeMember(bReader.id);
+      const after = (await aHospital.client.members()).find((m) => m.id === bReader.id);
+      expect(after?.removedAt).toEqual(expect.any(Number));
+      await expect(
+        aHospital.client.upload(bytes(1000, 12), {
+          subject: SUBJECT,
+          readers: [bReader.id],
+          purpose: 'treatment',
+          expiresAt: Date.now() + DAY,
+        }),
+      ).rejects.toMatchObject({ code: 'MEMBER_NOT_FOUND' });
+      // ...and its fetches stop at its own node.
+      await expect(bReader.client.fetch(record.id, { path: join(out, 'removed.bin') })).rejects.toMatchObject({
+        code: 'AUTH_INVALID',
+      });
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  }, 60_000);
+
+  it("a reader B publishes after A last read the ledger is learnt when B forwards that reader's first request", async () => {
+    const { a, b } = await twoNodes('directory-late-test');
+    try {
+      const aHospital = await a.addMember('hospital-a', 'uploader');
+      const early = await b.addMember('reader-early', 'reader');
+      const { record } = await aHospital.client.upload(bytes(2000, 13), {
+        subject: SUBJECT,
+        readers: [early.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      });
+      const late = await b.addMember('reader-late', 'reader'); // A has not read this block
+      // Through B, the late reader reaches A, which reads the ledger, knows the member, and answers
+      // with what that member may see: no grant.
+      await expect(late.client.fetch(record.id, { path: join(out, 'late.bin') })).rejects.toMatchObject({
+        code: 'NO_GRANT',
+      });
+      await aHospital.client.grant(record.id, late.id, { purpose: 'treatment', expiresAt: Date.now() + DAY });
+      await late.client.fetch(record.id, { path: join(out, 'late.bin') });
+      expect(readFileSync(join(out, 'late.bin'))).toEqual(Buffer.from(bytes(2000, 13)));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  }, 60_000);
+});
+
 describe('a consortium: ledger checkpoints cosigned by every node', () => {
   it('both nodes sign; after history is rewritten consistently in etcd, neither signs or appends again and a saved checkpoint exposes it', async () => {
     const { a, b, ledger } = await twoNodes('checkpoint-test');
