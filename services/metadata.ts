@@ -285,9 +285,12 @@ export class Metadata {
 
   // Members.
 
-  addMember(m: Omit<MemberRow, 'removedAt'>): void {
+  /** Adds a member; with `ifAbsent`, nothing happens when its id, name or key is already here. */
+  addMember(m: Omit<MemberRow, 'removedAt'>, options: { ifAbsent?: boolean } = {}): void {
     this.#run(
-      'INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)${
+        options.ifAbsent ? ' ON CONFLICT DO NOTHING' : ''
+      }`,
       m.id,
       m.name,
       m.role,
@@ -341,18 +344,7 @@ export class Metadata {
             f.height,
           );
         } else if (f.kind === 'member') {
-          const m = f.member;
-          this.#run(
-            `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT DO NOTHING`,
-            m.id,
-            m.name,
-            m.role,
-            m.signingKey,
-            m.recipient,
-            m.node,
-            m.addedAt,
-          );
+          this.addMember(f.member, { ifAbsent: true });
         } else {
           this.#run(
             'UPDATE members SET removed_at = ? WHERE id = ? AND node = ? AND removed_at IS NULL',

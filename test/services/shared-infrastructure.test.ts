@@ -57,6 +57,10 @@ async function ipfsPins(): Promise<string[]> {
   return pins.sort();
 }
 
+/** An upload of `content` for SUBJECT, readable by `readers` for a day. */
+const uploadFor = (uploader: TestMember, readers: string[], content: Uint8Array) =>
+  uploader.client.upload(content, { subject: SUBJECT, readers, purpose: 'treatment', expiresAt: Date.now() + DAY });
+
 /** A node's entry in another node's peer list. */
 const asPeer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n.vault.nodeKey });
 
@@ -162,12 +166,7 @@ describe('a consortium: a reader fetches through its own node from the node hold
         a.admin.client.addMember({ name: 'x', role: 'uploader', ...memberPublic(bReader.keys), node: b.vault.nodeId }),
       ).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
       const content = bytes(200_000, 9);
-      const { record } = await aHospital.client.upload(content, {
-        subject: SUBJECT,
-        readers: [bReader.id],
-        purpose: 'treatment',
-        expiresAt: Date.now() + DAY,
-      });
+      const { record } = await uploadFor(aHospital, [bReader.id], content);
 
       // The reader asks its own node, which holds nothing of the record: B forwards to A.
       const path = join(out, 'forwarded.bin');
@@ -251,12 +250,7 @@ describe('a consortium: the member directory on the ledger', () => {
       expect(JSON.stringify(directory)).not.toContain('reader-b'); // its name never left B
 
       const content = bytes(150_000, 11);
-      const { record } = await aHospital.client.upload(content, {
-        subject: SUBJECT,
-        readers: [bReader.id],
-        purpose: 'treatment',
-        expiresAt: Date.now() + DAY,
-      });
+      const { record } = await uploadFor(aHospital, [bReader.id], content);
       const path = join(out, 'directory.bin');
       const fetched = await bReader.client.fetch(record.id, { path });
       expect(readFileSync(path)).toEqual(Buffer.from(content));
@@ -266,14 +260,9 @@ describe('a consortium: the member directory on the ledger', () => {
       await b.admin.client.removeMember(bReader.id);
       const after = (await aHospital.client.members()).find((m) => m.id === bReader.id);
       expect(after?.removedAt).toEqual(expect.any(Number));
-      await expect(
-        aHospital.client.upload(bytes(1000, 12), {
-          subject: SUBJECT,
-          readers: [bReader.id],
-          purpose: 'treatment',
-          expiresAt: Date.now() + DAY,
-        }),
-      ).rejects.toMatchObject({ code: 'MEMBER_NOT_FOUND' });
+      await expect(uploadFor(aHospital, [bReader.id], bytes(1000, 12))).rejects.toMatchObject({
+        code: 'MEMBER_NOT_FOUND',
+      });
       // ...and its fetches stop at its own node.
       await expect(bReader.client.fetch(record.id, { path: join(out, 'removed.bin') })).rejects.toMatchObject({
         code: 'AUTH_INVALID',
@@ -289,12 +278,7 @@ describe('a consortium: the member directory on the ledger', () => {
     try {
       const aHospital = await a.addMember('hospital-a', 'uploader');
       const early = await b.addMember('reader-early', 'reader');
-      const { record } = await aHospital.client.upload(bytes(2000, 13), {
-        subject: SUBJECT,
-        readers: [early.id],
-        purpose: 'treatment',
-        expiresAt: Date.now() + DAY,
-      });
+      const { record } = await uploadFor(aHospital, [early.id], bytes(2000, 13));
       const late = await b.addMember('reader-late', 'reader'); // A has not read this block
       // Through B, the late reader reaches A, which reads the ledger, knows the member, and answers
       // with what that member may see: no grant.
@@ -319,13 +303,7 @@ describe('a consortium: ledger checkpoints cosigned by every node', () => {
     try {
       const nodes = [a.vault.nodeId, b.vault.nodeId];
       const aHospital = await a.addMember('hospital-a', 'uploader');
-      const upload = () =>
-        aHospital.client.upload(bytes(3000, 2), {
-          subject: SUBJECT,
-          readers: [],
-          purpose: 'treatment',
-          expiresAt: Date.now() + DAY,
-        });
+      const upload = () => uploadFor(aHospital, [], bytes(3000, 2));
       await upload();
       const first = await a.admin.client.checkpoint();
       expect(verifyCheckpoint(first, { trusted: nodes, quorum: 2 }).signers).toEqual(nodes);
@@ -384,12 +362,7 @@ describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
   it('upload, fetch, erase: all three copies written, all deleted, each confirmed in the certificate', async () => {
     expect((await reader.client.node()).ledger).toBe('etcd');
     const document = bytes(9 * 1024 * 1024 + 5, 8); // over one S3 part
-    const { record } = await hospital.client.upload(document, {
-      subject: SUBJECT,
-      readers: [reader.id],
-      purpose: 'treatment',
-      expiresAt: Date.now() + DAY,
-    });
+    const { record } = await uploadFor(hospital, [reader.id], document);
     expect(filesUnder(local).some((f) => f.endsWith(record.ciphertextHash))).toBe(true);
     expect(s3Objects().length).toBeGreaterThan(0);
     const ipfsRef = /ipfs=([^,]+)/.exec(String(await blobRefOf(record.id)))?.[1];
@@ -414,14 +387,10 @@ describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
     try {
       const state = async () => ({ local: filesUnder(local), s3: s3Objects(), ipfs: await ipfsPins() });
       const before = await state();
-      await expect(
-        hospital.client.upload(bytes(300_000, 2), {
-          subject: SUBJECT,
-          readers: [reader.id],
-          purpose: 'treatment',
-          expiresAt: Date.now() + DAY,
-        }),
-      ).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE', info: { status: 503 } });
+      await expect(uploadFor(hospital, [reader.id], bytes(300_000, 2))).rejects.toMatchObject({
+        code: 'LEDGER_UNAVAILABLE',
+        info: { status: 503 },
+      });
       expect(await state()).toEqual(before);
       const ready = await fetch(`${node.url}/readyz`);
       expect(ready.status).toBe(503);
