@@ -392,6 +392,8 @@ describe('etcd ledger and replicated fs + S3 + IPFS store', () => {
         info: { status: 503 },
       });
       expect(await state()).toEqual(before);
+      // The member directory still answers, with what the node already knew.
+      expect((await hospital.client.members()).map((m) => m.id)).toContain(reader.id);
       const ready = await fetch(`${node.url}/readyz`);
       expect(ready.status).toBe(503);
       expect(((await ready.json()) as { checks: Record<string, string> }).checks).toMatchObject({
