@@ -215,7 +215,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       say(
         `   ledger OK: ${chain.blocks} blocks, ${chain.events} events, every link, Merkle root and signature checked;`,
       );
-      say('   the events carry random ids, hashes and pseudonyms only: no names, no plaintext.\n');
+      say('   the events carry random ids, hashes, pseudonyms and public keys only: no names, no plaintext.\n');
       say('Done.');
     } finally {
       await app.close();
