@@ -13,6 +13,15 @@
  * conflicts, it waits for the appends before it to settle, re-reads the head
  * and rebuilds.
  *
+ * Sealing: once a block's worth of events is waiting and the last block built
+ * is known, that block is built (sealed) at once, while later events are
+ * still arriving, and the ledger is told to start encoding it (etcd
+ * compresses it on the thread pool). A run is then mostly sealed blocks, and
+ * only its last, partial block is built when it is cut: building and
+ * encoding leave the serial path from one run's acknowledgement to the next
+ * run's append. Sealed blocks not yet cut are unsealed (their events go back
+ * to the front of the queue) whenever the tip they extend is given up.
+ *
  * When another node appended first (LEDGER_CONFLICT) the batch is rebuilt on
  * the new head and retried; when the ledger fails otherwise, every caller in
  * the batch gets that error and nothing is acknowledged. If that failure's
@@ -69,10 +78,15 @@ export class Batcher {
   readonly #maxConflicts: number;
   readonly #depth: number;
   readonly #checkHead: (head: BlockHeader | null) => Promise<void>;
+  /** Events not yet in a block, in submission order. */
   #pending: Pending[] = [];
-  /** The last block built (committed or in flight); undefined: read it from the ledger. */
+  /** Full blocks built on the tip's chain ahead of the run they will go in (their events precede #pending). */
+  #sealed: Built[] = [];
+  /** The last block built (sealed, in flight or committed); undefined: read it from the ledger. */
   #tip: BlockHeader | null | undefined;
   #inFlight = 0;
+  /** The runs in flight; a run is stale from when the tip it was built on is given up until it is rebuilt. */
+  readonly #runs = new Set<{ stale: boolean }>();
   #previous: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
   #idle: Array<() => void> = [];
@@ -98,19 +112,60 @@ export class Batcher {
     }
     return new Promise<Receipt>((resolve, reject) => {
       this.#pending.push({ event, encoded, resolve, reject });
+      if (this.#pending.length >= this.#maxEvents) this.#seal();
       this.#schedule();
     });
   }
 
   /** Resolves when everything submitted so far is settled. */
   flush(): Promise<void> {
-    if (this.#inFlight === 0 && this.#pending.length === 0) return Promise.resolve();
+    if (this.#inFlight === 0 && !this.#waiting) return Promise.resolve();
     return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  get #waiting(): boolean {
+    return this.#pending.length > 0 || this.#sealed.length > 0;
+  }
+
+  /**
+   * Whether blocks may be built ahead on the tip: it is known, and no run in
+   * flight is still to be rebuilt after a conflict (blocks built ahead of it
+   * could commit before its events).
+   */
+  get #canBuildAhead(): boolean {
+    if (this.#tip === undefined) return false;
+    for (const run of this.#runs) if (run.stale) return false;
+    return true;
+  }
+
+  /** Builds full blocks of waiting events on the tip, ahead of their run (see Sealing above). */
+  #seal(): void {
+    while (this.#canBuildAhead && this.#pending.length >= this.#maxEvents && this.#sealed.length < this.#maxBlocks) {
+      // #canBuildAhead: the tip is known
+      const [built] = this.#build(this.#tip as BlockHeader | null, [this.#pending.splice(0, this.#maxEvents)]) as [
+        Built,
+      ];
+      this.#tip = built.block.header;
+      this.#sealed.push(built);
+      this.#ledger.prepare?.([built.block]);
+    }
+  }
+
+  /**
+   * Gives up the tip (it is read from the ledger again): every run in flight
+   * is stale, and blocks sealed on it are unsealed.
+   */
+  #forgetTip(): void {
+    this.#tip = undefined;
+    for (const run of this.#runs) run.stale = true;
+    if (this.#sealed.length === 0) return;
+    this.#pending = [...this.#sealed.flatMap((b) => b.group), ...this.#pending];
+    this.#sealed = [];
   }
 
   #schedule(): void {
     if (this.#inFlight >= this.#depth) return;
-    if (this.#pending.length >= this.#maxEvents * this.#maxBlocks) {
+    if (this.#sealed.length >= this.#maxBlocks || this.#pending.length >= this.#maxEvents * this.#maxBlocks) {
       this.#cut();
     } else if (!this.#timer) {
       this.#timer = setTimeout(() => this.#cut(), this.#maxDelayMs);
@@ -120,17 +175,22 @@ export class Batcher {
   #cut(): void {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    if (this.#inFlight >= this.#depth || this.#pending.length === 0) return;
+    if (this.#inFlight >= this.#depth || !this.#waiting) return;
     // Runs are built in the order they are cut: while the tip is being read
-    // from the ledger, no second run starts.
-    if (this.#tip === undefined && this.#inFlight > 0) return;
+    // from the ledger, or a run is to be rebuilt, no second run starts.
+    if (this.#inFlight > 0 && !this.#canBuildAhead) return;
     this.#inFlight++;
-    const batch = this.#pending.splice(0, this.#maxEvents * this.#maxBlocks);
-    const run = this.#commit(batch, this.#previous);
+    const self = { stale: false };
+    this.#runs.add(self);
+    // Sealed blocks first (they hold the oldest events), then blocks of what is still pending.
+    const sealed = this.#sealed.splice(0, this.#maxBlocks);
+    const rest = this.#pending.splice(0, (this.#maxBlocks - sealed.length) * this.#maxEvents);
+    const run = this.#commit(self, sealed, rest, this.#previous);
     this.#previous = run;
     run.finally(() => {
+      this.#runs.delete(self);
       this.#inFlight--;
-      if (this.#pending.length > 0) this.#cut();
+      if (this.#waiting) this.#cut();
       else if (this.#inFlight === 0) for (const resolve of this.#idle.splice(0)) resolve();
     });
   }
@@ -145,12 +205,23 @@ export class Batcher {
     });
   }
 
-  async #commit(batch: Pending[], previous: Promise<unknown>): Promise<void> {
-    const acknowledge = ({ group, block, tree }: Built) => {
+  /** Resolves the receipt of every event of a committed run. */
+  #acknowledge(built: Built[]): void {
+    for (const { group, block, tree } of built) {
       for (let i = 0; i < group.length; i++) (group[i] as Pending).resolve(makeReceipt(block, tree, i));
-    };
-    let groups: Pending[][] = [];
-    for (let i = 0; i < batch.length; i += this.#maxEvents) groups.push(batch.slice(i, i + this.#maxEvents));
+    }
+  }
+
+  /**
+   * Appends a run: `sealed` blocks (built on the tip's chain when they filled)
+   * followed by blocks of `rest`, built here.
+   */
+  async #commit(self: { stale: boolean }, sealed: Built[], rest: Pending[], previous: Promise<unknown>): Promise<void> {
+    let groups: Pending[][] = sealed.map((b) => b.group);
+    const restGroups: Pending[][] = [];
+    for (let i = 0; i < rest.length; i += this.#maxEvents) restGroups.push(rest.slice(i, i + this.#maxEvents));
+    groups.push(...restGroups);
+    let batch = groups.flat();
     try {
       for (let conflicts = 0; ; conflicts++) {
         if (this.#tip === undefined) {
@@ -161,32 +232,40 @@ export class Batcher {
             if (this.#tip === undefined) this.#tip = head;
           }
         }
-        const built = this.#build(this.#tip, groups);
+        // On the first try the sealed blocks stand (the tip is the last of them, or,
+        // with none, the block before this run); a retry rebuilds the whole run.
+        const built =
+          conflicts === 0
+            ? [...sealed, ...(restGroups.length > 0 ? this.#build(this.#tip, restGroups) : [])]
+            : this.#build(this.#tip, groups);
         this.#tip = (built.at(-1) as (typeof built)[number]).block.header;
+        self.stale = false;
         const appending = this.#ledger.append(built.map((b) => b.block));
-        // The tip is known again: with room in the pipeline, the next run may start (its
-        // append is issued after this one, so the ledger sees them in chain order).
-        if (this.#pending.length > 0) this.#schedule();
+        // The tip is known again: waiting events may be sealed on it, and with room in the
+        // pipeline the next run may start (its append is issued after this one, so the
+        // ledger sees them in chain order).
+        this.#seal();
+        if (this.#waiting) this.#schedule();
         try {
           await appending;
         } catch (err) {
           // Blocks of the run the ledger committed before failing are acknowledged, never rebuilt.
           const committed = isMedvaultError(err) ? Number(err.info?.committedBlocks ?? 0) : 0;
-          for (const b of built.slice(0, committed)) acknowledge(b);
+          this.#acknowledge(built.slice(0, committed));
           groups = groups.slice(committed);
           batch = groups.flat();
           if (!isMedvaultError(err, 'LEDGER_CONFLICT') || conflicts >= this.#maxConflicts) throw err;
           // Another node appended, or an append before ours failed: let those
           // before us settle, then rebuild on the ledger's real head.
           await previous.catch(() => {});
-          this.#tip = undefined;
+          this.#forgetTip();
           continue;
         }
-        for (const b of built) acknowledge(b);
+        this.#acknowledge(built);
         return;
       }
     } catch (err) {
-      this.#tip = undefined;
+      this.#forgetTip();
       for (const p of batch) p.reject(err);
     }
   }

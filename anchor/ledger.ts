@@ -26,6 +26,12 @@ export interface Ledger {
    * `info.committedBlocks`, the number of blocks of the run that are durable.
    */
   append(blocks: readonly Block[]): Promise<void>;
+  /**
+   * Optional: `blocks` are about to be appended (in a later run); the ledger
+   * may start the work of storing them (etcd compresses them) so that the
+   * append does not wait for it. Never required for correctness.
+   */
+  prepare?(blocks: readonly Block[]): void;
   close(): Promise<void>;
 }
 

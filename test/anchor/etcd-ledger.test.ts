@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
-import { blockHash } from '../../anchor/block.ts';
+import { blockHash, buildBlock } from '../../anchor/block.ts';
 import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
 import { checkReceiptOnLedger, verifyChain } from '../../anchor/ledger.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
@@ -75,6 +75,30 @@ describe('etcd ledger: runs over the request limit', () => {
     expect(err).toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect((await ledger.head())?.height).toBe(5);
     await tiny.close();
+    await ledger.close();
+  });
+});
+
+describe('etcd ledger: blocks prepared ahead of their append', () => {
+  it('are stored as prepared; a prepared block that is never appended leaves nothing; a batcher run of sealed blocks lands whole', async () => {
+    const ledger = new EtcdLedger({ hosts: cluster.hosts, prefix: 'prepared' });
+    const signer = SigningKey.generate();
+    const b0 = buildBlock(null, [sampleEvent(), sampleEvent()], signer).block;
+    const b1 = buildBlock(b0.header, [sampleEvent()], signer).block;
+    const orphan = buildBlock(b1.header, [sampleEvent()], signer).block;
+    ledger.prepare([b0, b1]);
+    ledger.prepare([b0, orphan]); // twice is once
+    await ledger.append([b0, b1]);
+    expect(await ledger.get(0)).toEqual(b0);
+    expect(await ledger.get(1)).toEqual(b1);
+    expect(await ledger.get(2)).toBeNull();
+    // Through the batcher: once the tip is known, 130 events seal six blocks of 20 (one run) before the rest.
+    const batcher = new Batcher(ledger, signer, { maxEvents: 20, maxBlocksPerAppend: 6, maxDelayMs: 20 });
+    await batcher.submit(sampleEvent());
+    const receipts = await Promise.all(Array.from({ length: 130 }, () => batcher.submit(sampleEvent())));
+    expect(receipts.filter((r) => r.block.height <= 8)).toHaveLength(120);
+    await expectReceiptsOnChain(ledger, receipts);
+    expect(await verifyChain(ledger)).toMatchObject({ blocks: 10, events: 3 + 1 + 130 });
     await ledger.close();
   });
 });
