@@ -56,7 +56,8 @@ describe('events', () => {
         fc.stringMatching(/^[a-z][a-z0-9._-]{0,39}$/),
         fc.constantFrom('uploader', 'reader', 'dpo', 'admin'),
         fc.constantFrom('subject', 'record'),
-        (type, number, flag, code, role, scope) => {
+        fc.boolean(),
+        (type, number, flag, code, role, scope, directory) => {
           // Every value kind an event holds: numbers up to the time limit, flags, codes, enums.
           const event = sampleEvent(type, 0) as Record<string, unknown>;
           for (const [key, value] of Object.entries(event)) {
@@ -66,6 +67,9 @@ describe('events', () => {
           if ('purpose' in event) event.purpose = code;
           if ('role' in event) event.role = role;
           if ('scope' in event) event.scope = scope;
+          // member.added with and without its optional directory fields
+          if (type === 'member.added' && directory)
+            Object.assign(event, { signingKey: hash(), recipient: hash(), node: id() });
           const valid = event as LedgerEvent;
           expect(Buffer.from(encodeEvent(valid)).toString()).toBe(canonicalJson(valid));
         },
