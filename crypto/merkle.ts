@@ -48,9 +48,16 @@ export function leafHash(data: Uint8Array): Uint8Array {
   return prefixed(0x00, data);
 }
 
-/** The leaf hash, hex, of `text`'s UTF-8 bytes (a string is hashed as UTF-8, and "\0" is one 0x00 byte). */
+// The leaf input (0x00, then the text's UTF-8) is written into one reused buffer: no prefixed
+// copy of the text is made, and a text built by concatenation is left flat for its next use.
+const LEAF_INPUT = Buffer.alloc(16 * 1024);
+
+/** The leaf hash, hex, of `text`'s UTF-8 bytes. */
 export function leafHashHex(text: string): string {
-  return hash('sha256', `\0${text}`, 'hex');
+  // UTF-8 takes at most 3 bytes per UTF-16 unit; a longer text is hashed from a copy.
+  if (1 + 3 * text.length > LEAF_INPUT.length) return hash('sha256', `\0${text}`, 'hex');
+  const written = LEAF_INPUT.write(text, 1, 'utf8');
+  return hash('sha256', LEAF_INPUT.subarray(0, 1 + written), 'hex');
 }
 
 export function nodeHash(left: Uint8Array, right: Uint8Array): Uint8Array {

@@ -81,33 +81,36 @@ async function measure(ledger: Ledger, submitters: number, options: BatcherOptio
   const end = warmupEnd + seconds * 1000;
   let done = 0;
   const failed = new Map<string, number>();
-  // Each submitter keeps `window` submissions in flight: a counting semaphore.
-  const submitter = async () => {
-    let inFlight = 0;
-    let wake: (() => void) | null = null;
-    while (performance.now() < end) {
-      const t = performance.now();
-      inFlight++;
-      batcher.submit(anEvent()).then(
-        () => {
-          const now = performance.now();
-          if (t >= warmupEnd && now <= end) {
-            latencies.push(now - t);
-            done++;
-          }
-          inFlight--;
-          wake?.();
-        },
-        (err: { code?: string }) => {
-          failed.set(err.code ?? 'untyped', (failed.get(err.code ?? 'untyped') ?? 0) + 1);
-          inFlight--;
-          wake?.();
-        },
-      );
-      while (inFlight >= window) await new Promise<void>((resolve) => (wake = resolve));
-    }
-    while (inFlight > 0) await new Promise<void>((resolve) => (wake = resolve));
-  };
+  // Each submitter keeps `window` submissions in flight: each one settled starts the next
+  // (no promise or await per submission of the harness's own, which cost it ~20% of the work).
+  const submitter = () =>
+    new Promise<void>((finish) => {
+      let inFlight = 0;
+      const settled = () => {
+        inFlight--;
+        if (performance.now() < end) launch();
+        else if (inFlight === 0) finish();
+      };
+      const launch = () => {
+        const t = performance.now();
+        inFlight++;
+        batcher.submit(anEvent()).then(
+          () => {
+            const now = performance.now();
+            if (t >= warmupEnd && now <= end) {
+              latencies.push(now - t);
+              done++;
+            }
+            settled();
+          },
+          (err: { code?: string }) => {
+            failed.set(err.code ?? 'untyped', (failed.get(err.code ?? 'untyped') ?? 0) + 1);
+            settled();
+          },
+        );
+      };
+      for (let i = 0; i < window; i++) launch();
+    });
   await Promise.all(Array.from({ length: submitters }, submitter));
   const cpu = process.cpuUsage(cpuAtWarmupEnd);
   const elu = performance.eventLoopUtilization(eluAtWarmupEnd);

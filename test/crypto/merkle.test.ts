@@ -65,7 +65,9 @@ describe('hashes', () => {
   });
 
   it('a leaf hash of text is the leaf hash of its UTF-8 bytes', () => {
-    for (const text of ['', '{"a":1}', 'é — ✓ 𝄞', '\0\n"']) {
+    // Short and long (past the reused input buffer), ASCII and not, and one built by concatenation.
+    const built = ['{"a":', String(1), ',"b":"', 'x'.repeat(40), '"}'].reduce((a, b) => a + b);
+    for (const text of ['', '{"a":1}', 'é — ✓ 𝄞', '\0\n"', built, 'a'.repeat(20_000), 'é'.repeat(6_000)]) {
       expect(leafHashHex(text)).toBe(hex(leafHash(Buffer.from(text, 'utf8'))));
     }
   });
