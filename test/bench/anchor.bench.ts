@@ -13,7 +13,10 @@
  * round, by documents per second, is the one reported.
  *
  * CPU per document is this process's (user + system); for etcd, "server"
- * adds the three members' own (from /proc), so the two sides can be weighed.
+ * is the three members' own (from /proc), so the two sides can be weighed,
+ * and "server MB" their resident memory after the run: etcd keeps its raft
+ * log in memory until a snapshot, so it grows with the ledger (rounds on one
+ * cluster show what that costs).
  */
 
 import { spawnSync } from 'node:child_process';
@@ -66,6 +69,13 @@ interface Result {
   mainBusyPct: number;
   /** CPU time of the ledger's servers (etcd members) per anchored document, µs; null where not measured. */
   serverUsPerDoc: number | null;
+  /** Resident memory of the ledger's servers at the end of the run, MB (etcd keeps its raft log in memory). */
+  serverRssMb: number | null;
+}
+
+interface ServerProbe {
+  cpuUs: () => number;
+  rssMb: () => number;
 }
 
 // CPU time of processes, from /proc/<pid>/stat (utime + stime, in clock ticks), in µs.
@@ -78,6 +88,12 @@ function processesCpuUs(pids: number[]): number {
   }
   return (ticks * 1e6) / ticksPerSecond;
 }
+
+// Resident memory of processes, from /proc/<pid>/statm (pages), in MB.
+const processesRssMb = (pids: number[]) =>
+  Math.round(
+    pids.reduce((mb, pid) => mb + Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096, 0) / 1e6,
+  );
 
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
@@ -93,7 +109,7 @@ async function measure(
   ledger: Ledger,
   submitters: number,
   options: BatcherOptions,
-  serverCpuUs?: () => number,
+  server?: ServerProbe,
 ): Promise<Result> {
   const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents, maxDelayMs: 2, ...tuning, ...options });
   const latencies: number[] = [];
@@ -105,7 +121,7 @@ async function measure(
   setTimeout(() => {
     cpuAtWarmupEnd = process.cpuUsage();
     eluAtWarmupEnd = performance.eventLoopUtilization();
-    serverAtWarmupEnd = serverCpuUs?.() ?? 0;
+    serverAtWarmupEnd = server?.cpuUs() ?? 0;
   }, 500);
   const end = warmupEnd + seconds * 1000;
   let done = 0;
@@ -142,7 +158,7 @@ async function measure(
     });
   await Promise.all(Array.from({ length: submitters }, submitter));
   const cpu = process.cpuUsage(cpuAtWarmupEnd);
-  const serverUs = serverCpuUs ? serverCpuUs() - serverAtWarmupEnd : null;
+  const serverUs = server ? server.cpuUs() - serverAtWarmupEnd : null;
   const elu = performance.eventLoopUtilization(eluAtWarmupEnd);
   await batcher.flush();
   latencies.sort((a, b) => a - b);
@@ -156,6 +172,7 @@ async function measure(
     cpuUsPerDoc: Math.round(((cpu.user + cpu.system) / done) * 10) / 10,
     mainBusyPct: Math.round(elu.utilization * 100),
     serverUsPerDoc: serverUs === null ? null : Math.round((serverUs / done) * 10) / 10,
+    serverRssMb: server ? server.rssMb() : null,
   };
 }
 
@@ -164,9 +181,10 @@ const dir = mkdtempSync(join(tmpdir(), 'medvault-bench-anchor-'));
 const cluster = await EtcdCluster.start(3);
 const chain = await startEvmChain();
 try {
-  const etcdCpu = () => processesCpuUs(cluster.members.map((m) => m.process?.pid ?? 0).filter((pid) => pid > 0));
-  const backends: Array<[string, () => Promise<Ledger>, BatcherOptions, (() => number)?]> = [
-    ['etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `bench-${Date.now()}` }), {}, etcdCpu],
+  const etcdPids = () => cluster.members.map((m) => m.process?.pid ?? 0).filter((pid) => pid > 0);
+  const etcd: ServerProbe = { cpuUs: () => processesCpuUs(etcdPids()), rssMb: () => processesRssMb(etcdPids()) };
+  const backends: Array<[string, () => Promise<Ledger>, BatcherOptions, ServerProbe?]> = [
+    ['etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `bench-${Date.now()}` }), {}, etcd],
     ['file', async () => FileLedger.open(join(dir, `bench-${Date.now()}.mvl`)), {}],
     [
       'evm',
@@ -175,18 +193,20 @@ try {
     ],
   ];
   console.log(`window ${window} per submitter, blocks of up to ${maxEvents} events, ${seconds} s per run`);
-  console.log('ledger  submitters  docs/s    p50 ms  p99 ms  blocks  cpu µs/doc  server µs/doc  main busy %');
+  console.log(
+    'ledger  submitters  docs/s    p50 ms  p99 ms  blocks  cpu µs/doc  main busy %  server µs/doc  server MB',
+  );
   const chosen = new Set(values.ledgers.split(','));
   const largest = Math.max(...counts);
-  for (const [name, open, options, serverCpu] of backends.filter(([name]) => chosen.has(name))) {
+  for (const [name, open, options, server] of backends.filter(([name]) => chosen.has(name))) {
     for (const n of counts) {
       const measured: Result[] = [];
       for (let round = 0; round < (n === largest ? rounds : 1); round++) {
         const ledger = await open();
-        const r = await measure(ledger, n, options, serverCpu);
+        const r = await measure(ledger, n, options, server);
         await ledger.close();
         console.log(
-          `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}  ${String(r.cpuUsPerDoc).padStart(10)}  ${String(r.serverUsPerDoc ?? '-').padStart(13)}  ${String(r.mainBusyPct).padStart(11)}`,
+          `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}  ${String(r.cpuUsPerDoc).padStart(10)}  ${String(r.mainBusyPct).padStart(11)}  ${String(r.serverUsPerDoc ?? '-').padStart(13)}  ${String(r.serverRssMb ?? '-').padStart(9)}`,
         );
         measured.push(r);
       }
