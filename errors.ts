@@ -42,6 +42,7 @@ export const ERRORS = {
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
   LEDGER_UNAUTHORIZED: { status: 403, message: 'this node may not append to the ledger' },
+  LEDGER_FULL: { status: 507, message: 'the ledger has reached its storage quota' },
 
   // Blob stores.
   STORE_NOT_FOUND: { status: 404, message: 'no such blob in the store' },

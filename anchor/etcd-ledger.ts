@@ -15,7 +15,9 @@
  * compare failed, the block at that height is read back: ours means the
  * append happened (no duplicate), another block means a real conflict, none
  * means it did not happen and is retried, with short backoff, until the
- * overall deadline. etcd3's own retries are off so these rules hold.
+ * overall deadline. etcd3's own retries are off so these rules hold. At the
+ * cluster's backend quota the append fails at once with LEDGER_FULL (after
+ * the same check), as no retry can succeed until an operator acts.
  */
 import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCallback, zstdDecompressSync } from 'node:zlib';
@@ -64,6 +66,11 @@ function encodeBlock(block: Block): Promise<Buffer> {
   });
 }
 
+/** etcd's answer at its backend quota (gRPC RESOURCE_EXHAUSTED, "mvcc: database space exceeded"). */
+function isQuotaExceeded(err: unknown): boolean {
+  return err instanceof Error && err.message.includes('database space exceeded');
+}
+
 function decodeBlock(value: Buffer): Block {
   const json = value[0] === 0x7b ? value : zstdDecompressSync(value);
   return JSON.parse(json.toString('utf8')) as Block;
@@ -100,8 +107,12 @@ export class EtcdLedger implements Ledger {
       faultHandling: {
         global: noop,
         // A member that fails is skipped for a moment, so retries go to the others.
+        // (Not at the quota: every member refuses writes then, and reads must still work.)
         host: () =>
-          circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(1) }),
+          circuitBreaker(
+            handleWhen((err) => isRecoverableError(err) && !isQuotaExceeded(err)),
+            { halfOpenAfter: 500, breaker: new ConsecutiveBreaker(1) },
+          ),
       },
     });
   }
@@ -244,6 +255,7 @@ export class EtcdLedger implements Ledger {
     const giveUpAt = Date.now() + this.#appendTimeoutMs;
     for (let attempt = 0; ; attempt++) {
       let compareFailed = false;
+      let full: Error | null = null;
       try {
         const txn =
           expected === null
@@ -253,7 +265,10 @@ export class EtcdLedger implements Ledger {
         if (result.succeeded) return;
         compareFailed = true;
       } catch (err) {
-        if (Date.now() > giveUpAt) {
+        // At its backend quota etcd refuses every write (a NOSPACE alarm) until an operator
+        // raises the quota: no retry can succeed, so after the check below, say so at once.
+        if (isQuotaExceeded(err)) full = err as Error;
+        else if (Date.now() > giveUpAt) {
           fail(
             'LEDGER_UNAVAILABLE',
             `etcd: append of blocks ${first.height}..${last.height}: ${(err as Error).message}`,
@@ -262,7 +277,7 @@ export class EtcdLedger implements Ledger {
             },
           );
         }
-        await sleep(Math.min(10 * 2 ** attempt, 200));
+        if (!full) await sleep(Math.min(10 * 2 ** attempt, 200));
       }
       // The compare failed, or the outcome is unknown: see what is there. The
       // run is one transaction, so its last block present means all of it is.
@@ -271,6 +286,9 @@ export class EtcdLedger implements Ledger {
       const atFirst = there ? there : await this.get(first.height);
       if (atFirst) fail('LEDGER_CONFLICT', `block ${atFirst.header.height} was appended by ${atFirst.header.signer}`);
       if (compareFailed) fail('LEDGER_CONFLICT', `the ledger head is not block ${first.height - 1}`);
+      if (full) {
+        fail('LEDGER_FULL', `etcd: append of blocks ${first.height}..${last.height}: ${full.message}`, { cause: full });
+      }
       if (Date.now() > giveUpAt) fail('LEDGER_UNAVAILABLE', `etcd: append of block ${first.height} did not complete`);
     }
   }

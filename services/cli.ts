@@ -27,6 +27,7 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   KEY_INVALID: 'recipients look like age1…, identities like AGE-SECRET-KEY-1…',
   LEDGER_UNAVAILABLE: 'is the ledger (etcd cluster or file) reachable?',
   LEDGER_LOCKED: 'another medvault process has this ledger open',
+  LEDGER_FULL: "raise the etcd members' --quota-backend-bytes, then clear the alarm (etcdctl alarm disarm)",
 };
 
 function source(input: string | undefined): Source {

@@ -103,6 +103,42 @@ describe('etcd ledger: blocks prepared ahead of their append', () => {
   });
 });
 
+describe('etcd ledger: at the backend quota', () => {
+  it('an append the cluster refuses for space fails at once with LEDGER_FULL; nothing acknowledged is lost and the chain still reads and verifies', async () => {
+    // A one-member cluster with a 2 MiB quota: about 14,000 events (compressed blocks of ~150 KB).
+    const small = await EtcdCluster.start(1, ['--quota-backend-bytes', String(2 * 1024 * 1024)]);
+    const ledger = new EtcdLedger({ hosts: small.hosts, prefix: 'full' });
+    try {
+      const batcher = new Batcher(ledger, SigningKey.generate(), { maxEvents: 1000, maxDelayMs: 1 });
+      const acknowledged: Receipt[] = [];
+      let refusal: { code?: string } | undefined;
+      let refusedAfterMs = 0;
+      for (let wave = 0; wave < 200 && !refusal; wave++) {
+        const started = Date.now();
+        const settled = await Promise.allSettled(Array.from({ length: 1000 }, () => batcher.submit(sampleEvent())));
+        for (const s of settled) {
+          if (s.status === 'fulfilled') acknowledged.push(s.value);
+          else refusal ??= s.reason;
+        }
+        refusedAfterMs = Date.now() - started;
+      }
+      expect(refusal).toMatchObject({ code: 'LEDGER_FULL' });
+      expect(refusedAfterMs).toBeLessThan(3000); // not the 15 s an unknown outcome may take
+      expect(acknowledged.length).toBeGreaterThan(0);
+      const head = await ledger.head();
+      expect(head?.height).toBe(Math.max(...acknowledged.map((r) => r.block.height)));
+      await expectReceiptsOnChain(ledger, acknowledged);
+      expect((await verifyChain(ledger)).events).toBe(acknowledged.length);
+      // Still full: refused again, and the head does not move.
+      await expect(batcher.submit(sampleEvent())).rejects.toMatchObject({ code: 'LEDGER_FULL' });
+      expect((await ledger.head())?.height).toBe(head?.height);
+    } finally {
+      await ledger.close();
+      await small.stop();
+    }
+  });
+});
+
 describe('etcd ledger: several vault processes', () => {
   it('append concurrently to one unforked chain; every receipt is on it', async () => {
     const prefix = 'concurrent';

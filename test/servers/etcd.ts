@@ -23,13 +23,17 @@ export class EtcdCluster {
   readonly #root: string;
   readonly #initialCluster: string;
 
-  private constructor(root: string, members: EtcdMember[]) {
+  readonly #flags: string[];
+
+  private constructor(root: string, members: EtcdMember[], flags: string[]) {
+    this.#flags = flags;
     this.#root = root;
     this.members = members;
     this.#initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   }
 
-  static async start(size = 3): Promise<EtcdCluster> {
+  /** `flags`: more etcd flags for every member (say, a small --quota-backend-bytes). */
+  static async start(size = 3, flags: string[] = []): Promise<EtcdCluster> {
     const root = mkdtempSync(join(tmpdir(), 'medvault-etcd-'));
     const members: EtcdMember[] = [];
     for (let i = 0; i < size; i++) {
@@ -41,7 +45,7 @@ export class EtcdCluster {
         process: null,
       });
     }
-    const cluster = new EtcdCluster(root, members);
+    const cluster = new EtcdCluster(root, members, flags);
     for (const m of members) cluster.#spawn(m, 'new');
     await cluster.waitHealthy();
     return cluster;
@@ -90,6 +94,7 @@ export class EtcdCluster {
         'zap',
         '--log-level',
         'warn',
+        ...this.#flags,
       ],
       { env, stdio: ['ignore', log, log] },
     );
