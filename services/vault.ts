@@ -10,8 +10,8 @@
  *   grant, revoke and expiry all rebuild it that way (the client's own reader
  *   stanzas are replaced, and its custodian stanza is proved by the rewrap).
  * - Nothing becomes visible before its event is anchored: a grant, access or
- *   upload that could not be anchored answers LEDGER_UNAVAILABLE and changes
- *   nothing. Revocations take effect on the ledger and locally together.
+ *   upload that could not be anchored answers the ledger's error
+ *   (LEDGER_UNAVAILABLE, LEDGER_FULL, …) and changes nothing. Revocations take effect on the ledger and locally together.
  * - Every change to one record runs under that record's lock, so two grants
  *   never rebuild the header from the same old copy.
  */
