@@ -13,7 +13,8 @@
  * round, by documents per second, is the one reported.
  *
  * CPU per document is this process's (user + system); for etcd, "server"
- * is the three members' own (from /proc), so the two sides can be weighed,
+ * is the three members' own (from /proc; "server sys %" the kernel's share
+ * of it), so the two sides can be weighed,
  * and "server MB" their resident memory after the run: etcd keeps its raft
  * log in memory until a snapshot, so it grows with the ledger (rounds on one
  * cluster show what that costs).
@@ -69,24 +70,29 @@ interface Result {
   mainBusyPct: number;
   /** CPU time of the ledger's servers (etcd members) per anchored document, µs; null where not measured. */
   serverUsPerDoc: number | null;
+  /** Share of the servers' CPU time spent in the kernel, %. */
+  serverSysPct: number | null;
   /** Resident memory of the ledger's servers at the end of the run, MB (etcd keeps its raft log in memory). */
   serverRssMb: number | null;
 }
 
 interface ServerProbe {
-  cpuUs: () => number;
+  /** CPU time so far, µs: all, and in the kernel. */
+  cpuUs: () => { all: number; system: number };
   rssMb: () => number;
 }
 
 // CPU time of processes, from /proc/<pid>/stat (utime + stime, in clock ticks), in µs.
 const ticksPerSecond = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-function processesCpuUs(pids: number[]): number {
-  let ticks = 0;
+function processesCpuUs(pids: number[]): { all: number; system: number } {
+  let user = 0;
+  let system = 0;
   for (const pid of pids) {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+    user += Number(fields[11]); // utime and stime: fields 14 and 15 of stat
+    system += Number(fields[12]);
   }
-  return (ticks * 1e6) / ticksPerSecond;
+  return { all: ((user + system) * 1e6) / ticksPerSecond, system: (system * 1e6) / ticksPerSecond };
 }
 
 // Resident memory of processes, from /proc/<pid>/statm (pages), in MB.
@@ -117,11 +123,11 @@ async function measure(
   const warmupEnd = performance.now() + 500;
   let cpuAtWarmupEnd: NodeJS.CpuUsage | undefined;
   let eluAtWarmupEnd: EventLoopUtilization | undefined;
-  let serverAtWarmupEnd = 0;
+  let serverAtWarmupEnd = { all: 0, system: 0 };
   setTimeout(() => {
     cpuAtWarmupEnd = process.cpuUsage();
     eluAtWarmupEnd = performance.eventLoopUtilization();
-    serverAtWarmupEnd = server?.cpuUs() ?? 0;
+    serverAtWarmupEnd = server?.cpuUs() ?? serverAtWarmupEnd;
   }, 500);
   const end = warmupEnd + seconds * 1000;
   let done = 0;
@@ -158,7 +164,9 @@ async function measure(
     });
   await Promise.all(Array.from({ length: submitters }, submitter));
   const cpu = process.cpuUsage(cpuAtWarmupEnd);
-  const serverUs = server ? server.cpuUs() - serverAtWarmupEnd : null;
+  const serverNow = server?.cpuUs();
+  const serverUs = serverNow ? serverNow.all - serverAtWarmupEnd.all : null;
+  const serverSysUs = serverNow ? serverNow.system - serverAtWarmupEnd.system : null;
   const elu = performance.eventLoopUtilization(eluAtWarmupEnd);
   await batcher.flush();
   latencies.sort((a, b) => a - b);
@@ -172,6 +180,7 @@ async function measure(
     cpuUsPerDoc: Math.round(((cpu.user + cpu.system) / done) * 10) / 10,
     mainBusyPct: Math.round(elu.utilization * 100),
     serverUsPerDoc: serverUs === null ? null : Math.round((serverUs / done) * 10) / 10,
+    serverSysPct: serverUs && serverSysUs !== null ? Math.round((100 * serverSysUs) / serverUs) : null,
     serverRssMb: server ? server.rssMb() : null,
   };
 }
@@ -194,7 +203,7 @@ try {
   ];
   console.log(`window ${window} per submitter, blocks of up to ${maxEvents} events, ${seconds} s per run`);
   console.log(
-    'ledger  submitters  docs/s    p50 ms  p99 ms  blocks  cpu µs/doc  main busy %  server µs/doc  server MB',
+    'ledger  submitters  docs/s    p50 ms  p99 ms  blocks  cpu µs/doc  main busy %  server µs/doc  server sys %  server MB',
   );
   const chosen = new Set(values.ledgers.split(','));
   const largest = Math.max(...counts);
@@ -206,7 +215,7 @@ try {
         const r = await measure(ledger, n, options, server);
         await ledger.close();
         console.log(
-          `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}  ${String(r.cpuUsPerDoc).padStart(10)}  ${String(r.mainBusyPct).padStart(11)}  ${String(r.serverUsPerDoc ?? '-').padStart(13)}  ${String(r.serverRssMb ?? '-').padStart(9)}`,
+          `${name.padEnd(7)} ${String(n).padStart(10)}  ${String(r.docsPerSec).padStart(8)}  ${String(r.p50Ms).padStart(6)}  ${String(r.p99Ms).padStart(6)}  ${String(r.blocks).padStart(6)}  ${String(r.cpuUsPerDoc).padStart(10)}  ${String(r.mainBusyPct).padStart(11)}  ${String(r.serverUsPerDoc ?? '-').padStart(13)}  ${String(r.serverSysPct ?? '-').padStart(12)}  ${String(r.serverRssMb ?? '-').padStart(9)}`,
         );
         measured.push(r);
       }
