@@ -14,6 +14,7 @@
 import { Ajv } from 'ajv';
 import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
 import { fail } from '../errors.ts';
+import { SCHEMA } from '../formats.ts';
 import { blockHash } from './block.ts';
 import { canonicalJson } from './events.ts';
 import type { Ledger } from './ledger.ts';
@@ -47,7 +48,7 @@ const validateShape = new Ajv({ strict: true }).compile({
     v: { const: 1 },
     type: { const: 'medvault.ledger-checkpoint' },
     height: { type: 'integer', minimum: 0 },
-    blockHash: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+    blockHash: SCHEMA.hash,
     signatures: {
       type: 'array',
       minItems: 1,
@@ -57,7 +58,7 @@ const validateShape = new Ajv({ strict: true }).compile({
         additionalProperties: false,
         required: ['signer', 'signerKey', 'at', 'sig'],
         properties: {
-          signer: { type: 'string', pattern: '^[0-9a-f]{32}$' },
+          signer: SCHEMA.id,
           signerKey: KEY,
           at: { type: 'integer', minimum: 0 },
           sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },

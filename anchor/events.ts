@@ -10,14 +10,15 @@
 import { Ajv, type ValidateFunction } from 'ajv';
 import canonicalize from 'canonicalize';
 import { fail } from '../errors.ts';
+import { ROLES, SCHEMA } from '../formats.ts';
 
 const ID = { type: 'string', format: 'hex32' }; // 128-bit random id or key fingerprint
 const HASH = { type: 'string', format: 'hex64' }; // SHA-256, or an HMAC-SHA-256 pseudonym
-const CODE = { type: 'string', pattern: '^[a-z][a-z0-9._-]{0,39}$' }; // a purpose or reason code
+const CODE = SCHEMA.purpose; // a purpose or reason code
 const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds since the epoch
 /** Fields an event may leave out, all together or none (the rest are required). */
 const OPTIONAL: Partial<Record<string, readonly string[]>> = { 'member.added': ['signingKey', 'recipient', 'node'] };
-const ROLE = { enum: ['uploader', 'reader', 'dpo', 'admin'] };
+const ROLE = { enum: ROLES };
 
 const FIELDS = {
   'record.created': {
@@ -53,7 +54,7 @@ const FIELDS = {
     member: ID,
     role: ROLE,
     by: ID,
-    // The consortium's member directory (services/locator.ts): a node publishes its own
+    // The consortium's member directory (services/vault/consortium-index.ts): a node publishes its own
     // members' public keys (no name) and itself as their node. Optional: members anchored
     // before the directory existed, and members of other nodes registered by hand, have none.
     signingKey: HASH, // the Ed25519 public key, hex (member is its fingerprint)

@@ -13,6 +13,7 @@
 import { Ajv } from 'ajv';
 import { leafHash, type MerkleTree, verifyInclusion } from '../crypto/merkle.ts';
 import { fail, isMedvaultError } from '../errors.ts';
+import { SCHEMA } from '../formats.ts';
 import { type Block, type BlockHeader, blockHash, headerSignatureValid } from './block.ts';
 import { encodeEvent, type LedgerEvent } from './events.ts';
 
@@ -31,7 +32,7 @@ export interface VerifiedReceipt {
   signer: string;
 }
 
-const HEX64 = { type: 'string', pattern: '^[0-9a-f]{64}$' };
+const HEX64 = SCHEMA.hash;
 const BASE64 = { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$' };
 const COUNT = { type: 'integer', minimum: 0 };
 const validateShape = new Ajv({ strict: true }).compile({
@@ -54,7 +55,7 @@ const validateShape = new Ajv({ strict: true }).compile({
         root: HEX64,
         count: { type: 'integer', minimum: 1 },
         time: COUNT,
-        signer: { type: 'string', pattern: '^[0-9a-f]{32}$' },
+        signer: SCHEMA.id,
         signerKey: BASE64,
         sig: BASE64,
       },

@@ -1,4 +1,4 @@
 #!/usr/bin/env node
-import { main } from '../dist/services/cli.js';
+import { main } from '../dist/services/cli/main.js';
 
 process.exitCode = await main(process.argv);

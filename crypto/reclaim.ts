@@ -1,5 +1,5 @@
 /**
- * Prompt reclamation of chunk buffers.
+ * Prompt reclamation of chunk buffers, for programs that opt in.
  *
  * Every ChaCha20-Poly1305 call through node:crypto returns a fresh Buffer,
  * whose memory lives outside the JavaScript heap. The objects holding them
@@ -8,6 +8,11 @@
  * scavenge, about a millisecond) after every few MiB of chunk output frees
  * them as they die; measured here it lowers peak RSS to under 100 MiB and
  * raises throughput, as freed memory is reused while still in cache.
+ *
+ * Exposing the collector means setting V8's `--expose-gc` flag, which a
+ * library must not do to its host: importing medvault changes nothing
+ * global. A program (the `medvault` CLI and node, the benchmarks) calls
+ * `enableChunkReclaim()` once; until then `noteChunkBytes` only counts.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -16,23 +21,35 @@ const EVERY_BYTES = 4 * 1024 * 1024;
 
 type Collector = (options: { type: 'minor' }) => void;
 
-function exposeCollector(): Collector | null {
+let collector: Collector | null = null;
+let sinceLast = 0;
+
+/**
+ * Turns prompt reclamation on for this process (sets `--expose-gc`).
+ * Returns whether a collector could be had.
+ */
+export function enableChunkReclaim(): boolean {
+  if (collector) return true;
   try {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as unknown;
-    return typeof gc === 'function' ? (gc as Collector) : null;
+    collector = typeof gc === 'function' ? (gc as Collector) : null;
   } catch {
-    return null;
+    collector = null;
   }
+  return collector !== null;
 }
 
-const collector = exposeCollector();
-let sinceLast = 0;
+/** Whether `enableChunkReclaim` has been called successfully. */
+export function chunkReclaimEnabled(): boolean {
+  return collector !== null;
+}
 
-/** Notes `bytes` of chunk buffers produced; collects the young generation every few MiB. */
+/** Notes `bytes` of chunk buffers produced; when enabled, collects the young generation every few MiB. */
 export function noteChunkBytes(bytes: number): void {
+  if (!collector) return;
   sinceLast += bytes;
   if (sinceLast < EVERY_BYTES) return;
   sinceLast = 0;
-  collector?.({ type: 'minor' });
+  collector({ type: 'minor' });
 }

@@ -17,11 +17,11 @@ import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
+import { HASH, MEMBER_NAME } from '../formats.ts';
 import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 
-const SUBJECT = /^[0-9a-f]{64}$/; // a keyed pseudonym, never a name
-const MEMBER_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const SUBJECT = HASH; // a keyed pseudonym, never a name
 
 interface Keystore {
   custodians: Record<string, { keyId: string; secret: string; created: number }>;

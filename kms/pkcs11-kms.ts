@@ -27,9 +27,10 @@ import type { Recipient } from '../crypto/header.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { check, fail, MedvaultError } from '../errors.ts';
+import { HASH } from '../formats.ts';
 import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
 
-const SUBJECT = /^[0-9a-f]{64}$/;
+const SUBJECT = HASH; // a keyed pseudonym, never a name
 const LABEL = (subject: string) => `medvault-custodian:${subject}`;
 
 export interface Pkcs11KmsOptions {

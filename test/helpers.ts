@@ -7,7 +7,7 @@ import { afterAll } from 'vitest';
 import { type ErrorCode, isMedvaultError } from '../errors.ts';
 
 export const ROOT = new URL('..', import.meta.url).pathname;
-export const CLI = join(ROOT, 'services/cli.ts');
+export const CLI = join(ROOT, 'services/cli/main.ts');
 
 /** A temp directory removed after the suite. */
 export function tempDir(prefix = 'medvault-test-'): string {

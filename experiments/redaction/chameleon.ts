@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ristretto255 } from '@noble/curves/ed25519.js';
-import { check, fail } from '../errors.ts';
+import { check, fail } from '../../errors.ts';
 
 const Point = ristretto255.Point;
 const ORDER = Point.Fn.ORDER;

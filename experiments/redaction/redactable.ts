@@ -5,7 +5,7 @@
  * docs/redaction-experiment.md.
  *
  * Each block links to the previous block's `link`, and its own `link` is a
- * chameleon hash (crypto/chameleon.ts) of its content under a key drawn for
+ * chameleon hash (chameleon.ts) of its content under a key drawn for
  * that block alone; the key's trapdoor is age-encrypted to the DPO and kept
  * in the block. The signed header covers height, prev, link, the public key
  * and the wrapped trapdoor, but not the randomness `r`: a redaction replaces
@@ -17,18 +17,12 @@
  * under one key give it away), so keys are never shared between blocks.
  */
 import { createHash } from 'node:crypto';
-import { decrypt, encrypt } from '../crypto/age.ts';
-import {
-  chameleonCollision,
-  chameleonHash,
-  chameleonKeygen,
-  scalarFromBytes,
-  scalarToBytes,
-} from '../crypto/chameleon.ts';
-import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
-import type { Identity, Recipient } from '../crypto/header.ts';
-import { fail } from '../errors.ts';
-import { canonicalJson, encodeEvent, type LedgerEvent } from './events.ts';
+import { canonicalJson, encodeEvent, type LedgerEvent } from '../../anchor/events.ts';
+import { decrypt, encrypt } from '../../crypto/age.ts';
+import { keyFingerprint, type SigningKey, verifySignature } from '../../crypto/ed25519.ts';
+import type { Identity, Recipient } from '../../crypto/header.ts';
+import { fail } from '../../errors.ts';
+import { chameleonCollision, chameleonHash, chameleonKeygen, scalarFromBytes, scalarToBytes } from './chameleon.ts';
 
 const SIGNING_LABEL = 'medvault-redactable-block-v1\n';
 const GENESIS = '0'.repeat(64);

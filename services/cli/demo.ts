@@ -21,11 +21,11 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { verifyChain } from '../anchor/ledger.ts';
-import { isMedvaultError } from '../errors.ts';
-import { logger } from '../log.ts';
-import { verifyCertificate } from './certificate.ts';
-import { subjectOf } from './cli-vault.ts';
+import { verifyChain } from '../../anchor/ledger.ts';
+import { isMedvaultError } from '../../errors.ts';
+import { logger } from '../../log.ts';
+import { buildServer } from '../http/server.ts';
+import { verifyCertificate } from '../protocol/certificate.ts';
 import {
   generateMemberKeys,
   type MemberCredentials,
@@ -33,10 +33,10 @@ import {
   memberPublic,
   parseMemberKeyFile,
   VaultClient,
-} from './client.ts';
-import { buildServer } from './http.ts';
-import type { Role } from './metadata.ts';
-import { initNode, openNode } from './node.ts';
+} from '../sdk/client.ts';
+import { subjectOf } from '../sdk/pseudonym.ts';
+import type { Role } from '../vault/metadata.ts';
+import { initNode, openNode } from '../vault/node.ts';
 
 const DAY = 86_400_000;
 

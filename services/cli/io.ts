@@ -1,7 +1,7 @@
 /** Small helpers the CLI's command modules share. */
 import { readFile } from 'node:fs/promises';
-import { fail } from '../errors.ts';
-import { ioError } from './pump.ts';
+import { fail } from '../../errors.ts';
+import { ioError } from '../sdk/pump.ts';
 
 /** commander: collects a repeatable option's values. */
 export function collect(value: string, previous: string[]): string[] {

@@ -6,18 +6,19 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
-import { blockHash } from '../anchor/block.ts';
-import { checkReceiptOnLedger, type Ledger, verifyChain } from '../anchor/ledger.ts';
-import { openLedger } from '../anchor/open.ts';
-import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
-import { AgeDecryptor, AgeEncryptor } from '../crypto/age.ts';
-import type { Identity, Recipient } from '../crypto/header.ts';
-import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
-import { type ErrorCode, fail, isMedvaultError } from '../errors.ts';
-import type { ErasureCertificate } from './certificate.ts';
-import { collect, parseJsonFile, readText } from './cli-io.ts';
-import { addVaultCommands } from './cli-vault.ts';
-import { ioError, pump, type Sink, type Source } from './pump.ts';
+import { blockHash } from '../../anchor/block.ts';
+import { checkReceiptOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
+import { openLedger } from '../../anchor/open.ts';
+import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { AgeDecryptor, AgeEncryptor } from '../../crypto/age.ts';
+import type { Identity, Recipient } from '../../crypto/header.ts';
+import { enableChunkReclaim } from '../../crypto/reclaim.ts';
+import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
+import { type ErrorCode, fail, isMedvaultError } from '../../errors.ts';
+import type { ErasureCertificate } from '../protocol/certificate.ts';
+import { ioError, pump, type Sink, type Source } from '../sdk/pump.ts';
+import { collect, parseJsonFile, readText } from './io.ts';
+import { addVaultCommands } from './vault-commands.ts';
 
 const HINTS: Partial<Record<ErrorCode, string>> = {
   AGE_NO_IDENTITY: 'is this file encrypted to one of the identities passed with -i?',
@@ -125,7 +126,7 @@ export function buildProgram(): Command {
       let line: string;
       const type = (document as { type?: unknown } | null)?.type;
       if (type === 'medvault.ledger-checkpoint') {
-        const { checkCheckpointOnLedger, verifyCheckpoint } = await import('../anchor/checkpoint.ts');
+        const { checkCheckpointOnLedger, verifyCheckpoint } = await import('../../anchor/checkpoint.ts');
         const verified = verifyCheckpoint(document, trust);
         line = `checkpoint OK: block ${verified.height} (${verified.blockHash.slice(0, 16)}…), signed by ${verified.signers.join(', ')}`;
         if (opts.ledger) {
@@ -136,7 +137,7 @@ export function buildProgram(): Command {
         return;
       }
       if (type === 'medvault.erasure-certificate') {
-        const { verifyCertificate } = await import('./certificate.ts');
+        const { verifyCertificate } = await import('../protocol/certificate.ts');
         const verified = verifyCertificate(document, trust);
         const cert = document as ErasureCertificate;
         receipts.push(...cert.records.map((r) => r.tombstone));
@@ -210,6 +211,7 @@ export function describeError(err: unknown): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  enableChunkReclaim(); // a program, not a library: it may set V8's flags (crypto/reclaim.ts)
   try {
     await buildProgram().exitOverride().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0; // a command may set its own (sweep: 2)

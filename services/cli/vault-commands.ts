@@ -4,17 +4,17 @@
  * file (`--key`, or MEDVAULT_KEY) and talking to `--node` (or MEDVAULT_NODE,
  * default http://127.0.0.1:7400).
  */
-import { createHmac } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { check, fail } from '../errors.ts';
-import { logger } from '../log.ts';
-import { collect, readText } from './cli-io.ts';
+import { check, fail } from '../../errors.ts';
+import { ROLES, type Role } from '../../formats.ts';
+import { logger } from '../../log.ts';
 // The SDK, the server and the node are imported when a command needs them, so
 // the age commands (encrypt, decrypt) start as fast as they did without them.
-import type { Receipt, VaultClient } from './client.ts';
-import { ROLES, type Role } from './policy.ts';
-import { ioError } from './pump.ts';
+import type { Receipt, VaultClient } from '../sdk/client.ts';
+import { subjectOf } from '../sdk/pseudonym.ts';
+import { ioError } from '../sdk/pump.ts';
+import { collect, readText } from './io.ts';
 
 const DEFAULT_NODE = 'http://127.0.0.1:7400';
 const DAY = 86_400_000;
@@ -28,7 +28,7 @@ interface ClientOptions {
 async function client(opts: ClientOptions): Promise<VaultClient> {
   const keyFile = opts.key ?? process.env.MEDVAULT_KEY;
   if (!keyFile) fail('INVALID_ARGUMENT', 'name your member key file with --key FILE (or MEDVAULT_KEY)');
-  const { parseMemberKeyFile, VaultClient } = await import('./client.ts');
+  const { parseMemberKeyFile, VaultClient } = await import('../sdk/client.ts');
   const keys = parseMemberKeyFile(await readText(keyFile, 'member key file'));
   return new VaultClient(opts.node ?? process.env.MEDVAULT_NODE ?? DEFAULT_NODE, keys);
 }
@@ -58,25 +58,6 @@ export function parseExpiry(value: string, now = Date.now()): number {
     `--expires takes 30d, 12h, 45m or a date, not ${JSON.stringify(value)}`,
   );
   return at;
-}
-
-/**
- * A subject as the vault sees it: a 64-hex keyed pseudonym. Anything else is
- * a patient identifier, turned into its pseudonym here with the consortium's
- * pseudonym key, so the identifier itself never leaves this machine.
- */
-export async function subjectOf(value: string, keyFile: string | undefined): Promise<string> {
-  if (/^[0-9a-f]{64}$/.test(value)) return value;
-  const file = keyFile ?? process.env.MEDVAULT_PSEUDONYM_KEY;
-  if (!file) {
-    fail(
-      'INVALID_ARGUMENT',
-      'a patient identifier needs the pseudonym key: --pseudonym-key FILE (or MEDVAULT_PSEUDONYM_KEY)',
-    );
-  }
-  const key = Buffer.from((await readText(file, 'pseudonym key')).trim(), 'hex');
-  check(key.length === 32, 'KEY_INVALID', `${file} is not a 32-byte hex pseudonym key`);
-  return createHmac('sha256', key).update(`medvault-subject-v1\n${value}`, 'utf8').digest('hex');
 }
 
 async function saveJson(path: string | undefined, value: unknown): Promise<void> {
@@ -124,7 +105,7 @@ export function addVaultCommands(program: Command): void {
           'INVALID_ARGUMENT',
           'give --pkcs11-library and --pkcs11-token together',
         );
-        const { initNode } = await import('./node.ts');
+        const { initNode } = await import('../vault/node.ts');
         const kms = opts.pkcs11Library
           ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
           : undefined;
@@ -144,8 +125,8 @@ export function addVaultCommands(program: Command): void {
     .option('--port <port>', 'override the configured port')
     .option('--host <address>', 'override the configured address (e.g. 0.0.0.0 inside a container, behind TLS)')
     .action(async (opts: { data: string; port?: string; host?: string }) => {
-      const { openNode, readConfig } = await import('./node.ts');
-      const { buildServer } = await import('./http.ts');
+      const { openNode, readConfig } = await import('../vault/node.ts');
+      const { buildServer } = await import('../http/server.ts');
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
       const app = await buildServer(vault);
@@ -209,7 +190,7 @@ export function addVaultCommands(program: Command): void {
       let text: string | null = null;
       if (opts.signingKey && opts.recipient) keys = { signingKey: opts.signingKey, recipient: opts.recipient };
       else if (opts.output) {
-        const { generateMemberKeys, memberKeyFileText, memberPublic } = await import('./client.ts');
+        const { generateMemberKeys, memberKeyFileText, memberPublic } = await import('../sdk/client.ts');
         const made = generateMemberKeys();
         keys = memberPublic(made);
         text = memberKeyFileText(name, made);

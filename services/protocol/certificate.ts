@@ -9,10 +9,11 @@
  * RFC 8785 canonical JSON of the certificate without its `sig`.
  */
 import { Ajv } from 'ajv';
-import { canonicalJson } from '../anchor/events.ts';
-import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
-import { keyFingerprint, type SigningKey, verifySignature } from '../crypto/ed25519.ts';
-import { fail, isMedvaultError } from '../errors.ts';
+import { canonicalJson } from '../../anchor/events.ts';
+import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { keyFingerprint, type SigningKey, verifySignature } from '../../crypto/ed25519.ts';
+import { fail, isMedvaultError } from '../../errors.ts';
+import { SCHEMA } from '../../formats.ts';
 
 const DOMAIN = 'medvault-erasure-certificate-v1\n';
 const COSIGN_DOMAIN = 'medvault-erasure-cosignature-v1\n';
@@ -63,8 +64,7 @@ export interface ErasureCertificate {
   cosignatures?: Cosignature[];
 }
 
-const ID = { type: 'string', pattern: '^[0-9a-f]{32}$' };
-const HASH = { type: 'string', pattern: '^[0-9a-f]{64}$' };
+const { id: ID, hash: HASH } = SCHEMA;
 const TEXT = { type: 'string', maxLength: 1000 };
 const validateShape = new Ajv({ strict: true }).compile({
   type: 'object',

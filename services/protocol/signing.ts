@@ -10,7 +10,7 @@
  * streamed upload (whose ciphertext hash is anchored on the ledger instead).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { SigningKey } from '../crypto/ed25519.ts';
+import type { SigningKey } from '../../crypto/ed25519.ts';
 
 export const HEADER = {
   key: 'medvault-key',

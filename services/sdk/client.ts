@@ -14,60 +14,25 @@ import { createHash } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { type Checkpoint, verifyCheckpoint } from '../anchor/checkpoint.ts';
-import { type Receipt, verifyReceipt } from '../anchor/receipt.ts';
-import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../crypto/age.ts';
-import { SigningKey } from '../crypto/ed25519.ts';
-import { parseIdentityFile, X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
-import { ERRORS, type ErrorCode, fail, MedvaultError } from '../errors.ts';
-import { type ErasureCertificate, verifyCertificate } from './certificate.ts';
-import type { ErasureRow, MemberRow, ReviewRow, Role } from './metadata.ts';
+import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
+import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
+import { type X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
+import { ERRORS, type ErrorCode, fail, MedvaultError } from '../../errors.ts';
+import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
+import {
+  generateMemberKeys,
+  type MemberCredentials,
+  memberKeyFileText,
+  memberPublic,
+  parseMemberKeyFile,
+} from '../protocol/member-keys.ts';
+import { signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
+import type { ErasureRow, MemberRow, RecordView, ReviewRow, Role, SweepReport } from '../protocol/views.ts';
 import { coreReadable, pump, type Sink } from './pump.ts';
-import { signRequest, UNSIGNED_PAYLOAD } from './signing.ts';
-import type { SweepReport } from './sweep.ts';
-import type { RecordView } from './vault.ts';
 
-export type { ErasureCertificate, Receipt, RecordView, Role, SweepReport };
-
-const SIGNING_LINE = '# medvault-signing-key: ';
-
-export interface MemberCredentials {
-  signing: SigningKey;
-  identity: X25519Identity;
-}
-
-export function generateMemberKeys(): MemberCredentials {
-  return { signing: SigningKey.generate(), identity: X25519Identity.generate() };
-}
-
-/** The text of a member key file: an age identity file with the signing seed in a comment. */
-export function memberKeyFileText(name: string, keys: MemberCredentials): string {
-  return [
-    `# medvault member key for ${name}: keep it secret (it signs requests and decrypts records)`,
-    `# member id: ${keys.signing.id}`,
-    `# public key: ${keys.identity.recipient}`,
-    `${SIGNING_LINE}${Buffer.from(keys.signing.exportSeed()).toString('base64')}`,
-    String(keys.identity),
-    '',
-  ].join('\n');
-}
-
-export function parseMemberKeyFile(text: string): MemberCredentials {
-  const line = text.split('\n').find((l) => l.startsWith(SIGNING_LINE));
-  if (!line) fail('KEY_INVALID', 'not a medvault member key file (no signing key line)');
-  const seed = Buffer.from(line.slice(SIGNING_LINE.length).trim(), 'base64');
-  const [identity] = parseIdentityFile(text);
-  if (!identity) fail('KEY_INVALID', 'the member key file has no age identity');
-  return { signing: new SigningKey(new Uint8Array(seed)), identity };
-}
-
-/** What a member sends to be added: its public keys. */
-export function memberPublic(keys: MemberCredentials): { signingKey: string; recipient: string } {
-  return {
-    signingKey: Buffer.from(keys.signing.publicKey).toString('base64'),
-    recipient: String(keys.identity.recipient),
-  };
-}
+export type { ErasureCertificate, MemberCredentials, Receipt, RecordView, Role, SweepReport };
+export { generateMemberKeys, memberKeyFileText, memberPublic, parseMemberKeyFile };
 
 export interface UploadOptions {
   subject: string;

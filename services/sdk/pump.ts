@@ -12,9 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { constants, type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
-import type { StreamCore } from '../crypto/age.ts';
-import { fsyncDirectory } from '../durable.ts';
-import { MedvaultError } from '../errors.ts';
+import type { StreamCore } from '../../crypto/age.ts';
+import { fsyncDirectory } from '../../durable.ts';
+import { MedvaultError } from '../../errors.ts';
 
 const BLOCK_SIZE = 1024 * 1024;
 const MAX_WRITES_IN_FLIGHT = 2;

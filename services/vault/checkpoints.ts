@@ -12,7 +12,7 @@
  * Checkpoints are made on demand (an admin or a DPO) and, by `medvault
  * serve`, periodically while the ledger grows.
  */
-import { type BlockHeader, blockHash } from '../anchor/block.ts';
+import { blockHash } from '../../anchor/block.ts';
 import {
   type Checkpoint,
   type CheckpointBody,
@@ -20,31 +20,14 @@ import {
   checkpointBody,
   signCheckpoint,
   verifyCheckpoint,
-} from '../anchor/checkpoint.ts';
-import { type Ledger, verifyChain } from '../anchor/ledger.ts';
-import { fail, isMedvaultError } from '../errors.ts';
-import { logger } from '../log.ts';
-import type { MemberRow, Metadata } from './metadata.ts';
+} from '../../anchor/checkpoint.ts';
+import { verifyChain } from '../../anchor/ledger.ts';
+import { fail, isMedvaultError } from '../../errors.ts';
+import { logger } from '../../log.ts';
+import { confirmedCheckpointHolds, type VaultCore } from './core.ts';
+import type { MemberRow } from './metadata.ts';
 import type { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
-import type { VaultCore } from './vault-core.ts';
-
-/**
- * Throws LEDGER_REWRITTEN (and logs it) unless the ledger still holds the
- * block of the last checkpoint this node confirmed; returns that checkpoint.
- * The node checks it before building blocks on a head it has just read, so
- * it never appends to a rewritten history either. Returns that block's header.
- */
-export async function confirmedCheckpointHolds(metadata: Metadata, ledger: Ledger): Promise<BlockHeader | undefined> {
-  const last = metadata.latestLedgerCheckpoint();
-  if (!last) return undefined;
-  const block = await ledger.get(last.height);
-  if (!block || blockHash(block.header) !== last.blockHash) {
-    logger.error({ height: last.height }, 'the ledger no longer holds a block this node confirmed');
-    fail('LEDGER_REWRITTEN', `block ${last.height} is not the block this node confirmed in a checkpoint`);
-  }
-  return block.header;
-}
 
 export class Checkpoints {
   readonly #c: VaultCore;

@@ -19,11 +19,11 @@
  * of another node is only ever granted records here), and a member.removed
  * counts only from that member's own node.
  */
-import { headerSignatureValid } from '../anchor/block.ts';
-import type { LedgerEvent } from '../anchor/events.ts';
-import type { Ledger } from '../anchor/ledger.ts';
-import { keyFingerprint } from '../crypto/ed25519.ts';
-import { X25519Recipient } from '../crypto/x25519.ts';
+import { headerSignatureValid } from '../../anchor/block.ts';
+import type { LedgerEvent } from '../../anchor/events.ts';
+import type { Ledger } from '../../anchor/ledger.ts';
+import { keyFingerprint } from '../../crypto/ed25519.ts';
+import { X25519Recipient } from '../../crypto/x25519.ts';
 import type { LedgerFinding, Metadata } from './metadata.ts';
 
 /** Findings are saved every so many while a long read goes on, so it keeps what it has read. */

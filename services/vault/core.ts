@@ -5,27 +5,44 @@
  * flows (vault.ts) and the erasure flows (erasure.ts) each hold one.
  */
 import { randomBytes } from 'node:crypto';
-import { Batcher, type BatcherOptions } from '../anchor/batcher.ts';
-import { eventsTree } from '../anchor/block.ts';
-import type { LedgerEvent } from '../anchor/events.ts';
-import type { Ledger } from '../anchor/ledger.ts';
-import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
-import type { SigningKey } from '../crypto/ed25519.ts';
-import type { MerkleTree } from '../crypto/merkle.ts';
-import { check, fail } from '../errors.ts';
-import type { Kms } from '../kms/kms.ts';
-import type { BlobStore } from '../storage/blob-store.ts';
-import { confirmedCheckpointHolds } from './checkpoints.ts';
+import { Batcher, type BatcherOptions } from '../../anchor/batcher.ts';
+import { type BlockHeader, blockHash, eventsTree } from '../../anchor/block.ts';
+import type { LedgerEvent } from '../../anchor/events.ts';
+import type { Ledger } from '../../anchor/ledger.ts';
+import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
+import type { SigningKey } from '../../crypto/ed25519.ts';
+import type { MerkleTree } from '../../crypto/merkle.ts';
+import { check, fail } from '../../errors.ts';
+import { HASH, ID } from '../../formats.ts';
+import type { Kms } from '../../kms/kms.ts';
+import { logger } from '../../log.ts';
+import type { BlobStore } from '../../storage/blob-store.ts';
 import type { Metadata, RecordRow } from './metadata.ts';
 
-export const ID = /^[0-9a-f]{32}$/;
-const SUBJECT = /^[0-9a-f]{64}$/;
+export { ID };
+
+/**
+ * Throws LEDGER_REWRITTEN (and logs it) unless the ledger still holds the
+ * block of the last checkpoint this node confirmed; returns that checkpoint.
+ * The node checks it before building blocks on a head it has just read, so
+ * it never appends to a rewritten history either. Returns that block's header.
+ */
+export async function confirmedCheckpointHolds(metadata: Metadata, ledger: Ledger): Promise<BlockHeader | undefined> {
+  const last = metadata.latestLedgerCheckpoint();
+  if (!last) return undefined;
+  const block = await ledger.get(last.height);
+  if (!block || blockHash(block.header) !== last.blockHash) {
+    logger.error({ height: last.height }, 'the ledger no longer holds a block this node confirmed');
+    fail('LEDGER_REWRITTEN', `block ${last.height} is not the block this node confirmed in a checkpoint`);
+  }
+  return block.header;
+}
 
 export const newId = () => randomBytes(16).toString('hex');
 
 export function checkSubject(subject: unknown): asserts subject is string {
   check(
-    typeof subject === 'string' && SUBJECT.test(subject),
+    typeof subject === 'string' && HASH.test(subject),
     'REQUEST_INVALID',
     'a subject is a 64-hex-digit keyed pseudonym, never a name or patient number',
   );

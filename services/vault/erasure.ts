@@ -3,22 +3,22 @@
  * cancelling it, executing it step by step (resumable), the signed
  * certificate and the consortium's cosignatures, and the post-erasure sweep.
  */
-import { checkReceiptOnLedger } from '../anchor/ledger.ts';
-import type { Receipt } from '../anchor/receipt.ts';
-import { check, fail, isMedvaultError } from '../errors.ts';
-import { logger } from '../log.ts';
+import { checkReceiptOnLedger } from '../../anchor/ledger.ts';
+import type { Receipt } from '../../anchor/receipt.ts';
+import { check, fail, isMedvaultError } from '../../errors.ts';
+import { logger } from '../../log.ts';
 import {
   type Cosignature,
   cosignCertificate,
   type ErasureCertificate,
   signCertificate,
   verifyCertificate,
-} from './certificate.ts';
+} from '../protocol/certificate.ts';
+import { checkSubject, ID, newId, type VaultCore } from './core.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
 import { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
-import { checkSubject, ID, newId, type VaultCore } from './vault-core.ts';
 
 export type ErasureTarget = { subject: string } | { recordId: string };
 

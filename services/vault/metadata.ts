@@ -12,23 +12,12 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 
-import type { Role } from './policy.ts';
+import { ROLES_SQL } from '../../formats.ts';
+import type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role } from '../protocol/views.ts';
 
-export type { Role };
+export type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role };
 
-export interface MemberRow {
-  id: string;
-  name: string;
-  role: Role;
-  signingKey: string;
-  recipient: string;
-  /** The node a remote member belongs to (its requests come forwarded by that node); null: this node's own. */
-  node: string | null;
-  addedAt: number;
-  removedAt: number | null;
-}
-
-/** What the ledger index (services/locator.ts) found in a block. */
+/** What the ledger index (services/vault/consortium-index.ts) found in a block. */
 export type LedgerFinding =
   | { kind: 'location'; recordId: string; node: string; height: number }
   | { kind: 'member'; member: Omit<MemberRow, 'removedAt'> }
@@ -71,36 +60,6 @@ export interface AnchorRow {
   at: number;
 }
 
-export interface ReviewRow {
-  id: string;
-  recordId: string;
-  reader: string;
-  reason: string | null;
-  salt: string | null;
-  at: number;
-  reviewedBy: string | null;
-  reviewedAt: number | null;
-  outcome: string | null;
-}
-
-export type ErasureState = 'scheduled' | 'executing' | 'done' | 'cancelled';
-
-export interface ErasureRow {
-  id: string;
-  scope: 'subject' | 'record';
-  target: string;
-  filedBy: string;
-  filedAt: number;
-  state: ErasureState;
-  certificate: string | null;
-  /** When a scheduled erasure runs (the end of its cancel window). */
-  executeAt: number;
-  cancelledBy: string | null;
-  cancelledAt: number | null;
-  /** JSON: salted hashes of the erased headers' tokens, for the sweep (see sweep.ts). */
-  probes: string | null;
-}
-
 export interface LedgerCheckpointRow {
   height: number;
   blockHash: string;
@@ -113,7 +72,7 @@ const MIGRATIONS = [
   `CREATE TABLE members (
      id TEXT PRIMARY KEY,
      name TEXT NOT NULL UNIQUE,
-     role TEXT NOT NULL CHECK (role IN ('uploader', 'reader', 'dpo', 'admin')),
+     role TEXT NOT NULL CHECK (role IN (${ROLES_SQL})),
      signing_key TEXT NOT NULL UNIQUE,
      recipient TEXT NOT NULL,
      added_at INTEGER NOT NULL,
@@ -317,7 +276,7 @@ export class Metadata {
     this.#run('UPDATE members SET removed_at = ? WHERE id = ? AND removed_at IS NULL', at, id);
   }
 
-  // Where records are held (services/locator.ts).
+  // Where records are held (services/vault/consortium-index.ts).
 
   recordLocation(recordId: string): string | undefined {
     return this.#one<{ node: string }>('SELECT node FROM record_locations WHERE record_id = ?', recordId)?.node;
@@ -329,7 +288,7 @@ export class Metadata {
   }
 
   /**
-   * Applies what was found in the ledger's blocks below `nextHeight` (services/locator.ts), in
+   * Applies what was found in the ledger's blocks below `nextHeight` (services/vault/consortium-index.ts), in
    * ledger order, and that they were read: record locations, and members of other nodes (added
    * unless this node knows that key already; removed only when still of that node).
    */

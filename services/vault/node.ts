@@ -19,14 +19,14 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
-import { openLedger } from '../anchor/open.ts';
-import { fsyncDirectory } from '../durable.ts';
-import { check, fail } from '../errors.ts';
-import type { Kms } from '../kms/kms.ts';
-import { LocalKms } from '../kms/local-kms.ts';
-import type { SealingSecret } from '../kms/sealed-file.ts';
-import { openBlobStore, type StoreConfig } from '../storage/open.ts';
-import { generateMemberKeys, memberKeyFileText, memberPublic } from './client.ts';
+import { openLedger } from '../../anchor/open.ts';
+import { fsyncDirectory } from '../../durable.ts';
+import { check, fail } from '../../errors.ts';
+import type { Kms } from '../../kms/kms.ts';
+import { LocalKms } from '../../kms/local-kms.ts';
+import type { SealingSecret } from '../../kms/sealed-file.ts';
+import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
+import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
 import { Metadata } from './metadata.ts';
 import { checkPeers } from './peers.ts';
 import { type Peer, Vault } from './vault.ts';
@@ -187,7 +187,7 @@ async function openCustody(
   if (!config || config.backend === 'local') return local;
   const pin = 'pin' in config ? config.pin : process.env.MEDVAULT_PKCS11_PIN;
   if (!pin) fail('INVALID_ARGUMENT', 'the pkcs11 custody needs the token PIN in MEDVAULT_PKCS11_PIN');
-  const { Pkcs11Kms } = await import('../kms/pkcs11-kms.ts');
+  const { Pkcs11Kms } = await import('../../kms/pkcs11-kms.ts');
   return Pkcs11Kms.open({
     library: config.library,
     token: config.token,

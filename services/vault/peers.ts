@@ -5,9 +5,10 @@
  * check accepts it (it verifies a signature by that very peer); a peer that
  * is down, slow or refuses is logged and left out.
  */
-import { keyFingerprint } from '../crypto/ed25519.ts';
-import { check } from '../errors.ts';
-import { logger } from '../log.ts';
+import { keyFingerprint } from '../../crypto/ed25519.ts';
+import { check } from '../../errors.ts';
+import { ID } from '../../formats.ts';
+import { logger } from '../../log.ts';
 
 export interface Peer {
   /** The peer node's key id. */
@@ -33,11 +34,7 @@ export function checkPeers(list: unknown): Peer[] {
   return list.map((entry: unknown, i) => {
     const peer = (entry ?? {}) as Partial<Record<keyof Peer, unknown>>;
     const at = `peer ${i}`;
-    check(
-      typeof peer.id === 'string' && /^[0-9a-f]{32}$/.test(peer.id),
-      'INVALID_ARGUMENT',
-      `${at}: id is 32 hex digits`,
-    );
+    check(typeof peer.id === 'string' && ID.test(peer.id), 'INVALID_ARGUMENT', `${at}: id is 32 hex digits`);
     let url: URL | null = null;
     try {
       url = new URL(String(peer.url));

@@ -4,11 +4,9 @@
  * The vault calls `authorize` before it changes or reveals anything, so the
  * HTTP API, the SDK and the tests all meet the same policy.
  */
-import { fail } from '../errors.ts';
+import { fail } from '../../errors.ts';
+import { ROLES, type Role } from '../../formats.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
-
-export type Role = 'uploader' | 'reader' | 'dpo' | 'admin';
-export const ROLES: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
 
 export type Action =
   | 'member.list'
@@ -27,7 +25,7 @@ export type Action =
   | 'checkpoint'
   | 'checkpoint.read';
 
-const ALL: readonly Role[] = ['uploader', 'reader', 'dpo', 'admin'];
+const ALL = ROLES;
 
 /** The roles that may attempt each action at all. */
 export const ACTION_ROLES: Record<Action, readonly Role[]> = {

@@ -13,6 +13,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { Finding, SweepReport } from '../protocol/views.ts';
+
+export type { Finding, SweepReport };
 
 export const WINDOW = 43;
 const RUN = /[A-Za-z0-9+/]{43,}/g;
@@ -48,20 +51,6 @@ export function countProbeHits(bytes: Uint8Array, probes: Probes): number {
     for (let i = 0; i + WINDOW <= run.length; i++) if (wanted.has(digest(salt, run.slice(i, i + WINDOW)))) hits++;
   }
   return hits;
-}
-
-export interface Finding {
-  where: string;
-  what: string;
-  count: number;
-}
-
-export interface SweepReport {
-  requestId: string;
-  records: number;
-  /** Every place looked at, so "nothing found" says where. */
-  checked: string[];
-  findings: Finding[];
 }
 
 /** Scans files for header probes and for plain-text needles (ciphertext hashes, key ids). */

@@ -17,27 +17,30 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { eventsTree } from '../anchor/block.ts';
-import type { Ledger } from '../anchor/ledger.ts';
-import { makeReceipt, type Receipt } from '../anchor/receipt.ts';
-import { coreTransform } from '../crypto/age.ts';
-import { keyFingerprint } from '../crypto/ed25519.ts';
-import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../crypto/header.ts';
-import { noteChunkBytes } from '../crypto/reclaim.ts';
-import { PAYLOAD_NONCE_LENGTH } from '../crypto/stream.ts';
-import { X25519Recipient } from '../crypto/x25519.ts';
-import { check, fail, isMedvaultError } from '../errors.ts';
-import { logger } from '../log.ts';
+import { eventsTree } from '../../anchor/block.ts';
+import type { Ledger } from '../../anchor/ledger.ts';
+import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
+import { coreTransform } from '../../crypto/age.ts';
+import { keyFingerprint } from '../../crypto/ed25519.ts';
+import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../../crypto/header.ts';
+import { noteChunkBytes } from '../../crypto/reclaim.ts';
+import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
+import { X25519Recipient } from '../../crypto/x25519.ts';
+import { check, fail, isMedvaultError } from '../../errors.ts';
+import { PURPOSE } from '../../formats.ts';
+import { logger } from '../../log.ts';
+import { forwardMessage } from '../protocol/signing.ts';
+import type { RecordView } from '../protocol/views.ts';
 import { Checkpoints } from './checkpoints.ts';
+import { ConsortiumIndex } from './consortium-index.ts';
+import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
 import { Erasures } from './erasure.ts';
-import { ConsortiumIndex } from './locator.ts';
 import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
-import { forwardMessage } from './signing.ts';
-import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './vault-core.ts';
 
-const PURPOSE = /^[a-z][a-z0-9._-]{0,39}$/;
+export type { RecordView };
+
 const MAX_READERS = 64;
 const TAG_LENGTH = 16;
 /** The longest a grant may run: ten years. */
@@ -67,22 +70,6 @@ export interface UploadInput {
   readers: readonly string[];
   purpose: string;
   expiresAt: number;
-}
-
-/** What a member may see of a record. */
-export interface RecordView {
-  id: string;
-  subject: string;
-  uploader: string;
-  state: 'active' | 'erased';
-  ciphertextHash: string;
-  size: number;
-  createdAt: number;
-  erasedAt: number | null;
-  /** The live grants: only to the uploader and DPOs. */
-  grants?: Array<{ reader: string; purpose: string; expiresAt: number }>;
-  /** The receipt of the event that fixed the current ciphertext (record.created or record.reencrypted). */
-  receipt: Receipt;
 }
 
 export interface Opened {
@@ -130,7 +117,7 @@ export class Vault {
     return this.#c.node.id;
   }
 
-  /** The node's signature over forwarding `member`'s request signed `memberSignature` (services/signing.ts). */
+  /** The node's signature over forwarding `member`'s request signed `memberSignature` (services/protocol/signing.ts). */
   signForward(member: string, memberSignature: string): string {
     return Buffer.from(this.#c.node.sign(forwardMessage(this.nodeId, member, memberSignature))).toString('base64');
   }
@@ -206,7 +193,7 @@ export class Vault {
       role: input.role,
       by: actor?.id ?? this.#c.node.id,
       // This node's own readers go into the consortium's directory (public keys, no name), so
-      // the other nodes' uploaders can name them (services/locator.ts); no other role is of use
+      // the other nodes' uploaders can name them (services/vault/consortium-index.ts); no other role is of use
       // at another node.
       ...(input.node === undefined && input.role === 'reader'
         ? {

@@ -1,7 +1,7 @@
 /**
  * npm run bench:redaction [-- --blocks N --json]
  *
- * The cost of chameleon-hash links (anchor/redactable.ts) against the
+ * The cost of chameleon-hash links (experiments/redaction/redactable.ts) against the
  * SHA-256 links of the ledger (anchor/block.ts), on the same events: per
  * link (hash and verify the link alone), per block (build and verify, with
  * the Ed25519 signature both carry), one redaction (decrypt the trapdoor,
@@ -12,16 +12,16 @@ import { createHash } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { type Block, buildBlock, verifyBlock } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { X25519Identity } from '../../crypto/x25519.ts';
+import { chameleonHash, chameleonKeygen, randomScalar } from '../../experiments/redaction/chameleon.ts';
 import {
   blockMessage,
   buildRedactableBlock,
   type RedactableBlock,
   redactEvent,
   verifyRedactableChain,
-} from '../../anchor/redactable.ts';
-import { chameleonHash, chameleonKeygen, randomScalar } from '../../crypto/chameleon.ts';
-import { SigningKey } from '../../crypto/ed25519.ts';
-import { X25519Identity } from '../../crypto/x25519.ts';
+} from '../../experiments/redaction/redactable.ts';
 import { sampleEvent } from '../anchor/fixtures.ts';
 
 const { values } = parseArgs({

@@ -36,17 +36,18 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
+import { enableChunkReclaim } from '../../crypto/reclaim.ts';
 import { logger } from '../../log.ts';
+import { buildServer } from '../../services/http/server.ts';
 import {
   generateMemberKeys,
   memberKeyFileText,
   memberPublic,
   parseMemberKeyFile,
   VaultClient,
-} from '../../services/client.ts';
-import { buildServer } from '../../services/http.ts';
-import { initNode, openNode } from '../../services/node.ts';
-import { readFile } from '../../services/pump.ts';
+} from '../../services/sdk/client.ts';
+import { readFile } from '../../services/sdk/pump.ts';
+import { initNode, openNode } from '../../services/vault/node.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
 
 const { values } = parseArgs({
@@ -62,6 +63,9 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds);
 const parts = new Set(values.parts.split(','));
 const DAY = 86_400_000;
+// The node and its clients run as `medvault serve` and the CLI would: with chunk reclaim on.
+enableChunkReclaim();
+
 const SIZES = [1024, 1024 * 1024];
 const CONCURRENCY = [1, 8, 32];
 /** The big upload and the disk copy are each run this many times; the medians are compared. */

@@ -7,14 +7,9 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  blockMessage,
-  buildRedactableBlock,
-  type RedactableBlock,
-  redactEvent,
-  verifyRedactableChain,
-} from '../../anchor/redactable.ts';
 import { decrypt } from '../../crypto/age.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
+import { X25519Identity } from '../../crypto/x25519.ts';
 import {
   chameleonCollision,
   chameleonHash,
@@ -23,11 +18,16 @@ import {
   scalarFromBytes,
   scalarToBytes,
   trapdoorFromCollision,
-} from '../../crypto/chameleon.ts';
-import { SigningKey } from '../../crypto/ed25519.ts';
-import { X25519Identity } from '../../crypto/x25519.ts';
+} from '../../experiments/redaction/chameleon.ts';
+import {
+  blockMessage,
+  buildRedactableBlock,
+  type RedactableBlock,
+  redactEvent,
+  verifyRedactableChain,
+} from '../../experiments/redaction/redactable.ts';
+import { sampleEvent } from '../anchor/fixtures.ts';
 import { codeOf } from '../helpers.ts';
-import { sampleEvent } from './fixtures.ts';
 
 const signer = SigningKey.generate();
 const dpo = X25519Identity.generate();

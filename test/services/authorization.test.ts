@@ -6,8 +6,8 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateMemberKeys, memberPublic, VaultClient } from '../../services/client.ts';
-import type { Role } from '../../services/metadata.ts';
+import { generateMemberKeys, memberPublic, VaultClient } from '../../services/sdk/client.ts';
+import type { Role } from '../../services/vault/metadata.ts';
 import { bytes, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 

@@ -185,7 +185,7 @@ describe('medvault CLI against a node', () => {
   });
 
   it("member add --member-of registers another node's reader by its public keys", async () => {
-    const { generateMemberKeys, memberPublic } = await import('../../services/client.ts');
+    const { generateMemberKeys, memberPublic } = await import('../../services/sdk/client.ts');
     const theirs = memberPublic(generateMemberKeys());
     const node = 'e'.repeat(32);
     const common = ['--signing-key', theirs.signingKey, '--recipient', theirs.recipient, '--member-of', node];

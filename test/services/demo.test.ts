@@ -1,6 +1,6 @@
 /** The demo tells the truth: run it small and check what it says happened. */
 import { describe, expect, it } from 'vitest';
-import { runDemo } from '../../services/demo.ts';
+import { runDemo } from '../../services/cli/demo.ts';
 
 describe('medvault demo', () => {
   it('runs the whole scenario and every step reports success', async () => {

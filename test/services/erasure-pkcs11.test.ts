@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pkcs11js from 'pkcs11js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyCertificate } from '../../services/certificate.ts';
+import { verifyCertificate } from '../../services/protocol/certificate.ts';
 import { bytes, tempDir } from '../helpers.ts';
 import { freshToken } from '../servers/softhsm.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encrypt } from '../../crypto/age.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
-import { signRequest, UNSIGNED_PAYLOAD } from '../../services/signing.ts';
+import { signRequest, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
 import { bytes, filesUnder } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 

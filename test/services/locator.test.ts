@@ -10,8 +10,8 @@ import type { LedgerEvent } from '../../anchor/events.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
-import { ConsortiumIndex } from '../../services/locator.ts';
-import { Metadata } from '../../services/metadata.ts';
+import { ConsortiumIndex } from '../../services/vault/consortium-index.ts';
+import { Metadata } from '../../services/vault/metadata.ts';
 import { id, sampleEvent } from '../anchor/fixtures.ts';
 import { tempDir } from '../helpers.ts';
 

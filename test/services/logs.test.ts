@@ -8,15 +8,15 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signRequest } from '../../services/protocol/signing.ts';
 import {
   generateMemberKeys,
   memberKeyFileText,
   memberPublic,
   parseMemberKeyFile,
   VaultClient,
-} from '../../services/client.ts';
-import { initNode } from '../../services/node.ts';
-import { signRequest } from '../../services/signing.ts';
+} from '../../services/sdk/client.ts';
+import { initNode } from '../../services/vault/node.ts';
 import { CLI, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT } from './vault-fixture.ts';
 

@@ -2,7 +2,7 @@
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { initNode, openNode, readConfig } from '../../services/node.ts';
+import { initNode, openNode, readConfig } from '../../services/vault/node.ts';
 import { tempDir } from '../helpers.ts';
 
 const root = tempDir('medvault-nodes-');

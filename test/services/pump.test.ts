@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { AgeEncryptor, decrypt } from '../../crypto/age.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
-import { coreReadable } from '../../services/pump.ts';
+import { coreReadable } from '../../services/sdk/pump.ts';
 import { bytes, tempDir } from '../helpers.ts';
 
 const CHUNK = 64 * 1024;

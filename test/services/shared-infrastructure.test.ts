@@ -14,9 +14,9 @@ import { verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
 import { verifyChain } from '../../anchor/ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
-import { verifyCertificate } from '../../services/certificate.ts';
-import { memberPublic, VaultClient } from '../../services/client.ts';
-import { forwardMessage, signRequest } from '../../services/signing.ts';
+import { verifyCertificate } from '../../services/protocol/certificate.ts';
+import { forwardMessage, signRequest } from '../../services/protocol/signing.ts';
+import { memberPublic, VaultClient } from '../../services/sdk/client.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, medvault, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
@@ -42,7 +42,7 @@ const s3Objects = () =>
 
 /** The record's blob ref as the node stored it (rep:local=…,s3=…,ipfs=…). */
 async function blobRefOf(recordId: string): Promise<string | null | undefined> {
-  const { Metadata } = await import('../../services/metadata.ts');
+  const { Metadata } = await import('../../services/vault/metadata.ts');
   const metadata = new Metadata(`${node.data}/metadata.db`);
   try {
     return metadata.record(recordId)?.blobRef;

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { buildServer, type ServerOptions } from '../../services/http/server.ts';
 import {
   generateMemberKeys,
   type MemberCredentials,
@@ -13,11 +14,10 @@ import {
   memberPublic,
   parseMemberKeyFile,
   VaultClient,
-} from '../../services/client.ts';
-import { buildServer, type ServerOptions } from '../../services/http.ts';
-import type { Role } from '../../services/metadata.ts';
-import { initNode, type NodeOverrides, openNode } from '../../services/node.ts';
-import type { Vault } from '../../services/vault.ts';
+} from '../../services/sdk/client.ts';
+import type { Role } from '../../services/vault/metadata.ts';
+import { initNode, type NodeOverrides, openNode } from '../../services/vault/node.ts';
+import type { Vault } from '../../services/vault/vault.ts';
 import { tempDir } from '../helpers.ts';
 
 export interface TestMember {

@@ -1,0 +1,59 @@
+/** What every route plugin is given, and the helpers they share. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { MemberRow } from '../vault/metadata.ts';
+import type { Vault } from '../vault/vault.ts';
+import type { Metrics } from './metrics.ts';
+
+export interface RouteContext {
+  vault: Vault;
+  metrics: Metrics;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    member: MemberRow | null;
+    rawBody: Buffer | null;
+  }
+  interface FastifyContextConfig {
+    public?: boolean;
+  }
+}
+
+/** Route options of a route anyone may call: no signature, no per-member rate limit. */
+export const PUBLIC = { config: { public: true, rateLimit: false as const } };
+
+/** The authenticated member of a signed request (the authentication hook set it). */
+export const member = (request: FastifyRequest) => request.member as MemberRow;
+
+/** The `:id` parameter of a route on one record, erasure, review or member. */
+export const idParam = (request: FastifyRequest) => (request.params as { id: string }).id;
+
+/**
+ * A node-to-node route: what a peer asks is checked against public facts (the
+ * document's signatures, the shared ledger) and this node's own holdings, so no
+ * member signature is needed; rate-limited by address.
+ */
+export function peerRoute(
+  app: FastifyInstance,
+  path: string,
+  summary: string,
+  field: string,
+  handle: (document: unknown) => Promise<unknown>,
+): void {
+  app.post(
+    path,
+    {
+      config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
+      schema: {
+        summary,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: [field],
+          properties: { [field]: { type: 'object' } },
+        },
+      },
+    },
+    async (request) => handle((request.body as Record<string, unknown>)[field]),
+  );
+}

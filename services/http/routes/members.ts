@@ -1,0 +1,53 @@
+/** The member directory: list, add and remove members. */
+import type { FastifyInstance } from 'fastify';
+import { SCHEMA } from '../../../formats.ts';
+import type { Vault } from '../../vault/vault.ts';
+import { idParam, member, type RouteContext } from '../context.ts';
+import { ID, ID_PARAMS, MEMBER, ROLE, STANDARD_ERRORS } from '../schemas.ts';
+
+export async function memberRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
+  app.get(
+    '/v1/members',
+    {
+      schema: {
+        summary: 'The member directory',
+        response: {
+          200: { type: 'object', properties: { members: { type: 'array', items: MEMBER } } },
+          ...STANDARD_ERRORS,
+        },
+      },
+    },
+    async (request) => ({
+      members: await vault.listMembers(member(request)),
+    }),
+  );
+  app.post(
+    '/v1/members',
+    {
+      schema: {
+        summary: 'Add a member (admin); anchored as member.added',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'role', 'signingKey', 'recipient'],
+          properties: {
+            name: SCHEMA.memberName,
+            role: ROLE,
+            signingKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
+            recipient: { type: 'string', pattern: '^age1[02-9ac-hj-np-z]{58}$' },
+            node: { ...ID, description: 'For a reader of another node: that node, which forwards its fetches' },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as Parameters<Vault['addMember']>[1];
+      return reply.code(201).send(await vault.addMember(member(request), body));
+    },
+  );
+  app.delete(
+    '/v1/members/:id',
+    { schema: { summary: 'Remove a member (admin); anchored as member.removed', params: ID_PARAMS } },
+    async (request) => vault.removeMember(member(request), idParam(request)),
+  );
+}

@@ -1,0 +1,30 @@
+/** Operations: liveness, readiness, metrics, and the node's public facts. */
+import type { FastifyInstance } from 'fastify';
+import { PUBLIC, type RouteContext } from '../context.ts';
+
+export async function opsRoutes(app: FastifyInstance, { vault, metrics }: RouteContext): Promise<void> {
+  app.get('/healthz', { ...PUBLIC, schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { ...PUBLIC, schema: { hide: true } }, async (_request, reply) => {
+    const checks = await vault.ready();
+    const ok = Object.values(checks).every((v) => v === 'ok');
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'unavailable', checks });
+  });
+  app.get('/metrics', { ...PUBLIC, schema: { hide: true } }, async (_request, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+  app.get(
+    '/v1/node',
+    { ...PUBLIC, schema: { summary: 'The node: its key id (the block and certificate signer)' } },
+    async () => {
+      const head = await vault.ledger.head();
+      return {
+        id: vault.nodeId,
+        signingKey: vault.nodeKey,
+        ledger: vault.ledger.kind,
+        height: head?.height ?? null,
+        // The consortium's other nodes: receipts of records they hold reach this node's readers forwarded.
+        peers: vault.peers.ids,
+      };
+    },
+  );
+}

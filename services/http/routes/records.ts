@@ -1,0 +1,177 @@
+/**
+ * Records: the custodian to encrypt to, upload, the record view, fetch,
+ * break-glass, grants, revocation and the audit trail. Uploads and fetches
+ * stream: the request body goes straight to the blob store through the
+ * upload flow, and a fetch streams header then blob.
+ */
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { fail } from '../../../errors.ts';
+import type { Opened } from '../../vault/vault.ts';
+import { idParam, member, type RouteContext } from '../context.ts';
+import { here } from '../forward.ts';
+import { counted, countedChunks, type Metrics } from '../metrics.ts';
+import { ERROR, HASH, ID, ID_PARAMS, PURPOSE, STANDARD_ERRORS, TIME } from '../schemas.ts';
+
+export async function recordRoutes(app: FastifyInstance, { vault, metrics }: RouteContext): Promise<void> {
+  app.get(
+    '/v1/subjects/:subject/custodian',
+    {
+      schema: {
+        summary: "The subject's custodian recipient, to encrypt an upload to (uploader)",
+        params: { type: 'object', required: ['subject'], properties: { subject: HASH } },
+      },
+    },
+    async (request) => vault.custodian(member(request), (request.params as { subject: string }).subject),
+  );
+  app.post(
+    '/v1/records',
+    {
+      schema: {
+        summary: 'Upload an age file (header + payload) for a subject (uploader); anchored as record.created',
+        consumes: ['application/octet-stream'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['subject', 'readers', 'purpose', 'expiresAt'],
+          properties: {
+            subject: HASH,
+            readers: { type: 'string', pattern: '^[0-9a-f]{32}(,[0-9a-f]{32}){0,63}$' },
+            purpose: PURPOSE,
+            expiresAt: { type: 'string', pattern: '^[0-9]{1,16}$' },
+          },
+        },
+        response: { 201: { type: 'object', additionalProperties: true }, ...STANDARD_ERRORS },
+      },
+    },
+    async (request, reply) => {
+      if (!(request.body instanceof Readable)) fail('REQUEST_INVALID', 'send the age file as application/octet-stream');
+      const q = request.query as { subject: string; readers: string; purpose: string; expiresAt: string };
+      const result = await vault.upload(
+        member(request),
+        { subject: q.subject, readers: q.readers.split(','), purpose: q.purpose, expiresAt: Number(q.expiresAt) },
+        countedChunks(request.body, metrics.bytes.labels('in')),
+      );
+      return reply.code(201).send(result);
+    },
+  );
+  app.get(
+    '/v1/records/:id',
+    {
+      schema: {
+        summary: 'A record and the receipt of its ciphertext hash',
+        params: ID_PARAMS,
+        response: { 410: ERROR },
+      },
+    },
+    async (request, reply) => {
+      const id = idParam(request);
+      return (await here(request, reply, vault, id, async () => vault.record(member(request), id))) ?? reply;
+    },
+  );
+  app.get(
+    '/v1/records/:id/content',
+    {
+      schema: {
+        summary: 'Fetch (live grantee): the age file, header then payload; anchored as record.accessed',
+        params: ID_PARAMS,
+      },
+    },
+    async (request, reply) => {
+      const id = idParam(request);
+      const opened = await here(request, reply, vault, id, () => vault.open(member(request), id));
+      return opened ? sendOpened(reply, opened, metrics) : reply;
+    },
+  );
+  app.post(
+    '/v1/records/:id/emergency',
+    {
+      schema: {
+        summary: 'Break-glass access with a stated reason; anchored as access.emergency and queued for DPO review',
+        params: ID_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['reason'],
+          properties: { reason: { type: 'string', minLength: 10, maxLength: 1000 } },
+        },
+      },
+    },
+    async (request, reply) => {
+      const id = idParam(request);
+      const { reason } = request.body as { reason: string };
+      const opened = await here(request, reply, vault, id, () => vault.emergency(member(request), id, reason));
+      if (!opened) return reply;
+      reply.header('medvault-review-id', opened.reviewId);
+      return sendOpened(reply, opened, metrics);
+    },
+  );
+  app.post(
+    '/v1/records/:id/grants',
+    {
+      schema: {
+        summary: "Grant a reader (the record's uploader); the header is rewrapped in the KMS, the blob untouched",
+        params: ID_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['reader', 'purpose', 'expiresAt'],
+          properties: { reader: ID, purpose: PURPOSE, expiresAt: TIME },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as { reader: string; purpose: string; expiresAt: number };
+      return reply.code(201).send(await vault.grant(member(request), idParam(request), body));
+    },
+  );
+  app.delete(
+    '/v1/records/:id/grants/:reader',
+    {
+      schema: {
+        summary: 'Revoke a reader; with reencrypt=true also a new file key and blob (suspected key compromise)',
+        params: { type: 'object', required: ['id', 'reader'], properties: { id: ID, reader: ID } },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { reencrypt: { type: 'string', enum: ['true', 'false'] } },
+        },
+      },
+    },
+    async (request) => {
+      const { id, reader } = request.params as { id: string; reader: string };
+      const reencrypt = (request.query as { reencrypt?: string }).reencrypt === 'true';
+      return vault.revoke(member(request), id, reader, { reencrypt });
+    },
+  );
+  app.get(
+    '/v1/records/:id/audit',
+    {
+      schema: {
+        summary: "A record's trail from the ledger, with receipts (its uploader or a DPO)",
+        params: ID_PARAMS,
+      },
+    },
+    async (request) => vault.audit(member(request), idParam(request)),
+  );
+}
+
+/** Sends an opened record: header then blob, with the access and content receipts in headers. */
+function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
+  const header = Buffer.from(opened.header);
+  reply
+    .header('content-type', 'application/octet-stream')
+    .header('content-length', String(header.length + opened.record.size))
+    .header('medvault-header-length', String(header.length))
+    .header('medvault-receipt', Buffer.from(JSON.stringify(opened.receipt)).toString('base64'))
+    .header('medvault-content-receipt', Buffer.from(JSON.stringify(opened.content)).toString('base64'));
+  const blob = opened.blob;
+  const body = Readable.from(
+    (async function* () {
+      yield header;
+      yield* blob;
+    })(),
+    { objectMode: false },
+  );
+  return reply.send(counted(body, metrics.bytes.labels('out')));
+}

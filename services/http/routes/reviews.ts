@@ -1,0 +1,43 @@
+/** The break-glass review queue (DPO). */
+import type { FastifyInstance } from 'fastify';
+import { idParam, member, type RouteContext } from '../context.ts';
+import { ID_PARAMS } from '../schemas.ts';
+
+export async function reviewRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
+  app.get(
+    '/v1/reviews',
+    {
+      schema: {
+        summary: 'The break-glass review queue (DPO)',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { all: { type: 'string', enum: ['true', 'false'] } },
+        },
+      },
+    },
+    async (request) => ({
+      reviews: vault.reviews(member(request), (request.query as { all?: string }).all !== 'true'),
+    }),
+  );
+  app.post(
+    '/v1/reviews/:id',
+    {
+      schema: {
+        summary: 'Close a break-glass review (DPO)',
+        params: ID_PARAMS,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['outcome'],
+          properties: { outcome: { type: 'string', enum: ['justified', 'unjustified'] } },
+        },
+      },
+    },
+    async (request, reply) => {
+      const { outcome } = request.body as { outcome: 'justified' | 'unjustified' };
+      vault.closeReview(member(request), idParam(request), outcome);
+      return reply.code(204).send();
+    },
+  );
+}

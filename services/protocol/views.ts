@@ -1,0 +1,82 @@
+/**
+ * The shapes the API sends and the SDK reads: members, records, reviews,
+ * erasure requests and sweep reports. The vault's metadata rows are these
+ * shapes (services/vault/metadata.ts), so the server and the SDK share one
+ * definition without the SDK importing the server.
+ */
+import type { Receipt } from '../../anchor/receipt.ts';
+import type { Role } from '../../formats.ts';
+
+export type { Role };
+
+export interface MemberRow {
+  id: string;
+  name: string;
+  role: Role;
+  signingKey: string;
+  recipient: string;
+  /** The node a remote member belongs to (its requests come forwarded by that node); null: this node's own. */
+  node: string | null;
+  addedAt: number;
+  removedAt: number | null;
+}
+
+/** What a member may see of a record. */
+export interface RecordView {
+  id: string;
+  subject: string;
+  uploader: string;
+  state: 'active' | 'erased';
+  ciphertextHash: string;
+  size: number;
+  createdAt: number;
+  erasedAt: number | null;
+  /** The live grants: only to the uploader and DPOs. */
+  grants?: Array<{ reader: string; purpose: string; expiresAt: number }>;
+  /** The receipt of the event that fixed the current ciphertext (record.created or record.reencrypted). */
+  receipt: Receipt;
+}
+
+export interface ReviewRow {
+  id: string;
+  recordId: string;
+  reader: string;
+  reason: string | null;
+  salt: string | null;
+  at: number;
+  reviewedBy: string | null;
+  reviewedAt: number | null;
+  outcome: string | null;
+}
+
+export type ErasureState = 'scheduled' | 'executing' | 'done' | 'cancelled';
+
+export interface ErasureRow {
+  id: string;
+  scope: 'subject' | 'record';
+  target: string;
+  filedBy: string;
+  filedAt: number;
+  state: ErasureState;
+  certificate: string | null;
+  /** When a scheduled erasure runs (the end of its cancel window). */
+  executeAt: number;
+  cancelledBy: string | null;
+  cancelledAt: number | null;
+  /** JSON: salted hashes of the erased headers' tokens, for the sweep (see services/vault/sweep.ts). */
+  probes: string | null;
+}
+
+export interface Finding {
+  where: string;
+  what: string;
+  count: number;
+}
+
+export interface SweepReport {
+  requestId: string;
+  records: number;
+  /** Every place looked at, so "nothing found" says where. */
+  checked: string[];
+  findings: Finding[];
+}
