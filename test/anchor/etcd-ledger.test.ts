@@ -26,7 +26,11 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-ledgerConformance('etcd', async () => new EtcdLedger({ hosts: cluster.hosts, prefix: 'conformance', pageSize: 3 }));
+let conformanceLedgers = 0;
+ledgerConformance(
+  'etcd',
+  async () => new EtcdLedger({ hosts: cluster.hosts, prefix: `conformance-${conformanceLedgers++}`, pageSize: 3 }),
+);
 
 /**
  * Walks the chain once: every event appears once, and every receipt verifies

@@ -122,15 +122,55 @@ describe('blocks and receipts', () => {
   });
 
   it.each<[string, (r: Receipt) => void]>([
-    ['a changed event field', (r) => void (r.event.recordId = id())],
-    ['a changed event type', (r) => void (r.event.type = 'record.accessed')],
-    ['another leaf index', (r) => void (r.leafIndex = (r.leafIndex + 1) % 7)],
-    ['a changed audit path element', (r) => void (r.auditPath[0] = hash())],
+    [
+      'a changed event field',
+      (r) => {
+        r.event.recordId = id();
+      },
+    ],
+    [
+      'a changed event type',
+      (r) => {
+        r.event.type = 'record.accessed';
+      },
+    ],
+    [
+      'another leaf index',
+      (r) => {
+        r.leafIndex = (r.leafIndex + 1) % 7;
+      },
+    ],
+    [
+      'a changed audit path element',
+      (r) => {
+        r.auditPath[0] = hash();
+      },
+    ],
     ['a dropped audit path element', (r) => void r.auditPath.pop()],
-    ['a changed root', (r) => void (r.block.root = hash())],
-    ['a changed count', (r) => void (r.block.count = 8)],
-    ['a changed time', (r) => void (r.block.time += 1)],
-    ['a changed height', (r) => void (r.block.height = 1)],
+    [
+      'a changed root',
+      (r) => {
+        r.block.root = hash();
+      },
+    ],
+    [
+      'a changed count',
+      (r) => {
+        r.block.count = 8;
+      },
+    ],
+    [
+      'a changed time',
+      (r) => {
+        r.block.time += 1;
+      },
+    ],
+    [
+      'a changed height',
+      (r) => {
+        r.block.height = 1;
+      },
+    ],
     [
       'a signature by another key',
       (r) => {
@@ -139,7 +179,12 @@ describe('blocks and receipts', () => {
         r.block.signer = other.id;
       },
     ],
-    ['a signer id that is not its key', (r) => void (r.block.signer = id())],
+    [
+      'a signer id that is not its key',
+      (r) => {
+        r.block.signer = id();
+      },
+    ],
     ['an extra property', (r) => void Object.assign(r, { note: 'x' })],
     ['a missing block', (r) => void delete (r as Partial<Receipt>).block],
   ])('refuses %s', (_name, tamper) => {

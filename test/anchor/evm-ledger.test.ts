@@ -26,7 +26,8 @@ afterAll(async () => {
   await chain?.close();
 });
 
-ledgerConformance('evm', async () => new EvmLedger(chain.address, chain.admin));
+// A new Anchor contract for each test of the contract suite: each starts from an empty ledger.
+ledgerConformance('evm', async () => new EvmLedger(await deployAnchorContract(chain.admin), chain.admin));
 
 describe('evm ledger: the Anchor contract', () => {
   it('an account that is not an authorised anchorer cannot append (the call reverts)', async () => {

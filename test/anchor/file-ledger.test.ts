@@ -14,7 +14,8 @@ import { sampleEvent } from './fixtures.ts';
 import { ledgerConformance } from './ledger-conformance.ts';
 
 const dir = tempDir();
-ledgerConformance('file', () => FileLedger.open(join(dir, 'conformance.mvl')));
+let conformanceLedgers = 0;
+ledgerConformance('file', () => FileLedger.open(join(dir, `conformance-${conformanceLedgers++}.mvl`)));
 
 const signer = SigningKey.generate();
 

@@ -1,6 +1,9 @@
 /** ASCII armor: strict PEM as the age spec asks, and streaming in any pieces. */
+
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { decrypt, encrypt } from '../../crypto/age.ts';
+import { createDecryptStream, decrypt, encrypt } from '../../crypto/age.ts';
 import { ArmorDecoder, ArmorEncoder } from '../../crypto/armor.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { bytes, codeOf } from '../helpers.ts';
@@ -36,11 +39,20 @@ describe('encoding', () => {
   });
 });
 
-/** Sets a spare bit in the last data character of a padded base64 line. */
+/**
+ * Sets a spare bit in the last data character of a padded base64 line: the
+ * same length, the same alphabet, the same decoded bytes, only not canonical.
+ */
 function nonCanonical(line: string): string {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
   const at = line.indexOf('=') - 1;
-  return line.slice(0, at) + alphabet[alphabet.indexOf(line[at] as string) | 1] + line.slice(at + 1);
+  if (at < 0) throw new Error(`not a padded line: ${line}`);
+  const index = alphabet.indexOf(line[at] as string);
+  if (index & 1) throw new Error('the spare bit is already set');
+  const edited = line.slice(0, at) + alphabet[index | 1] + line.slice(at + 1);
+  if (edited.length !== line.length || !/^[A-Za-z0-9+/]+=*$/.test(edited)) throw new Error('not a one-bit edit');
+  if (!Buffer.from(edited, 'base64').equals(Buffer.from(line, 'base64'))) throw new Error('decodes differently');
+  return edited;
 }
 
 describe('strict decoding', () => {
@@ -62,8 +74,9 @@ describe('strict decoding', () => {
     ],
     ['a line of 68 columns', [lines[0], `${lines[1]}AAAA`, ...lines.slice(2)].join('\n')],
     [
+      // 200 bytes: four full lines, then the padded last one (lines ends with END and '').
       'non-canonical base64 (spare bits set)',
-      [...lines.slice(0, 4), nonCanonical(lines[4] as string), ...lines.slice(5)].join('\n'),
+      [...lines.slice(0, 5), nonCanonical(lines[5] as string), ...lines.slice(6)].join('\n'),
     ],
     [
       'characters outside base64',
@@ -80,9 +93,20 @@ describe('strict decoding', () => {
     expect(codeOf(() => armorDecode(text))).toBe('AGE_ARMOR_MALFORMED');
   });
 
-  it('armored age files decrypt whole and in pieces', () => {
+  it('armored age files decrypt whole and in pieces', async () => {
     const plain = bytes(150_000, 4);
     const file = encrypt([alice.recipient], plain, { armor: true });
     expect(Buffer.compare(decrypt([alice], file), plain)).toBe(0);
+    // In pieces through the stream: 7 bytes (lines and base64 groups cut anywhere) and 4,099.
+    for (const piece of [7, 4_099]) {
+      const pieces = Array.from({ length: Math.ceil(file.length / piece) }, (_, i) =>
+        file.subarray(i * piece, (i + 1) * piece),
+      );
+      const out: Buffer[] = [];
+      await pipeline(Readable.from(pieces), createDecryptStream([alice]), async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) out.push(chunk);
+      });
+      expect(Buffer.compare(Buffer.concat(out), plain), `pieces of ${piece}`).toBe(0);
+    }
   });
 });

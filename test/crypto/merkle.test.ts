@@ -65,9 +65,15 @@ describe('hashes', () => {
   });
 
   it('a leaf hash of text is the leaf hash of its UTF-8 bytes', () => {
-    // Short and long (past the reused input buffer), ASCII and not, and one built by concatenation.
+    // Short and long, ASCII and not, and one built by concatenation. The reused input buffer
+    // holds 16 KiB: '€' (3 bytes) x 5,461 fills it exactly; x 5,462 is one character past;
+    // 'é' x 9,000 is 18,000 bytes in 9,000 UTF-16 units, past the buffer in bytes but not in
+    // units (a guard counting units would truncate it).
     const built = ['{"a":', String(1), ',"b":"', 'x'.repeat(40), '"}'].reduce((a, b) => a + b);
-    for (const text of ['', '{"a":1}', 'é — ✓ 𝄞', '\0\n"', built, 'a'.repeat(20_000), 'é'.repeat(6_000)]) {
+    const texts = ['', '{"a":1}', 'é — ✓ 𝄞', '\0\n"', built, 'a'.repeat(20_000), 'é'.repeat(6_000)];
+    texts.push('€'.repeat(5_461), '€'.repeat(5_462), 'é'.repeat(9_000), `${'a'.repeat(16_382)}é`);
+    expect(Buffer.byteLength(texts[7] as string)).toBe(16 * 1024 - 1);
+    for (const text of texts) {
       expect(leafHashHex(text)).toBe(hex(leafHash(Buffer.from(text, 'utf8'))));
     }
   });
