@@ -81,6 +81,7 @@ export const ERRORS = {
   REVIEW_NOT_FOUND: { status: 404, message: 'no such break-glass review' },
   CHECKPOINT_NOT_FOUND: { status: 404, message: 'this node has confirmed no ledger checkpoint yet' },
   RATE_LIMITED: { status: 429, message: 'too many requests from this member' },
+  EMERGENCY_LIMIT: { status: 429, message: 'the daily limit of break-glass accesses for this member is reached' },
   CERTIFICATE_INVALID: { status: 400, message: 'erasure certificate does not verify' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
 

@@ -62,6 +62,10 @@ const FIELDS = {
     node: ID,
   },
   'member.removed': { member: ID, by: ID },
+  // An admin gives (granted: true) or withdraws a capability; 'emergency' is break-glass access.
+  'member.capability': { member: ID, capability: { enum: ['emergency'] }, granted: { type: 'boolean' }, by: ID },
+  // A DPO closed the review of a break-glass access, with its outcome (no free text).
+  'review.closed': { recordId: ID, reviewId: ID, dpo: ID, outcome: { enum: ['justified', 'unjustified'] } },
   'key.rotated': { member: ID, previousKey: ID, newKey: ID },
 } as const;
 

@@ -164,6 +164,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       say(`   the insurer's next fetch: ${isMedvaultError(refused) ? `refused, ${refused.code}` : 'NOT REFUSED'}\n`);
 
       say('7. Break-glass: the patient arrives unconscious at City Clinic, which holds no grant.');
+      const tried = await insurer.client
+        .emergency(record.id, 'we would like to see it again please', { path: join(work, 'no.dcm') })
+        .catch((e) => e);
+      say(`   the insurer tries break-glass: ${isMedvaultError(tried) ? `refused, ${tried.code}` : 'NOT REFUSED'}`);
+      say('   (only members an admin gave the capability may: clinical staff, never insurers);');
+      const capability = await admin.setEmergencyAccess(cityClinic.id, true);
+      say(
+        `   the admin gives City Clinic break-glass access, anchored as member.capability (block ${capability.receipt?.block.height}).`,
+      );
       const emergency = await cityClinic.client.emergency(
         record.id,
         'patient unconscious in the emergency department; prior MRI needed now',
@@ -174,7 +183,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
         `   access given (${emergency.bytes} bytes) and anchored as access.emergency (block ${emergency.access.block.height});`,
       );
       const reviews = await dpo.client.reviews();
-      say(`   the DPO's review queue now holds ${reviews.length} break-glass access: "${reviews[0]?.reason}"\n`);
+      say(`   the DPO's review queue now holds ${reviews.length} break-glass access: "${reviews[0]?.reason}";`);
+      const closed = await dpo.client.closeReview(reviews[0]?.id as string, 'justified');
+      say(`   the DPO closes it as justified, anchored as review.closed (block ${closed.receipt.block.height}).\n`);
 
       say("8. Audit: St Mary's reads the record's trail from the ledger; every receipt verifies.");
       for (const r of await stMary.client.audit(record.id)) {

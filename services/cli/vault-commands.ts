@@ -218,10 +218,28 @@ export function addVaultCommands(program: Command): void {
     const { receipt } = await vault.removeMember(target.id);
     print(opts, { receipt }, `removed ${target.name} (${target.id}); anchored in ${where(receipt)}`);
   });
+  withClientOptions(
+    member
+      .command('emergency-access')
+      .description("give or withdraw a member's break-glass access (admin; clinical uploaders and readers only)")
+      .argument('<member>', 'id, name or age recipient')
+      .option('--revoke', 'withdraw it instead of giving it'),
+  ).action(async (ref: string, opts: ClientOptions & { revoke?: boolean }) => {
+    const vault = await client(opts);
+    const target = await vault.resolveMember(ref);
+    const { member: updated, receipt } = await vault.setEmergencyAccess(target.id, opts.revoke !== true);
+    const state = updated.emergencyAccess ? 'may now use break-glass' : 'may no longer use break-glass';
+    print(
+      opts,
+      { member: updated, receipt },
+      `${target.name} ${state}${receipt ? ` (${where(receipt)})` : ' (unchanged)'}`,
+    );
+  });
   withClientOptions(member.command('list').description('the member directory')).action(async (opts: ClientOptions) => {
     const members = await (await client(opts)).members();
     const lines = members.map(
-      (m) => `${m.id}  ${m.role.padEnd(8)}  ${m.name}${m.removedAt ? '  (removed)' : ''}  ${m.recipient}`,
+      (m) =>
+        `${m.id}  ${m.role.padEnd(8)}  ${m.name}${m.removedAt ? '  (removed)' : ''}${m.emergencyAccess ? '  (break-glass)' : ''}  ${m.recipient}`,
     );
     print(opts, members, lines.join('\n'));
   });
@@ -506,8 +524,8 @@ export function addVaultCommands(program: Command): void {
         'INVALID_ARGUMENT',
         '--outcome is justified or unjustified',
       );
-      await vault.closeReview(opts.close, opts.outcome);
-      print(opts, { closed: opts.close }, `review ${opts.close} closed: ${opts.outcome}`);
+      const { receipt } = await vault.closeReview(opts.close, opts.outcome);
+      print(opts, { closed: opts.close, receipt }, `review ${opts.close} closed: ${opts.outcome} (${where(receipt)})`);
       return;
     }
     const reviews = await vault.reviews(opts.all === true);

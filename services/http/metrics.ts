@@ -1,6 +1,6 @@
 /** The node's Prometheus metrics, and byte counting on streamed bodies. */
 import type { Readable } from 'node:stream';
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -25,6 +25,16 @@ export function createMetrics() {
     erasures: new Counter({
       name: 'medvault_records_erased_total',
       help: 'Records erased',
+      registers: [registry],
+    }),
+    breakGlass: new Counter({
+      name: 'medvault_break_glass_total',
+      help: 'Break-glass accesses, counted the moment each is anchored (alert on any increase)',
+      registers: [registry],
+    }),
+    openReviews: new Gauge({
+      name: 'medvault_reviews_open',
+      help: 'Break-glass accesses waiting for a DPO review',
       registers: [registry],
     }),
   };

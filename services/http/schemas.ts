@@ -23,6 +23,7 @@ export const MEMBER = {
     node: { type: ['string', 'null'], description: "a member of another node: that node's id" },
     addedAt: TIME,
     removedAt: { type: ['integer', 'null'] },
+    emergencyAccess: { type: 'boolean', description: 'may open records by break-glass' },
   },
 };
 /** Params of a route on one record (or erasure, review, member) id. */

@@ -108,6 +108,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       new MedvaultError('RATE_LIMITED', `retry in ${Math.ceil(context.ttl / 1000)} s`),
   });
 
+  metrics.openReviews.set(vault.openReviews());
+  vault.onEmergency(() => {
+    metrics.breakGlass.inc();
+    metrics.openReviews.set(vault.openReviews());
+  });
   const context: RouteContext = { vault, metrics };
   await app.register(opsRoutes, context);
   await app.register(memberRoutes, context);

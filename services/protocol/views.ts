@@ -19,6 +19,8 @@ export interface MemberRow {
   node: string | null;
   addedAt: number;
   removedAt: number | null;
+  /** May open records by break-glass: a capability an admin gives (anchored as member.capability). */
+  emergencyAccess: boolean;
 }
 
 /** What a member may see of a record. */

@@ -187,6 +187,19 @@ export class VaultClient {
     return result;
   }
 
+  /**
+   * Gives (`granted` true) or withdraws a member's break-glass capability (admin); anchored as
+   * member.capability. Only this node's uploaders and readers may hold it.
+   */
+  async setEmergencyAccess(id: string, granted: boolean): Promise<{ member: MemberRow; receipt?: Receipt }> {
+    const result = await this.#json<{ member: MemberRow; receipt?: Receipt }>(
+      granted ? 'PUT' : 'DELETE',
+      `/v1/members/${id}/emergency-access`,
+    );
+    if (result.receipt) await this.verify(result.receipt);
+    return result;
+  }
+
   /** A member's id from its id, name or age recipient. */
   async resolveMember(ref: string): Promise<MemberRow> {
     const found = (await this.members()).find((m) => m.removedAt === null && [m.id, m.name, m.recipient].includes(ref));
@@ -398,8 +411,11 @@ export class VaultClient {
     return (await this.#json<{ reviews: ReviewRow[] }>('GET', `/v1/reviews${all ? '?all=true' : ''}`)).reviews;
   }
 
-  async closeReview(id: string, outcome: 'justified' | 'unjustified'): Promise<void> {
-    await this.#json('POST', `/v1/reviews/${id}`, { outcome });
+  /** Closes a break-glass review (DPO); anchored as review.closed. */
+  async closeReview(id: string, outcome: 'justified' | 'unjustified'): Promise<{ receipt: Receipt }> {
+    const result = await this.#json<{ receipt: Receipt }>('POST', `/v1/reviews/${id}`, { outcome });
+    await this.verify(result.receipt);
+    return result;
   }
 }
 

@@ -20,7 +20,7 @@ export type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role };
 /** What the ledger index (services/vault/consortium-index.ts) found in a block. */
 export type LedgerFinding =
   | { kind: 'location'; recordId: string; node: string; height: number }
-  | { kind: 'member'; member: Omit<MemberRow, 'removedAt'> }
+  | { kind: 'member'; member: Omit<MemberRow, 'removedAt' | 'emergencyAccess'> }
   | { kind: 'removal'; id: string; node: string; at: number };
 
 export type RecordState = 'pending' | 'active' | 'erased';
@@ -183,11 +183,20 @@ const MIGRATIONS = [
   // 5: the ledger is also read for the consortium's member directory (member.added events that
   // carry public keys): read it again from the start once.
   `UPDATE record_locator SET next_height = 0;`,
+  // 6: break-glass is a capability an admin gives to named members (none has it at first).
+  `ALTER TABLE members ADD COLUMN emergency_access INTEGER NOT NULL DEFAULT 0 CHECK (emergency_access IN (0, 1));
+   CREATE INDEX reviews_by_reader ON reviews (reader, at);
+   CREATE INDEX grants_by_reader ON grants (reader);`,
 ];
 
 type Row = Record<string, SQLInputValue>;
 
 /** snake_case column names to the camelCase fields of the row types. */
+/** A member row with its flags as booleans (SQLite keeps them as 0 and 1). */
+function memberRow(row: MemberRow | undefined): MemberRow | undefined {
+  return row && { ...row, emergencyAccess: (row.emergencyAccess as unknown) === 1 };
+}
+
 function camel<T>(row: Row | undefined): T | undefined {
   if (!row) return undefined;
   const out: Record<string, unknown> = {};
@@ -245,7 +254,7 @@ export class Metadata {
   // Members.
 
   /** Adds a member; with `ifAbsent`, nothing happens when its id, name or key is already here. */
-  addMember(m: Omit<MemberRow, 'removedAt'>, options: { ifAbsent?: boolean } = {}): void {
+  addMember(m: Omit<MemberRow, 'removedAt' | 'emergencyAccess'>, options: { ifAbsent?: boolean } = {}): void {
     this.#run(
       `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)${
         options.ifAbsent ? ' ON CONFLICT DO NOTHING' : ''
@@ -261,15 +270,19 @@ export class Metadata {
   }
 
   member(id: string): MemberRow | undefined {
-    return this.#one('SELECT * FROM members WHERE id = ?', id);
+    return memberRow(this.#one('SELECT * FROM members WHERE id = ?', id));
   }
 
   memberByName(name: string): MemberRow | undefined {
-    return this.#one('SELECT * FROM members WHERE name = ?', name);
+    return memberRow(this.#one('SELECT * FROM members WHERE name = ?', name));
   }
 
   members(): MemberRow[] {
-    return this.#all('SELECT * FROM members ORDER BY name');
+    return this.#all<MemberRow>('SELECT * FROM members ORDER BY name').map((m) => memberRow(m) as MemberRow);
+  }
+
+  setEmergencyAccess(id: string, granted: boolean): void {
+    this.#run('UPDATE members SET emergency_access = ? WHERE id = ?', granted ? 1 : 0, id);
   }
 
   removeMember(id: string, at: number): void {
@@ -415,6 +428,15 @@ export class Metadata {
     );
   }
 
+  /** The records on which `reader` holds a grant not yet revoked (expired or not): their stanzas may be in headers. */
+  recordsGrantedTo(reader: string): string[] {
+    return this.#all<{ recordId: string }>(
+      `SELECT g.record_id FROM grants g JOIN records r ON r.id = g.record_id
+       WHERE g.reader = ? AND g.revoked_at IS NULL AND r.state = 'active' ORDER BY g.granted_at`,
+      reader,
+    ).map((r) => r.recordId);
+  }
+
   revokeGrant(recordId: string, reader: string, at: number): void {
     this.#run('UPDATE grants SET revoked_at = ? WHERE record_id = ? AND reader = ?', at, recordId, reader);
   }
@@ -480,6 +502,13 @@ export class Metadata {
 
   reviews(open: boolean): ReviewRow[] {
     return this.#all(`SELECT * FROM reviews ${open ? 'WHERE reviewed_at IS NULL' : ''} ORDER BY at`);
+  }
+
+  /** How many break-glass accesses `reader` made at or after `since`. */
+  emergencyUsesSince(reader: string, since: number): number {
+    return (
+      this.#one<{ n: number }>('SELECT COUNT(*) AS n FROM reviews WHERE reader = ? AND at >= ?', reader, since)?.n ?? 0
+    );
   }
 
   review(id: string): ReviewRow | undefined {

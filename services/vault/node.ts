@@ -27,6 +27,7 @@ import { LocalKms } from '../../kms/local-kms.ts';
 import type { SealingSecret } from '../../kms/sealed-file.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
+import { checkWebhookUrl, webhookAlerts } from './alerts.ts';
 import { Metadata } from './metadata.ts';
 import { checkPeers } from './peers.ts';
 import { type Peer, Vault } from './vault.ts';
@@ -50,6 +51,11 @@ export interface NodeConfig {
   sweepLogs?: string[];
   /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */
   kms?: { backend: 'local' } | { backend: 'pkcs11'; library: string; token: string };
+  /**
+   * Break-glass: accesses one member may make in 24 hours (default 3), and a URL each
+   * access is POSTed to at once for the DPO (MEDVAULT_BREAK_GLASS_WEBHOOK overrides it).
+   */
+  breakGlass?: { perDay?: number; webhook?: string };
 }
 
 const NODE_KEY = 'node';
@@ -130,6 +136,8 @@ export interface NodeOverrides {
   ledger?: string;
   /** A blob store instead of the configured one (default MEDVAULT_STORE, as JSON). */
   store?: StoreConfig;
+  /** Break-glass settings instead of the configured ones. */
+  breakGlass?: NodeConfig['breakGlass'];
 }
 
 /** An environment variable holding JSON; INVALID_ARGUMENT when it does not parse. */
@@ -149,6 +157,14 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   const peers = checkPeers(
     overrides.peers ?? (process.env.MEDVAULT_PEERS ? envJson('MEDVAULT_PEERS') : undefined) ?? config.peers ?? [],
   );
+  const breakGlass = { ...config.breakGlass, ...overrides.breakGlass };
+  const webhook = process.env.MEDVAULT_BREAK_GLASS_WEBHOOK || breakGlass.webhook;
+  if (webhook) checkWebhookUrl(webhook);
+  check(
+    breakGlass.perDay === undefined || (Number.isSafeInteger(breakGlass.perDay) && breakGlass.perDay >= 0),
+    'INVALID_ARGUMENT',
+    'breakGlass.perDay is a whole number of accesses',
+  );
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   const node = kms.memberKeys(NODE_KEY).signing;
   const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
@@ -166,7 +182,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
       .filter((f) => !f.startsWith(`${join(data, 'blobs')}/`)),
     logs: [...(config.sweepLogs ?? []), ...(process.env.MEDVAULT_SWEEP_LOGS?.split(':').filter(Boolean) ?? [])],
   });
-  return Vault.open({
+  const vault = await Vault.open({
     metadata,
     kms: custody,
     store,
@@ -175,7 +191,10 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     ownsStore: storeConfig.kind === 'fs',
     sweepFiles,
     peers,
+    ...(breakGlass.perDay === undefined ? {} : { emergencyPerDay: breakGlass.perDay }),
   });
+  if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
+  return vault;
 }
 
 /** The subjects' custodian keys: in the sealed keystore, or on a PKCS#11 token. */

@@ -12,6 +12,7 @@ export type Action =
   | 'member.list'
   | 'member.add'
   | 'member.remove'
+  | 'member.capability'
   | 'custodian'
   | 'upload'
   | 'record.read'
@@ -32,6 +33,8 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   'member.list': ALL,
   'member.add': ['admin'],
   'member.remove': ['admin'],
+  // Giving or withdrawing break-glass: an admin, never to itself (it is not a clinical role).
+  'member.capability': ['admin'],
   custodian: ['uploader'],
   upload: ['uploader'],
   // Per record, below: its uploader, a live grantee, or a DPO.
@@ -40,6 +43,8 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   fetch: ALL,
   grant: ['uploader'],
   revoke: ['uploader'],
+  // Break-glass: only the clinical roles, and only a member of this node an admin gave the capability
+  // (below). An insurer or any other plain reader is never given it; an admin or a DPO cannot hold it.
   emergency: ['uploader', 'reader'],
   audit: ['uploader', 'dpo'],
   erase: ['dpo'],
@@ -59,6 +64,10 @@ export interface RecordFacts {
 export function authorize(actor: MemberRow, action: Action, on?: RecordFacts): void {
   if (actor.removedAt !== null) fail('FORBIDDEN', `member ${actor.id} was removed`);
   if (!ACTION_ROLES[action].includes(actor.role)) fail('FORBIDDEN', `a ${actor.role} may not ${action}`);
+  if (action === 'emergency') {
+    if (actor.node !== null) fail('FORBIDDEN', 'break-glass is for members of the node that holds the record');
+    if (!actor.emergencyAccess) fail('FORBIDDEN', 'this member has not been given break-glass access by an admin');
+  }
   if (!on) return;
   const own = on.record.uploader === actor.id;
   switch (action) {

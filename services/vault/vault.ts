@@ -53,7 +53,22 @@ export interface VaultDeps extends CoreDeps {
   peers?: Peer[];
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
+  /** Break-glass accesses one member may make in 24 hours (default 3). */
+  emergencyPerDay?: number;
 }
+
+/** What the DPO is told of a break-glass access the moment it happens. */
+export interface EmergencyAlert {
+  reviewId: string;
+  recordId: string;
+  reader: string;
+  at: number;
+  /** The access's receipt: the event on the ledger. */
+  receipt: Receipt;
+}
+
+const DAY_MS = 86_400_000;
+const DEFAULT_EMERGENCY_PER_DAY = 3;
 
 export type { ErasureTarget } from './erasure.ts';
 export type { Peer } from './peers.ts';
@@ -96,8 +111,12 @@ export class Vault {
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
+  readonly #emergencyPerDay: number;
+  readonly #emergencyListeners: Array<(alert: EmergencyAlert) => void> = [];
+
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
+    this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id);
     this.peers = new Peers(deps.peers);
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
@@ -212,6 +231,7 @@ export class Vault {
       node: input.node ?? null,
       addedAt: at,
       removedAt: null,
+      emergencyAccess: false,
     };
     this.#c.m.transaction(() => {
       this.#c.m.addMember(member);
@@ -242,7 +262,63 @@ export class Vault {
       this.#c.m.removeMember(id, at);
       this.#c.index(id, receipt);
     });
+    // Its stanzas leave every header it was in, each anchored as a revocation by the admin.
+    for (const recordId of this.#c.m.recordsGrantedTo(id)) await this.#revokeRemoved(actor, recordId, id);
     return { receipt };
+  }
+
+  /** Revokes a removed member's grant on one record (its stanza leaves the header); anchored. */
+  async #revokeRemoved(actor: MemberRow, recordId: string, readerId: string): Promise<void> {
+    await this.#c.locked(recordId, async () => {
+      const record = this.#c.m.record(recordId);
+      const grant = this.#c.m.grant(recordId, readerId);
+      if (record?.state !== 'active' || !grant || grant.revokedAt !== null) return;
+      const now = this.#c.now();
+      const recipients = this.#liveReaders(recordId, now).filter((m) => m.id !== readerId);
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients.map(recipientOf));
+      const receipt = await this.#c.anchor(revokeEvent(recordId, readerId, actor.id, false, now));
+      this.#c.m.transaction(() => {
+        this.#c.m.setHeader(recordId, header);
+        this.#c.m.revokeGrant(recordId, readerId, now);
+        this.#c.index(recordId, receipt);
+      });
+    });
+  }
+
+  /**
+   * Gives (`granted`) or withdraws a member's break-glass capability (admin); anchored as
+   * member.capability. Only this node's own uploaders and readers may hold it, never an admin
+   * or a DPO (whose keys could otherwise open any record on their own say).
+   */
+  async setEmergencyAccess(
+    actor: MemberRow,
+    id: string,
+    granted: boolean,
+  ): Promise<{ member: MemberRow; receipt?: Receipt }> {
+    authorize(actor, 'member.capability');
+    checkMemberId(id);
+    const member = this.#c.m.member(id);
+    if (!member || member.removedAt !== null) fail('MEMBER_NOT_FOUND', id);
+    check(member.node === null, 'REQUEST_INVALID', 'break-glass is given to members of this node only');
+    check(
+      member.role === 'uploader' || member.role === 'reader',
+      'REQUEST_INVALID',
+      `break-glass is for clinical members (uploaders and readers), not for ${member.role === 'admin' ? 'an admin' : 'a DPO'}`,
+    );
+    if (member.emergencyAccess === granted) return { member };
+    const receipt = await this.#c.anchor({
+      type: 'member.capability',
+      at: this.#c.now(),
+      member: id,
+      capability: 'emergency',
+      granted,
+      by: actor.id,
+    });
+    this.#c.m.transaction(() => {
+      this.#c.m.setEmergencyAccess(id, granted);
+      this.#c.index(id, receipt);
+    });
+    return { member: { ...member, emergencyAccess: granted }, receipt };
   }
 
   // Upload.
@@ -394,9 +470,46 @@ export class Vault {
       'REQUEST_INVALID',
       'state the reason for emergency access in 10 to 1000 characters',
     );
+    // One member's accesses one after another, so the daily limit cannot be raced past.
+    const opened = await this.#c.locked(`emergency:${actor.id}`, () => this.#emergency(actor, id, reason));
+    const alert = {
+      reviewId: opened.reviewId,
+      recordId: id,
+      reader: actor.id,
+      at: opened.receipt.event.at,
+      receipt: opened.receipt,
+    };
+    for (const listener of this.#emergencyListeners) {
+      try {
+        listener(alert);
+      } catch (err) {
+        logger.error({ err, reviewId: opened.reviewId }, 'a break-glass alert failed');
+      }
+    }
+    return opened;
+  }
+
+  /**
+   * Calls `listener` at once after each break-glass access is anchored, to alert the DPO
+   * (the server's metric, an operator's webhook). It is never given the reason.
+   */
+  onEmergency(listener: (alert: EmergencyAlert) => void): void {
+    this.#emergencyListeners.push(listener);
+  }
+
+  /** How many break-glass reviews wait for a DPO. */
+  openReviews(): number {
+    return this.#c.m.reviews(true).length;
+  }
+
+  async #emergency(actor: MemberRow, id: string, reason: string): Promise<Opened & { reviewId: string }> {
+    const used = this.#c.m.emergencyUsesSince(actor.id, this.#c.now() - DAY_MS);
+    if (used >= this.#emergencyPerDay) {
+      fail('EMERGENCY_LIMIT', `${used} break-glass accesses in the last 24 hours (at most ${this.#emergencyPerDay})`);
+    }
     return this.#c.locked(id, async () => {
       const record = this.#c.record(id);
-      const readers = this.#c.m.liveGrants(id, this.#c.now()).map((g) => this.#reader(g.reader));
+      const readers = this.#liveReaders(id, this.#c.now());
       const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, [
         ...readers.map(recipientOf),
         X25519Recipient.parse(actor.recipient),
@@ -435,10 +548,7 @@ export class Vault {
       authorize(actor, 'grant', this.#facts(record, actor));
       const [reader] = (await this.#readers([input.reader])) as [MemberRow];
       const now = this.#c.now();
-      const readers = this.#c.m
-        .liveGrants(id, now)
-        .filter((g) => g.reader !== reader.id)
-        .map((g) => this.#reader(g.reader));
+      const readers = this.#liveReaders(id, now).filter((m) => m.id !== reader.id);
       const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, [
         ...readers.map(recipientOf),
         recipientOf(reader),
@@ -473,11 +583,9 @@ export class Vault {
       const now = this.#c.now();
       const grant = this.#c.m.grant(id, readerId);
       if (!grant || grant.revokedAt !== null) fail('NO_GRANT', `member ${readerId} holds no grant on this record`);
-      const readers = this.#c.m
-        .liveGrants(id, now)
-        .filter((g) => g.reader !== readerId)
-        .map((g) => this.#reader(g.reader, { allowRemoved: true }));
-      const recipients = readers.map(recipientOf);
+      const recipients = this.#liveReaders(id, now)
+        .filter((m) => m.id !== readerId)
+        .map(recipientOf);
       if (!options.reencrypt) {
         const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients);
         const receipt = await this.#c.anchor(revokeEvent(id, readerId, actor.id, false, now));
@@ -533,7 +641,7 @@ export class Vault {
     await this.#c.locked(id, async () => {
       const record = this.#c.m.record(id);
       if (record?.state !== 'active') return;
-      const readers = this.#c.m.liveGrants(id, now).map((g) => this.#reader(g.reader, { allowRemoved: true }));
+      const readers = this.#liveReaders(id, now);
       const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
       this.#c.m.transaction(() => {
         this.#c.m.setHeader(id, header);
@@ -556,11 +664,29 @@ export class Vault {
     return this.#c.m.reviews(open);
   }
 
-  closeReview(actor: MemberRow, id: string, outcome: 'justified' | 'unjustified'): void {
+  /** Closes a break-glass review with its outcome (DPO); anchored as review.closed, on the record's trail. */
+  async closeReview(actor: MemberRow, id: string, outcome: 'justified' | 'unjustified'): Promise<{ receipt: Receipt }> {
     authorize(actor, 'review');
-    const review = this.#c.m.review(id);
-    if (!review) fail('REVIEW_NOT_FOUND', id);
-    this.#c.m.closeReview(id, actor.id, this.#c.now(), outcome);
+    checkMemberId(id);
+    return this.#c.locked(`review:${id}`, async () => {
+      const review = this.#c.m.review(id);
+      if (!review) fail('REVIEW_NOT_FOUND', id);
+      if (review.reviewedAt !== null) fail('REQUEST_INVALID', `review ${id} was closed already (${review.outcome})`);
+      const at = this.#c.now();
+      const receipt = await this.#c.anchor({
+        type: 'review.closed',
+        at,
+        recordId: review.recordId,
+        reviewId: id,
+        dpo: actor.id,
+        outcome,
+      });
+      this.#c.m.transaction(() => {
+        this.#c.m.closeReview(id, actor.id, at, outcome);
+        this.#c.index(review.recordId, receipt);
+      });
+      return { receipt };
+    });
   }
 
   // Health.
@@ -620,10 +746,22 @@ export class Vault {
     return ids.map((id) => this.#reader(id));
   }
 
-  #reader(id: string, options: { allowRemoved?: boolean } = {}): MemberRow {
+  /**
+   * The members whose stanzas a rewrapped header keeps: live grantees that are still members.
+   * A removed member's grants are revoked when it is removed; one removed before that rule is
+   * left out here too, so it never blocks a grant or a break-glass on its records.
+   */
+  #liveReaders(recordId: string, now: number): MemberRow[] {
+    return this.#c.m
+      .liveGrants(recordId, now)
+      .map((g) => this.#c.m.member(g.reader))
+      .filter((m): m is MemberRow => m !== undefined && m.removedAt === null);
+  }
+
+  #reader(id: string): MemberRow {
     checkMemberId(id);
     const member = this.#c.m.member(id);
-    if (!member || (member.removedAt !== null && !options.allowRemoved)) fail('MEMBER_NOT_FOUND', id);
+    if (!member || member.removedAt !== null) fail('MEMBER_NOT_FOUND', id);
     return member;
   }
 

@@ -37,6 +37,8 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'member.added': { member: id(), role: 'reader', by: id() },
     'member.removed': { member: id(), by: id() },
     'key.rotated': { member: id(), previousKey: id(), newKey: id() },
+    'member.capability': { member: id(), capability: 'emergency', granted: true, by: id() },
+    'review.closed': { recordId: id(), reviewId: id(), dpo: id(), outcome: 'justified' },
   };
   return { type, at, ...fields[type] } as LedgerEvent;
 }

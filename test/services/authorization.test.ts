@@ -11,7 +11,17 @@ import type { Role } from '../../services/vault/metadata.ts';
 import { bytes, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
-const ACTORS = ['admin', 'owner', 'otherUploader', 'granted', 'never', 'expired', 'revoked', 'dpo'] as const;
+const ACTORS = [
+  'admin',
+  'owner',
+  'otherUploader',
+  'granted',
+  'never',
+  'expired',
+  'revoked',
+  'dpo',
+  'clinician',
+] as const;
 type Actor = (typeof ACTORS)[number];
 
 let node: TestNode;
@@ -34,9 +44,11 @@ beforeAll(async () => {
     ['expired', 'reader'],
     ['revoked', 'reader'],
     ['dpo', 'dpo'],
+    ['clinician', 'reader'], // no grant on the record; given break-glass below
     ['spare', 'reader'],
   ];
   for (const [name, role] of roles) m[name] = await node.addMember(name.toLowerCase(), role);
+  await m.admin.client.setEmergencyAccess(m.clinician.id, true);
   record = (await upload(m.owner, [m.granted.id, m.revoked.id])).record.id;
   await m.owner.client.grant(record, m.expired.id, { purpose: 'treatment', expiresAt: Date.now() + 700 });
   await m.owner.client.revoke(record, m.revoked.id);
@@ -111,7 +123,17 @@ const ROUTES: Array<{ route: string; call: (who: TestMember) => Promise<unknown>
     route: 'POST /v1/records/:id/emergency',
     call: (w) =>
       w.client.emergency(record, 'patient arrived unconscious in the ER', { path: join(out, `e-${w.name}.bin`) }),
-    expect: only(['owner', 'otherUploader', 'granted', 'never', 'expired', 'revoked'], 'FORBIDDEN'),
+    // Only a member an admin gave the capability: not the uploader, not a granted, revoked or
+    // expired reader, not an admin or a DPO.
+    expect: only(['clinician'], 'FORBIDDEN'),
+  },
+  {
+    route: 'PUT + DELETE /v1/members/:id/emergency-access',
+    call: async (w) => {
+      await w.client.setEmergencyAccess(m.spare.id, true);
+      return w.client.setEmergencyAccess(m.spare.id, false);
+    },
+    expect: only(['admin'], 'FORBIDDEN'),
   },
   {
     route: 'GET /v1/records/:id/audit',

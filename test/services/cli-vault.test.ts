@@ -125,22 +125,48 @@ describe('medvault CLI against a node', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);
     expect(refused.stderr).toMatch(/\[NO_GRANT\]/);
-    const emergency = await medvault(
-      'emergency',
-      record,
-      '--reason',
-      'unconscious in the ER, prior MRI needed',
-      '-i',
-      key('insurer'),
-      '-o',
-      join(dir, 'er.dcm'),
-    );
+    const breakGlass = (who: string) =>
+      medvault(
+        'emergency',
+        record,
+        '--reason',
+        'unconscious in the ER, prior MRI needed',
+        '-i',
+        key(who),
+        '-o',
+        join(dir, `er-${who}.dcm`),
+      );
+    // Break-glass needs the capability: the insurer never has it; the clinic gets it from the admin.
+    const insurerTried = await breakGlass('insurer');
+    expect(insurerTried.code).toBe(1);
+    expect(insurerTried.stderr).toMatch(/has not been given break-glass access by an admin \[FORBIDDEN\]/);
+    const given = await medvault('member', 'emergency-access', 'clinic', '--key', join(data, 'admin.key'));
+    expect(given.stdout).toMatch(/^clinic may now use break-glass \(block \d+, leaf \d+\)/);
+    const emergency = await breakGlass('clinic');
     expect(emergency.stdout).toMatch(/^EMERGENCY ACCESS to [0-9a-f]{32}: 2097155 bytes/);
-    const reviews = await medvault('reviews', '--key', key('dpo'));
-    expect(reviews.stdout).toContain('unconscious in the ER');
+    const reviews = await medvault('reviews', '--key', key('dpo'), '--json');
+    const queued = JSON.parse(reviews.stdout) as Array<{ id: string; reason: string }>;
+    expect(queued.map((r) => r.reason)).toContain('unconscious in the ER, prior MRI needed');
+    const closed = await medvault(
+      'reviews',
+      '--close',
+      queued[0]?.id as string,
+      '--outcome',
+      'justified',
+      '--key',
+      key('dpo'),
+    );
+    expect(closed.stdout).toMatch(/^review [0-9a-f]{32} closed: justified \(block \d+, leaf \d+\)/);
     const audit = await medvault('audit', record, '--key', key('hospital'));
     expect(audit.stdout).toMatch(/events for [0-9a-f]{32}, all receipts verified/);
-    for (const type of ['record.created', 'acl.granted', 'record.accessed', 'acl.revoked', 'access.emergency']) {
+    for (const type of [
+      'record.created',
+      'acl.granted',
+      'record.accessed',
+      'acl.revoked',
+      'access.emergency',
+      'review.closed',
+    ]) {
       expect(audit.stdout).toContain(type);
     }
     const forbidden = await medvault('erase', '--record', record, '--key', key('hospital'));

@@ -10,7 +10,9 @@ describe('medvault demo', () => {
     expect(text).toContain('2097152 bytes, identical to the original');
     expect(text).toContain('opens with the stock `age` tool: yes');
     expect(text).toContain("the insurer's next fetch: refused, NO_GRANT");
+    expect(text).toContain('the insurer tries break-glass: refused, FORBIDDEN');
     expect(text).toMatch(/access given \(2097152 bytes\) and anchored as access\.emergency/);
+    expect(text).toMatch(/closes it as justified, anchored as review\.closed/);
     expect(text).toContain('the record now answers: RECORD_ERASED (HTTP 410)');
     expect(text).toMatch(/the sweep looked in \d+ places .* and found no trace/);
     expect(text).toMatch(/certificate OK: 1 record\(s\), key destroyed: true/);

@@ -56,6 +56,7 @@ describe('logs', () => {
     const dpoKeys = generateMemberKeys();
     await admin.addMember({ name: 'hospital', role: 'uploader', ...memberPublic(hospitalKeys) });
     const { member: reader } = await admin.addMember({ name: 'reader', role: 'reader', ...memberPublic(readerKeys) });
+    await admin.setEmergencyAccess(reader.id, true); // the reader may break the glass below
     await admin.addMember({ name: 'dpo', role: 'dpo', ...memberPublic(dpoKeys) });
     const hospital = new VaultClient(url, hospitalKeys);
     const plaintext = 'PATIENT Jane Q. Example, born 1970-01-01, MRN 0012345: glioma, left temporal lobe';

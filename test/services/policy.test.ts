@@ -10,7 +10,7 @@ import type { MemberRow, RecordRow } from '../../services/vault/metadata.ts';
 import { ACTION_ROLES, type Action, authorize } from '../../services/vault/policy.ts';
 import { codeOf } from '../helpers.ts';
 
-const member = (role: MemberRow['role'], removedAt: number | null): MemberRow => ({
+const member = (role: MemberRow['role'], removedAt: number | null, more: Partial<MemberRow> = {}): MemberRow => ({
   id: 'a'.repeat(32),
   name: 'someone',
   role,
@@ -19,6 +19,8 @@ const member = (role: MemberRow['role'], removedAt: number | null): MemberRow =>
   node: null,
   addedAt: 1,
   removedAt,
+  emergencyAccess: true, // break-glass given, so the role table alone decides below
+  ...more,
 });
 const record = { id: 'b'.repeat(32), uploader: 'a'.repeat(32) } as RecordRow;
 const ACTIONS = Object.keys(ACTION_ROLES) as Action[];
@@ -49,6 +51,16 @@ describe('authorize', () => {
         ).toBe('FORBIDDEN');
       }
     }
+  });
+
+  it('break-glass needs the capability, and is never for a member of another node', () => {
+    for (const role of ACTION_ROLES.emergency) {
+      expect(codeOf(() => authorize(member(role, null), 'emergency'))).toBe('no error');
+      expect(codeOf(() => authorize(member(role, null, { emergencyAccess: false }), 'emergency'))).toBe('FORBIDDEN');
+      expect(codeOf(() => authorize(member(role, null, { node: 'c'.repeat(32) }), 'emergency'))).toBe('FORBIDDEN');
+    }
+    expect(ACTION_ROLES.emergency).not.toContain('admin');
+    expect(ACTION_ROLES.emergency).not.toContain('dpo');
   });
 
   it('refuses a role the table does not list for an action', () => {

@@ -182,16 +182,18 @@ describe('a consortium: a reader fetches through its own node from the node hold
       await expect(bStranger.client.fetch(record.id, { path: join(out, 'stranger.bin') })).rejects.toMatchObject({
         code: 'NO_GRANT',
       });
-      // Break-glass goes the same way: B's reader without a grant gets the record, stating why;
-      // A anchors the emergency access and queues it for its DPO.
+      // Break-glass is for the holding node's own members: B's reader, even one B's admin gave
+      // break-glass at B, is refused at A through B, and A anchors nothing and queues nothing.
       const aDpo = await a.addMember('dpo-a', 'dpo');
-      const urgent = await bStranger.client.emergency(record.id, 'unconscious patient in our ER, allergies unknown', {
-        path: join(out, 'urgent.bin'),
-      });
-      expect(readFileSync(join(out, 'urgent.bin'))).toEqual(Buffer.from(content));
-      expect(urgent.access.event).toMatchObject({ type: 'access.emergency', reader: bStranger.id });
-      expect(urgent.access.block.signer).toBe(a.vault.nodeId);
-      expect((await aDpo.client.reviews()).map((r) => r.reader)).toContain(bStranger.id);
+      await b.admin.client.setEmergencyAccess(bStranger.id, true);
+      const headBefore = await a.vault.ledger.head();
+      await expect(
+        bStranger.client.emergency(record.id, 'unconscious patient in our ER, allergies unknown', {
+          path: join(out, 'urgent.bin'),
+        }),
+      ).rejects.toMatchObject({ code: 'FORBIDDEN' });
+      expect(await a.vault.ledger.head()).toEqual(headBefore);
+      expect(await aDpo.client.reviews()).toEqual([]);
       // A member of B cannot go to A directly...
       const direct = new VaultClient(a.url, bReader.keys);
       await expect(direct.fetch(record.id, { path: join(out, 'direct.bin') })).rejects.toMatchObject({

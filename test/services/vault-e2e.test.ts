@@ -92,9 +92,14 @@ describe('the vault end to end', () => {
 
   it('break-glass: a stated reason opens the record once, anchored and queued for review', async () => {
     const target = join(out, 'emergency.bin');
-    const result = await insurer.client.emergency(recordId, 'unconscious patient, emergency department', {
-      path: target,
+    // The insurer, revoked, is refused; an ER clinician an admin gave break-glass is not.
+    const reason = 'unconscious patient, emergency department';
+    await expect(insurer.client.emergency(recordId, reason, { path: target })).rejects.toMatchObject({
+      code: 'FORBIDDEN',
     });
+    const clinician = await node.addMember('er-clinician', 'reader');
+    await node.admin.client.setEmergencyAccess(clinician.id, true);
+    const result = await clinician.client.emergency(recordId, reason, { path: target });
     expect(Buffer.compare(readFileSync(target), document)).toBe(0);
     expect(result.access.event.type).toBe('access.emergency');
     const reviews = await dpo.client.reviews();

@@ -45,6 +45,20 @@ export async function memberRoutes(app: FastifyInstance, { vault }: RouteContext
       return reply.code(201).send(await vault.addMember(member(request), body));
     },
   );
+  for (const [method, granted] of [
+    ['PUT', true],
+    ['DELETE', false],
+  ] as const) {
+    app.route({
+      method,
+      url: '/v1/members/:id/emergency-access',
+      schema: {
+        summary: `${granted ? 'Give' : 'Withdraw'} break-glass access (admin; this node's uploaders and readers only); anchored as member.capability`,
+        params: ID_PARAMS,
+      },
+      handler: async (request) => vault.setEmergencyAccess(member(request), idParam(request), granted),
+    });
+  }
   app.delete(
     '/v1/members/:id',
     { schema: { summary: 'Remove a member (admin); anchored as member.removed', params: ID_PARAMS } },

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { idParam, member, type RouteContext } from '../context.ts';
 import { ID_PARAMS } from '../schemas.ts';
 
-export async function reviewRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
+export async function reviewRoutes(app: FastifyInstance, { vault, metrics }: RouteContext): Promise<void> {
   app.get(
     '/v1/reviews',
     {
@@ -24,7 +24,7 @@ export async function reviewRoutes(app: FastifyInstance, { vault }: RouteContext
     '/v1/reviews/:id',
     {
       schema: {
-        summary: 'Close a break-glass review (DPO)',
+        summary: 'Close a break-glass review with its outcome (DPO); anchored as review.closed',
         params: ID_PARAMS,
         body: {
           type: 'object',
@@ -34,10 +34,11 @@ export async function reviewRoutes(app: FastifyInstance, { vault }: RouteContext
         },
       },
     },
-    async (request, reply) => {
+    async (request) => {
       const { outcome } = request.body as { outcome: 'justified' | 'unjustified' };
-      vault.closeReview(member(request), idParam(request), outcome);
-      return reply.code(204).send();
+      const closed = await vault.closeReview(member(request), idParam(request), outcome);
+      metrics.openReviews.set(vault.openReviews());
+      return closed;
     },
   );
 }
