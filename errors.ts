@@ -72,6 +72,7 @@ export const ERRORS = {
   MEMBER_NOT_FOUND: { status: 404, message: 'no such member' },
   MEMBER_EXISTS: { status: 409, message: 'a member with this name or key already exists' },
   RECORD_NOT_FOUND: { status: 404, message: 'no such record' },
+  SUBJECT_NOT_FOUND: { status: 404, message: 'this node holds no record or key of that subject' },
   RECORD_ERASED: { status: 410, message: 'the record was erased' },
   ERASURE_NOT_FOUND: { status: 404, message: 'no such erasure request' },
   COSIGN_REFUSED: { status: 409, message: 'this node cannot confirm the erasure' },

@@ -7,6 +7,7 @@
  * The byte encoding is RFC 8785 canonical JSON (sorted keys, no whitespace),
  * so any member, in any language, re-derives the same leaf from an event.
  */
+import { createHash } from 'node:crypto';
 import { Ajv, type ValidateFunction } from 'ajv';
 import canonicalize from 'canonicalize';
 import { fail } from '../errors.ts';
@@ -16,8 +17,20 @@ const ID = { type: 'string', format: 'hex32' }; // 128-bit random id or key fing
 const HASH = { type: 'string', format: 'hex64' }; // SHA-256, or an HMAC-SHA-256 pseudonym
 const CODE = SCHEMA.purpose; // a purpose or reason code
 const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds since the epoch
-/** Fields an event may leave out, all together or none (the rest are required). */
-const OPTIONAL: Partial<Record<string, readonly string[]>> = { 'member.added': ['signingKey', 'recipient', 'node'] };
+/**
+ * Fields an event may leave out, in groups: each group all together or none
+ * (the rest are required).
+ * - member.added: the directory's public keys, absent for members anchored before it.
+ * - record.created: `subject` only in events written before subjects left the ledger
+ *   (accepted when read, never written now); `custodian` in every event written since.
+ */
+const OPTIONAL_GROUPS: Partial<Record<string, readonly (readonly string[])[]>> = {
+  'member.added': [['signingKey', 'recipient', 'node']],
+  'record.created': [['subject'], ['custodian']],
+};
+const OPTIONAL: Partial<Record<string, readonly string[]>> = Object.fromEntries(
+  Object.entries(OPTIONAL_GROUPS).map(([type, groups]) => [type, (groups ?? []).flat()]),
+);
 const ROLE = { enum: ROLES };
 
 const FIELDS = {
@@ -27,8 +40,12 @@ const FIELDS = {
     headerHash: HASH,
     size: { type: 'integer', minimum: 0 },
     uploader: ID,
+    // Legacy only: the subject's pseudonym linked every record of a patient for ever; no longer written.
     subject: HASH,
     node: ID,
+    // The fingerprint of the subject's custodian key the record is wrapped to: an erasure
+    // certificate's destroyed key is checked against it. Not personal: a random key's id.
+    custodian: ID,
   },
   'record.reencrypted': {
     recordId: ID,
@@ -46,7 +63,11 @@ const FIELDS = {
     requestId: ID,
     dpo: ID,
     scope: { enum: ['subject', 'record'] },
-    target: { type: 'string', pattern: '^([0-9a-f]{32}|[0-9a-f]{64})$' }, // a record id or a subject pseudonym
+    // A record id (scope record) or, for a subject, a commitment to it:
+    // SHA-256("medvault-erasure-target-v1\n" ‖ requestId ‖ "\n" ‖ pseudonym), which the nodes
+    // given the pseudonym can check and nobody else can link (subjectCommitment below).
+    // Events written before the commitment carried the pseudonym itself.
+    target: { type: 'string', pattern: '^([0-9a-f]{32}|[0-9a-f]{64})$' },
     executeAt: TIME,
   },
   'erasure.cancelled': { requestId: ID, by: ID },
@@ -95,19 +116,33 @@ ajv.addFormat('hex64', { type: 'string', validate: lowerHex(64) });
 const validators = new Map<string, ValidateFunction>(
   Object.entries(FIELDS).map(([type, fields]) => {
     const optional = OPTIONAL[type] ?? [];
-    const [first, ...rest] = optional;
+    // Within a group, the first field requires the rest and each of the rest the first.
+    const dependencies = Object.fromEntries(
+      (OPTIONAL_GROUPS[type] ?? [])
+        .filter((group) => group.length > 1)
+        .flatMap(([first, ...rest]) => [[first as string, rest], ...rest.map((k) => [k, [first as string]])]),
+    );
     return [
       type,
       ajv.compile({
         type: 'object',
         properties: { type: { const: type }, at: TIME, ...fields },
         required: ['type', 'at', ...Object.keys(fields).filter((k) => !optional.includes(k))],
-        ...(first ? { dependencies: Object.fromEntries(optional.map((k) => [k, k === first ? rest : [first]])) } : {}),
+        ...(Object.keys(dependencies).length > 0 ? { dependencies } : {}),
         additionalProperties: false,
       }),
     ];
   }),
 );
+
+/**
+ * What an erasure.filed event names for a subject: a commitment to the pseudonym under
+ * the request id, so the ledger never carries the pseudonym (nor links this erasure to
+ * the patient's other erasures).
+ */
+export function subjectCommitment(requestId: string, subject: string): string {
+  return createHash('sha256').update(`medvault-erasure-target-v1\n${requestId}\n${subject}`, 'utf8').digest('hex');
+}
 
 /** Throws EVENT_INVALID unless `value` is a well-formed event of a known type. */
 export function validateEvent(value: unknown): asserts value is LedgerEvent {

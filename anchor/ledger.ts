@@ -100,18 +100,46 @@ export async function verifyChain(
  * header at its height, and the chain links from there up to the head.
  */
 export async function checkReceiptOnLedger(ledger: Ledger, receipt: Receipt): Promise<{ headHeight: number }> {
-  const claimed = blockHash(receipt.block);
-  const at = await ledger.get(receipt.block.height);
-  if (!at) fail('RECEIPT_INVALID', `the ledger has no block at height ${receipt.block.height}`);
-  if (blockHash(at.header) !== claimed) {
-    fail('RECEIPT_INVALID', `the ledger's block ${receipt.block.height} is not the one in the receipt`);
+  return checkReceiptsOnLedger(ledger, [receipt]);
+}
+
+/**
+ * The same for many receipts in one walk of the ledger: from the lowest receipt's
+ * block to the head, every link checked once and each receipt's header found at
+ * its height (RECEIPT_INVALID naming the first that is not).
+ */
+export async function checkReceiptsOnLedger(
+  ledger: Ledger,
+  receipts: readonly Receipt[],
+): Promise<{ headHeight: number }> {
+  const claimed = new Map<number, string[]>();
+  for (const receipt of receipts) {
+    const hashes = claimed.get(receipt.block.height) ?? [];
+    hashes.push(blockHash(receipt.block));
+    claimed.set(receipt.block.height, hashes);
   }
+  const lowest = Math.min(...claimed.keys());
+  if (!Number.isFinite(lowest)) fail('INVALID_ARGUMENT', 'no receipt to check');
+  const at = await ledger.get(lowest);
+  if (!at) fail('RECEIPT_INVALID', `the ledger has no block at height ${lowest}`);
+  const check = (header: BlockHeader) => {
+    for (const hash of claimed.get(header.height) ?? []) {
+      if (blockHash(header) !== hash) {
+        fail('RECEIPT_INVALID', `the ledger's block ${header.height} is not the one in the receipt`);
+      }
+    }
+    claimed.delete(header.height);
+  };
+  check(at.header);
   let previous = at.header;
-  for await (const block of ledger.blocks(receipt.block.height + 1)) {
+  for await (const block of ledger.blocks(lowest + 1)) {
     if (block.header.prev !== blockHash(previous)) {
       fail('LEDGER_CORRUPT', `block ${block.header.height} does not link to block ${previous.height}`);
     }
+    check(block.header);
     previous = block.header;
   }
+  const [missing] = claimed.keys();
+  if (missing !== undefined) fail('RECEIPT_INVALID', `the ledger has no block at height ${missing}`);
   return { headHeight: previous.height };
 }

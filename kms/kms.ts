@@ -41,6 +41,11 @@ export interface Kms {
   destroy(subject: string): Promise<DestroyResult>;
   /** What the backend still holds for `subject` (empty when nothing): for the post-erasure sweep. */
   holds?(subject: string): Promise<string[]>;
+  /**
+   * What the backend still holds of the custodian key `keyId` (empty when nothing): for the
+   * sweep once the subject's pseudonym itself is gone from the node.
+   */
+  holdsKey?(keyId: string): Promise<string[]>;
   /** Releases what the backend holds open (a token session). */
   close?(): Promise<void>;
 }

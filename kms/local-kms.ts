@@ -162,6 +162,12 @@ export class LocalKms implements Kms {
     return entry ? [`keystore: custodian secret ${entry.keyId}`] : [];
   }
 
+  async holdsKey(keyId: string): Promise<string[]> {
+    return Object.values(this.#store.custodians)
+      .filter((entry) => entry.keyId === keyId)
+      .map(() => `keystore: custodian secret ${keyId}`);
+  }
+
   async destroy(subject: string): Promise<DestroyResult> {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
     return this.#change((store) => {

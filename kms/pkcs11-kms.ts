@@ -291,6 +291,24 @@ export class Pkcs11Kms implements Kms {
     return found;
   }
 
+  async holdsKey(keyId: string): Promise<string[]> {
+    const found: string[] = [];
+    const p11 = this.#p11;
+    p11.C_FindObjectsInit(this.#session, [
+      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+      { type: pkcs11js.CKA_ID, value: Buffer.from(keyId, 'hex') },
+    ]);
+    try {
+      if (p11.C_FindObjects(this.#session, 1).length > 0) found.push(`token ${this.#token}: key object ${keyId}`);
+    } finally {
+      p11.C_FindObjectsFinal(this.#session);
+    }
+    for (const entry of Object.values(this.#state.custodians)) {
+      if (entry.keyId === keyId) found.push(`custody file: wrapped custodian secret ${keyId}`);
+    }
+    return found;
+  }
+
   /** Whether the token still holds a key object for `subject` (for tests and the erasure sweep). */
   hasTokenKey(subject: string): boolean {
     return this.#find(subject) !== null;

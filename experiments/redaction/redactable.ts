@@ -51,6 +51,18 @@ export interface RedactableBlock {
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
+/**
+ * The chameleon randomness, decoded strictly: exactly 64 lower-case hex digits (Buffer's
+ * own hex decoding stops at the first bad pair, so junk, upper case or a short value
+ * would otherwise decode to some other scalar).
+ */
+function randomnessOf(block: RedactableBlock): bigint {
+  if (typeof block.r !== 'string' || !/^[0-9a-f]{64}$/.test(block.r)) {
+    fail('BLOCK_INVALID', `block ${block.header.height}: the chameleon randomness is not 64 lower-case hex digits`);
+  }
+  return scalarFromBytes(Buffer.from(block.r, 'hex'));
+}
+
 /** The message a block's link commits to: its height, its predecessor and its events. */
 export function blockMessage(height: number, prev: string, events: readonly LedgerEvent[]): Uint8Array {
   const digest = createHash('sha256');
@@ -111,12 +123,11 @@ export function verifyRedactableBlock(block: RedactableBlock, previous: Redactab
   ) {
     fail('BLOCK_INVALID', `${at}: bad signature`);
   }
+  const r = randomnessOf(block);
   let linked: string;
   try {
     const message = blockMessage(header.height, header.prev, block.events);
-    linked = hex(
-      chameleonHash(Buffer.from(header.chameleonKey, 'hex'), message, scalarFromBytes(Buffer.from(block.r, 'hex'))),
-    );
+    linked = hex(chameleonHash(Buffer.from(header.chameleonKey, 'hex'), message, r));
   } catch (err) {
     fail('BLOCK_INVALID', `${at}: ${(err as Error).message}`);
   }
@@ -154,7 +165,7 @@ export function redactEvent(
   const r = chameleonCollision(
     trapdoor,
     blockMessage(height, prev, block.events),
-    scalarFromBytes(Buffer.from(block.r, 'hex')),
+    randomnessOf(block),
     blockMessage(height, prev, events),
   );
   return { header: block.header, r: hex(scalarToBytes(r)), events };

@@ -7,7 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { blockHash } from '../../anchor/block.ts';
-import { checkReceiptOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
+import { checkReceiptsOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { AgeDecryptor, AgeEncryptor } from '../../crypto/age.ts';
@@ -141,13 +141,23 @@ export function buildProgram(): Command {
         const verified = verifyCertificate(document, trust);
         const cert = document as ErasureCertificate;
         receipts.push(...cert.records.map((r) => r.tombstone));
+        for (const part of cert.parts ?? []) receipts.push(...part.records.map((r) => r.tombstone));
+        const others = verified.nodes.slice(1);
         line =
           `certificate OK: erasure ${verified.requestId} of ${verified.records} record(s), signed by ${verified.signer}; ` +
           (cert.kms
-            ? `custodian key ${cert.kms.keyId} destroyed (${cert.kms.backend})`
+            ? `custodian key ${cert.kms.keyId} destroyed (${cert.kms.backend}), the key the records were wrapped to`
             : 'record scope, custodian key kept') +
           `; ${verified.records} tombstone receipt(s) verified` +
-          (verified.cosigners.length ? `; cosigned by ${verified.cosigners.join(', ')}` : '; no cosignatures');
+          (others.length
+            ? `; other nodes: ${others.map((n) => `${n.node} erased ${n.records} record(s)${n.keyDestroyed ? ' and its key' : ''}`).join(', ')}`
+            : '') +
+          (verified.cosigners.length ? `; cosigned by ${verified.cosigners.join(', ')}` : '; no cosignatures') +
+          (cert.consortium
+            ? verified.complete
+              ? '; COMPLETE: every node of the consortium erased its part and confirmed'
+              : `; INCOMPLETE: not yet confirmed by ${verified.missing.join(', ')}`
+            : '');
       } else {
         const verified = verifyReceipt(document, trust);
         receipts.push(document as Receipt);
@@ -155,10 +165,13 @@ export function buildProgram(): Command {
       }
       if (opts.ledger) {
         await withLedger(opts.ledger, async (ledger) => {
-          let head = 0;
-          for (const receipt of receipts) ({ headHeight: head } = await checkReceiptOnLedger(ledger, receipt));
+          const { headHeight: head } = await checkReceiptsOnLedger(ledger, receipts);
           line += `; on the ledger, linked to head ${head}`;
         });
+      }
+      if (!opts.trust?.length) {
+        line +=
+          '\n(integrity checked: it is intact and self-consistent; who signed it is not checked: give --trust NODE_KEY_ID)';
       }
       process.stdout.write(`${line}\n`);
     });

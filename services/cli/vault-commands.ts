@@ -139,6 +139,10 @@ export function addVaultCommands(program: Command): void {
       const erasures = setInterval(() => {
         vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
+      // Erasures filed here that some node has not yet confirmed (it was down): ask it again.
+      const unconfirmed = setInterval(() => {
+        vault.erasures.retryIncomplete().catch((err) => logger.error({ err }, 'asking the nodes again failed'));
+      }, 60_000);
       const checkpointMinutes = config.checkpointMinutes ?? 10;
       const checkpoints =
         checkpointMinutes > 0
@@ -158,6 +162,7 @@ export function addVaultCommands(program: Command): void {
       });
       clearInterval(sweep);
       clearInterval(erasures);
+      clearInterval(unconfirmed);
       clearInterval(checkpoints);
       await app.close();
       await vault.close();

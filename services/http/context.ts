@@ -28,6 +28,9 @@ export const member = (request: FastifyRequest) => request.member as MemberRow;
 /** The `:id` parameter of a route on one record, erasure, review or member. */
 export const idParam = (request: FastifyRequest) => (request.params as { id: string }).id;
 
+/** The largest document a peer may send (a certificate with its parts). */
+const PEER_BODY_LIMIT = 256 * 1024 * 1024;
+
 /**
  * A node-to-node route: what a peer asks is checked against public facts (the
  * document's signatures, the shared ledger) and this node's own holdings, so no
@@ -44,6 +47,9 @@ export function peerRoute(
     path,
     {
       config: { public: true, rateLimit: { max: 60, timeWindow: 60_000 } },
+      // A certificate lists every record with its receipts: a subject with thousands of records
+      // makes one of several MB (each peer's part inside it too).
+      bodyLimit: PEER_BODY_LIMIT,
       schema: {
         summary,
         body: {

@@ -38,7 +38,12 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   const window = options.authWindowMs ?? 60_000;
   const seen = new Map<string, number>(); // nonce -> expiry
   const app = Fastify({
-    loggerInstance: logger.child({ component: 'http' }) as FastifyBaseLogger,
+    loggerInstance: logger.child(
+      { component: 'http' },
+      // A request is logged by its path without the query, with any 64-hex segment (a subject
+      // pseudonym) replaced: the query of an upload names the subject, and logs outlive erasures.
+      { serializers: { req: (req: { method: string; url: string; id: string }) => logRequest(req) } },
+    ) as FastifyBaseLogger,
     bodyLimit: options.jsonLimit ?? 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     keepAliveTimeout: 65_000,
@@ -136,4 +141,10 @@ function toMedvaultError(err: unknown): MedvaultError {
     return new MedvaultError('REQUEST_INVALID', e.message);
   }
   return new MedvaultError('INTERNAL', undefined, { cause: err });
+}
+
+/** How a request appears in the logs: method, path without its query, no pseudonym. */
+export function logRequest(req: { method: string; url: string; id: string }) {
+  const path = (req.url.split('?')[0] ?? '').replace(/\/[0-9a-f]{64}(?=\/|$)/g, '/:subject');
+  return { method: req.method, url: path, id: req.id };
 }

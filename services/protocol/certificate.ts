@@ -43,6 +43,11 @@ export interface ErasedRecord {
   ciphertextHash: string;
   stores: StoreConfirmation[];
   tombstone: Receipt;
+  /**
+   * The receipt of the record's record.created, which names the custodian key it was
+   * wrapped to: a verifier checks that the destroyed key is that key.
+   */
+  created?: Receipt;
 }
 
 export interface ErasureCertificate {
@@ -51,17 +56,32 @@ export interface ErasureCertificate {
   requestId: string;
   /** The receipt of erasure.filed: when and by whom the request was filed, and when it could first run. */
   filed: Receipt;
-  scope: { subject: string } | { recordId: string };
+  /**
+   * What was erased: one record, or a subject named only by the commitment the ledger's
+   * erasure.filed carries (never the pseudonym). `{ subject }` is the form of
+   * certificates made before subjects left the ledger; it is still read.
+   */
+  scope: { subjectCommitment: string } | { recordId: string } | { subject: string };
   dpo: string;
   executedAt: number;
   /** The custodian key destroyed (subject scope), or null when the subject's key stays (record scope). */
   kms: { backend: string; keyId: string; confirmed: string } | null;
   records: ErasedRecord[];
+  /**
+   * For a subject erased across the consortium: the other nodes that must each erase their
+   * own part and confirm before the erasure is complete (signed by the executing node).
+   */
+  consortium?: string[];
   signer: string;
   signerKey: string;
   sig: string;
   /** Other nodes' confirmations; not covered by the executor's signature (they are added after it). */
   cosignatures?: Cosignature[];
+  /**
+   * The other nodes' own certificates for the same request (their records, key and
+   * tombstones), each signed by that node; added after the executor's signature.
+   */
+  parts?: ErasureCertificate[];
 }
 
 const { id: ID, hash: HASH } = SCHEMA;
@@ -90,10 +110,18 @@ const validateShape = new Ajv({ strict: true }).compile({
     filed: { type: 'object' },
     scope: {
       oneOf: [
-        { type: 'object', additionalProperties: false, required: ['subject'], properties: { subject: HASH } },
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['subjectCommitment'],
+          properties: { subjectCommitment: HASH },
+        },
         { type: 'object', additionalProperties: false, required: ['recordId'], properties: { recordId: ID } },
+        { type: 'object', additionalProperties: false, required: ['subject'], properties: { subject: HASH } },
       ],
     },
+    consortium: { type: 'array', maxItems: 256, uniqueItems: true, items: ID },
+    parts: { type: 'array', maxItems: 256, items: { type: 'object' } },
     dpo: ID,
     executedAt: { type: 'integer', minimum: 0 },
     kms: {
@@ -127,6 +155,7 @@ const validateShape = new Ajv({ strict: true }).compile({
             },
           },
           tombstone: { type: 'object' },
+          created: { type: 'object' },
         },
       },
     },
@@ -153,12 +182,12 @@ const validateShape = new Ajv({ strict: true }).compile({
 });
 
 function signedBytes(cert: Omit<ErasureCertificate, 'sig'>): Uint8Array {
-  const { sig: _omit, cosignatures: _later, ...unsigned } = cert as ErasureCertificate;
+  const { sig: _omit, cosignatures: _later, parts: _after, ...unsigned } = cert as ErasureCertificate;
   return Buffer.from(DOMAIN + canonicalJson(unsigned), 'utf8');
 }
 
 function cosignedBytes(cert: ErasureCertificate, cosigner: Omit<Cosignature, 'sig'>): Uint8Array {
-  const { cosignatures: _others, ...executed } = cert;
+  const { cosignatures: _others, parts: _after, ...executed } = cert;
   return Buffer.from(COSIGN_DOMAIN + canonicalJson({ certificate: executed, cosigner }), 'utf8');
 }
 
@@ -190,10 +219,18 @@ export function signCertificate(
 export interface VerifiedCertificate {
   requestId: string;
   signer: string;
+  /** Records erased, on the executing node and in every part. */
   records: number;
+  /** A custodian key was destroyed, and every record that names its key was wrapped to it. */
   keyDestroyed: boolean;
   /** The node ids that cosigned it (each signature verified). */
   cosigners: string[];
+  /** What each node erased: the executor first, then each part. */
+  nodes: Array<{ node: string; records: number; keyDestroyed: boolean }>;
+  /** Every node of `consortium` sent its part and cosigned (true when there is no consortium). */
+  complete: boolean;
+  /** The nodes of `consortium` that have not (yet) both erased their part and cosigned. */
+  missing: string[];
 }
 
 /**
@@ -220,14 +257,24 @@ export function verifyCertificate(
   if (trusted && !trusted.includes(cert.signer)) {
     fail('CERTIFICATE_INVALID', `signed by ${cert.signer}, which is not a trusted member key`);
   }
-  try {
-    const { event } = verifyReceipt(cert.filed, trusted ? { trusted } : {});
-    if (event.type !== 'erasure.filed' || event.requestId !== cert.requestId || event.dpo !== cert.dpo) {
-      fail('CERTIFICATE_INVALID', 'its filing receipt is for another request');
-    }
-  } catch (err) {
-    if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID') fail('CERTIFICATE_INVALID', `filing: ${err.message}`);
-    throw err;
+  const filed = receiptEvent(cert.filed, trusted, 'filing');
+  if (filed.type !== 'erasure.filed' || filed.requestId !== cert.requestId || filed.dpo !== cert.dpo) {
+    fail('CERTIFICATE_INVALID', 'its filing receipt is for another request');
+  }
+  const target =
+    'recordId' in cert.scope
+      ? cert.scope.recordId
+      : 'subjectCommitment' in cert.scope
+        ? cert.scope.subjectCommitment
+        : cert.scope.subject;
+  if (filed.scope !== ('recordId' in cert.scope ? 'record' : 'subject') || filed.target !== target) {
+    fail('CERTIFICATE_INVALID', 'its scope is not what the filing receipt names');
+  }
+  if ('recordId' in cert.scope && cert.records.some((r) => r.recordId !== target)) {
+    fail('CERTIFICATE_INVALID', 'a record-scope certificate lists another record');
+  }
+  if ('subjectCommitment' in cert.scope && cert.records.length > 0 && !cert.kms) {
+    fail('CERTIFICATE_INVALID', 'records of the subject were erased, but no custodian key was destroyed');
   }
   for (const record of cert.records) {
     let event: Receipt['event'];
@@ -244,6 +291,21 @@ export function verifyCertificate(
       event.requestId !== cert.requestId
     ) {
       fail('CERTIFICATE_INVALID', `record ${record.recordId}: its tombstone is for another erasure`);
+    }
+    if (record.created) {
+      const created = receiptEvent(record.created, trusted, `record ${record.recordId} creation`);
+      if (created.type !== 'record.created' || created.recordId !== record.recordId) {
+        fail('CERTIFICATE_INVALID', `record ${record.recordId}: its creation receipt is for another record`);
+      }
+      // The destroyed key is the one the record was wrapped to (records anchored since custodians are).
+      if (cert.kms && created.custodian !== undefined && created.custodian !== cert.kms.keyId) {
+        fail(
+          'CERTIFICATE_INVALID',
+          `record ${record.recordId} was wrapped to key ${created.custodian}, not the destroyed key ${cert.kms.keyId}`,
+        );
+      }
+    } else if ('subjectCommitment' in cert.scope) {
+      fail('CERTIFICATE_INVALID', `record ${record.recordId}: no creation receipt to check the destroyed key against`);
     }
   }
   const cosigners: string[] = [];
@@ -263,11 +325,46 @@ export function verifyCertificate(
     if (cosigners.includes(cosigner.signer)) fail('CERTIFICATE_INVALID', `${cosigner.signer} cosigned twice`);
     cosigners.push(cosigner.signer);
   }
+  const nodes = [{ node: cert.signer, records: cert.records.length, keyDestroyed: !!cert.kms }];
+  const consortium = cert.consortium ?? [];
+  if (consortium.includes(cert.signer)) fail('CERTIFICATE_INVALID', 'the executing node is not its own peer');
+  for (const part of cert.parts ?? []) {
+    const p = part as ErasureCertificate;
+    if (p.parts || p.consortium) fail('CERTIFICATE_INVALID', 'a part has parts of its own');
+    let verified: VerifiedCertificate;
+    try {
+      verified = verifyCertificate(part, trusted ? { trusted } : {});
+    } catch (err) {
+      if (isMedvaultError(err)) fail('CERTIFICATE_INVALID', `the part of ${p.signer}: ${err.message}`);
+      throw err;
+    }
+    if (p.requestId !== cert.requestId || canonicalJson(p.filed) !== canonicalJson(cert.filed)) {
+      fail('CERTIFICATE_INVALID', `the part of ${p.signer} is for another request`);
+    }
+    if (!consortium.includes(p.signer) || nodes.some((n) => n.node === p.signer)) {
+      fail('CERTIFICATE_INVALID', `a part by ${p.signer}, which is not one of the consortium's other nodes`);
+    }
+    nodes.push({ node: p.signer, records: verified.records, keyDestroyed: verified.keyDestroyed });
+  }
+  const missing = consortium.filter((n) => !cosigners.includes(n) || !nodes.some((x) => x.node === n));
   return {
     requestId: cert.requestId,
     signer: cert.signer,
-    records: cert.records.length,
+    records: nodes.reduce((sum, n) => sum + n.records, 0),
     keyDestroyed: !!cert.kms,
     cosigners,
+    nodes,
+    complete: missing.length === 0,
+    missing,
   };
+}
+
+/** A receipt's event, verified offline; CERTIFICATE_INVALID naming `what` when it does not verify. */
+function receiptEvent(receipt: Receipt, trusted: string[] | undefined, what: string): Receipt['event'] {
+  try {
+    return verifyReceipt(receipt, trusted ? { trusted } : {}).event;
+  } catch (err) {
+    if (isMedvaultError(err)) fail('CERTIFICATE_INVALID', `${what}: ${err.message}`);
+    throw err;
+  }
 }

@@ -67,6 +67,8 @@ export interface ErasureRow {
   cancelledAt: number | null;
   /** JSON: salted hashes of the erased headers' tokens, for the sweep (see services/vault/sweep.ts). */
   probes: string | null;
+  /** The node that filed it, when another node ordered this one to erase its part; null: filed here. */
+  origin: string | null;
 }
 
 export interface Finding {

@@ -354,6 +354,16 @@ export class VaultClient {
     return certificate;
   }
 
+  /**
+   * Asks the consortium's other nodes again for what an erasure's certificate lacks: the
+   * parts of nodes that were down, cosignatures (DPO). The node also does this every minute.
+   */
+  async completeErasure(requestId: string): Promise<ErasureCertificate> {
+    const certificate = await this.#json<ErasureCertificate>('POST', `/v1/erasures/${requestId}/cosign`);
+    verifyCertificate(certificate, { trusted: await this.#trust() });
+    return certificate;
+  }
+
   /** Files an erasure that runs after `delaySeconds` unless cancelled; resolves with its verified filing receipt. */
   async scheduleErasure(
     target: { subject: string } | { recordId: string },

@@ -60,7 +60,7 @@ export interface CoreDeps {
   clock?: () => number;
 }
 
-type TreeCache = Map<number, { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree }>;
+export type TreeCache = Map<number, { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree }>;
 
 export class VaultCore {
   readonly m: Metadata;

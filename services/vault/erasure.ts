@@ -3,7 +3,8 @@
  * cancelling it, executing it step by step (resumable), the signed
  * certificate and the consortium's cosignatures, and the post-erasure sweep.
  */
-import { checkReceiptOnLedger } from '../../anchor/ledger.ts';
+import { subjectCommitment } from '../../anchor/events.ts';
+import { checkReceiptOnLedger, checkReceiptsOnLedger } from '../../anchor/ledger.ts';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { check, fail, isMedvaultError } from '../../errors.ts';
 import { logger } from '../../log.ts';
@@ -14,7 +15,8 @@ import {
   signCertificate,
   verifyCertificate,
 } from '../protocol/certificate.ts';
-import { checkSubject, ID, newId, type VaultCore } from './core.ts';
+import { type ErasureOrder, signErasureOrder, verifyErasureOrder } from '../protocol/erasure-order.ts';
+import { checkSubject, ID, newId, type TreeCache, type VaultCore } from './core.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
 import { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
@@ -82,6 +84,9 @@ export class Erasures {
       checkSubject(target.subject);
       scope = 'subject';
       value = target.subject;
+      // A subject this node knows nothing of, in a node alone: nothing to erase, no certificate.
+      // In a consortium the erasure goes on to the other nodes, which may hold records of it.
+      if (this.#peers.list.length === 0 && !(await this.#knows(value))) fail('SUBJECT_NOT_FOUND');
     } else {
       scope = 'record';
       value = target.recordId;
@@ -96,7 +101,8 @@ export class Erasures {
       requestId,
       dpo: actor.id,
       scope,
-      target: value,
+      // Never the pseudonym: a commitment to it under this request (anchor/events.ts).
+      target: scope === 'subject' ? subjectCommitment(requestId, value) : value,
       executeAt,
     });
     const state = delayMs > 0 ? 'scheduled' : 'executing';
@@ -195,19 +201,24 @@ export class Erasures {
       if (grants > 0) findings.push({ where: 'metadata', what: `record ${record.id} grants`, count: grants });
     }
     checked.push('metadata: headers, blob refs, grants');
+    const destroyedKey = row.certificate ? (JSON.parse(row.certificate) as ErasureCertificate).kms?.keyId : undefined;
     if (row.scope === 'subject') {
       checked.push(`kms ${this.#c.kms.backend}: custodian of the subject`);
-      for (const what of (await this.#c.kms.holds?.(row.target)) ?? []) {
-        findings.push({ where: `kms ${this.#c.kms.backend}`, what, count: 1 });
-      }
+      // By the subject while this node still knows it, then by the destroyed key's id.
+      const held =
+        row.target !== ''
+          ? await this.#c.kms.holds?.(row.target)
+          : destroyedKey
+            ? await this.#c.kms.holdsKey?.(destroyedKey)
+            : [];
+      for (const what of held ?? []) findings.push({ where: `kms ${this.#c.kms.backend}`, what, count: 1 });
     }
     const probes = row.probes ? (JSON.parse(row.probes) as Probes) : { salt: '', hashes: [] };
     const files = await this.#sweepFiles();
     const data = await scanFiles(files.data, probes, []);
-    const keyId = row.certificate ? (JSON.parse(row.certificate) as ErasureCertificate).kms?.keyId : undefined;
     const logs = await scanFiles(files.logs, probes, [
       ...records.map((r) => r.ciphertextHash),
-      ...(keyId ? [keyId] : []),
+      ...(destroyedKey ? [destroyedKey] : []),
     ]);
     return {
       requestId,
@@ -224,13 +235,23 @@ export class Erasures {
     return JSON.parse(row.certificate) as ErasureCertificate;
   }
 
+  /** Whether this node holds anything of `subject`: a record (in any state but erased) or a custodian key. */
+  async #knows(subject: string): Promise<boolean> {
+    if (this.#c.m.recordsOf(subject, 'active').length > 0 || this.#c.m.recordsOf(subject, 'pending').length > 0) {
+      return true;
+    }
+    return ((await this.#c.kms.holds?.(subject)) ?? []).length > 0;
+  }
+
   /** Runs (or resumes) an erasure's remaining steps; see `erase`. */
   async #execute(requestId: string): Promise<ErasureCertificate> {
     const request = this.#c.m.erasure(requestId);
     if (!request) fail('ERASURE_NOT_FOUND', requestId);
-    if (request.certificate) return JSON.parse(request.certificate) as ErasureCertificate;
+    if (request.certificate) return this.#complete(JSON.parse(request.certificate) as ErasureCertificate);
     const records = this.#c.m.recordsOfErasure(requestId);
-    const kms = request.scope === 'subject' ? await this.#c.kms.destroy(request.target) : null;
+    const destroyed = request.scope === 'subject' ? await this.#c.kms.destroy(request.target) : null;
+    // A node that never held a key for the subject destroyed nothing: the certificate says so (null).
+    const kms = destroyed && destroyed.keyId !== 'none' ? destroyed : null;
     for (const record of records) {
       if (record.blobRef === null) continue;
       const result = await this.#c.deleteBlobIfUnused(record.blobRef, record.id);
@@ -256,11 +277,20 @@ export class Erasures {
     const filedRow = this.#c.m.anchors(requestId).find((a) => a.type === 'erasure.filed');
     if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
     const filed = await this.#c.receiptAt(filedRow.height, filedRow.leaf);
+    // One cache of the blocks' trees: a subject's records share a few blocks.
+    const trees: TreeCache = new Map();
+    const created: Array<Receipt | undefined> = [];
+    for (const record of records) created.push(await this.#createdReceipt(record.id, trees));
+    // Filed here for a subject: every other node of the consortium must erase its part and confirm.
+    const consortium = request.scope === 'subject' && request.origin === null ? this.#peers.ids : [];
     const certificate = signCertificate(
       {
         requestId,
         filed,
-        scope: request.scope === 'subject' ? { subject: request.target } : { recordId: request.target },
+        scope:
+          request.scope === 'subject'
+            ? { subjectCommitment: filed.event.target as string }
+            : { recordId: request.target },
         dpo: request.filedBy,
         executedAt: this.#c.now(),
         kms: kms && { backend: kms.backend, keyId: kms.keyId, confirmed: kms.confirmed },
@@ -269,14 +299,160 @@ export class Erasures {
           ciphertextHash: record.ciphertextHash,
           stores: this.#c.m.erasedBlobs(requestId, record.id),
           tombstone: receipts[i] as Receipt,
+          ...(created[i] ? { created: created[i] } : {}),
         })),
+        ...(consortium.length > 0 ? { consortium } : {}),
       },
       this.#c.node,
     );
     this.#c.m.finishErasure(requestId, JSON.stringify(certificate));
     this.#c.m.checkpoint();
     logger.info({ requestId, records: records.length, scope: request.scope }, 'erasure executed');
-    return this.#gather(certificate);
+    // An order from another node: this node's part is done; that node gathers the confirmations.
+    if (request.origin !== null) return certificate;
+    return this.#complete(certificate);
+  }
+
+  /** The receipt of a record's record.created, when this node indexed it. */
+  async #createdReceipt(recordId: string, trees: TreeCache): Promise<Receipt | undefined> {
+    const row = this.#c.m.anchors(recordId).find((a) => a.type === 'record.created');
+    return row ? this.#c.receiptAt(row.height, row.leaf, trees) : undefined;
+  }
+
+  /**
+   * Brings a certificate this node executed as far as the consortium lets it: each other
+   * node that has not sent its part is ordered to erase its own records of the subject
+   * (its part comes back), then every node that has not cosigned is asked to. Once every
+   * node has, the subject's pseudonym leaves this node's erasure row. A node that is down
+   * is left missing (the certificate says which) and asked again later (retryIncomplete).
+   */
+  async #complete(certificate: ErasureCertificate): Promise<ErasureCertificate> {
+    let current = certificate;
+    const request = this.#c.m.erasure(certificate.requestId);
+    const consortium = certificate.consortium ?? [];
+    if (request && request.origin === null && consortium.length > 0 && request.target !== '') {
+      const have = (current.parts ?? []).map((p) => p.signer);
+      if (consortium.some((n) => !have.includes(n))) {
+        const order = signErasureOrder(
+          { requestId: current.requestId, subject: request.target, filed: current.filed },
+          this.#c.node,
+        );
+        const parts = await this.#peers.ask<ErasureCertificate>(
+          '/v1/erasures/order',
+          { order },
+          { requestId: current.requestId },
+          (peer, part) => this.#acceptPart(current, peer.id, part),
+          have,
+        );
+        current = { ...current, parts: [...(current.parts ?? []), ...parts] };
+        this.#c.m.finishErasure(current.requestId, JSON.stringify(current));
+      }
+    }
+    current = await this.#gather(current);
+    const verified = verifyCertificate(current);
+    if (verified.complete && request?.origin === null && request.scope === 'subject' && request.target !== '') {
+      this.#c.m.forgetErasureSubject(current.requestId);
+      this.#c.m.checkpoint();
+    }
+    if (!verified.complete) {
+      logger.warn(
+        { requestId: current.requestId, missing: verified.missing },
+        'erasure not yet confirmed by every node',
+      );
+    }
+    return current;
+  }
+
+  /** A part a peer sent back: its own certificate for this very request, signed by that peer. */
+  #acceptPart(certificate: ErasureCertificate, peer: string, part: ErasureCertificate): boolean {
+    const verified = verifyCertificate(part);
+    return (
+      verified.signer === peer &&
+      part.requestId === certificate.requestId &&
+      JSON.stringify(part.filed) === JSON.stringify(certificate.filed)
+    );
+  }
+
+  /** Asks again, for each erasure filed here that not every node has confirmed (the server's timer). */
+  async retryIncomplete(): Promise<number> {
+    let pending = 0;
+    for (const row of this.#c.m.erasuresAwaitingNodes()) {
+      const certificate = await this.#c.locked(`erasure:${row.id}`, async () => {
+        const current = this.#c.m.erasure(row.id);
+        return current?.certificate ? this.#complete(JSON.parse(current.certificate) as ErasureCertificate) : null;
+      });
+      if (certificate && !verifyCertificate(certificate).complete) pending++;
+    }
+    return pending;
+  }
+
+  /**
+   * Another node's order to erase this node's records of a subject, for an erasure filed
+   * there: checked (the peer's signature, the filing on this node's view of the shared
+   * ledger, the pseudonym against the filing's commitment), then executed here like an
+   * erasure filed here, under the same request id: this node's custodian key, headers,
+   * blobs, its own tombstones. Returns this node's certificate for its part (idempotent).
+   */
+  async receive(value: unknown): Promise<ErasureCertificate> {
+    const order: ErasureOrder = verifyErasureOrder(value, (id) => this.#peers.get(id)?.signingKey);
+    const { event } = await this.#onLedger(order.filed);
+    if (
+      event.type !== 'erasure.filed' ||
+      event.requestId !== order.requestId ||
+      event.scope !== 'subject' ||
+      event.target !== subjectCommitment(order.requestId, order.subject)
+    ) {
+      fail('COSIGN_REFUSED', 'the order does not match the erasure filed on the ledger');
+    }
+    return this.#c.locked(`erasure:${order.requestId}`, async () => {
+      const existing = this.#c.m.erasure(order.requestId);
+      if (existing) {
+        if (existing.origin !== order.signer) fail('COSIGN_REFUSED', 'that request is not one this node was ordered');
+        return this.#execute(order.requestId);
+      }
+      this.#c.m.transaction(() => {
+        this.#c.m.addErasure({
+          id: order.requestId,
+          scope: 'subject',
+          target: order.subject,
+          filedBy: event.dpo as string,
+          filedAt: event.at,
+          executeAt: this.#c.now(),
+          state: 'executing',
+          origin: order.signer,
+        });
+        this.#c.m.addAnchor({
+          recordId: order.requestId,
+          type: 'erasure.filed',
+          height: order.filed.block.height,
+          leaf: order.filed.leafIndex,
+          at: event.at,
+        });
+      });
+      this.#begin(order.requestId);
+      const part = await this.#execute(order.requestId);
+      // This node's part is confirmed by the node that ordered it: the pseudonym can go.
+      this.#c.m.forgetErasureSubject(order.requestId);
+      this.#c.m.checkpoint();
+      logger.info(
+        { requestId: order.requestId, from: order.signer, records: part.records.length },
+        'erasure ordered by a peer executed',
+      );
+      return part;
+    });
+  }
+
+  /** A receipt verified and found on this node's view of the ledger; COSIGN_REFUSED otherwise. */
+  async #onLedger(receipt: Receipt): Promise<{ event: Receipt['event']; head: number }> {
+    try {
+      const { headHeight } = await checkReceiptOnLedger(this.#c.ledger, receipt);
+      return { event: receipt.event, head: headHeight };
+    } catch (err) {
+      if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID') {
+        fail('COSIGN_REFUSED', `not on this ledger: ${err.message}`);
+      }
+      throw err;
+    }
   }
 
   /**
@@ -302,7 +478,8 @@ export class Erasures {
 
   /** Asks the peers again for the cosignatures a certificate lacks (DPO). */
   async recollect(actor: MemberRow, requestId: string): Promise<ErasureCertificate> {
-    return this.#gather(this.certificate(actor, requestId));
+    const certificate = this.certificate(actor, requestId);
+    return this.#c.locked(`erasure:${requestId}`, () => this.#complete(certificate));
   }
 
   /**
@@ -318,9 +495,8 @@ export class Erasures {
     if (!peerIds.includes(verified.signer)) fail('COSIGN_REFUSED', `${verified.signer} is not a peer of this node`);
     let head = 0;
     try {
-      for (const receipt of [certificate.filed, ...certificate.records.map((r) => r.tombstone)]) {
-        ({ headHeight: head } = await checkReceiptOnLedger(this.#c.ledger, receipt));
-      }
+      const receipts = [certificate.filed, ...certificate.records.map((r) => r.tombstone)];
+      ({ headHeight: head } = await checkReceiptsOnLedger(this.#c.ledger, receipts));
     } catch (err) {
       if (isMedvaultError(err) && err.code === 'RECEIPT_INVALID')
         fail('COSIGN_REFUSED', `not on this ledger: ${err.message}`);
@@ -332,17 +508,26 @@ export class Erasures {
         fail('COSIGN_REFUSED', `this node still holds record ${recordId}`);
       }
     }
+    const subject = !('recordId' in certificate.scope);
     if ('subject' in certificate.scope) {
+      // A certificate from before subjects left the ledger: it names the pseudonym itself.
       const active = this.#c.m.recordsOf(certificate.scope.subject, 'active').length;
       if (active > 0) fail('COSIGN_REFUSED', `this node holds ${active} record(s) of the subject: erase them here too`);
       const holds = (await this.#c.kms.holds?.(certificate.scope.subject)) ?? [];
       if (holds.length > 0) fail('COSIGN_REFUSED', `this node's KMS still holds ${holds.join('; ')}`);
+    } else if ('subjectCommitment' in certificate.scope) {
+      // The pseudonym is not in the certificate: this node holds nothing of the subject only
+      // once it has executed its own part of this very request.
+      const part = this.#c.m.erasure(certificate.requestId);
+      if (part?.state !== 'done' || part.origin !== verified.signer) {
+        fail('COSIGN_REFUSED', 'this node has not erased its own part of this request yet');
+      }
     }
     return cosignCertificate(
       certificate,
       this.#c.node,
       `verified the certificate and its ${certificate.records.length} tombstone(s) on the ledger (head ${head}); ` +
-        `this node holds none of the records${'subject' in certificate.scope ? ' and no custodian key for the subject' : ''}`,
+        `this node holds none of the records${subject ? ' and erased its own records and custodian key of the subject' : ''}`,
     );
   }
 }

@@ -187,6 +187,9 @@ const MIGRATIONS = [
   `ALTER TABLE members ADD COLUMN emergency_access INTEGER NOT NULL DEFAULT 0 CHECK (emergency_access IN (0, 1));
    CREATE INDEX reviews_by_reader ON reviews (reader, at);
    CREATE INDEX grants_by_reader ON grants (reader);`,
+  // 7: erasures ordered by another node (its id; NULL: filed here), which this node executes
+  // for its own records of the subject and does not pass on.
+  `ALTER TABLE erasures ADD COLUMN origin TEXT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -521,9 +524,13 @@ export class Metadata {
 
   // Erasure requests.
 
-  addErasure(e: Pick<ErasureRow, 'id' | 'scope' | 'target' | 'filedBy' | 'filedAt' | 'executeAt' | 'state'>): void {
+  addErasure(
+    e: Pick<ErasureRow, 'id' | 'scope' | 'target' | 'filedBy' | 'filedAt' | 'executeAt' | 'state'> & {
+      origin?: string | null;
+    },
+  ): void {
     this.#run(
-      'INSERT INTO erasures (id, scope, target, filed_by, filed_at, state, execute_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO erasures (id, scope, target, filed_by, filed_at, state, execute_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       e.id,
       e.scope,
       e.target,
@@ -531,6 +538,22 @@ export class Metadata {
       e.filedAt,
       e.state,
       e.executeAt,
+      e.origin ?? null,
+    );
+  }
+
+  /**
+   * Forgets an erasure's subject once every node has confirmed: the pseudonym leaves its
+   * row (secure_delete overwrites the freed bytes; the caller checkpoints the WAL).
+   */
+  forgetErasureSubject(id: string): void {
+    this.#run("UPDATE erasures SET target = '' WHERE id = ? AND scope = 'subject'", id);
+  }
+
+  /** Erasures this node filed that are done but not yet confirmed by every node. */
+  erasuresAwaitingNodes(): ErasureRow[] {
+    return this.#all(
+      "SELECT * FROM erasures WHERE state = 'done' AND origin IS NULL AND scope = 'subject' AND target != '' ORDER BY filed_at",
     );
   }
 
@@ -572,7 +595,8 @@ export class Metadata {
   beginErasure(ids: readonly string[], erasureId: string, at: number): void {
     for (const id of ids) {
       this.#run(
-        "UPDATE records SET state = 'erased', header = NULL, erased_at = ?, erasure_id = ? WHERE id = ?",
+        // The subject's pseudonym leaves the row too: nothing here links the erased record to a patient.
+        "UPDATE records SET state = 'erased', header = NULL, subject = '', erased_at = ?, erasure_id = ? WHERE id = ?",
         at,
         erasureId,
         id,

@@ -80,9 +80,9 @@ export class Peers {
   }
 
   /**
-   * POSTs `body` as JSON to `path` on each peer not in `skip`, one after
-   * another; returns the answers `accept` took (it throws or returns false
-   * for an answer that does not verify as that peer's).
+   * POSTs `body` as JSON to `path` on each peer not in `skip`, all at once;
+   * returns the answers `accept` took (it throws or returns false for an
+   * answer that does not verify as that peer's), in the peers' order.
    */
   async ask<T>(
     path: string,
@@ -91,27 +91,38 @@ export class Peers {
     accept: (peer: Peer, answer: T) => boolean,
     skip: readonly string[] = [],
   ): Promise<T[]> {
-    const answers: T[] = [];
-    for (const peer of this.#list) {
-      if (skip.includes(peer.id)) continue;
-      try {
-        const response = await fetch(`${peer.url.replace(/\/$/, '')}${path}`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-          signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
-        });
-        const answer = (await response.json()) as T & { code?: string };
-        if (!response.ok) {
-          logger.warn({ ...context, peer: peer.id, code: answer.code }, 'peer refused to confirm');
-          continue;
-        }
-        if (!accept(peer, answer)) throw new Error('the answer is not signed by that peer');
-        answers.push(answer);
-      } catch (err) {
-        logger.warn({ ...context, peer: peer.id, err: (err as Error).message }, 'no confirmation from peer');
+    const answers = await Promise.all(
+      this.#list
+        .filter((peer) => !skip.includes(peer.id))
+        .map((peer) => this.#askOne(peer, path, body, context, accept)),
+    );
+    return answers.filter((a): a is Awaited<T> => a !== undefined) as T[];
+  }
+
+  async #askOne<T>(
+    peer: Peer,
+    path: string,
+    body: unknown,
+    context: Record<string, unknown>,
+    accept: (peer: Peer, answer: T) => boolean,
+  ): Promise<T | undefined> {
+    try {
+      const response = await fetch(`${peer.url.replace(/\/$/, '')}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
+      });
+      const answer = (await response.json()) as T & { code?: string };
+      if (!response.ok) {
+        logger.warn({ ...context, peer: peer.id, code: answer.code }, 'peer refused to confirm');
+        return undefined;
       }
+      if (!accept(peer, answer)) throw new Error('the answer is not signed by that peer');
+      return answer;
+    } catch (err) {
+      logger.warn({ ...context, peer: peer.id, err: (err as Error).message }, 'no confirmation from peer');
+      return undefined;
     }
-    return answers;
   }
 }

@@ -360,6 +360,7 @@ export class Vault {
       }
       throw err;
     }
+    const { keyId: custodian } = await this.#c.kms.custodian(input.subject);
     // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
     const ledgerFrom = ((await this.#c.ledger.head())?.height ?? -1) + 1;
     const put = await this.#c.store.put(checkPayload(rest));
@@ -390,7 +391,8 @@ export class Vault {
           headerHash: sha256(header),
           size: put.size,
           uploader: actor.id,
-          subject: input.subject,
+          // The custodian key's fingerprint, never the subject: the ledger links no records to a patient.
+          custodian,
           node: this.#c.node.id,
         }),
         ...readers.map((r) => this.#c.anchor(grantEvent(id, r.id, actor.id, input, at))),

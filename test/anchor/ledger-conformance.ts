@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
 import { blockHash, buildBlock } from '../../anchor/block.ts';
-import { checkReceiptOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
+import { checkReceiptOnLedger, checkReceiptsOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
 import { verifyReceipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { isMedvaultError } from '../../errors.ts';
@@ -94,6 +94,27 @@ export function ledgerConformance(name: string, open: () => Promise<Ledger>): vo
         const none: number[] = [];
         for await (const block of ledger.blocks(7)) none.push(block.header.height);
         expect(none).toEqual([]);
+      } finally {
+        await ledger.close();
+      }
+    });
+
+    it('many receipts are checked in one walk; one the ledger does not hold fails them all', async () => {
+      const ledger = await open();
+      try {
+        const batcher = new Batcher(ledger, signer, { maxEvents: 3, maxDelayMs: 1 });
+        const receipts = await Promise.all(Array.from({ length: 10 }, () => batcher.submit(sampleEvent())));
+        expect(new Set(receipts.map((r) => r.block.height)).size).toBeGreaterThan(2);
+        const head = (await ledger.head())?.height;
+        expect((await checkReceiptsOnLedger(ledger, receipts)).headHeight).toBe(head);
+        const { block, tree } = buildBlock(await ledger.head(), [sampleEvent()], signer); // never appended
+        const { makeReceipt } = await import('../../anchor/receipt.ts');
+        const stray = makeReceipt(block, tree, 0);
+        const other = buildBlock(null, [sampleEvent()], signer); // another block at height 0
+        for (const bad of [stray, makeReceipt(other.block, other.tree, 0)]) {
+          const err = await checkReceiptsOnLedger(ledger, [...receipts, bad]).catch((e) => e);
+          expect(isMedvaultError(err, 'RECEIPT_INVALID')).toBe(true);
+        }
       } finally {
         await ledger.close();
       }

@@ -24,6 +24,7 @@ import {
   buildRedactableBlock,
   type RedactableBlock,
   redactEvent,
+  verifyRedactableBlock,
   verifyRedactableChain,
 } from '../../experiments/redaction/redactable.ts';
 import { sampleEvent } from '../anchor/fixtures.ts';
@@ -130,6 +131,24 @@ describe('the redactable chain', () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it('the randomness is decoded strictly: upper case, junk, short or long is refused', () => {
+    const [block] = chain(1, 2);
+    const r = (block as RedactableBlock).r;
+    for (const bad of [
+      r.toUpperCase(),
+      `${r.slice(0, 62)}zz`,
+      r.slice(0, 62),
+      `${r}00`,
+      `${r.slice(0, 32)}-${r.slice(33)}`,
+    ]) {
+      expect(
+        codeOf(() => verifyRedactableBlock({ ...(block as RedactableBlock), r: bad }, null)),
+        bad,
+      ).toBe('BLOCK_INVALID');
+    }
+    expect(codeOf(() => verifyRedactableBlock(block as RedactableBlock, null))).toBe('no error');
   });
 
   it("one redaction exposes only its own block's trapdoor: it cannot redact another block", () => {

@@ -4,6 +4,7 @@
  * was never granted, an expired grant, a revoked reader, a non-DPO erasing,
  * and a removed member.
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateMemberKeys, memberPublic, VaultClient } from '../../services/sdk/client.ts';
@@ -174,14 +175,24 @@ const ROUTES: Array<{ route: string; call: (who: TestMember) => Promise<unknown>
   {
     route: 'POST /v1/erasures (scheduled) + POST /v1/erasures/:id/cancel',
     call: async (w) => {
-      const filed = await m.dpo.client.scheduleErasure({ subject: 'f'.repeat(64) }, 3600);
+      const filed = await m.dpo.client.scheduleErasure({ subject: SUBJECT }, 3600);
       return w.client.cancelErasure(filed.requestId);
     },
     expect: only(['dpo'], 'FORBIDDEN'),
   },
   {
     route: 'GET /v1/erasures/:id/sweep',
-    call: async (w) => w.client.sweep((await m.dpo.client.erase({ subject: 'f'.repeat(64) })).requestId),
+    call: async (w) => {
+      // A subject of its own, with one record, erased for each caller.
+      const subject = randomBytes(32).toString('hex');
+      await m.owner.client.upload(bytes(1000, 9), {
+        subject,
+        readers: [],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      });
+      return w.client.sweep((await m.dpo.client.erase({ subject })).requestId);
+    },
     expect: only(['dpo'], 'FORBIDDEN'),
   },
   {

@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitAgeFile } from '../../crypto/age.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
 import { readSealed } from '../../kms/sealed-file.ts';
-import { verifyCertificate } from '../../services/protocol/certificate.ts';
+import { signCertificate, verifyCertificate } from '../../services/protocol/certificate.ts';
 import { bytes, CLI, codeOf, filesUnder, flipBits, tempDir } from '../helpers.ts';
 import { DAY, served, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
@@ -215,10 +216,45 @@ describe('erasure of a subject', () => {
     }
   });
 
-  it('erasing the same subject again is a new, empty erasure; a record already erased answers 410', async () => {
-    const again = await dpo.client.erase({ subject: SUBJECT });
-    expect(again.records).toEqual([]);
+  it('erasing the same subject again, or one never seen, is 404 and anchors nothing; an erased record answers 410', async () => {
+    const head = await node.vault.ledger.head();
+    for (const subject of [SUBJECT, 'd'.repeat(64)]) {
+      await expect(dpo.client.erase({ subject })).rejects.toMatchObject({
+        code: 'SUBJECT_NOT_FOUND',
+        info: { status: 404 },
+      });
+    }
     await expect(dpo.client.erase({ recordId: records[0] as string })).rejects.toMatchObject({ code: 'RECORD_ERASED' });
+    expect(await node.vault.ledger.head()).toEqual(head);
+  });
+
+  it("the subject's pseudonym is in no file of the data directory: not the ledger, not the database", () => {
+    // The test's own byte scan, not the sweep: every file, raw (WAL and freed pages included).
+    const needle = Buffer.from(SUBJECT, 'latin1');
+    for (const file of filesUnder(node.data)) expect(readFileSync(file).indexOf(needle), file).toBe(-1);
+    // The other subject, not erased, is still known (the scan can find what is there).
+    expect(filesUnder(node.data).some((f) => readFileSync(f).indexOf(Buffer.from(OTHER, 'latin1')) >= 0)).toBe(true);
+  });
+
+  it('the certificate names no pseudonym: the commitment on the ledger, and the destroyed key checked against each record', () => {
+    expect(JSON.stringify(certificate)).not.toContain(SUBJECT);
+    expect(certificate.scope).toEqual({ subjectCommitment: certificate.filed.event.target });
+    for (const r of certificate.records) expect(r.created?.event.custodian).toBe(certificate.kms?.keyId);
+    // Re-signed by another key as it is, it verifies (integrity, not who signed: no --trust)...
+    const {
+      v: _v,
+      type: _t,
+      signer: _s,
+      signerKey: _k,
+      sig: _g,
+      cosignatures: _c,
+      ...body
+    } = structuredClone(certificate);
+    const other = SigningKey.generate();
+    expect(verifyCertificate(signCertificate(body, other)).keyDestroyed).toBe(true);
+    // ...but claiming another destroyed key than the records' anchored custodian, it does not.
+    if (body.kms) body.kms.keyId = 'e'.repeat(32);
+    expect(() => verifyCertificate(signCertificate(body, other))).toThrow(/not the destroyed key/);
   });
 });
 

@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
+import { subjectCommitment } from '../../anchor/events.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
 import { encrypt, openHeader, splitAgeFile } from '../../crypto/age.ts';
 import { parseHeader } from '../../crypto/header.ts';
@@ -218,7 +219,13 @@ describe('erasure with a cancel window', () => {
     const { record } = await upload();
     const filed = await dpo.client.scheduleErasure({ subject }, 3600);
     expect(filed).toMatchObject({ state: 'scheduled' });
-    expect(filed.receipt.event).toMatchObject({ type: 'erasure.filed', scope: 'subject', target: subject });
+    // The ledger names a commitment to the subject under this request, never the pseudonym.
+    expect(filed.receipt.event).toMatchObject({
+      type: 'erasure.filed',
+      scope: 'subject',
+      target: subjectCommitment(filed.requestId, subject),
+    });
+    expect(JSON.stringify(filed.receipt)).not.toContain(subject);
     expect(await node.vault.erasures.runDue()).toEqual([]); // not due yet
     const { receipt } = await dpo.client.cancelErasure(filed.requestId);
     expect(receipt.event).toMatchObject({ type: 'erasure.cancelled', requestId: filed.requestId, by: dpo.id });

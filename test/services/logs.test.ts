@@ -87,6 +87,8 @@ describe('logs', () => {
       signature: signed['medvault-signature'] as string,
       'keystore key': readFileSync(join(data, 'keystore.key')).toString('base64'),
       'pseudonym key': readFileSync(join(data, 'pseudonym.key'), 'utf8').trim(),
+      // The subject's pseudonym: in the custodian URL and the upload query, and erased since.
+      'subject pseudonym': SUBJECT,
     };
     for (const [name, keys] of Object.entries({ admin: adminKeys, hospital: hospitalKeys, reader: readerKeys })) {
       secrets[`${name} signing seed`] = Buffer.from(keys.signing.exportSeed()).toString('base64');

@@ -8,15 +8,19 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Block, blockHash, buildBlock } from '../../anchor/block.ts';
 import { verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { EtcdLedger } from '../../anchor/etcd-ledger.ts';
 import { verifyChain } from '../../anchor/ledger.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
+import { buildServer } from '../../services/http/server.ts';
 import { verifyCertificate } from '../../services/protocol/certificate.ts';
 import { forwardMessage, signRequest } from '../../services/protocol/signing.ts';
 import { memberPublic, VaultClient } from '../../services/sdk/client.ts';
+import { openNode } from '../../services/vault/node.ts';
+import type { Vault } from '../../services/vault/vault.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
 import { bytes, filesUnder, medvault, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
@@ -102,46 +106,122 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-describe('a consortium: a second node on the same etcd ledger cosigns erasures', () => {
-  it('node B confirms node A’s erasure only once it holds nothing of the subject itself', async () => {
-    const ledger = `etcd://${cluster.members.map((m) => m.clientUrl.replace('http://', '')).join(',')}/vault-test`;
-    const b = await startNode({ overrides: { ledger } });
-    try {
-      node.vault.peers.set([{ id: b.vault.nodeId, url: b.url }]);
-      b.vault.peers.set([{ id: node.vault.nodeId, url: node.url }]);
-      const subject = 'c'.repeat(64);
-      const bHospital = await b.addMember('hospital-b', 'uploader');
-      const bDpo = await b.addMember('dpo-b', 'dpo');
-      const upload = (client: TestMember['client']) =>
-        client.upload(bytes(5000, 4), { subject, readers: [], purpose: 'treatment', expiresAt: Date.now() + DAY });
-      await upload(hospital.client);
-      await upload(bHospital.client); // B holds a record of the same patient, under its own custodian key
-      const first = await dpo.client.erase({ subject });
-      expect(verifyCertificate(first).cosigners).toEqual([]); // B refused: it still holds the subject
-      const bCertificate = await bDpo.client.erase({ subject }); // B erases its own; A cosigns that
-      expect(verifyCertificate(bCertificate).cosigners).toEqual([node.vault.nodeId]);
-      const again = await fetch(`${node.url}/v1/erasures/${first.requestId}/cosign`, {
-        method: 'POST',
-        headers: signRequest(dpo.keys.signing, 'POST', `/v1/erasures/${first.requestId}/cosign`, undefined),
+describe('a consortium: an erasure filed at one node reaches every node', () => {
+  /** Three nodes on the etcd ledger under `prefix`, each with its own fs store, each the others' peer. */
+  async function threeNodes(prefix: string) {
+    const ledger = `${cluster.uri}/${prefix}`;
+    const nodes = [];
+    for (let i = 0; i < 3; i++) nodes.push(await startNode({ overrides: { ledger } }));
+    const peer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n.vault.nodeKey });
+    for (const n of nodes) n.vault.peers.set(nodes.filter((o) => o !== n).map(peer));
+    return { nodes: nodes as [TestNode, TestNode, TestNode], ledger, peer };
+  }
+
+  /** At each node: an uploader, a reader, a DPO, and one record of `subject` readable by that reader. */
+  async function patientEverywhere(nodes: readonly TestNode[], subject: string, tag: string) {
+    const out = [];
+    for (const [i, n] of nodes.entries()) {
+      const uploader = await n.addMember(`hospital-${tag}-${i}`, 'uploader');
+      const reader = await n.addMember(`reader-${tag}-${i}`, 'reader');
+      const officer = await n.addMember(`dpo-${tag}-${i}`, 'dpo');
+      const { record } = await uploader.client.upload(bytes(4000 + i, 40 + i), {
+        subject,
+        readers: [reader.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
       });
-      const cosigned = (await again.json()) as typeof first;
-      expect((await dpo.client.sweep(first.requestId)).findings).toEqual([]);
-      expect((await bDpo.client.sweep(bCertificate.requestId)).findings).toEqual([]);
-      const verified = verifyCertificate(cosigned, {
-        trusted: [node.vault.nodeId, b.vault.nodeId],
-        cosigners: [b.vault.nodeId],
-      });
-      expect(() => verifyCertificate(cosigned, { cosigners: [node.vault.nodeId] })).toThrow(/not a trusted node key/);
-      expect(verified.cosigners).toEqual([b.vault.nodeId]);
-      expect(cosigned.cosignatures?.[0]?.confirmed).toMatch(/no custodian key for the subject/);
-      // A cosignature moved to another certificate does not verify.
-      const forged = { ...bCertificate, cosignatures: cosigned.cosignatures };
-      expect(() => verifyCertificate(forged)).toThrow(/cosignature by .* does not verify|not a separate node/);
-    } finally {
-      node.vault.peers.set([]);
-      await b.stop();
+      out.push({ node: n, uploader, reader, officer, record: record.id });
     }
-  }, 60_000);
+    return out;
+  }
+
+  it('every node erases its own records and key, the certificate lists them all and completes; nothing links back', async () => {
+    const { nodes } = await threeNodes('erase-everywhere');
+    try {
+      const subject = '7'.repeat(64);
+      const at = await patientEverywhere(nodes, subject, 'x');
+      const [a, b, c] = at as [(typeof at)[0], (typeof at)[0], (typeof at)[0]];
+      const certificate = await a.officer.client.erase({ subject });
+      const ids = nodes.map((n) => n.vault.nodeId);
+      const verified = verifyCertificate(certificate, { trusted: ids, cosigners: ids.slice(1) });
+      expect(verified).toMatchObject({ complete: true, missing: [], records: 3 });
+      expect(verified.nodes.map((n) => [n.node, n.records, n.keyDestroyed])).toEqual(ids.map((id) => [id, 1, true]));
+      expect(verified.cosigners.sort()).toEqual(ids.slice(1).sort());
+      // Every node's record is gone, fetched through its own node.
+      for (const x of [a, b, c]) {
+        await expect(x.reader.client.fetch(x.record, { path: join(out, 'gone') })).rejects.toMatchObject({
+          code: 'RECORD_ERASED',
+        });
+      }
+      // Each node's own sweep finds nothing; no node keeps the pseudonym in any file (raw scan).
+      expect((await a.officer.client.sweep(certificate.requestId)).findings).toEqual([]);
+      for (const x of [b, c]) expect((await x.officer.client.sweep(certificate.requestId)).findings).toEqual([]);
+      for (const n of nodes) {
+        for (const file of filesUnder(n.data)) {
+          expect(readFileSync(file).indexOf(Buffer.from(subject, 'latin1')), file).toBe(-1);
+        }
+      }
+      expect(JSON.stringify(certificate)).not.toContain(subject);
+      // A cosignature means "I erased my part": a node that had not is refused (checked at B).
+      const forged = { ...certificate, requestId: '9'.repeat(32) };
+      expect(() => verifyCertificate(forged)).toThrow();
+    } finally {
+      for (const n of nodes) await n.stop();
+    }
+  }, 90_000);
+
+  it('with a node down the certificate says incomplete and names it; the node erases once back, and it completes', async () => {
+    const { nodes, peer, ledger } = await threeNodes('erase-while-down');
+    const [a, b, c] = nodes;
+    let restarted: { app: FastifyInstance; vault: Vault; url: string } | null = null;
+    try {
+      const subject = '8'.repeat(64);
+      const at = await patientEverywhere(nodes, subject, 'y');
+      const cRecord = at[2]?.record as string;
+      const cReader = at[2]?.reader as TestMember;
+      await c.stop(); // C is down when A erases
+      const first = await (at[0] as (typeof at)[0]).officer.client.erase({ subject });
+      const verified = verifyCertificate(first);
+      expect(verified.complete).toBe(false);
+      expect(verified.missing).toEqual([c.vault.nodeId]);
+      expect(verified.nodes.map((n) => n.node)).toEqual([a.vault.nodeId, b.vault.nodeId]);
+      // C comes back (another port), still holding its record until A asks again.
+      const vault = await openNode(c.data, { ledger });
+      const app = await buildServer(vault);
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const address = app.server.address();
+      const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+      restarted = { app, vault, url };
+      vault.peers.set([peer(a), peer(b)]);
+      a.vault.peers.set([peer(b), { id: vault.nodeId, url, signingKey: vault.nodeKey }]);
+      const readerAtC = new VaultClient(url, cReader.keys);
+      expect((await readerAtC.record(cRecord)).state).toBe('active');
+      // A cosignature says "I erased my part": C, which has not yet, refuses to give one.
+      const asked = await fetch(`${url}/v1/cosign`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ certificate: first }),
+      });
+      expect(asked.status).toBe(409);
+      expect(((await asked.json()) as { code: string }).code).toBe('COSIGN_REFUSED');
+      const completed = await (at[0] as (typeof at)[0]).officer.client.completeErasure(first.requestId);
+      const now = verifyCertificate(completed);
+      expect(now).toMatchObject({ complete: true, missing: [], records: 3 });
+      await expect(readerAtC.fetch(cRecord, { path: join(out, 'gone-c') })).rejects.toMatchObject({
+        code: 'RECORD_ERASED',
+      });
+      for (const file of filesUnder(a.data)) {
+        expect(readFileSync(file).indexOf(Buffer.from(subject, 'latin1')), file).toBe(-1);
+      }
+    } finally {
+      await a.stop();
+      await b.stop();
+      if (restarted) {
+        await restarted.app.close();
+        await restarted.vault.close();
+      }
+    }
+  }, 90_000);
 });
 
 describe('a consortium: a reader fetches through its own node from the node holding the record', () => {
