@@ -39,6 +39,7 @@ export const ERRORS = {
   LEDGER_CONFLICT: { status: 409, message: 'another block was appended at this height' },
   LEDGER_UNAVAILABLE: { status: 503, message: 'the ledger is unavailable' },
   LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
+  LEDGER_EMPTY: { status: 404, message: 'the ledger holds no block (a wrong path, prefix or contract?)' },
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
   LEDGER_UNAUTHORIZED: { status: 403, message: 'this node may not append to the ledger' },

@@ -16,8 +16,12 @@ export const REDACT = [
   '*.fileKey',
   'authorization',
   'req.headers["medvault-signature"]',
-  'reason',
-  '*.reason',
+  // Break-glass reasons, by where they could appear (a request body, a review row): not every
+  // `reason` key, so that a log line's own reason (why a tail was cut, say) stays readable.
+  'body.reason',
+  'req.body.reason',
+  'review.reason',
+  'reviews[*].reason',
 ];
 
 /** The process logger: JSON lines on stderr; level from MEDVAULT_LOG_LEVEL (default info). */

@@ -5,13 +5,23 @@
  * u32 payload length | u32 CRC-32 of the payload | payload (block JSON).
  *
  * An append writes its record past the end and fdatasyncs before it
- * resolves, so an acknowledged block is on disk. At open, the records are
- * scanned; a torn tail (a record cut short, or a last record whose checksum,
- * JSON or link is wrong: a write the crash interrupted, never acknowledged)
- * is cut off with a log line saying what was cut; so is a tail of zeros (the
- * file grew but the data never reached the disk). A bad record with other data
- * after it is not a torn write but damage, and the ledger refuses to open.
- * A lock file keeps a second process from appending to the same file.
+ * resolves, so an acknowledged block is on disk. At open the records are
+ * scanned. A torn tail is only what a crash can leave: the last record cut
+ * short or not yet fully on disk (its checksum fails), or zeros past the end,
+ * with no complete record anywhere after it; it was never acknowledged and
+ * is cut, with a log line saying what was cut. Anything else is damage and
+ * the ledger refuses to open, naming the byte offset, and changes nothing: a
+ * record whose length, checksum or JSON is wrong with a complete record after
+ * it (found by searching the rest of the file for one), a complete record
+ * that does not link, or a tail cut into a block the node had acknowledged
+ * (`acknowledged`: the highest height the node's own records refer to).
+ * `medvault ledger repair` copies the intact prefix aside; nothing is ever
+ * cut in place but a torn tail.
+ *
+ * A read-only open (verification, `--ledger` checks) takes no lock and
+ * writes nothing, so it works while a node runs; it reports a torn tail
+ * (`tornTail`) instead of cutting it.
+ * A lock file keeps a second writer from appending to the same file.
  */
 import { type FileHandle, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -29,6 +39,29 @@ const MAX_RECORD = 64 * 1024 * 1024;
 export interface FileLedgerOptions {
   /** Where the torn-tail line goes; the process logger (stderr) by default. */
   logger?: Logger;
+  /** Open to read only: no lock, nothing cut or written (a torn tail is reported in `tornTail`). */
+  readOnly?: boolean;
+  /**
+   * The highest block height the node acknowledged and still refers to: a ledger that ends
+   * below it lost acknowledged blocks, and is refused rather than cut.
+   */
+  acknowledged?: number;
+}
+
+/** A torn tail found at open: where it starts, how long it is, and what was wrong. */
+export interface TornTail {
+  offset: number;
+  bytes: number;
+  problem: string;
+}
+
+/** What a scan of the file found. */
+interface Scan {
+  offsets: number[];
+  /** The end of the intact records. */
+  size: number;
+  head: BlockHeader | null;
+  tornTail: TornTail | null;
 }
 
 /** True when bytes [from, to) of the file are all zero (a tail extended but never written). */
@@ -41,6 +74,36 @@ async function allZero(handle: FileHandle, from: number, to: number): Promise<bo
   return true;
 }
 
+/**
+ * Whether a complete record (a length that fits, a matching checksum, a block as JSON) starts
+ * anywhere in (from, to): proof that what is at `from` is damage, not a torn tail, since a crash
+ * leaves nothing complete after the record it interrupted. Candidates are the positions whose
+ * payload would start with '{'.
+ */
+async function completeRecordAfter(handle: FileHandle, from: number, to: number): Promise<number | null> {
+  const chunk = Buffer.alloc(1 << 20);
+  const header = Buffer.alloc(RECORD_HEADER);
+  for (let base = from + 1; base + RECORD_HEADER < to; base += chunk.length - RECORD_HEADER) {
+    const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, to - base), base);
+    const view = chunk.subarray(0, bytesRead);
+    for (let at = view.indexOf(0x7b, RECORD_HEADER); at >= 0; at = view.indexOf(0x7b, at + 1)) {
+      const start = base + at - RECORD_HEADER;
+      if (start <= from) continue;
+      await handle.read(header, 0, RECORD_HEADER, start);
+      const length = header.readUInt32BE(0);
+      if (length === 0 || length > MAX_RECORD || start + RECORD_HEADER + length > to) continue;
+      const payload = Buffer.alloc(length);
+      await handle.read(payload, 0, length, start + RECORD_HEADER);
+      if (crc32(payload) !== header.readUInt32BE(4)) continue;
+      try {
+        if ((JSON.parse(payload.toString('utf8')) as Block).header) return start;
+      } catch {}
+    }
+    if (base + bytesRead >= to) break;
+  }
+  return null;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -48,6 +111,18 @@ function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+const REPAIR =
+  '; the file is left as it is: `medvault ledger repair --ledger file:PATH -o COPY` copies the intact blocks aside';
+
+/** LEDGER_CORRUPT when the intact blocks end below a height the node acknowledged. */
+function checkAcknowledged(path: string, blocks: number, acknowledged: number | undefined): void {
+  if (acknowledged === undefined || acknowledged < blocks) return;
+  fail(
+    'LEDGER_CORRUPT',
+    `${path}: ends at block ${blocks - 1}, but this node acknowledged block ${acknowledged}: acknowledged blocks are missing${REPAIR}`,
+  );
 }
 
 async function acquireLock(lockPath: string): Promise<void> {
@@ -65,25 +140,92 @@ async function acquireLock(lockPath: string): Promise<void> {
   fail('LEDGER_LOCKED', 'could not take the lock');
 }
 
+/**
+ * Reads the records from the start while each is whole, checksummed and a block that links to
+ * the one before. `problem` says what stopped the walk at `end`: `complete` when it is a whole
+ * record with a good checksum (written whole, so no crash made it: damage wherever it is),
+ * otherwise a record cut short or not checksummed (a torn write, if nothing complete follows).
+ */
+async function walkRecords(
+  handle: FileHandle,
+  path: string,
+): Promise<{
+  offsets: number[];
+  head: BlockHeader | null;
+  end: number;
+  size: number;
+  problem: { text: string; complete: boolean } | null;
+}> {
+  const { size } = await handle.stat();
+  const magic = Buffer.alloc(MAGIC.length);
+  await handle.read(magic, 0, MAGIC.length, 0);
+  check(magic.equals(MAGIC), 'LEDGER_CORRUPT', `${path} is not a medvault ledger file`);
+  const offsets: number[] = [];
+  let head: BlockHeader | null = null;
+  let offset = MAGIC.length;
+  const recordHeader = Buffer.alloc(RECORD_HEADER);
+  const stop = (text: string, complete = false) => ({ offsets, head, end: offset, size, problem: { text, complete } });
+  while (offset < size) {
+    if (size - offset < RECORD_HEADER) return stop('a record header cut short');
+    await handle.read(recordHeader, 0, RECORD_HEADER, offset);
+    const length = recordHeader.readUInt32BE(0);
+    if (length === 0 || length > MAX_RECORD) return stop(`an impossible record length ${length}`);
+    if (offset + RECORD_HEADER + length > size) return stop('a record cut short');
+    const payload = Buffer.alloc(length);
+    await handle.read(payload, 0, length, offset + RECORD_HEADER);
+    if (crc32(payload) !== recordHeader.readUInt32BE(4)) return stop('a record whose checksum does not match');
+    let block: Block;
+    try {
+      block = JSON.parse(payload.toString('utf8')) as Block;
+    } catch {
+      return stop('a record that is not JSON', true);
+    }
+    if (block.header?.height !== offsets.length || block.header.prev !== (head ? blockHash(head) : GENESIS_PREV)) {
+      return stop(`a block that does not link to block ${offsets.length - 1}`, true);
+    }
+    offsets.push(offset);
+    head = block.header;
+    offset += RECORD_HEADER + length;
+  }
+  return { offsets, head, end: offset, size, problem: null };
+}
+
 export class FileLedger implements Ledger {
   readonly kind = 'file' as const;
   readonly path: string;
+  /** A torn tail a read-only open found (and left); null when there is none or it was cut. */
+  readonly tornTail: TornTail | null;
   readonly #handle: FileHandle;
   readonly #offsets: number[];
+  readonly #readOnly: boolean;
   #size: number;
   #head: BlockHeader | null;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
 
-  private constructor(path: string, handle: FileHandle, offsets: number[], size: number, head: BlockHeader | null) {
+  private constructor(path: string, handle: FileHandle, scan: Scan, readOnly: boolean) {
     this.path = path;
     this.#handle = handle;
-    this.#offsets = offsets;
-    this.#size = size;
-    this.#head = head;
+    this.#offsets = scan.offsets;
+    this.#size = scan.size;
+    this.#head = scan.head;
+    this.#readOnly = readOnly;
+    this.tornTail = readOnly ? scan.tornTail : null;
   }
 
   static async open(path: string, options: FileLedgerOptions = {}): Promise<FileLedger> {
+    if (options.readOnly) {
+      const handle = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') fail('LEDGER_EMPTY', `${path} does not exist`);
+        throw err;
+      });
+      try {
+        return new FileLedger(path, handle, await FileLedger.#scan(handle, path, options), true);
+      } catch (err) {
+        await handle.close();
+        throw err;
+      }
+    }
     await acquireLock(`${path}.lock`);
     let handle: FileHandle;
     try {
@@ -96,8 +238,22 @@ export class FileLedger implements Ledger {
       await fsyncDirectory(dirname(path));
     }
     try {
-      const { offsets, size, head } = await FileLedger.#scan(handle, path, options.logger ?? processLogger);
-      return new FileLedger(path, handle, offsets, size, head);
+      const scan = await FileLedger.#scan(handle, path, options);
+      if (scan.tornTail) {
+        await handle.truncate(scan.size);
+        await handle.sync();
+        (options.logger ?? processLogger).warn(
+          {
+            ledger: path,
+            offset: scan.tornTail.offset,
+            cutBytes: scan.tornTail.bytes,
+            problem: scan.tornTail.problem,
+            blocks: scan.offsets.length,
+          },
+          'file ledger: cut a torn tail that was never acknowledged',
+        );
+      }
+      return new FileLedger(path, handle, scan, false);
     } catch (err) {
       await handle.close();
       await rm(`${path}.lock`, { force: true });
@@ -105,54 +261,30 @@ export class FileLedger implements Ledger {
     }
   }
 
-  /** Reads every record, checks its checksum and link, and cuts a torn tail. */
-  static async #scan(handle: FileHandle, path: string, logger: Logger) {
-    const { size } = await handle.stat();
-    const magic = Buffer.alloc(MAGIC.length);
-    await handle.read(magic, 0, MAGIC.length, 0);
-    check(magic.equals(MAGIC), 'LEDGER_CORRUPT', `${path} is not a medvault ledger file`);
-    const offsets: number[] = [];
-    let head: BlockHeader | null = null;
-    let offset = MAGIC.length;
-    const recordHeader = Buffer.alloc(RECORD_HEADER);
-    while (offset < size) {
-      const problem = await (async (): Promise<string | null> => {
-        if (size - offset < RECORD_HEADER) return 'a record header cut short';
-        await handle.read(recordHeader, 0, RECORD_HEADER, offset);
-        const length = recordHeader.readUInt32BE(0);
-        if (length === 0 || length > MAX_RECORD) return `an impossible record length ${length}`;
-        if (offset + RECORD_HEADER + length > size) return 'a record cut short';
-        const payload = Buffer.alloc(length);
-        await handle.read(payload, 0, length, offset + RECORD_HEADER);
-        if (crc32(payload) !== recordHeader.readUInt32BE(4)) return 'a record whose checksum does not match';
-        let block: Block;
-        try {
-          block = JSON.parse(payload.toString('utf8')) as Block;
-        } catch {
-          return 'a record that is not JSON';
-        }
-        const expectedPrev = head ? blockHash(head) : GENESIS_PREV;
-        if (block.header?.height !== offsets.length || block.header.prev !== expectedPrev) {
-          return `a block that does not link to block ${offsets.length - 1}`;
-        }
-        offsets.push(offset);
-        head = block.header;
-        offset += RECORD_HEADER + length;
-        return null;
-      })();
-      if (problem === null) continue;
-      const length = size - offset >= RECORD_HEADER ? recordHeader.readUInt32BE(0) : 0;
-      const isTail = offset + RECORD_HEADER + length >= size || (await allZero(handle, offset, size));
-      if (!isTail) fail('LEDGER_CORRUPT', `${path}: ${problem} at byte ${offset}, with data after it`);
-      await handle.truncate(offset);
-      await handle.sync();
-      logger.warn(
-        { ledger: path, offset, cutBytes: size - offset, reason: problem, blocks: offsets.length },
-        'file ledger: cut a torn tail that was never acknowledged',
-      );
-      return { offsets, size: offset, head };
+  /**
+   * Reads every record and checks its checksum and link; finds a torn tail (to cut, or to
+   * report when read-only) and refuses damage (LEDGER_CORRUPT naming the byte offset).
+   */
+  static async #scan(handle: FileHandle, path: string, options: FileLedgerOptions): Promise<Scan> {
+    const walk = await walkRecords(handle, path);
+    const { offsets, head, end, size, problem } = walk;
+    if (problem?.complete) fail('LEDGER_CORRUPT', `${path}: ${problem.text} at byte ${end}${REPAIR}`);
+    if (problem) {
+      const after = (await allZero(handle, end, size)) ? null : await completeRecordAfter(handle, end, size);
+      if (after !== null) {
+        fail(
+          'LEDGER_CORRUPT',
+          `${path}: ${problem.text} at byte ${end}, with a complete record at byte ${after} after it: damage, not a torn write${REPAIR}`,
+        );
+      }
     }
-    return { offsets, size, head };
+    checkAcknowledged(path, offsets.length, options.acknowledged);
+    return {
+      offsets,
+      size: end,
+      head,
+      tornTail: problem ? { offset: end, bytes: size - end, problem: problem.text } : null,
+    };
   }
 
   async head(): Promise<BlockHeader | null> {
@@ -182,6 +314,7 @@ export class FileLedger implements Ledger {
 
   async #append(blocks: readonly Block[]): Promise<void> {
     check(!this.#closed, 'LEDGER_UNAVAILABLE', 'the ledger is closed');
+    check(!this.#readOnly, 'LEDGER_UNAVAILABLE', 'the ledger is open to read only');
     checkRun(blocks);
     const first = blocks[0] as Block;
     if (!extendsHead(first, this.#head)) {
@@ -226,6 +359,42 @@ export class FileLedger implements Ledger {
     this.#closed = true;
     await this.#tail;
     await this.#handle.close();
-    await rm(`${this.path}.lock`, { force: true });
+    if (!this.#readOnly) await rm(`${this.path}.lock`, { force: true });
+  }
+}
+
+/**
+ * Copies the intact blocks of the file ledger at `path` (every record from the start that
+ * verifies and links) to a new file `output`, fsync'd; `path` is only read. What the scan of a
+ * damaged ledger would refuse is left out, and said.
+ */
+export async function repairFileLedger(
+  path: string,
+  output: string,
+): Promise<{ blocks: number; bytes: number; leftOut: number; damageAt: number; problem: string }> {
+  const handle = await open(path, 'r');
+  try {
+    const { offsets, end, size, problem } = await walkRecords(handle, path);
+    const out = await open(output, 'wx', 0o644);
+    try {
+      const copy = Buffer.alloc(1 << 20);
+      for (let at = 0; at < end; at += copy.length) {
+        const { bytesRead } = await handle.read(copy, 0, Math.min(copy.length, end - at), at);
+        await out.write(copy, 0, bytesRead, at);
+      }
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await fsyncDirectory(dirname(output));
+    return {
+      blocks: offsets.length,
+      bytes: end,
+      leftOut: size - end,
+      damageAt: end,
+      problem: problem?.text ?? 'nothing: the ledger is intact',
+    };
+  } finally {
+    await handle.close();
   }
 }

@@ -12,7 +12,15 @@ import { EtcdLedger } from './etcd-ledger.ts';
 import { FileLedger } from './file-ledger.ts';
 import type { Ledger } from './ledger.ts';
 
-export async function openLedger(uri: string, options: { logger?: Logger } = {}): Promise<Ledger> {
+export interface OpenLedgerOptions {
+  logger?: Logger;
+  /** To read only: a file ledger takes no lock and cuts nothing (verification, `--ledger` checks). */
+  readOnly?: boolean;
+  /** The highest height this node acknowledged: a file ledger that lost it is refused (see FileLedger). */
+  acknowledged?: number;
+}
+
+export async function openLedger(uri: string, options: OpenLedgerOptions = {}): Promise<Ledger> {
   if (uri.startsWith('file:')) {
     const path = uri.slice('file:'.length);
     if (path === '') fail('INVALID_ARGUMENT', 'file: ledger URI needs a path');

@@ -7,6 +7,7 @@
 import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { blockHash } from '../../anchor/block.ts';
+import { FileLedger } from '../../anchor/file-ledger.ts';
 import { checkReceiptsOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
@@ -187,9 +188,32 @@ export function buildProgram(): Command {
     .action(async (opts: { ledger: string; trust: string[] }) => {
       await withLedger(opts.ledger, async (ledger) => {
         const summary = await verifyChain(ledger, opts.trust.length > 0 ? { trusted: new Set(opts.trust) } : {});
-        const head = summary.head ? `head ${summary.head.height} ${blockHash(summary.head)}` : 'empty';
-        process.stdout.write(`ledger OK: ${summary.blocks} blocks, ${summary.events} events, ${head}\n`);
+        if (!summary.head) fail('LEDGER_EMPTY', `${opts.ledger} holds no block`);
+        const torn = ledger instanceof FileLedger ? ledger.tornTail : null;
+        process.stdout.write(
+          `ledger OK: ${summary.blocks} blocks, ${summary.events} events, head ${summary.head.height} ${blockHash(summary.head)}\n` +
+            (torn
+              ? `note: ${torn.bytes} byte(s) after the last block at byte ${torn.offset} (${torn.problem}): a torn write, ` +
+                'never acknowledged; left as it is (a node cuts it when it next opens the ledger)\n'
+              : ''),
+        );
       });
+    });
+  ledgerCommand
+    .command('repair')
+    .description(
+      'copy the intact blocks of a damaged file ledger to a new file (the damaged file is left as it is); then verify the copy and put it in place by hand',
+    )
+    .requiredOption('--ledger <uri>', 'file:PATH of the damaged ledger')
+    .requiredOption('-o, --output <file>', 'where to write the intact prefix (must not exist)')
+    .action(async (opts: { ledger: string; output: string }) => {
+      if (!opts.ledger.startsWith('file:')) fail('INVALID_ARGUMENT', 'repair works on file: ledgers');
+      const { repairFileLedger } = await import('../../anchor/file-ledger.ts');
+      const result = await repairFileLedger(opts.ledger.slice('file:'.length), opts.output);
+      process.stdout.write(
+        `copied blocks 0..${result.blocks - 1} (${result.bytes} bytes) to ${opts.output}; ` +
+          `left out ${result.leftOut} byte(s) from byte ${result.damageAt}: ${result.problem}\n`,
+      );
     });
   ledgerCommand
     .command('head')
@@ -205,8 +229,9 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Opens a ledger to read only (a file ledger: no lock, nothing cut), so a running node's can be checked. */
 async function withLedger(uri: string, use: (ledger: Ledger) => Promise<void>): Promise<void> {
-  const ledger = await openLedger(uri);
+  const ledger = await openLedger(uri, { readOnly: true });
   try {
     await use(ledger);
   } finally {

@@ -485,6 +485,11 @@ export class Metadata {
     );
   }
 
+  /** The highest ledger height any anchor here refers to (null: none): the node relies on that block. */
+  highestAnchor(): number | null {
+    return this.#one<{ h: number | null }>('SELECT MAX(height) AS h FROM anchors')?.h ?? null;
+  }
+
   anchors(recordId: string): AnchorRow[] {
     return this.#all('SELECT * FROM anchors WHERE record_id = ? ORDER BY height, leaf', recordId);
   }

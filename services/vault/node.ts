@@ -170,10 +170,19 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
   const storeConfig =
     overrides.store ?? (process.env.MEDVAULT_STORE ? (envJson('MEDVAULT_STORE') as StoreConfig) : config.store);
-  const ledger = await openLedger(inData(data, ledgerUri));
+  const metadata = new Metadata(join(data, 'metadata.db'));
+  // The highest block this node's own records refer to: a file ledger that lost it is refused
+  // (not cut), and Vault.open checks any ledger's head against it.
+  const acknowledged = metadata.highestAnchor() ?? undefined;
+  let ledger: Awaited<ReturnType<typeof openLedger>>;
+  try {
+    ledger = await openLedger(inData(data, ledgerUri), acknowledged === undefined ? {} : { acknowledged });
+  } catch (err) {
+    metadata.close();
+    throw err;
+  }
   const store = await openBlobStore(inStore(data, storeConfig));
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
-  const metadata = new Metadata(join(data, 'metadata.db'));
   const sweepFiles = async () => ({
     // Everything in the data directory but the blob store (the sweep asks the stores themselves).
     data: (await readdir(data, { recursive: true, withFileTypes: true }))

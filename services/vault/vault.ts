@@ -68,6 +68,33 @@ export interface EmergencyAlert {
 }
 
 const DAY_MS = 86_400_000;
+
+/**
+ * Refuses a ledger that ends below a block this node's records refer to: it lost acknowledged
+ * blocks, or it is another ledger than the one the node was made on. Not checked (logged) when
+ * the ledger cannot be read at start-up: the node then serves what does not need it.
+ */
+async function checkLedgerHolds(deps: VaultDeps): Promise<void> {
+  const acknowledged = deps.metadata.highestAnchor();
+  if (acknowledged === null) return;
+  let height: number;
+  try {
+    height = (await deps.ledger.head())?.height ?? -1;
+  } catch (err) {
+    if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) {
+      logger.warn({ acknowledged }, 'the ledger could not be read at start-up; its height is checked later');
+      return;
+    }
+    throw err;
+  }
+  if (height < acknowledged) {
+    fail(
+      'LEDGER_CORRUPT',
+      `the ledger ends at block ${height}, but this node's records refer to block ${acknowledged}: ` +
+        'acknowledged blocks are missing, or this is not the ledger the node was made on',
+    );
+  }
+}
 const DEFAULT_EMERGENCY_PER_DAY = 3;
 
 export type { ErasureTarget } from './erasure.ts';
@@ -125,6 +152,7 @@ export class Vault {
 
   /** Opens the vault and finishes what a crash interrupted: pending uploads, erasures, stray blobs. */
   static async open(deps: VaultDeps): Promise<Vault> {
+    await checkLedgerHolds(deps);
     const vault = new Vault(deps);
     await vault.#recoverPending();
     await vault.erasures.resume();

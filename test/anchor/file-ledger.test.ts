@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Batcher } from '../../anchor/batcher.ts';
-import { FileLedger } from '../../anchor/file-ledger.ts';
+import { FileLedger, repairFileLedger } from '../../anchor/file-ledger.ts';
 import { checkReceiptOnLedger, verifyChain } from '../../anchor/ledger.ts';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
@@ -62,7 +62,8 @@ describe('file ledger: crashes and damage', () => {
     await ledger.close();
     expect(statSync(path).size).toBe(size);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ offset: size, cutBytes: 308, reason: 'a record cut short', blocks: 5 });
+    // The line says why (under `problem`: the logger redacts `reason` keys, which once hid it).
+    expect(lines[0]).toMatchObject({ offset: size, cutBytes: 308, problem: 'a record cut short', blocks: 5 });
     await expectIntact(path, receipts, 4);
   });
 
@@ -92,6 +93,77 @@ describe('file ledger: crashes and damage', () => {
     const err = await FileLedger.open(path).catch((e) => e);
     expect(isMedvaultError(err, 'LEDGER_CORRUPT')).toBe(true);
     expect(statSync(path).size).toBe(bytes.length); // nothing was cut
+  });
+
+  /** The byte offset of block `height`'s record (8-byte magic, then 8-byte headers and payloads). */
+  function recordOffset(bytes: Buffer, height: number): number {
+    let at = 8;
+    for (let h = 0; h < height; h++) at += 8 + bytes.readUInt32BE(at);
+    return at;
+  }
+
+  it.each<[string, (bytes: Buffer, at: number) => Buffer]>([
+    ['a bit of the length field', (b, at) => flipBits(b, at + 2, 0x01)], // longer than what follows
+    ['a low bit of the length field', (b, at) => flipBits(b, at + 3, 0x04)], // shorter: the checksum fails
+    ['the checksum field', (b, at) => flipBits(b, at + 5, 0x10)],
+    ['the payload', (b, at) => flipBits(b, at + 8 + 30, 0x02)],
+  ])('damage to %s of a middle record is refused, naming the byte, and nothing is cut', async (_name, damage) => {
+    const path = join(dir, `middle-${Math.random().toString(16).slice(2)}.mvl`);
+    await filled(path, 6);
+    const bytes = readFileSync(path);
+    const at = recordOffset(bytes, 2);
+    const damaged = damage(Buffer.from(bytes), at);
+    writeFileSync(path, damaged);
+    const err = await FileLedger.open(path).catch((e) => e);
+    expect(isMedvaultError(err, 'LEDGER_CORRUPT'), String(err)).toBe(true);
+    expect(err.message).toContain(`at byte ${at}`);
+    expect(err.message).toContain('ledger repair');
+    expect(readFileSync(path).equals(damaged)).toBe(true); // not cut, not rewritten
+  });
+
+  it('a last block the node acknowledged, cut short, is refused instead of cut; unacknowledged, it is cut', async () => {
+    const path = join(dir, 'acked.mvl');
+    const receipts = await filled(path, 4);
+    truncateSync(path, statSync(path).size - 37);
+    const cut = readFileSync(path);
+    const err = await FileLedger.open(path, { acknowledged: 3 }).catch((e) => e);
+    expect(isMedvaultError(err, 'LEDGER_CORRUPT')).toBe(true);
+    expect(err.message).toMatch(/ends at block 2, but this node acknowledged block 3/);
+    expect(readFileSync(path).equals(cut)).toBe(true);
+    await expectIntact(path, receipts, 2); // opened without the node's word: a torn tail, cut
+  });
+
+  it('a read-only open takes no lock, cuts nothing and reports a torn tail', async () => {
+    const path = join(dir, 'readonly.mvl');
+    await filled(path, 3);
+    const writer = await FileLedger.open(path); // a running node holds the lock
+    try {
+      appendFileSync(path, Buffer.from([0, 0, 1, 0, 1, 2, 3, 4, 0x7b]));
+      const size = statSync(path).size;
+      const reader = await FileLedger.open(path, { readOnly: true });
+      expect(reader.tornTail).toMatchObject({ offset: size - 9, bytes: 9, problem: 'a record cut short' });
+      expect((await verifyChain(reader)).blocks).toBe(3);
+      await expect(reader.append([])).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE' });
+      await reader.close();
+      expect(statSync(path).size).toBe(size);
+      expect(readFileSync(`${path}.lock`, 'utf8')).toBe(String(process.pid)); // the writer's lock stays
+    } finally {
+      await writer.close();
+    }
+  });
+
+  it('repair copies the intact prefix aside and leaves the damaged file as it is', async () => {
+    const path = join(dir, 'to-repair.mvl');
+    const receipts = await filled(path, 5);
+    const bytes = readFileSync(path);
+    const damaged = flipBits(Buffer.from(bytes), recordOffset(bytes, 3) + 8 + 30, 0x02);
+    writeFileSync(path, damaged);
+    const copy = join(dir, 'repaired.mvl');
+    const result = await repairFileLedger(path, copy);
+    expect(result).toMatchObject({ blocks: 3, damageAt: recordOffset(bytes, 3) });
+    expect(readFileSync(path).equals(damaged)).toBe(true);
+    await expectIntact(copy, receipts, 2);
+    await expect(repairFileLedger(path, copy)).rejects.toThrow(); // never overwrites
   });
 
   it('a second process cannot open the same ledger; a stale lock is taken over', async () => {

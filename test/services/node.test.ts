@@ -1,5 +1,5 @@
 /** A node's data directory: init, reopen, the keystore secret from a file, and refusals. */
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { initNode, openNode, readConfig } from '../../services/vault/node.ts';
@@ -26,6 +26,26 @@ describe('a node data directory', () => {
     await vault.close();
     await expect(initNode(data)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(openNode(join(root, 'nothing-here'))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('a node whose ledger lost a block it acknowledged refuses to start, and cuts nothing', async () => {
+    const data = join(root, 'lost-block');
+    await initNode(data); // anchors the first admin: block 0 is acknowledged and indexed
+    const ledger = join(data, 'ledger.mvl');
+    const whole = readFileSync(ledger);
+    truncateSync(ledger, whole.length - 20); // the tail of block 0, as a disk that lost it would
+    const cut = readFileSync(ledger);
+    const err = await openNode(data).catch((e) => e);
+    expect(err).toMatchObject({ code: 'LEDGER_CORRUPT' });
+    expect(err.message).toMatch(/acknowledged block 0/);
+    expect(readFileSync(ledger).equals(cut)).toBe(true);
+    // Another ledger than the node's (here an empty one) is refused the same way.
+    writeFileSync(ledger, whole);
+    const other = join(root, 'lost-block-other.mvl');
+    writeFileSync(other, 'MVLEDG01');
+    await expect(openNode(data, { ledger: `file:${other}` })).rejects.toMatchObject({ code: 'LEDGER_CORRUPT' });
+    const vault = await openNode(data); // with its whole ledger back, it starts
+    await vault.close();
   });
 
   it('a malformed peer list refuses the start, naming the entry; a good one is kept', async () => {

@@ -106,6 +106,19 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
+describe('a node pointed at another ledger', () => {
+  it('refuses to start: its records refer to blocks that ledger does not have', async () => {
+    const made = await startNode({ overrides: { ledger: `${cluster.uri}/ledger-one` } });
+    await made.addMember('someone', 'reader'); // anchored: this node now relies on that block
+    await made.stop();
+    const err = await openNode(made.data, { ledger: `${cluster.uri}/ledger-two` }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'LEDGER_CORRUPT' });
+    expect(err.message).toMatch(/not the ledger the node was made on/);
+    const again = await openNode(made.data, { ledger: `${cluster.uri}/ledger-one` });
+    await again.close();
+  });
+});
+
 describe('a consortium: an erasure filed at one node reaches every node', () => {
   /** Three nodes on the etcd ledger under `prefix`, each with its own fs store, each the others' peer. */
   async function threeNodes(prefix: string) {
