@@ -38,6 +38,14 @@ export const ERRORS = {
   CHECKPOINT_INVALID: { status: 400, message: 'ledger checkpoint does not verify' },
   LEDGER_CONFLICT: { status: 409, message: 'another block was appended at this height' },
   LEDGER_UNAVAILABLE: { status: 503, message: 'the ledger is unavailable' },
+  LEDGER_OUTCOME_UNKNOWN: {
+    status: 503,
+    message: 'the ledger did not answer whether the append happened (it may still commit)',
+  },
+  OUTCOME_PENDING: {
+    status: 503,
+    message: 'the outcome is not known yet: the node settles it once the ledger answers; ask again later',
+  },
   LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
   LEDGER_EMPTY: { status: 404, message: 'the ledger holds no block (a wrong path, prefix or contract?)' },
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },

@@ -14,8 +14,12 @@
  * outcome is unknown (deadline, lost connection, leader change) or its
  * compare failed, the block at that height is read back: ours means the
  * append happened (no duplicate), another block means a real conflict, none
- * means it did not happen and is retried, with short backoff, until the
- * overall deadline. etcd3's own retries are off so these rules hold. At the
+ * means it has not happened yet and is retried, with short backoff, until the
+ * overall deadline. Then, if any attempt may have reached the cluster, the
+ * append fails with LEDGER_OUTCOME_UNKNOWN (its heights in `info`): a leader
+ * that lost its quorum keeps the proposal and may commit it when the quorum
+ * returns, so the caller must settle it by reading the ledger later, never
+ * treat it as failed. LEDGER_UNAVAILABLE is kept for appends that never left. etcd3's own retries are off so these rules hold. At the
  * cluster's backend quota the append fails at once with LEDGER_FULL (after
  * the same check), as no retry can succeed until an operator acts.
  */
@@ -67,6 +71,18 @@ function encodeBlock(block: Block): Promise<Buffer> {
 }
 
 /** etcd's answer at its backend quota (gRPC RESOURCE_EXHAUSTED, "mvcc: database space exceeded"). */
+/**
+ * An error raised before the request could reach the cluster (the client's circuit breaker is
+ * open, no connection could be made): such an attempt cannot commit later.
+ */
+function isNeverSent(err: unknown): boolean {
+  const e = err as { name?: string; message?: string };
+  return (
+    e?.name === 'BrokenCircuitError' ||
+    /ECONNREFUSED|connect failed|No connection established|Waiting for LB pick/i.test(e?.message ?? '')
+  );
+}
+
 function isQuotaExceeded(err: unknown): boolean {
   return err instanceof Error && err.message.includes('database space exceeded');
 }
@@ -253,6 +269,15 @@ export class EtcdLedger implements Ledger {
       this.#client.put(this.#headKey).value(JSON.stringify({ height: last.height, hash: ours })),
     ];
     const giveUpAt = Date.now() + this.#appendTimeoutMs;
+    // Whether an attempt may have reached the cluster without an answer: such a proposal can
+    // still commit later (a leader without quorum keeps it), so giving up is not "it failed".
+    let sent = false;
+    const unknown = (detail: string, cause?: unknown): never =>
+      fail(
+        sent ? 'LEDGER_OUTCOME_UNKNOWN' : 'LEDGER_UNAVAILABLE',
+        `etcd: append of blocks ${first.height}..${last.height}: ${detail}`,
+        { cause, info: { from: first.height, to: last.height } },
+      );
     for (let attempt = 0; ; attempt++) {
       let compareFailed = false;
       let full: Error | null = null;
@@ -268,28 +293,32 @@ export class EtcdLedger implements Ledger {
         // At its backend quota etcd refuses every write (a NOSPACE alarm) until an operator
         // raises the quota: no retry can succeed, so after the check below, say so at once.
         if (isQuotaExceeded(err)) full = err as Error;
-        else if (Date.now() > giveUpAt) {
-          fail(
-            'LEDGER_UNAVAILABLE',
-            `etcd: append of blocks ${first.height}..${last.height}: ${(err as Error).message}`,
-            {
-              cause: err,
-            },
-          );
+        else {
+          if (!isNeverSent(err)) sent = true;
+          if (Date.now() > giveUpAt) unknown((err as Error).message, err);
         }
         if (!full) await sleep(Math.min(10 * 2 ** attempt, 200));
       }
       // The compare failed, or the outcome is unknown: see what is there. The
       // run is one transaction, so its last block present means all of it is.
-      const there = await this.get(last.height);
-      if (there && blockHash(there.header) === ours) return; // an earlier attempt of ours committed
-      const atFirst = there ? there : await this.get(first.height);
+      // Reading needs the quorum too: when it cannot be read, the outcome stays unknown.
+      let there: Block | null;
+      let atFirst: Block | null;
+      try {
+        there = await this.get(last.height);
+        if (there && blockHash(there.header) === ours) return; // an earlier attempt of ours committed
+        atFirst = there ? there : await this.get(first.height);
+      } catch (err) {
+        if (!(err instanceof MedvaultError) || err.code !== 'LEDGER_UNAVAILABLE') throw err;
+        if (Date.now() > giveUpAt) unknown(`it could not be read back: ${err.message}`, err);
+        continue;
+      }
       if (atFirst) fail('LEDGER_CONFLICT', `block ${atFirst.header.height} was appended by ${atFirst.header.signer}`);
       if (compareFailed) fail('LEDGER_CONFLICT', `the ledger head is not block ${first.height - 1}`);
       if (full) {
         fail('LEDGER_FULL', `etcd: append of blocks ${first.height}..${last.height}: ${full.message}`, { cause: full });
       }
-      if (Date.now() > giveUpAt) fail('LEDGER_UNAVAILABLE', `etcd: append of block ${first.height} did not complete`);
+      if (Date.now() > giveUpAt) unknown('it did not complete');
     }
   }
 

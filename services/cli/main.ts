@@ -28,6 +28,8 @@ const HINTS: Partial<Record<ErrorCode, string>> = {
   AGE_PAYLOAD_CORRUPT: 'the file was modified or damaged after encryption',
   KEY_INVALID: 'recipients look like age1…, identities like AGE-SECRET-KEY-1…',
   LEDGER_UNAVAILABLE: 'is the ledger (etcd cluster or file) reachable?',
+  OUTCOME_PENDING:
+    'the node keeps it and settles it once the ledger answers: run the same command again later to get the record',
   LEDGER_LOCKED: 'another medvault process has this ledger open',
   LEDGER_FULL: "raise the etcd members' --quota-backend-bytes, then clear the alarm (etcdctl alarm disarm)",
 };

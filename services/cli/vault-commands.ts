@@ -4,7 +4,9 @@
  * file (`--key`, or MEDVAULT_KEY) and talking to `--node` (or MEDVAULT_NODE,
  * default http://127.0.0.1:7400).
  */
+import { createHash } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { check, fail } from '../../errors.ts';
 import { ROLES, type Role } from '../../formats.ts';
@@ -136,6 +138,10 @@ export function addVaultCommands(program: Command): void {
       const sweep = setInterval(() => {
         vault.expireGrants().catch((err) => logger.error({ err }, 'grant expiry sweep failed'));
       }, 60_000);
+      // Uploads whose anchoring outcome was not known: settle them as the ledger answers.
+      const settling = setInterval(() => {
+        vault.settlePending().catch((err) => logger.error({ err }, 'settling pending uploads failed'));
+      }, 10_000);
       const erasures = setInterval(() => {
         vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
@@ -162,6 +168,7 @@ export function addVaultCommands(program: Command): void {
       });
       clearInterval(sweep);
       clearInterval(erasures);
+      clearInterval(settling);
       clearInterval(unconfirmed);
       clearInterval(checkpoints);
       await app.close();
@@ -276,12 +283,16 @@ export function addVaultCommands(program: Command): void {
       const subject = await subjectOf(opts.subject, opts.pseudonymKey);
       const readers = [];
       for (const ref of opts.reader) readers.push((await vault.resolveMember(ref)).id);
-      const size = await stat(file).then(
-        (s) => s.size,
-        (err) => {
-          throw ioError(err, `cannot read ${file}`);
-        },
-      );
+      const info = await stat(file).catch((err) => {
+        throw ioError(err, `cannot read ${file}`);
+      });
+      const size = info.size;
+      // The same command run again (after an error) sends the same key: the node answers with
+      // the first upload's record instead of making a second.
+      const idempotencyKey = createHash('sha256')
+        .update(JSON.stringify([resolve(file), size, info.mtimeMs, subject, [...readers].sort(), opts.purpose]))
+        .digest('hex')
+        .slice(0, 32);
       const { SingleBar } = await import('cli-progress');
       const bar =
         process.stderr.isTTY && size > 8 * 1024 * 1024 && !opts.json
@@ -289,7 +300,7 @@ export function addVaultCommands(program: Command): void {
           : null;
       bar?.start(size, 0);
       try {
-        const { record, receipt } = await vault.upload(
+        const { record, receipt, repeated } = await vault.upload(
           { path: file },
           {
             subject,
@@ -297,14 +308,15 @@ export function addVaultCommands(program: Command): void {
             purpose: opts.purpose,
             expiresAt: parseExpiry(opts.expires),
             onProgress: (n) => bar?.update(n),
+            idempotencyKey,
           },
         );
         bar?.stop();
         await saveJson(opts.receipt, receipt);
         print(
           opts,
-          { record, receipt },
-          `uploaded record ${record.id}: ${record.size} bytes of ciphertext, sha256 ${record.ciphertextHash}\n` +
+          { record, receipt, repeated: repeated === true },
+          `${repeated ? 'already uploaded (the same file, subject and readers): ' : 'uploaded '}record ${record.id}: ${record.size} bytes of ciphertext, sha256 ${record.ciphertextHash}\n` +
             `anchored as record.created in ${where(receipt)}; readers: ${(record.grants ?? []).map((g) => g.reader).join(', ')}`,
         );
       } finally {

@@ -9,7 +9,11 @@ export const TIME = { type: 'integer', minimum: 0 };
 export const DELAY = { type: 'integer', minimum: 0, maximum: 90 * 86_400 };
 export const ERROR = {
   type: 'object',
-  properties: { code: { type: 'string' }, message: { type: 'string' } },
+  properties: {
+    code: { type: 'string' },
+    message: { type: 'string' },
+    recordId: { type: 'string', description: 'OUTCOME_PENDING: the record to ask about later' },
+  },
   required: ['code', 'message'],
 };
 export const MEMBER = {

@@ -72,7 +72,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     if (!request.raw.complete) void reply.header('connection', 'close');
     if (mv.status >= 500) request.log.error({ code: mv.code, err: mv.cause ?? mv }, 'request failed');
     else request.log.info({ code: mv.code }, 'request refused');
-    void reply.code(mv.status).send({ code: mv.code, message: mv.message });
+    // A record an answer is about (OUTCOME_PENDING: the upload to ask about later).
+    const recordId = typeof mv.info?.recordId === 'string' ? { recordId: mv.info.recordId } : {};
+    void reply.code(mv.status).send({ code: mv.code, message: mv.message, ...recordId });
   });
   app.setNotFoundHandler((_request, reply) => {
     void reply.code(404).send({ code: 'REQUEST_INVALID', message: 'no such route' });

@@ -10,7 +10,7 @@
  * it) whose Ed25519 signing seed rides in a comment line age ignores.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -43,6 +43,12 @@ export interface UploadOptions {
   includeSelf?: boolean;
   /** Called as plaintext bytes are read. */
   onProgress?: (bytes: number) => void;
+  /**
+   * This upload's key (8-64 of A-Z a-z 0-9 _ -; a random one when absent): upload again with
+   * the same key after an error (OUTCOME_PENDING, a lost connection) and the node returns the
+   * first upload's record (`repeated`) instead of making a second one.
+   */
+  idempotencyKey?: string;
 }
 
 export interface FetchResult {
@@ -118,12 +124,13 @@ export class VaultClient {
     }
     if (!response.ok) {
       const text = await response.text();
-      let parsed: { code?: string; message?: string } = {};
+      let parsed: { code?: string; message?: string; recordId?: string } = {};
       try {
         parsed = JSON.parse(text);
       } catch {}
       const code = (parsed.code && parsed.code in ERRORS ? parsed.code : 'INTERNAL') as ErrorCode;
-      const error = new MedvaultError(code, undefined, { info: { status: response.status } });
+      const info = { status: response.status, ...(parsed.recordId ? { recordId: parsed.recordId } : {}) };
+      const error = new MedvaultError(code, undefined, { info });
       if (parsed.message) (error as { message: string }).message = parsed.message;
       throw error;
     }
@@ -221,7 +228,7 @@ export class VaultClient {
   async upload(
     source: Readable | Uint8Array | FileSource,
     options: UploadOptions,
-  ): Promise<{ record: RecordView; receipt: Receipt }> {
+  ): Promise<{ record: RecordView; receipt: Receipt; repeated?: boolean }> {
     const ids = [...new Set([...options.readers, ...(options.includeSelf === false ? [] : [this.memberId])])];
     const known = (rows: MemberRow[]) => ids.every((id) => rows.some((m) => m.id === id && m.removedAt === null));
     let members = await this.#directory();
@@ -251,10 +258,12 @@ export class VaultClient {
       readers: ids.join(','),
       purpose: options.purpose,
       expiresAt: String(options.expiresAt),
+      idempotencyKey: options.idempotencyKey ?? randomUUID(),
     });
     const result = (await (await this.#request('POST', `/v1/records?${query}`, sealed)).json()) as {
       record: RecordView;
       receipt: Receipt;
+      repeated?: boolean;
     };
     await this.verify(result.receipt);
     return result;

@@ -190,6 +190,12 @@ const MIGRATIONS = [
   // 7: erasures ordered by another node (its id; NULL: filed here), which this node executes
   // for its own records of the subject and does not pass on.
   `ALTER TABLE erasures ADD COLUMN origin TEXT;`,
+  // 8: uploads whose anchoring outcome is not known yet wait for the ledger to reach
+  // settle_after before an unanchored one is rolled back; a client's idempotency key makes a
+  // retried upload return the first one's record.
+  `ALTER TABLE records ADD COLUMN settle_after INTEGER;
+   ALTER TABLE records ADD COLUMN idempotency_key TEXT;
+   CREATE UNIQUE INDEX records_idempotency ON records (uploader, idempotency_key) WHERE idempotency_key IS NOT NULL;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -335,10 +341,10 @@ export class Metadata {
 
   // Records.
 
-  insertRecord(r: RecordRow): void {
+  insertRecord(r: RecordRow & { idempotencyKey?: string | null }): void {
     this.#run(
-      `INSERT INTO records (id, subject, uploader, state, ciphertext_hash, size, blob_ref, header, created_at, ledger_from)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO records (id, subject, uploader, state, ciphertext_hash, size, blob_ref, header, created_at, ledger_from, idempotency_key)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       r.id,
       r.subject,
       r.uploader,
@@ -349,6 +355,7 @@ export class Metadata {
       r.header,
       r.createdAt,
       r.ledgerFrom,
+      r.idempotencyKey ?? null,
     );
   }
 
@@ -360,8 +367,18 @@ export class Metadata {
     return this.#all('SELECT * FROM records WHERE subject = ? AND state = ? ORDER BY created_at', subject, state);
   }
 
-  pendingRecords(): RecordRow[] {
+  pendingRecords(): Array<RecordRow & { settleAfter: number | null }> {
     return this.#all("SELECT * FROM records WHERE state = 'pending'");
+  }
+
+  /** An uploader's record made with `key` (in any state), if any. */
+  recordByIdempotencyKey(uploader: string, key: string): RecordRow | undefined {
+    return this.#one('SELECT * FROM records WHERE uploader = ? AND idempotency_key = ?', uploader, key);
+  }
+
+  /** A pending upload is settled (anchored or not) once the ledger reaches `height`. */
+  setSettleAfter(id: string, height: number): void {
+    this.#run("UPDATE records SET settle_after = ? WHERE id = ? AND state = 'pending'", height, id);
   }
 
   activate(id: string): void {

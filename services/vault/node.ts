@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import type { Ledger } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
 import { fsyncDirectory } from '../../durable.ts';
 import { check, fail } from '../../errors.ts';
@@ -138,6 +139,8 @@ export interface NodeOverrides {
   store?: StoreConfig;
   /** Break-glass settings instead of the configured ones. */
   breakGlass?: NodeConfig['breakGlass'];
+  /** Wraps the opened ledger: the fault tests put a ledger that fails on cue between the node and it. */
+  wrapLedger?: (ledger: Ledger) => Ledger;
 }
 
 /** An environment variable holding JSON; INVALID_ARGUMENT when it does not parse. */
@@ -177,6 +180,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   let ledger: Awaited<ReturnType<typeof openLedger>>;
   try {
     ledger = await openLedger(inData(data, ledgerUri), acknowledged === undefined ? {} : { acknowledged });
+    if (overrides.wrapLedger) ledger = overrides.wrapLedger(ledger);
   } catch (err) {
     metadata.close();
     throw err;

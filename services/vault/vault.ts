@@ -26,7 +26,7 @@ import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../../crypto/head
 import { noteChunkBytes } from '../../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
-import { check, fail, isMedvaultError } from '../../errors.ts';
+import { check, fail, isMedvaultError, type MedvaultError } from '../../errors.ts';
 import { PURPOSE } from '../../formats.ts';
 import { logger } from '../../log.ts';
 import { forwardMessage } from '../protocol/signing.ts';
@@ -112,7 +112,14 @@ export interface UploadInput {
   readers: readonly string[];
   purpose: string;
   expiresAt: number;
+  /**
+   * The client's key for this upload (8-64 of A-Z a-z 0-9 _ -): an upload repeated with the same
+   * key by the same member returns the first one's record instead of making another.
+   */
+  idempotencyKey?: string;
 }
+
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_-]{8,64}$/;
 
 export interface Opened {
   record: RecordRow;
@@ -140,6 +147,9 @@ export class Vault {
 
   readonly #emergencyPerDay: number;
   readonly #emergencyListeners: Array<(alert: EmergencyAlert) => void> = [];
+  /** Uploads of this process still waiting for their anchors' answers: not the settler's. */
+  readonly #inFlight = new Set<string>();
+  #settling: Promise<number> | null = null;
 
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
@@ -154,7 +164,7 @@ export class Vault {
   static async open(deps: VaultDeps): Promise<Vault> {
     await checkLedgerHolds(deps);
     const vault = new Vault(deps);
-    await vault.#recoverPending();
+    await vault.settlePending();
     await vault.erasures.resume();
     if (deps.ownsStore) await vault.#collectGarbage();
     return vault;
@@ -368,8 +378,32 @@ export class Vault {
     actor: MemberRow,
     input: UploadInput,
     body: AsyncIterable<Uint8Array>,
-  ): Promise<{ record: RecordView; receipt: Receipt }> {
+  ): Promise<{ record: RecordView; receipt: Receipt; repeated?: boolean }> {
     authorize(actor, 'upload');
+    const key = input.idempotencyKey;
+    if (key === undefined) return this.#upload(actor, input, body);
+    check(IDEMPOTENCY_KEY.test(key), 'REQUEST_INVALID', 'an idempotency key is 8-64 of A-Z a-z 0-9 _ -');
+    // One upload per key at a time; a repeat answers with the first one's record, unread.
+    return this.#c.locked(`upload:${actor.id}:${key}`, async () => {
+      const first = this.#c.m.recordByIdempotencyKey(actor.id, key);
+      if (!first) return this.#upload(actor, input, body);
+      if (first.state === 'pending') {
+        fail('OUTCOME_PENDING', `record ${first.id} (the first upload with this key)`, {
+          info: { recordId: first.id },
+        });
+      }
+      const created = this.#c.m.anchors(first.id).find((a) => a.type === 'record.created');
+      if (!created) fail('LEDGER_CORRUPT', `record ${first.id} has no record.created indexed`);
+      const receipt = await this.#c.receiptAt(created.height, created.leaf);
+      return { record: this.#view(first, true, receipt), receipt, repeated: true };
+    });
+  }
+
+  async #upload(
+    actor: MemberRow,
+    input: UploadInput,
+    body: AsyncIterable<Uint8Array>,
+  ): Promise<{ record: RecordView; receipt: Receipt }> {
     checkSubject(input.subject);
     checkGrantTerms(input.purpose, input.expiresAt, this.#c.now());
     check(
@@ -394,46 +428,89 @@ export class Vault {
     const put = await this.#c.store.put(checkPayload(rest));
     const id = newId();
     const at = this.#c.now();
-    let receipts: Receipt[];
+    this.#inFlight.add(id); // the settler leaves it alone until its anchors have answered
     try {
-      this.#c.m.insertRecord({
-        id,
-        subject: input.subject,
-        uploader: actor.id,
-        state: 'pending',
+      return await this.#anchorUpload(actor, input, { id, at, put, header, custodian, ledgerFrom, readers });
+    } finally {
+      this.#inFlight.delete(id);
+    }
+  }
+
+  /**
+   * Anchors an upload's record.created and grants, then keeps or drops it by their outcome:
+   * all anchored, it is active; none, and every failure certain, it is dropped (row and blob);
+   * any outcome unknown (the ledger may still commit it), or some anchored and some not, it
+   * stays pending and is settled by reading the ledger (settlePending): never dropped while
+   * it may be anchored. The client then gets OUTCOME_PENDING with the record id.
+   */
+  async #anchorUpload(
+    actor: MemberRow,
+    input: UploadInput,
+    u: {
+      id: string;
+      at: number;
+      put: { ref: string; sha256: string; size: number };
+      header: Uint8Array;
+      custodian: string;
+      ledgerFrom: number;
+      readers: MemberRow[];
+    },
+  ): Promise<{ record: RecordView; receipt: Receipt }> {
+    const { id, at, put, header, custodian, ledgerFrom, readers } = u;
+    let receipts: Receipt[];
+    this.#c.m.insertRecord({
+      id,
+      subject: input.subject,
+      uploader: actor.id,
+      state: 'pending',
+      ciphertextHash: put.sha256,
+      size: put.size,
+      blobRef: put.ref,
+      header,
+      createdAt: at,
+      ledgerFrom,
+      erasedAt: null,
+      erasureId: null,
+      idempotencyKey: input.idempotencyKey ?? null,
+    });
+    const outcomes = await Promise.allSettled([
+      this.#c.anchor({
+        type: 'record.created',
+        at,
+        recordId: id,
         ciphertextHash: put.sha256,
+        headerHash: sha256(header),
         size: put.size,
-        blobRef: put.ref,
-        header,
-        createdAt: at,
-        ledgerFrom,
-        erasedAt: null,
-        erasureId: null,
-      });
-      receipts = await Promise.all([
-        this.#c.anchor({
-          type: 'record.created',
-          at,
-          recordId: id,
-          ciphertextHash: put.sha256,
-          headerHash: sha256(header),
-          size: put.size,
-          uploader: actor.id,
-          // The custodian key's fingerprint, never the subject: the ledger links no records to a patient.
-          custodian,
-          node: this.#c.node.id,
-        }),
-        ...readers.map((r) => this.#c.anchor(grantEvent(id, r.id, actor.id, input, at))),
-      ]);
-    } catch (err) {
-      // Nothing acknowledged: drop the row and the blob (start-up recovery does it if this process dies first).
-      this.#c.m.deleteRecord(id);
-      await this.#c
-        .deleteBlobIfUnused(put.ref, id)
-        .catch((e) =>
-          logger.error({ err: e, recordId: id }, 'could not delete the blob of a failed upload; start-up GC will'),
-        );
-      throw err;
+        uploader: actor.id,
+        // The custodian key's fingerprint, never the subject: the ledger links no records to a patient.
+        custodian,
+        node: this.#c.node.id,
+      }),
+      ...readers.map((r) => this.#c.anchor(grantEvent(id, r.id, actor.id, input, at))),
+    ]);
+    const failures = outcomes.filter((o) => o.status === 'rejected').map((o) => o.reason as unknown);
+    if (failures.length === 0) {
+      receipts = outcomes.map((o) => (o as PromiseFulfilledResult<Receipt>).value);
+    } else {
+      const unknown = failures.filter((e) => isMedvaultError(e, 'LEDGER_OUTCOME_UNKNOWN')) as MedvaultError[];
+      if (unknown.length === 0 && failures.length === outcomes.length) {
+        // Nothing anchored, and nothing can be: drop the row and the blob (start-up does it
+        // if this process dies first).
+        this.#c.m.deleteRecord(id);
+        await this.#c
+          .deleteBlobIfUnused(put.ref, id)
+          .catch((e) =>
+            logger.error({ err: e, recordId: id }, 'could not delete the blob of a failed upload; start-up GC will'),
+          );
+        throw failures[0];
+      }
+      // Settled once the ledger holds a block at the lowest height an unknown append
+      // tried (ours, or another that took its place); with no unknown, it can be settled now.
+      const settleAfter =
+        unknown.length > 0 ? Math.min(...unknown.map((e) => Number(e.info?.from ?? ledgerFrom))) : ledgerFrom - 1;
+      this.#c.m.setSettleAfter(id, settleAfter);
+      logger.warn({ recordId: id, settleAfter }, 'upload outcome not known yet: kept pending until the ledger answers');
+      fail('OUTCOME_PENDING', `record ${id}`, { info: { recordId: id }, cause: failures[0] });
     }
     this.#c.m.transaction(() => {
       this.#c.m.activate(id);
@@ -825,13 +902,43 @@ export class Vault {
    * record becomes active (with the grants anchored with it); otherwise the
    * row and its blob go.
    */
-  async #recoverPending(): Promise<void> {
-    const pending = this.#c.m.pendingRecords();
-    if (pending.length === 0) return;
+  /**
+   * Settles pending uploads by the ledger: one whose record.created is on the ledger is
+   * completed (with the grants found there); one whose record.created is not, once the ledger
+   * holds a block at its `settleAfter` height (so an append of it can no longer land), is
+   * rolled back, row and blob. Uploads a crash interrupted have no `settleAfter`: on a file
+   * ledger (no append outlives its process) they are settled at once; elsewhere an append may
+   * still be in the cluster, so they wait for the next block. Run at start-up and by the
+   * server's timer; returns how many are still pending. Runs one at a time.
+   */
+  settlePending(): Promise<number> {
+    this.#settling ??= this.#settle().finally(() => {
+      this.#settling = null;
+    });
+    return this.#settling;
+  }
+
+  async #settle(): Promise<number> {
+    const pending = this.#c.m.pendingRecords().filter((r) => !this.#inFlight.has(r.id));
+    if (pending.length === 0) return 0;
+    let height: number;
+    try {
+      height = (await this.#c.ledger.head())?.height ?? -1;
+    } catch (err) {
+      if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) return pending.length; // later
+      throw err;
+    }
+    for (const record of pending) {
+      if (record.settleAfter !== null) continue;
+      const after = this.#c.ledger.kind === 'file' ? height : height + 1;
+      this.#c.m.setSettleAfter(record.id, after);
+      record.settleAfter = after;
+    }
     const from = Math.min(...pending.map((r) => r.ledgerFrom));
     const found = new Map<string, Receipt[]>();
     const ids = new Set(pending.map((r) => r.id));
     for await (const block of this.#c.ledger.blocks(from)) {
+      if (block.header.height > height) break;
       const tree = eventsTree(block.events);
       block.events.forEach((event, i) => {
         const recordId = event.recordId;
@@ -840,12 +947,17 @@ export class Vault {
         }
       });
     }
+    let left = 0;
     for (const record of pending) {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
+        if (height < (record.settleAfter as number)) {
+          left++;
+          continue;
+        }
         this.#c.m.deleteRecord(record.id);
         if (record.blobRef) await this.#c.deleteBlobIfUnused(record.blobRef, record.id);
-        logger.warn({ recordId: record.id }, 'interrupted upload rolled back: it was never anchored');
+        logger.warn({ recordId: record.id }, 'pending upload rolled back: it was never anchored');
         continue;
       }
       this.#c.m.transaction(() => {
@@ -865,8 +977,9 @@ export class Vault {
           }
         }
       });
-      logger.warn({ recordId: record.id }, 'interrupted upload completed: it was anchored before the crash');
+      logger.warn({ recordId: record.id }, 'pending upload completed: it was anchored');
     }
+    return left;
   }
 
   /** Deletes blobs no record points at (uploads cut off before their row was written). */

@@ -39,20 +39,45 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
             readers: { type: 'string', pattern: '^[0-9a-f]{32}(,[0-9a-f]{32}){0,63}$' },
             purpose: PURPOSE,
             expiresAt: { type: 'string', pattern: '^[0-9]{1,16}$' },
+            idempotencyKey: {
+              type: 'string',
+              pattern: '^[A-Za-z0-9_-]{8,64}$',
+              description: "the client's key for this upload: a repeat returns the first upload's record (200)",
+            },
           },
         },
-        response: { 201: { type: 'object', additionalProperties: true }, ...STANDARD_ERRORS },
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: true,
+            description: 'a repeat of an upload with the same idempotency key: the first one',
+          },
+          201: { type: 'object', additionalProperties: true },
+          ...STANDARD_ERRORS,
+        },
       },
     },
     async (request, reply) => {
       if (!(request.body instanceof Readable)) fail('REQUEST_INVALID', 'send the age file as application/octet-stream');
-      const q = request.query as { subject: string; readers: string; purpose: string; expiresAt: string };
+      const q = request.query as {
+        subject: string;
+        readers: string;
+        purpose: string;
+        expiresAt: string;
+        idempotencyKey?: string;
+      };
       const result = await vault.upload(
         member(request),
-        { subject: q.subject, readers: q.readers.split(','), purpose: q.purpose, expiresAt: Number(q.expiresAt) },
+        {
+          subject: q.subject,
+          readers: q.readers.split(','),
+          purpose: q.purpose,
+          expiresAt: Number(q.expiresAt),
+          ...(q.idempotencyKey ? { idempotencyKey: q.idempotencyKey } : {}),
+        },
         countedChunks(request.body, metrics.bytes.labels('in')),
       );
-      return reply.code(201).send(result);
+      return reply.code(result.repeated ? 200 : 201).send(result);
     },
   );
   app.get(

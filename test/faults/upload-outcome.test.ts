@@ -1,0 +1,173 @@
+/**
+ * Exactly-once upload outcomes. An upload whose anchoring outcome is unknown
+ * (the ledger did not answer; it may still commit) is never rolled back as if
+ * it had failed: it stays pending, the client gets OUTCOME_PENDING with the
+ * record id, and the node settles it by reading the ledger: anchored, it is
+ * completed; not anchored once the ledger has moved past the height it was
+ * tried at, it is rolled back (row and blob). An idempotency key makes a
+ * retry return the first upload's record instead of a duplicate.
+ *
+ * The faults are injected between the node and its real file ledger: an
+ * append that commits and then reports an unknown outcome (a leader that
+ * commits after its client gave up), and one that reports an unknown outcome
+ * and never commits. The same on a real etcd cluster losing its quorum is in
+ * etcd-quorum.test.ts.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Block } from '../../anchor/block.ts';
+import type { Ledger } from '../../anchor/ledger.ts';
+import { fail } from '../../errors.ts';
+import { bytes, filesUnder, tempDir } from '../helpers.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+
+type Fault = 'commit-then-unknown' | 'unknown-never-commits' | null;
+
+/** A ledger that passes everything through, but fails its next append as `fault` says. */
+class FaultyLedger implements Ledger {
+  readonly kind: Ledger['kind'];
+  next: Fault = null;
+  readonly #inner: Ledger;
+  constructor(inner: Ledger) {
+    this.#inner = inner;
+    this.kind = inner.kind;
+  }
+  head() {
+    return this.#inner.head();
+  }
+  get(height: number) {
+    return this.#inner.get(height);
+  }
+  blocks(from?: number) {
+    return this.#inner.blocks(from);
+  }
+  async append(blocks: readonly Block[]): Promise<void> {
+    const fault = this.next;
+    this.next = null;
+    if (fault === 'commit-then-unknown') await this.#inner.append(blocks);
+    if (fault) {
+      const from = (blocks[0] as Block).header.height;
+      fail('LEDGER_OUTCOME_UNKNOWN', 'injected', { info: { from, to: (blocks.at(-1) as Block).header.height } });
+    }
+    return this.#inner.append(blocks);
+  }
+  close() {
+    return this.#inner.close();
+  }
+}
+
+const out = tempDir();
+let node: TestNode;
+let ledger: FaultyLedger;
+let hospital: TestMember;
+let reader: TestMember;
+
+const upload = (seed: number, idempotencyKey?: string) =>
+  hospital.client.upload(bytes(20_000, seed), {
+    subject: SUBJECT,
+    readers: [reader.id],
+    purpose: 'treatment',
+    expiresAt: Date.now() + DAY,
+    ...(idempotencyKey ? { idempotencyKey } : {}),
+  });
+
+/** Every record.created on the ledger, by record id. */
+async function createdOnLedger(): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
+  for await (const block of ledger.blocks(0)) {
+    for (const e of block.events) {
+      if (e.type === 'record.created') found.set(e.recordId as string, (found.get(e.recordId as string) ?? 0) + 1);
+    }
+  }
+  return found;
+}
+
+const blobs = () => filesUnder(join(node.data, 'blobs')).length;
+
+beforeAll(async () => {
+  node = await startNode({
+    overrides: {
+      wrapLedger: (inner) => {
+        ledger = new FaultyLedger(inner);
+        return ledger;
+      },
+    },
+  });
+  hospital = await node.addMember('hospital', 'uploader');
+  reader = await node.addMember('reader', 'reader');
+});
+afterAll(() => node?.stop());
+
+describe('an upload whose anchoring outcome is unknown', () => {
+  it('that the ledger committed after all: pending, then completed; a retry with its key returns it', async () => {
+    ledger.next = 'commit-then-unknown';
+    const err = await upload(1, 'retry-key-0001').catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { status: 503 } });
+    const recordId = err.info.recordId as string;
+    expect(recordId).toMatch(/^[0-9a-f]{32}$/);
+    // Anchored, not yet known to the node: not served, not deleted.
+    expect((await createdOnLedger()).get(recordId)).toBe(1);
+    await expect(hospital.client.record(recordId)).rejects.toMatchObject({ code: 'RECORD_NOT_FOUND' });
+    expect(await node.vault.settlePending()).toBe(0);
+    expect((await hospital.client.record(recordId)).id).toBe(recordId);
+    const fetched = await reader.client.fetch(recordId, { path: join(out, 'one') });
+    expect(fetched.bytes).toBe(20_000);
+    // The client retries after its error: the same record, no second one.
+    const before = blobs();
+    const again = await upload(1, 'retry-key-0001');
+    expect(again).toMatchObject({ repeated: true, record: { id: recordId } });
+    expect(blobs()).toBe(before);
+    expect((await createdOnLedger()).get(recordId)).toBe(1);
+  });
+
+  it('that never committed: pending until the ledger moves past its height, then rolled back, row and blob', async () => {
+    const blobsBefore = blobs();
+    ledger.next = 'unknown-never-commits';
+    const err = await upload(2, 'retry-key-0002').catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+    const recordId = err.info.recordId as string;
+    expect(blobs()).toBe(blobsBefore + 1); // kept while the outcome is open
+    expect(await node.vault.settlePending()).toBe(1); // the ledger has not moved: still open
+    expect(blobs()).toBe(blobsBefore + 1);
+    await upload(3); // the ledger moves past the height the lost append tried
+    expect(await node.vault.settlePending()).toBe(0);
+    expect((await createdOnLedger()).has(recordId)).toBe(false);
+    expect(blobs()).toBe(blobsBefore + 1); // upload 3's blob; the lost one's is gone
+    await expect(hospital.client.record(recordId)).rejects.toMatchObject({ code: 'RECORD_NOT_FOUND' });
+    // A retry with the same key is a new upload now (the first left nothing).
+    const retried = await upload(2, 'retry-key-0002');
+    expect(retried.repeated).toBeUndefined();
+    expect(retried.record.id).not.toBe(recordId);
+  });
+
+  it('a retry of a pending upload answers OUTCOME_PENDING for the same record, and makes nothing', async () => {
+    ledger.next = 'unknown-never-commits';
+    const first = await upload(4, 'retry-key-0004').catch((e) => e);
+    const blobsBefore = blobs();
+    const second = await upload(4, 'retry-key-0004').catch((e) => e);
+    expect(second).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: first.info.recordId } });
+    expect(blobs()).toBe(blobsBefore);
+    await upload(5); // settle it
+    await node.vault.settlePending();
+  });
+
+  it('an upload repeated with its key after success returns the first record: one row, one blob, one anchor', async () => {
+    const first = await upload(6, 'retry-key-0006');
+    const blobsBefore = blobs();
+    const second = await upload(6, 'retry-key-0006');
+    expect(second).toMatchObject({ repeated: true, record: { id: first.record.id } });
+    expect(second.receipt).toEqual(first.receipt);
+    expect(blobs()).toBe(blobsBefore);
+    expect((await createdOnLedger()).get(first.record.id)).toBe(1);
+    // Another member's same key is its own.
+    const other = await node.addMember('hospital-2', 'uploader');
+    const theirs = await other.client.upload(bytes(100, 6), {
+      subject: SUBJECT,
+      readers: [],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+      idempotencyKey: 'retry-key-0006',
+    });
+    expect(theirs.record.id).not.toBe(first.record.id);
+  });
+});
