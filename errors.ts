@@ -47,6 +47,7 @@ export const ERRORS = {
     message: 'the outcome is not known yet: the node settles it once the ledger answers; ask again later',
   },
   LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
+  STORAGE_FULL: { status: 507, message: 'the disk is full' },
   LEDGER_EMPTY: { status: 404, message: 'the ledger holds no block (a wrong path, prefix or contract?)' },
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
@@ -94,6 +95,10 @@ export const ERRORS = {
   EMERGENCY_LIMIT: { status: 429, message: 'the daily limit of break-glass accesses for this member is reached' },
   CERTIFICATE_INVALID: { status: 400, message: 'erasure certificate does not verify' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'the request body is too large' },
+  REQUEST_TIMEOUT: { status: 408, message: 'the request did not arrive in time (or its body came too slowly)' },
+  URI_TOO_LONG: { status: 414, message: 'the request line is too long' },
+  HEADERS_TOO_LARGE: { status: 431, message: 'the request headers are too large' },
+  ADDRESS_LIMITED: { status: 429, message: 'too many failed requests from this address' },
 
   INTERNAL: { status: 500, message: 'internal error' },
   NODE_UNAVAILABLE: { status: 503, message: 'the vault node cannot be reached' },
@@ -142,4 +147,25 @@ export function check(condition: unknown, code: ErrorCode, detail?: string): ass
 
 export function isMedvaultError(err: unknown, code?: ErrorCode): err is MedvaultError {
   return err instanceof MedvaultError && (code === undefined || err.code === code);
+}
+
+/**
+ * True for an error that means the disk (or the user's quota) is full: ENOSPC or EDQUOT
+ * from the file system, SQLITE_FULL from the database.
+ */
+export function isDiskFull(err: unknown): boolean {
+  const e = err as { code?: unknown; errcode?: unknown; message?: unknown } | null;
+  return (
+    e?.code === 'ENOSPC' ||
+    e?.code === 'EDQUOT' ||
+    e?.errcode === 13 ||
+    (typeof e?.message === 'string' && /database or disk is full/.test(e.message))
+  );
+}
+
+/** `err` as STORAGE_FULL naming `what` when it means a full disk; otherwise `err` itself. */
+export function diskFullAs(err: unknown, what: string): unknown {
+  return isDiskFull(err)
+    ? new MedvaultError('STORAGE_FULL', `${what}: ${(err as Error).message}`, { cause: err })
+    : err;
 }

@@ -27,7 +27,7 @@ import { type FileHandle, open, readFile, rm, writeFile } from 'node:fs/promises
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { fsyncDirectory } from '../durable.ts';
-import { check, fail } from '../errors.ts';
+import { check, fail, isDiskFull } from '../errors.ts';
 import { type Logger, logger as processLogger } from '../log.ts';
 import { type Block, type BlockHeader, blockHash, GENESIS_PREV, serializeBlock } from './block.ts';
 import { checkRun, extendsHead, type Ledger } from './ledger.ts';
@@ -347,6 +347,9 @@ export class FileLedger implements Ledger {
       await this.#handle.datasync();
     } catch (err) {
       await this.#handle.truncate(this.#size).catch(() => {});
+      // A full disk is said as such (as etcd's quota is): no retry helps until space is freed.
+      if (isDiskFull(err))
+        fail('LEDGER_FULL', `the disk of ${this.path} is full: ${(err as Error).message}`, { cause: err });
       fail('LEDGER_UNAVAILABLE', `cannot append to ${this.path}: ${(err as Error).message}`, { cause: err });
     }
     this.#offsets.push(...offsets);

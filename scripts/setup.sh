@@ -8,8 +8,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
 NODE_PACKAGE_VERSION=24.21.0
-# softhsm2: the PKCS#11 token the tests use; g++ make python3: node-gyp builds pkcs11js.
-APT_PACKAGES=(age time etcd-server etcd-client softhsm2 g++ make python3)
+# softhsm2: the PKCS#11 token the tests use; strace: the durability test watches syncs with it;
+# g++ make python3: node-gyp builds pkcs11js.
+APT_PACKAGES=(age time etcd-server etcd-client softhsm2 strace g++ make python3)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -44,6 +44,12 @@ export interface BlobStore {
   delete(ref: string): Promise<DeleteResult>;
   /** Every ref the store holds, for garbage collection. */
   list(): AsyncIterable<string>;
+  /**
+   * Removes what puts cut off by a crash left behind (temporary objects and files, incomplete
+   * multipart uploads, unpinned blocks) older than `olderThanMs`, so as not to touch a put still
+   * running (here or, on a shared store, on another node); says what it removed.
+   */
+  collectStrays?(options: { olderThanMs: number }): Promise<string[]>;
   close(): Promise<void>;
 }
 

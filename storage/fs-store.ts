@@ -20,7 +20,7 @@ import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fsyncDirectory } from '../durable.ts';
-import { check, fail } from '../errors.ts';
+import { check, diskFullAs, fail } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
 import { resolveRange, SHA256_REF } from './blob-store.ts';
 
@@ -52,7 +52,9 @@ export class FsBlobStore implements BlobStore {
     const temp = join(this.#root, 'tmp', randomBytes(12).toString('hex'));
     const hash = createHash('sha256');
     let size = 0;
-    let handle: FileHandle | null = await open(temp, 'wx', 0o600);
+    let handle: FileHandle | null = await open(temp, 'wx', 0o600).catch((err: unknown) => {
+      throw diskFullAs(err, `the blob store at ${this.#root} is full`);
+    });
     // Slots 0 and 1: the staging buffers' writes; slot 2: the running datasync.
     const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve(), Promise.resolve()];
     try {
@@ -118,8 +120,22 @@ export class FsBlobStore implements BlobStore {
       await Promise.allSettled(writing); // no write may still be running when the file is closed
       await handle?.close().catch(() => {});
       await rm(temp, { force: true });
-      throw err;
+      throw diskFullAs(err, `the blob store at ${this.#root} is full`);
     }
+  }
+
+  /** Temporary files of puts a crash cut off (also removed when the store opens). */
+  async collectStrays(options: { olderThanMs: number }): Promise<string[]> {
+    const before = Date.now() - options.olderThanMs;
+    const removed: string[] = [];
+    for (const name of await readdir(join(this.#root, 'tmp')).catch(() => [] as string[])) {
+      const path = join(this.#root, 'tmp', name);
+      const info = await stat(path).catch(() => null);
+      if (!info || info.mtimeMs > before) continue;
+      await rm(path, { force: true });
+      removed.push(`fs: temporary file ${name}`);
+    }
+    return removed;
   }
 
   async get(ref: string, range?: ByteRange): Promise<Readable> {

@@ -198,6 +198,20 @@ export class IpfsBlobStore implements BlobStore {
     return this.#pinned(this.#cid(ref));
   }
 
+  /** Blocks no pin holds (a put cut off midway leaves its blocks so): the repo is collected. */
+  async collectStrays(_options: { olderThanMs: number }): Promise<string[]> {
+    let collected = 0;
+    try {
+      for await (const gc of this.#ipfs.repo.gc({ timeout: this.#timeout })) {
+        if (gc.err) throw gc.err;
+        collected++;
+      }
+    } catch (err) {
+      throw ipfsError(err, 'repo gc');
+    }
+    return collected > 0 ? [`ipfs: ${collected} unpinned blocks collected`] : [];
+  }
+
   async delete(ref: string): Promise<DeleteResult> {
     const cid = this.#cid(ref);
     if (!(await this.#pinned(cid))) return { ref, removed: false, confirmed: 'ipfs: not pinned on this node' };

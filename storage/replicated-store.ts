@@ -221,6 +221,15 @@ export class ReplicatedBlobStore implements BlobStore {
     }
   }
 
+  /** Each replica's strays, named by replica. */
+  async collectStrays(options: { olderThanMs: number }): Promise<string[]> {
+    const removed: string[] = [];
+    for (const replica of this.#replicas) {
+      for (const what of (await replica.store.collectStrays?.(options)) ?? []) removed.push(`${replica.name}: ${what}`);
+    }
+    return removed;
+  }
+
   async close(): Promise<void> {
     await Promise.all(this.#replicas.map((r) => r.store.close()));
   }

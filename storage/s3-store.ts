@@ -194,6 +194,38 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /**
+   * Temporary objects (`tmp/`) and incomplete multipart uploads to them older than
+   * `olderThanMs`: what a node or a server killed mid-put leaves; no complete blob is touched.
+   */
+  async collectStrays(options: { olderThanMs: number }): Promise<string[]> {
+    const before = Date.now() - options.olderThanMs;
+    const removed: string[] = [];
+    try {
+      const uploads: Array<{ key: string; uploadId: string; initiated: Date }> = [];
+      const stream = this.#client.listIncompleteUploads(this.#bucket, TEMP_PREFIX, true);
+      for await (const u of stream as AsyncIterable<{ key: string; uploadId: string; initiated: Date }>)
+        uploads.push(u);
+      for (const u of uploads) {
+        if (new Date(u.initiated).getTime() > before) continue;
+        await this.#client.removeIncompleteUpload(this.#bucket, u.key);
+        removed.push(`s3: incomplete upload ${u.uploadId} of ${u.key}`);
+      }
+      const temps: string[] = [];
+      for await (const o of this.#client.listObjectsV2(this.#bucket, TEMP_PREFIX, true)) {
+        const entry = o as { name?: string; lastModified?: Date };
+        if (entry.name && new Date(entry.lastModified ?? 0).getTime() <= before) temps.push(entry.name);
+      }
+      for (const name of temps) {
+        await this.#client.removeObject(this.#bucket, name);
+        removed.push(`s3: temporary object ${name}`);
+      }
+    } catch (err) {
+      throw storeError(err, 'collect strays');
+    }
+    return removed;
+  }
+
   async close(): Promise<void> {}
 }
 

@@ -131,7 +131,7 @@ export function addVaultCommands(program: Command): void {
       const { buildServer } = await import('../http/server.ts');
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
-      const app = await buildServer(vault);
+      const app = await buildServer(vault, config.metricsAllow ? { metricsAllow: config.metricsAllow } : {});
       const port = opts.port === undefined ? config.listen.port : Number(opts.port);
       const host = opts.host ?? config.listen.host;
       await app.listen({ host, port });
@@ -142,6 +142,7 @@ export function addVaultCommands(program: Command): void {
       const settling = setInterval(() => {
         vault.settlePending().catch((err) => logger.error({ err }, 'settling pending uploads failed'));
       }, 10_000);
+      const strays = setInterval(() => void vault.collectStrays(), 60 * 60_000);
       const erasures = setInterval(() => {
         vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
@@ -168,6 +169,7 @@ export function addVaultCommands(program: Command): void {
       });
       clearInterval(sweep);
       clearInterval(erasures);
+      clearInterval(strays);
       clearInterval(settling);
       clearInterval(unconfirmed);
       clearInterval(checkpoints);

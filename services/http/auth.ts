@@ -27,30 +27,80 @@ export interface AuthState {
   seen: Map<string, number>;
 }
 
-export function authenticate(request: FastifyRequest, vault: Vault, state: AuthState): MemberRow {
-  const header = (name: string) => {
-    const value = request.headers[name];
-    return typeof value === 'string' ? value : undefined;
-  };
-  const key = header(HEADER.key);
-  const time = header(HEADER.time);
-  const nonce = header(HEADER.nonce);
-  const hash = header(HEADER.body);
-  const signature = header(HEADER.signature);
-  if (!key || !time || !nonce || !hash || !signature)
+/** The exact form of each signature header: one value, canonical, nothing around it. */
+const FORM: Record<keyof typeof HEADER, RegExp> = {
+  key: ID,
+  time: /^[1-9][0-9]{0,15}$/,
+  nonce: ID,
+  body: /^(?:[0-9a-f]{64}|UNSIGNED-PAYLOAD)$/,
+  signature: /^[A-Za-z0-9+/]{86}==$/, // 64 bytes, canonical base64
+};
+const FORWARD_FORM = { via: ID, signature: /^[A-Za-z0-9+/]{86}==$/ };
+
+/** A header's one value: undefined when absent; AUTH_INVALID when repeated (Node joins repeats with ", "). */
+function single(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || request.raw.headersDistinct[name]?.length !== 1) {
+    fail('AUTH_INVALID', `the ${name} header is sent more than once`);
+  }
+  return value;
+}
+
+/**
+ * What can be checked before a byte of the body is read: every signature header present
+ * once and in its exact form, the time fresh, the key an active member's (a member of
+ * another node learnt from the ledger first when a configured peer forwards it). A request
+ * that fails here is refused without its body being read or parsed.
+ */
+export async function precheck(request: FastifyRequest, vault: Vault, state: AuthState): Promise<MemberRow> {
+  const values = Object.fromEntries(
+    (Object.keys(HEADER) as Array<keyof typeof HEADER>).map((k) => [k, single(request, HEADER[k])]),
+  ) as Record<keyof typeof HEADER, string | undefined>;
+  if (Object.values(values).some((v) => v === undefined)) {
     fail('AUTH_REQUIRED', `send the ${Object.values(HEADER).join(', ')} headers`);
-  if (!ID.test(nonce) || !/^[0-9]{1,16}$/.test(time)) fail('AUTH_INVALID', 'malformed nonce or time');
-  const at = Number(time);
+  }
+  for (const [k, form] of Object.entries(FORM) as Array<[keyof typeof HEADER, RegExp]>) {
+    if (!form.test(values[k] as string)) fail('AUTH_INVALID', `malformed ${HEADER[k]} header`);
+  }
+  const via = single(request, FORWARD_HEADER.via);
+  const viaSignature = single(request, FORWARD_HEADER.signature);
+  if (via !== undefined && !FORWARD_FORM.via.test(via)) fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.via} header`);
+  if (viaSignature !== undefined && !FORWARD_FORM.signature.test(viaSignature)) {
+    fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.signature} header`);
+  }
+  const at = Number(values.time);
   const now = Date.now();
   if (Math.abs(now - at) > state.window || at < state.startedAt) {
     fail('AUTH_EXPIRED', `signed at ${at}, the node's time is ${now}; sign each request when sending it`);
   }
+  const key = values.key as string;
+  if (via !== undefined) await vault.learnMember(key, via);
   const member = vault.member(key);
   if (!member) fail('AUTH_INVALID', 'the key is not an active member key');
+  return member;
+}
+
+/**
+ * The rest, once the body is read: its hash is the signed one (uploads stream and sign
+ * UNSIGNED-PAYLOAD), the signature verifies by the member's key, a member of another node
+ * comes forwarded by that node, and the nonce is new.
+ */
+export function authenticate(request: FastifyRequest, vault: Vault, state: AuthState, member: MemberRow): MemberRow {
+  const header = (name: string) => request.headers[name] as string | undefined;
+  const hash = header(HEADER.body) as string;
+  const nonce = header(HEADER.nonce) as string;
+  const signature = header(HEADER.signature) as string;
   const streamed = request.headers['content-type']?.startsWith('application/octet-stream');
   const expected = streamed ? UNSIGNED_PAYLOAD : bodyHash(request.rawBody ?? undefined);
   if (hash !== expected) fail('AUTH_INVALID', 'the body does not match its signed hash');
-  const message = requestMessage({ method: request.method, path: request.url, time, nonce, bodyHash: hash });
+  const message = requestMessage({
+    method: request.method,
+    path: request.url,
+    time: header(HEADER.time) as string,
+    nonce,
+    bodyHash: hash,
+  });
   const valid = verifySignature(
     Buffer.from(member.signingKey, 'base64'),
     message,
@@ -58,6 +108,7 @@ export function authenticate(request: FastifyRequest, vault: Vault, state: AuthS
   );
   if (!valid) fail('AUTH_INVALID');
   if (member.node !== null) checkForwarded(member, signature, header, vault);
+  const now = Date.now();
   if (state.seen.has(nonce)) fail('AUTH_REPLAY');
   if (state.seen.size > 100_000) for (const [n, expiry] of state.seen) if (expiry < now) state.seen.delete(n);
   state.seen.set(nonce, now + 2 * state.window);

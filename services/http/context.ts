@@ -7,6 +7,8 @@ import type { Metrics } from './metrics.ts';
 export interface RouteContext {
   vault: Vault;
   metrics: Metrics;
+  /** Addresses /metrics answers (its counts say how often break-glass and erasure happen). */
+  metricsAllow: readonly string[];
 }
 
 declare module 'fastify' {

@@ -9,13 +9,14 @@
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { ERRORS, type ErrorCode, isMedvaultError, MedvaultError } from '../../errors.ts';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import { ERRORS, type ErrorCode, isDiskFull, isMedvaultError, MedvaultError } from '../../errors.ts';
 import { logger } from '../../log.ts';
-import { FORWARD_HEADER, HEADER } from '../protocol/signing.ts';
+import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
-import { authenticate } from './auth.ts';
+import { authenticate, precheck } from './auth.ts';
 import type { RouteContext } from './context.ts';
+import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { erasureRoutes } from './routes/erasures.ts';
@@ -24,14 +25,18 @@ import { opsRoutes } from './routes/ops.ts';
 import { recordRoutes } from './routes/records.ts';
 import { reviewRoutes } from './routes/reviews.ts';
 
-export interface ServerOptions {
+export interface ServerOptions extends LimitOptions {
   /** How far a signed request's time may be from the node's clock, ms (default 60 s). */
   authWindowMs?: number;
   /** Requests per member per minute (default 600). */
   rateLimit?: number;
   /** Largest JSON body, bytes (uploads stream and are not limited by this). */
   jsonLimit?: number;
+  /** Addresses /metrics answers (default: loopback only; add the monitoring host's). */
+  metricsAllow?: string[];
 }
+
+const LOOPBACK = ['127.0.0.1', '::1', '::ffff:127.0.0.1'];
 
 export async function buildServer(vault: Vault, options: ServerOptions = {}): Promise<FastifyInstance> {
   const startedAt = Date.now();
@@ -47,7 +52,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     bodyLimit: options.jsonLimit ?? 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     keepAliveTimeout: 65_000,
+    // A HEAD of a GET route would run it (a HEAD of a record's content anchored an access).
+    exposeHeadRoutes: false,
+    clientErrorHandler,
   });
+  installLimits(app, options);
   const metrics = createMetrics();
 
   app.decorateRequest('member', null);
@@ -80,12 +89,19 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     void reply.code(404).send({ code: 'REQUEST_INVALID', message: 'no such route' });
   });
 
-  // Authentication: after parsing (the JSON body's hash is checked), before validation.
+  // Authentication, in two steps: the signature headers' form, freshness and key before a
+  // byte of the body is read (a request refused there is never parsed); the body's hash, the
+  // signature and the nonce once it is (a JSON body's hash is checked), before validation.
+  const auth = { startedAt, window, seen };
+  const isPublic = (request: FastifyRequest) =>
+    request.routeOptions.config.public || request.routeOptions.url?.startsWith('/docs') || !request.routeOptions.url;
+  app.addHook('onRequest', async (request) => {
+    if (isPublic(request)) return;
+    request.member = await precheck(request, vault, auth);
+  });
   app.addHook('preValidation', async (request) => {
-    if (request.routeOptions.config.public || request.routeOptions.url?.startsWith('/docs')) return;
-    const [key, via] = [request.headers[HEADER.key], request.headers[FORWARD_HEADER.via]];
-    if (typeof key === 'string' && typeof via === 'string') await vault.learnMember(key, via);
-    request.member = authenticate(request, vault, { startedAt, window, seen });
+    if (isPublic(request)) return;
+    request.member = authenticate(request, vault, auth, request.member as MemberRow);
   });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.observe(
@@ -120,7 +136,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     metrics.breakGlass.inc();
     metrics.openReviews.set(vault.openReviews());
   });
-  const context: RouteContext = { vault, metrics };
+  const context: RouteContext = { vault, metrics, metricsAllow: options.metricsAllow ?? LOOPBACK };
   await app.register(opsRoutes, context);
   await app.register(memberRoutes, context);
   await app.register(recordRoutes, context);
@@ -132,6 +148,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
 
 function toMedvaultError(err: unknown): MedvaultError {
   if (isMedvaultError(err)) return err;
+  if (isDiskFull(err)) return new MedvaultError('STORAGE_FULL', (err as Error).message, { cause: err });
   const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
   if (e?.validation) return new MedvaultError('REQUEST_INVALID', e.message);
   if (e?.code === 'ECONNRESET' || e?.message === 'aborted') {

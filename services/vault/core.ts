@@ -12,7 +12,7 @@ import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
 import type { SigningKey } from '../../crypto/ed25519.ts';
 import type { MerkleTree } from '../../crypto/merkle.ts';
-import { check, fail } from '../../errors.ts';
+import { check, fail, isMedvaultError } from '../../errors.ts';
 import { HASH, ID } from '../../formats.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { logger } from '../../log.ts';
@@ -71,6 +71,7 @@ export class VaultCore {
   readonly now: () => number;
   readonly #batcher: Batcher;
   readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #unindexed: Array<{ key: string; receipt: Receipt }> = [];
 
   constructor(deps: CoreDeps) {
     this.m = deps.metadata;
@@ -102,6 +103,36 @@ export class VaultCore {
   /** Anchors an event; resolves with its receipt once its block is durable. */
   anchor(event: LedgerEvent): Promise<Receipt> {
     return this.#batcher.submit(event);
+  }
+
+  /**
+   * Indexes an event already anchored, on its own: the anchor is the truth, so a full disk
+   * here does not fail the action (the access happened; the ledger says so): the entry is
+   * kept in memory and written again at the next chance (retryIndex), and logged.
+   */
+  indexAnchored(key: string, receipt: Receipt): void {
+    this.retryIndex();
+    try {
+      this.m.transaction(() => this.index(key, receipt));
+    } catch (err) {
+      if (!isMedvaultError(err, 'STORAGE_FULL')) throw err;
+      this.#unindexed.push({ key, receipt });
+      logger.warn({ key, height: receipt.block.height }, 'anchored event not indexed yet (disk full): retried later');
+    }
+  }
+
+  /** Writes the index entries a full disk held back; keeps those that still fail. */
+  retryIndex(): void {
+    const waiting = this.#unindexed.splice(0);
+    for (const [i, { key, receipt }] of waiting.entries()) {
+      try {
+        this.m.transaction(() => this.index(key, receipt));
+      } catch (err) {
+        if (!isMedvaultError(err, 'STORAGE_FULL')) throw err;
+        this.#unindexed.push(...waiting.slice(i));
+        return;
+      }
+    }
   }
 
   /** Notes where a receipt's event sits on the ledger, under the record (or request) it concerns. */

@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { diskFullAs } from '../../errors.ts';
 
 import { ROLES_SQL } from '../../formats.ts';
 import type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role } from '../protocol/views.ts';
@@ -237,14 +238,20 @@ export class Metadata {
 
   /** Runs `step` in one transaction: all of its writes or none. */
   transaction<T>(step: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
     try {
-      const result = step();
-      this.#db.exec('COMMIT');
-      return result;
+      this.#db.exec('BEGIN IMMEDIATE');
+      try {
+        const result = step();
+        this.#db.exec('COMMIT');
+        return result;
+      } catch (err) {
+        // SQLite may have rolled back already (a full disk does): a second ROLLBACK would
+        // throw and hide the real error.
+        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+        throw err;
+      }
     } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
+      throw diskFullAs(err, "the metadata database's disk is full");
     }
   }
 
@@ -257,7 +264,11 @@ export class Metadata {
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
-    return Number(this.#db.prepare(sql).run(...params).changes);
+    try {
+      return Number(this.#db.prepare(sql).run(...params).changes);
+    } catch (err) {
+      throw diskFullAs(err, "the metadata database's disk is full");
+    }
   }
 
   // Members.

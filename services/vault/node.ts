@@ -57,6 +57,8 @@ export interface NodeConfig {
    * access is POSTed to at once for the DPO (MEDVAULT_BREAK_GLASS_WEBHOOK overrides it).
    */
   breakGlass?: { perDay?: number; webhook?: string };
+  /** The addresses /metrics answers (default: loopback only): the monitoring host's. */
+  metricsAllow?: string[];
 }
 
 const NODE_KEY = 'node';
@@ -205,6 +207,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     sweepFiles,
     peers,
     ...(breakGlass.perDay === undefined ? {} : { emergencyPerDay: breakGlass.perDay }),
+    diskPaths: [data, ...fsRoots(inStore(data, storeConfig))],
   });
   if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
   return vault;
@@ -243,4 +246,11 @@ function inStore(data: string, config: StoreConfig): StoreConfig {
 
 function inData(data: string, uri: string): string {
   return uri.startsWith('file:') ? `file:${inPath(data, uri.slice('file:'.length))}` : uri;
+}
+
+/** The roots of the fs stores in a store configuration (replicas included). */
+function fsRoots(config: StoreConfig): string[] {
+  if (config.kind === 'fs') return [config.root];
+  if (config.kind === 'replicated') return config.replicas.flatMap((r) => fsRoots(r.config));
+  return [];
 }

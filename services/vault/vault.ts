@@ -16,13 +16,14 @@
  *   never rebuild the header from the same old copy.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { eventsTree } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
 import { coreTransform } from '../../crypto/age.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
-import { DEFAULT_LIMITS, findHeaderEnd, type Recipient } from '../../crypto/header.ts';
+import { findHeaderEnd, type HeaderLimits, parseHeader, type Recipient } from '../../crypto/header.ts';
 import { noteChunkBytes } from '../../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
@@ -42,6 +43,11 @@ import { authorize } from './policy.ts';
 export type { RecordView };
 
 const MAX_READERS = 64;
+/**
+ * An uploaded header needs a stanza per reader, the uploader's and the custodian's: a header
+ * with more (or larger) is refused before any work, far below the format's 1,024 stanzas.
+ */
+const UPLOAD_LIMITS: HeaderLimits = { maxStanzas: MAX_READERS + 2, maxBytes: 32 * 1024 };
 const TAG_LENGTH = 16;
 /** The longest a grant may run: ten years. */
 const MAX_GRANT_MS = 10 * 365 * 86_400_000;
@@ -55,7 +61,12 @@ export interface VaultDeps extends CoreDeps {
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
   /** Break-glass accesses one member may make in 24 hours (default 3). */
   emergencyPerDay?: number;
+  /** Directories whose free space readiness reports (the data directory, an fs store's root). */
+  diskPaths?: string[];
 }
+
+/** Less free space than this (64 MiB, or 5 % of a smaller disk) and a node's disk is reported full. */
+const minFree = (totalBytes: number) => Math.min(64 * 1024 * 1024, totalBytes * 0.05);
 
 /** What the DPO is told of a break-glass access the moment it happens. */
 export interface EmergencyAlert {
@@ -146,6 +157,7 @@ export class Vault {
   readonly #index: ConsortiumIndex;
 
   readonly #emergencyPerDay: number;
+  readonly #diskPaths: readonly string[];
   readonly #emergencyListeners: Array<(alert: EmergencyAlert) => void> = [];
   /** Uploads of this process still waiting for their anchors' answers: not the settler's. */
   readonly #inFlight = new Set<string>();
@@ -154,6 +166,7 @@ export class Vault {
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
     this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
+    this.#diskPaths = deps.diskPaths ?? [];
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id);
     this.peers = new Peers(deps.peers);
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
@@ -167,6 +180,7 @@ export class Vault {
     await vault.settlePending();
     await vault.erasures.resume();
     if (deps.ownsStore) await vault.#collectGarbage();
+    await vault.collectStrays();
     return vault;
   }
 
@@ -556,7 +570,7 @@ export class Vault {
         reader: actor.id,
         node: this.#c.node.id,
       });
-      this.#c.m.transaction(() => this.#c.index(id, receipt));
+      this.#c.indexAnchored(id, receipt); // anchored: the access is served even if the index must wait
       return { record, header: record.header as Uint8Array, blob, receipt, content };
     } catch (err) {
       blob.destroy();
@@ -815,6 +829,12 @@ export class Vault {
       }
     };
     await Promise.all([
+      probe('disk', async () => {
+        for (const path of this.#diskPaths) {
+          const { bavail, blocks, bsize } = await statfs(path);
+          if (bavail * bsize < minFree(blocks * bsize)) fail('STORAGE_FULL', `${path}: ${bavail * bsize} bytes free`);
+        }
+      }),
       probe('metadata', async () => this.#c.m.ping()),
       probe('ledger', () => this.#c.ledger.head()),
       probe('store', async () => {
@@ -919,6 +939,7 @@ export class Vault {
   }
 
   async #settle(): Promise<number> {
+    this.#c.retryIndex();
     const pending = this.#c.m.pendingRecords().filter((r) => !this.#inFlight.has(r.id));
     if (pending.length === 0) return 0;
     let height: number;
@@ -980,6 +1001,23 @@ export class Vault {
       logger.warn({ recordId: record.id }, 'pending upload completed: it was anchored');
     }
     return left;
+  }
+
+  /**
+   * What puts cut off by a crash left in the stores (temporaries, incomplete multipart uploads,
+   * unpinned blocks) older than an hour, so that no running put, here or on another node
+   * sharing the store, is touched. At start-up and every hour (the server's timer).
+   */
+  async collectStrays(olderThanMs = 60 * 60_000): Promise<string[]> {
+    try {
+      const removed = (await this.#c.store.collectStrays?.({ olderThanMs })) ?? [];
+      if (removed.length > 0)
+        logger.warn({ removed: removed.length }, 'strays of cut-off puts collected from the store');
+      return removed;
+    } catch (err) {
+      logger.warn({ code: isMedvaultError(err) ? err.code : 'INTERNAL' }, 'the store could not be swept for strays');
+      return [];
+    }
   }
 
   /** Deletes blobs no record points at (uploads cut off before their row was written). */
@@ -1046,8 +1084,10 @@ async function readHeader(
     const { value, done } = await iterator.next();
     if (done) fail('AGE_HEADER_MALFORMED', 'the upload ends inside the age header');
     buffered = Buffer.concat([buffered, value]);
-    const end = findHeaderEnd(buffered, DEFAULT_LIMITS);
+    const end = findHeaderEnd(buffered, UPLOAD_LIMITS);
     if (end < 0) continue;
+    // Parsed here, under the upload's limits, before the KMS spends anything on its stanzas.
+    parseHeader(buffered.subarray(0, end), UPLOAD_LIMITS);
     const first = buffered.subarray(end);
     const rest = (async function* () {
       if (first.length > 0) yield first;

@@ -7,6 +7,7 @@
  * dropped, none is dropped while it could still be anchored, and every
  * acknowledged one is there.
  */
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,7 +31,10 @@ const upload = (seed: number) =>
 
 beforeAll(async () => {
   cluster = await EtcdCluster.start(3);
-  node = await startNode({ overrides: { ledger: `${cluster.uri}/quorum-loss` } });
+  // The node talks to the leader only: every append reaches the member that can hold it
+  // without committing, whichever member the client would otherwise have picked.
+  const leader = await cluster.leader();
+  node = await startNode({ overrides: { ledger: `etcd://${leader.clientUrl.replace('http://', '')}/quorum-loss` } });
   hospital = await node.addMember('hospital', 'uploader');
   reader = await node.addMember('reader', 'reader');
 }, 120_000);
@@ -59,7 +63,12 @@ describe('etcd: quorum lost with the leader up, under uploads', () => {
         .finally(() => void i),
     );
     for (const [i, source] of sources.entries()) source.write(Buffer.from(bytes(200_000, 50 + i)));
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Each upload's blob is being written (so it read the ledger's head): wait for all four.
+    const storing = () => readdirSync(join(node.data, 'blobs', 'tmp')).length;
+    for (let waited = 0; storing() < sources.length && waited < 30_000; waited += 50) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(storing()).toBe(sources.length);
     for (const f of followers) cluster.kill(f);
     for (const source of sources) source.end(Buffer.from(bytes(8_000, 7)));
     // Later uploads meet the ledger down before they store anything.

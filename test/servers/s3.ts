@@ -9,7 +9,7 @@
  */
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -178,12 +178,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       return;
     }
     const [path, query = ''] = (ctx.req.url ?? '').split('?', 2);
-    if (ctx.method === 'GET' && /(^|&)uploads(=|&|$)/.test(query) && /^\/[^/]+\/?$/.test(path ?? '')) {
-      ctx.status = 200;
-      ctx.type = 'application/xml';
-      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>${bucket}</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker><NextKeyMarker></NextKeyMarker><NextUploadIdMarker></NextUploadIdMarker><MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>`;
-      return;
-    }
+    if (multipartCall(ctx, bucket, directory, path ?? '', new URLSearchParams(query))) return;
     await next();
   });
   const { port } = await server.run();
@@ -199,6 +194,64 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
       if (!options.directory) rmSync(directory, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The multipart calls s3rver lacks, over its own store of incomplete uploads
+ * (`<bucket>/._S3rver_uploads/<uploadId>/`: `key`, then each part by number):
+ * ListMultipartUploads (minio asks it before a multipart put), ListParts and
+ * AbortMultipartUpload. True when it answered.
+ */
+function multipartCall(
+  ctx: { method: string; status: number; type: string; body: unknown },
+  bucket: string,
+  directory: string,
+  path: string,
+  query: URLSearchParams,
+): boolean {
+  const uploads = join(directory, bucket, '._S3rver_uploads');
+  const xml = (body: string) => {
+    ctx.status = 200;
+    ctx.type = 'application/xml';
+    ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n${body}`;
+    return true;
+  };
+  const ns = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"';
+  const ids = () => (existsSync(uploads) ? readdirSync(uploads) : []);
+  if (ctx.method === 'GET' && query.has('uploads') && new RegExp(`^/${bucket}/?$`).test(path)) {
+    const prefix = query.get('prefix') ?? '';
+    const items = ids()
+      .map((id) => ({ id, key: readFileSync(join(uploads, id, 'key'), 'utf8'), at: statSync(join(uploads, id)).mtime }))
+      .filter((u) => u.key.startsWith(prefix))
+      .map(
+        (u) =>
+          `<Upload><Key>${u.key}</Key><UploadId>${u.id}</UploadId><Initiated>${u.at.toISOString()}</Initiated><StorageClass>STANDARD</StorageClass></Upload>`,
+      );
+    return xml(
+      `<ListMultipartUploadsResult ${ns}><Bucket>${bucket}</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker><NextKeyMarker></NextKeyMarker><NextUploadIdMarker></NextUploadIdMarker><MaxUploads>1000</MaxUploads><IsTruncated>false</IsTruncated>${items.join('')}</ListMultipartUploadsResult>`,
+    );
+  }
+  const uploadId = query.get('uploadId');
+  if (!uploadId || !ids().includes(uploadId) || !path.startsWith(`/${bucket}/`)) return false;
+  const dir = join(uploads, uploadId);
+  if (ctx.method === 'GET') {
+    const parts = readdirSync(dir)
+      .filter((n) => /^\d+$/.test(n))
+      .map(
+        (n) =>
+          `<Part><PartNumber>${n}</PartNumber><LastModified>${statSync(join(dir, n)).mtime.toISOString()}</LastModified><ETag>"${existsSync(join(dir, `${n}.md5`)) ? readFileSync(join(dir, `${n}.md5`), 'utf8') : ''}"</ETag><Size>${statSync(join(dir, n)).size}</Size></Part>`,
+      );
+    return xml(
+      `<ListPartsResult ${ns}><Bucket>${bucket}</Bucket><Key>${readFileSync(join(dir, 'key'), 'utf8')}</Key><UploadId>${uploadId}</UploadId><IsTruncated>false</IsTruncated>${parts.join('')}</ListPartsResult>`,
+    );
+  }
+  if (ctx.method === 'DELETE') {
+    rmSync(dir, { recursive: true, force: true });
+    ctx.status = 204;
+    ctx.body = '';
+    return true;
+  }
+  return false;
 }
 
 /** The options that open an S3 store on this test server. */

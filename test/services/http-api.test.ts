@@ -203,7 +203,7 @@ describe('operations', () => {
     expect(await call('GET', '/healthz')).toMatchObject({ status: 200 });
     const ready = await call('GET', '/readyz');
     expect(ready.status).toBe(200);
-    expect(JSON.parse(ready.text).checks).toEqual({ metadata: 'ok', ledger: 'ok', store: 'ok' });
+    expect(JSON.parse(ready.text).checks).toEqual({ disk: 'ok', metadata: 'ok', ledger: 'ok', store: 'ok' });
     const metrics = await call('GET', '/metrics');
     expect(metrics.text).toContain('medvault_http_request_seconds_bucket');
     expect(metrics.text).toMatch(/medvault_ciphertext_bytes_total\{direction="in"\} \d+/);

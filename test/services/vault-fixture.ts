@@ -43,8 +43,10 @@ export interface TestNode {
 export const DAY = 86_400_000;
 export const SUBJECT = 'a'.repeat(64);
 
-export async function startNode(options: ServerOptions & { overrides?: NodeOverrides } = {}): Promise<TestNode> {
-  const data = tempDir('medvault-node-');
+export async function startNode(
+  options: ServerOptions & { overrides?: NodeOverrides; dataDir?: string } = {},
+): Promise<TestNode> {
+  const data = options.dataDir ?? tempDir('medvault-node-');
   const init = await initNode(data, { overrides: options.overrides });
   const vault = await openNode(data, options.overrides);
   const app = await buildServer(vault, options);

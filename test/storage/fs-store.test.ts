@@ -43,3 +43,21 @@ describe('fs blob store on disk', () => {
     expect(hashes).toHaveLength(1); // the other blob stays
   });
 });
+
+describe('fs store: strays', () => {
+  it('temporaries older than asked are collected, younger ones (a running put) left', async () => {
+    const dir = tempDir('medvault-fs-strays-');
+    const store = await FsBlobStore.open(dir);
+    const { ref } = await store.put(
+      (async function* () {
+        yield bytes(100, 3);
+      })(),
+    );
+    writeFileSync(join(dir, 'tmp', 'cut-off'), 'half a blob');
+    expect(await store.collectStrays({ olderThanMs: 60 * 60_000 })).toEqual([]);
+    expect(readdirSync(join(dir, 'tmp'))).toEqual(['cut-off']);
+    expect(await store.collectStrays({ olderThanMs: 0 })).toEqual(['fs: temporary file cut-off']);
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
+    expect(await store.has(ref)).toBe(true);
+  });
+});

@@ -83,6 +83,20 @@ describe('ipfs store: the node killed mid-put', () => {
       for await (const ref of again.list()) listed.push(ref);
       expect(listed).toEqual([kept.ref]);
       expect(await again.has(kept.ref)).toBe(true);
+      // The blocks the cut-off put wrote are still in the repo, unpinned, until collected.
+      const local = async () => {
+        let n = 0;
+        const api = new URL(second.api);
+        const res = await fetch(`${api.origin}/api/v0/refs/local`, { method: 'POST' });
+        for (const line of (await res.text()).split('\n')) if (line.trim()) n++;
+        return n;
+      };
+      const before = await local();
+      const removed = await again.collectStrays({ olderThanMs: 0 });
+      expect(removed).toEqual([expect.stringMatching(/^ipfs: \d+ unpinned blocks collected$/)]);
+      expect(await local()).toBeLessThan(before);
+      expect(await again.has(kept.ref)).toBe(true); // the pinned blob stays
+      expect(await again.collectStrays({ olderThanMs: 0 })).toEqual([]);
     } finally {
       await second.stop();
     }

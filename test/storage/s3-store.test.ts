@@ -7,7 +7,7 @@
  * always use the test server.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -121,6 +121,15 @@ describe('s3 blob store: failures', () => {
       const temps: string[] = [];
       for await (const o of client.listObjectsV2(second.bucket, 'tmp/', true)) temps.push((o as { name: string }).name);
       expect(temps).toEqual([]);
+      // The server kept the parts it had received: an incomplete multipart upload, tens of MB.
+      const uploads = join(directory, second.bucket, '._S3rver_uploads');
+      const partBytes = () => filesUnder(uploads).reduce((sum, f) => sum + statSync(f).size, 0);
+      expect(partBytes()).toBeGreaterThan(1 << 20);
+      // A node's start-up (or its hourly timer) collects them; a younger one is left to its put.
+      expect(await again.collectStrays({ olderThanMs: 60 * 60_000 })).toEqual([]);
+      const removed = await again.collectStrays({ olderThanMs: 0 });
+      expect(removed).toEqual([expect.stringMatching(/^s3: incomplete upload .* of tmp\//)]);
+      expect(partBytes()).toBe(0);
     } finally {
       await second.stop();
     }

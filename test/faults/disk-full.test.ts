@@ -1,0 +1,160 @@
+/**
+ * Full disks, on small tmpfs file systems the suite mounts (it runs as root
+ * here, as CI does): the blob store's disk, then the whole data directory's.
+ * Every refusal is STORAGE_FULL or LEDGER_FULL (507) naming what is full,
+ * never INTERNAL; nothing half-written is left or anchored; readiness says
+ * the disk is full; what needs no write goes on; and once space is freed the
+ * node works again without a restart.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bytes, filesUnder, tempDir } from '../helpers.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+
+const root = tempDir('medvault-full-');
+const mounts: string[] = [];
+
+/** Mounts a tmpfs of `mib` MiB at a new directory; null (with the reason) where that is not allowed. */
+function mountTmpfs(name: string, mib: number): string {
+  const dir = join(root, name);
+  mkdirSync(dir, { recursive: true });
+  const run = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', dir], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`cannot mount a tmpfs here (${run.stderr.trim()}): run the suite as root`);
+  mounts.push(dir);
+  return dir;
+}
+
+afterAll(() => {
+  for (const dir of mounts.reverse()) execFileSync('umount', ['-l', dir]);
+});
+
+const document = (mib: number, seed: number) => bytes(mib * 1024 * 1024, seed);
+const ready = async (node: TestNode) =>
+  (await (await fetch(`${node.url}/readyz`)).json()) as { checks: Record<string, string> };
+
+describe('the blob store on a full disk', () => {
+  let node: TestNode;
+  let hospital: TestMember;
+  let reader: TestMember;
+  let store: string;
+
+  beforeAll(async () => {
+    store = mountTmpfs('store', 80);
+    node = await startNode({ overrides: { store: { kind: 'fs', root: store } } });
+    hospital = await node.addMember('hospital', 'uploader');
+    reader = await node.addMember('reader', 'reader');
+  });
+  afterAll(() => node?.stop());
+
+  it('an upload larger than the space left is STORAGE_FULL: nothing stored, nothing anchored; reads go on', async () => {
+    const upload = (mib: number, seed: number) =>
+      hospital.client.upload(document(mib, seed), {
+        subject: SUBJECT,
+        readers: [reader.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      });
+    const kept = await upload(20, 1);
+    expect((await ready(node)).checks.disk).toBe('ok');
+    const head = await node.vault.ledger.head();
+    const err = await upload(70, 2).catch((e) => e);
+    expect(err).toMatchObject({ code: 'STORAGE_FULL', info: { status: 507 } });
+    expect(err.message).toContain(store);
+    expect(await node.vault.ledger.head()).toEqual(head);
+    expect(filesUnder(join(store, 'tmp'))).toEqual([]); // no partial blob
+    expect(filesUnder(store)).toHaveLength(1);
+    // A fetch needs no new blob: it goes on.
+    const fetched = await reader.client.fetch(kept.record.id, { path: join(root, 'kept.bin') });
+    expect(fetched.bytes).toBe(20 * 1024 * 1024);
+    // Nearly full (a file beside the store takes the rest): readiness says so.
+    const filler = join(store, 'filler');
+    try {
+      for (let i = 0; ; i++) writeFileSync(filler, Buffer.alloc(1024 * 1024), { flag: i === 0 ? 'w' : 'a' });
+    } catch {}
+    expect((await ready(node)).checks.disk).toBe('STORAGE_FULL');
+    rmSync(filler);
+    expect((await ready(node)).checks.disk).toBe('ok');
+  });
+});
+
+describe('the whole data directory on a full disk', () => {
+  let node: TestNode;
+  let hospital: TestMember;
+  let reader: TestMember;
+  let filler: string;
+
+  beforeAll(async () => {
+    const disk = mountTmpfs('data', 48);
+    node = await startNode({
+      overrides: { store: { kind: 'fs', root: join(disk, 'blobs') } },
+      dataDir: join(disk, 'node'),
+    });
+    hospital = await node.addMember('hospital', 'uploader');
+    reader = await node.addMember('reader', 'reader');
+    filler = join(disk, 'filler');
+  });
+  afterAll(() => node?.stop());
+
+  it('uploads and fetches are refused with a full-disk code, never INTERNAL; freed, the node works again', async () => {
+    const record = (
+      await hospital.client.upload(bytes(1000, 3), {
+        subject: SUBJECT,
+        readers: [reader.id],
+        purpose: 'treatment',
+        expiresAt: Date.now() + DAY,
+      })
+    ).record.id;
+    // Fill the disk to the last block.
+    const chunk = Buffer.alloc(1024 * 1024);
+    try {
+      for (let i = 0; ; i++) writeFileSync(filler, chunk, { flag: i === 0 ? 'w' : 'a' });
+    } catch {}
+    try {
+      for (let i = 0; ; i++) writeFileSync(`${filler}-${i}`, Buffer.alloc(4096));
+    } catch {}
+    const head = await node.vault.ledger.head();
+    const codes = new Set<string>();
+    let fetchesServed = 0;
+    for (let i = 0; i < 3; i++) {
+      const up = await hospital.client
+        .upload(bytes(200_000, 10 + i), {
+          subject: SUBJECT,
+          readers: [reader.id],
+          purpose: 'treatment',
+          expiresAt: Date.now() + DAY,
+        })
+        .catch((e) => e);
+      codes.add(up.code);
+      const read = await reader.client.fetch(record, { path: join(root, `f${i}`) }).catch((e) => e);
+      codes.add(read.code ?? 'ok');
+      if (!read.code) fetchesServed++;
+    }
+    // Refused with a full-disk code, or (a fetch whose access could still be anchored) served.
+    expect(
+      [...codes].every((c) => ['STORAGE_FULL', 'LEDGER_FULL', 'ok'].includes(c)),
+      [...codes].join(),
+    ).toBe(true);
+    expect([...codes].some((c) => c !== 'ok')).toBe(true);
+    // Only accesses that were served were anchored: no upload, no refused access.
+    const anchored: string[] = [];
+    for await (const block of node.vault.ledger.blocks((head?.height ?? -1) + 1)) {
+      anchored.push(...block.events.map((e) => e.type));
+    }
+    expect(anchored.filter((t) => t !== 'record.accessed')).toEqual([]);
+    expect(anchored.length).toBeLessThanOrEqual(fetchesServed);
+    expect((await ready(node)).checks.disk).toBe('STORAGE_FULL');
+    // Space freed: the same node uploads and fetches again.
+    for (const f of readdirSync(join(filler, '..')).filter((n) => n.startsWith('filler')))
+      rmSync(join(filler, '..', f));
+    const again = await hospital.client.upload(bytes(1000, 20), {
+      subject: SUBJECT,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    expect((await reader.client.fetch(again.record.id, { path: join(root, 'again') })).bytes).toBe(1000);
+    expect((await ready(node)).checks.disk).toBe('ok');
+  });
+});
