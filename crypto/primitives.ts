@@ -25,8 +25,8 @@ export function random(length: number): Uint8Array {
   return new Uint8Array(randomBytes(length));
 }
 
-/** HKDF-SHA-256 with 32 bytes of output, as every age derivation uses. */
-export function hkdf(ikm: Uint8Array, salt: Uint8Array | null, info: string): Uint8Array {
+/** HKDF-SHA-256 with 32 bytes of output, as every age derivation uses (age's labels are text). */
+export function hkdf(ikm: Uint8Array, salt: Uint8Array | null, info: string | Uint8Array): Uint8Array {
   return new Uint8Array(hkdfSync('sha256', ikm, salt ?? EMPTY, info, 32));
 }
 
@@ -38,9 +38,15 @@ export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** ChaCha20-Poly1305 with a 12-byte nonce; returns ciphertext || tag. */
-export function aeadSeal(key: Uint8Array, plaintext: Uint8Array, nonce: Uint8Array = ZERO_NONCE): Uint8Array {
+/** ChaCha20-Poly1305 with a 12-byte nonce; returns ciphertext || tag. (age uses no AAD.) */
+export function aeadSeal(
+  key: Uint8Array,
+  plaintext: Uint8Array,
+  nonce: Uint8Array = ZERO_NONCE,
+  aad?: Uint8Array,
+): Uint8Array {
   const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
+  if (aad && aad.length > 0) cipher.setAAD(aad, { plaintextLength: plaintext.length });
   const head = cipher.update(plaintext);
   cipher.final();
   return new Uint8Array(Buffer.concat([head, cipher.getAuthTag()]));
@@ -54,11 +60,13 @@ export function aeadOpen(
   key: Uint8Array | KeyObject,
   sealed: Uint8Array,
   nonce: Uint8Array = ZERO_NONCE,
+  aad?: Uint8Array,
 ): Buffer | null {
   if (sealed.length < TAG_LENGTH) return null;
   const cut = sealed.length - TAG_LENGTH;
   const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
   decipher.setAuthTag(sealed.subarray(cut));
+  if (aad && aad.length > 0) decipher.setAAD(aad, { plaintextLength: cut });
   const plain = decipher.update(sealed.subarray(0, cut));
   try {
     decipher.final();

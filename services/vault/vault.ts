@@ -946,7 +946,10 @@ export class Vault {
     try {
       height = (await this.#c.ledger.head())?.height ?? -1;
     } catch (err) {
-      if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) return pending.length; // later
+      if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) {
+        logger.warn({ pending: pending.length }, 'pending uploads not settled: the ledger cannot be read; later');
+        return pending.length;
+      }
       throw err;
     }
     for (const record of pending) {
@@ -973,6 +976,7 @@ export class Vault {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
         if (height < (record.settleAfter as number)) {
+          logger.info({ recordId: record.id, head: height, settleAfter: record.settleAfter }, 'pending upload still open');
           left++;
           continue;
         }
