@@ -976,7 +976,10 @@ export class Vault {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
         if (height < (record.settleAfter as number)) {
-          logger.info({ recordId: record.id, head: height, settleAfter: record.settleAfter }, 'pending upload still open');
+          logger.info(
+            { recordId: record.id, head: height, settleAfter: record.settleAfter },
+            'pending upload still open',
+          );
           left++;
           continue;
         }
