@@ -48,6 +48,7 @@ export const ERRORS = {
   },
   LEDGER_CORRUPT: { status: 500, message: 'the ledger fails verification' },
   STORAGE_FULL: { status: 507, message: 'the disk is full' },
+  LEDGER_MISMATCH: { status: 409, message: 'this is not the ledger the node was made on' },
   LEDGER_EMPTY: { status: 404, message: 'the ledger holds no block (a wrong path, prefix or contract?)' },
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },

@@ -276,7 +276,8 @@ export class EtcdLedger implements Ledger {
       fail(
         sent ? 'LEDGER_OUTCOME_UNKNOWN' : 'LEDGER_UNAVAILABLE',
         `etcd: append of blocks ${first.height}..${last.height}: ${detail}`,
-        { cause, info: { from: first.height, to: last.height } },
+        // `prev`: the head this append extends; it can land only on that head.
+        { cause, info: { from: first.height, to: last.height, prev: first.prev } },
       );
     for (let attempt = 0; ; attempt++) {
       let compareFailed = false;

@@ -18,6 +18,7 @@ import {
   findHeaderEnd,
   type Header,
   type HeaderLimits,
+  HeaderScanner,
   type Identity,
   parseHeader,
   type Recipient,
@@ -141,7 +142,7 @@ export class AgeDecryptor implements StreamCore {
   readonly #identities: readonly Identity[];
   readonly #limits: HeaderLimits;
   #armor: ArmorDecoder | null | undefined;
-  #headerBytes: Buffer = Buffer.alloc(0);
+  #header: HeaderScanner;
   #opener: PayloadOpener | null = null;
   header: Header | null = null;
 
@@ -149,6 +150,7 @@ export class AgeDecryptor implements StreamCore {
     check(identities.length > 0, 'INVALID_ARGUMENT', 'at least one identity is required');
     this.#identities = identities;
     this.#limits = options.limits ?? DEFAULT_LIMITS;
+    this.#header = new HeaderScanner(this.#limits);
   }
 
   update(data: Uint8Array, out: Buffer[]): void {
@@ -161,8 +163,7 @@ export class AgeDecryptor implements StreamCore {
   final(out: Buffer[]): void {
     if (this.#armor) for (const piece of this.#armor.final()) this.#binary(piece, out);
     if (this.#opener === null) {
-      if (this.#headerBytes.length === 0) fail('AGE_NOT_AGE', 'the input is empty');
-      findHeaderEnd(this.#headerBytes, this.#limits);
+      if (this.#header.bytes.length === 0) fail('AGE_NOT_AGE', 'the input is empty');
       fail('AGE_HEADER_MALFORMED', 'the input ends inside the header');
     }
     this.#opener.final(out);
@@ -173,15 +174,13 @@ export class AgeDecryptor implements StreamCore {
       this.#opener.update(data, out);
       return;
     }
-    this.#headerBytes = Buffer.concat([this.#headerBytes, data]);
-    const end = findHeaderEnd(this.#headerBytes, this.#limits);
+    const end = this.#header.push(data);
     if (end < 0) return;
-    const { header, fileKey } = openHeader(this.#headerBytes.subarray(0, end), this.#identities, this.#limits);
+    const collected = this.#header.bytes;
+    const { header, fileKey } = openHeader(collected.subarray(0, end), this.#identities, this.#limits);
     this.header = header;
     this.#opener = new PayloadOpener(fileKey);
-    const rest = this.#headerBytes.subarray(end);
-    this.#headerBytes = Buffer.alloc(0);
-    this.#opener.update(rest, out);
+    this.#opener.update(collected.subarray(end), out);
   }
 }
 

@@ -87,24 +87,67 @@ function checkScryptAlone(stanzas: readonly Stanza[]): void {
  * the start cannot be an age header, so a stream never buffers unboundedly.
  */
 export function findHeaderEnd(bytes: Uint8Array, limits = DEFAULT_LIMITS): number {
-  const prefixLength = Math.min(bytes.length, VERSION_PREFIX.length);
-  if (Buffer.from(bytes.subarray(0, prefixLength)).toString('latin1') !== VERSION_PREFIX.slice(0, prefixLength)) {
-    fail('AGE_NOT_AGE');
+  // Past maxBytes the answer is a refusal either way, so only that much is copied.
+  return new HeaderScanner(limits).push(bytes.subarray(0, limits.maxBytes + 1));
+}
+
+/**
+ * Collects a header arriving in pieces and finds its end, in time linear in its
+ * bytes however small the pieces: bytes are appended to a buffer that grows by
+ * doubling, and only what arrived since the last look is searched for line
+ * ends (a header fed one byte at a time cost quadratic time before: the
+ * fuzzer found 0.8 s for 70 KB). Refuses as findHeaderEnd does.
+ */
+export class HeaderScanner {
+  readonly #limits: HeaderLimits;
+  #buffer = Buffer.alloc(1024);
+  #length = 0;
+  #lineStart = 0;
+  #scanned = 0;
+
+  constructor(limits = DEFAULT_LIMITS) {
+    this.#limits = limits;
   }
-  // The MAC line is the first line that starts with "---": no other header
-  // line can (stanza lines start with "->", bodies are base64).
-  let lineStart = 0;
-  for (;;) {
-    const lf = bytes.indexOf(0x0a, lineStart);
-    if (lf < 0) break;
-    if (bytes[lineStart] === 0x2d && bytes[lineStart + 1] === 0x2d && bytes[lineStart + 2] === 0x2d) {
-      if (lf + 1 > limits.maxBytes) checkLimits(0, lf + 1, limits);
-      return lf + 1;
+
+  /** Adds `data`; returns the end of the header in the bytes so far, or -1 while it is not complete. */
+  push(data: Uint8Array): number {
+    if (this.#length + data.length > this.#buffer.length) {
+      let size = this.#buffer.length;
+      while (size < this.#length + data.length) size *= 2;
+      const grown = Buffer.alloc(size);
+      this.#buffer.copy(grown, 0, 0, this.#length);
+      this.#buffer = grown;
     }
-    lineStart = lf + 1;
+    this.#buffer.set(data, this.#length);
+    const before = this.#length;
+    this.#length += data.length;
+    if (before < VERSION_PREFIX.length) {
+      const n = Math.min(this.#length, VERSION_PREFIX.length);
+      if (this.#buffer.toString('latin1', 0, n) !== VERSION_PREFIX.slice(0, n)) fail('AGE_NOT_AGE');
+    }
+    const bytes = this.#buffer.subarray(0, this.#length);
+    // The MAC line is the first line that starts with "---": no other header
+    // line can (stanza lines start with "->", bodies are base64).
+    for (;;) {
+      const lf = bytes.indexOf(0x0a, this.#scanned);
+      if (lf < 0) break;
+      const at = this.#lineStart;
+      if (bytes[at] === 0x2d && bytes[at + 1] === 0x2d && bytes[at + 2] === 0x2d) {
+        if (lf + 1 > this.#limits.maxBytes) checkLimits(0, lf + 1, this.#limits);
+        return lf + 1;
+      }
+      this.#lineStart = lf + 1;
+      this.#scanned = lf + 1;
+    }
+    this.#scanned = this.#length;
+    if (this.#length > this.#limits.maxBytes) checkLimits(0, this.#length, this.#limits);
+    return -1;
   }
-  if (bytes.length > limits.maxBytes) checkLimits(0, bytes.length, limits);
-  return -1;
+
+  /** The bytes collected so far. */
+  get bytes(): Buffer {
+    return this.#buffer.subarray(0, this.#length);
+  }
 }
 
 /** Parses a complete header (exactly the header's bytes). Does not verify the MAC. */

@@ -5,7 +5,7 @@
  * default http://127.0.0.1:7400).
  */
 import { createHash } from 'node:crypto';
-import { stat, writeFile } from 'node:fs/promises';
+import { rm, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { check, fail } from '../../errors.ts';
@@ -211,11 +211,19 @@ export function addVaultCommands(program: Command): void {
       } else fail('INVALID_ARGUMENT', 'give -o FILE (new keys) or --signing-key and --recipient (their own keys)');
       const vault = await client(opts);
       const node = opts.memberOf ? { node: opts.memberOf } : {};
-      const { member: added, receipt } = await vault.addMember({ name, role: opts.role as Role, ...keys, ...node });
+      // The key file first: a member is never registered whose only key could not be kept.
       if (text && opts.output) {
         await writeFile(opts.output, text, { mode: 0o600, flag: 'wx' }).catch((err) => {
           throw ioError(err, `cannot create ${opts.output}`);
         });
+      }
+      let added: Awaited<ReturnType<VaultClient['addMember']>>['member'];
+      let receipt: Receipt;
+      try {
+        ({ member: added, receipt } = await vault.addMember({ name, role: opts.role as Role, ...keys, ...node }));
+      } catch (err) {
+        if (text && opts.output) await rm(opts.output, { force: true }); // nothing registered: no key file
+        throw err;
       }
       print(
         opts,

@@ -197,6 +197,9 @@ const MIGRATIONS = [
   `ALTER TABLE records ADD COLUMN settle_after INTEGER;
    ALTER TABLE records ADD COLUMN idempotency_key TEXT;
    CREATE UNIQUE INDEX records_idempotency ON records (uploader, idempotency_key) WHERE idempotency_key IS NOT NULL;`,
+  // 9: the hash of the block an unknown append extended: once the ledger holds another block
+  // at that height, the append can never land and the upload is settled without waiting.
+  `ALTER TABLE records ADD COLUMN settle_prev TEXT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -378,7 +381,7 @@ export class Metadata {
     return this.#all('SELECT * FROM records WHERE subject = ? AND state = ? ORDER BY created_at', subject, state);
   }
 
-  pendingRecords(): Array<RecordRow & { settleAfter: number | null }> {
+  pendingRecords(): Array<RecordRow & { settleAfter: number | null; settlePrev: string | null }> {
     return this.#all("SELECT * FROM records WHERE state = 'pending'");
   }
 
@@ -387,9 +390,17 @@ export class Metadata {
     return this.#one('SELECT * FROM records WHERE uploader = ? AND idempotency_key = ?', uploader, key);
   }
 
-  /** A pending upload is settled (anchored or not) once the ledger reaches `height`. */
-  setSettleAfter(id: string, height: number): void {
-    this.#run("UPDATE records SET settle_after = ? WHERE id = ? AND state = 'pending'", height, id);
+  /**
+   * A pending upload is settled (anchored or not) once the ledger reaches `height`, or, when
+   * its append extended block `prev`, once another block stands at `height - 1`.
+   */
+  setSettleAfter(id: string, height: number, prev: string | null = null): void {
+    this.#run(
+      "UPDATE records SET settle_after = ?, settle_prev = ? WHERE id = ? AND state = 'pending'",
+      height,
+      prev,
+      id,
+    );
   }
 
   activate(id: string): void {

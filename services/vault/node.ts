@@ -17,15 +17,17 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { isAbsolute, join, resolve } from 'node:path';
+import { chmod, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { blockHash } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
-import { fsyncDirectory } from '../../durable.ts';
-import { check, fail } from '../../errors.ts';
+import { fsyncDirectory, writeFileAtomic } from '../../durable.ts';
+import { check, fail, isMedvaultError } from '../../errors.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import type { SealingSecret } from '../../kms/sealed-file.ts';
+import { logger } from '../../log.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
 import { checkWebhookUrl, webhookAlerts } from './alerts.ts';
@@ -59,6 +61,11 @@ export interface NodeConfig {
   breakGlass?: { perDay?: number; webhook?: string };
   /** The addresses /metrics answers (default: loopback only): the monitoring host's. */
   metricsAllow?: string[];
+  /**
+   * The hash of block 0 of the ledger the node was made on: `serve` refuses a ledger whose
+   * first block is another (a wrong URI, prefix or contract), whatever the environment says.
+   */
+  ledgerGenesis?: string;
 }
 
 const NODE_KEY = 'node';
@@ -87,6 +94,13 @@ async function writeSecret(path: string, text: string | Uint8Array): Promise<voi
  * Makes a data directory: configuration, sealed keystore with the node's keys,
  * metadata, ledger, blob store, pseudonym secret, and the first admin (its
  * member key file written to `adminKeyFile`, anchored as member.added).
+ *
+ * All or nothing: it is built in a staging directory beside `data` and
+ * renamed into place only once every step succeeded (keys, keystore, the
+ * ledger reached and the first admin anchored); a failure leaves nothing.
+ * `medvault.json` records the ledger and the store the node was made on
+ * (including those given through MEDVAULT_LEDGER and MEDVAULT_STORE) and
+ * the hash of the ledger's block 0, which every later start checks.
  */
 export async function initNode(
   data: string,
@@ -101,33 +115,62 @@ export async function initNode(
 ): Promise<{ nodeId: string; adminId: string; adminKeyFile: string }> {
   data = resolve(data);
   if (existsSync(join(data, 'medvault.json'))) fail('INVALID_ARGUMENT', `${data} is already a medvault data directory`);
-  await mkdir(data, { recursive: true, mode: 0o700 });
-  const config: NodeConfig = {
-    version: 1,
-    name: options.name ?? 'node',
-    ledger: 'file:ledger.mvl',
-    store: { kind: 'fs', root: 'blobs' },
-    listen: { host: '127.0.0.1', port: options.port ?? 7400 },
-    ...(options.kms ? { kms: options.kms } : {}),
-  };
-  if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
-    await writeSecret(join(data, 'keystore.key'), randomBytes(32));
+  if (existsSync(data) && (await readdir(data)).length > 0) {
+    fail('INVALID_ARGUMENT', `${data} exists and is not empty: init makes a new data directory`);
   }
-  await writeSecret(join(data, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
-  const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
-  await kms.createMember(NODE_KEY);
-  await writeFile(join(data, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`, { flag: 'wx' });
-  await fsyncDirectory(data);
+  const staging = join(dirname(data), `.${basename(data)}.init-${randomBytes(6).toString('hex')}`);
   const adminName = options.admin ?? 'admin';
   const admin = generateMemberKeys();
-  const adminKeyFile = resolve(options.adminKeyFile ?? join(data, `${adminName}.key`));
-  await writeSecret(adminKeyFile, memberKeyFileText(adminName, admin));
-  const vault = await openNode(data, options.overrides);
+  const outsideKeyFile = options.adminKeyFile ? resolve(options.adminKeyFile) : null;
+  if (outsideKeyFile && existsSync(outsideKeyFile)) fail('INVALID_ARGUMENT', `${outsideKeyFile} already exists`);
+  await mkdir(staging, { recursive: true, mode: 0o700 });
   try {
-    const { member } = await vault.addMember(null, { name: adminName, role: 'admin', ...memberPublic(admin) });
-    return { nodeId: vault.nodeId, adminId: member.id, adminKeyFile };
-  } finally {
-    await vault.close();
+    const storeFromEnv = process.env.MEDVAULT_STORE ? (envJson('MEDVAULT_STORE') as StoreConfig) : undefined;
+    const config: NodeConfig = {
+      version: 1,
+      name: options.name ?? 'node',
+      ledger: options.overrides?.ledger ?? process.env.MEDVAULT_LEDGER ?? 'file:ledger.mvl',
+      store: options.overrides?.store ?? storeFromEnv ?? { kind: 'fs', root: 'blobs' },
+      listen: { host: '127.0.0.1', port: options.port ?? 7400 },
+      ...(options.kms ? { kms: options.kms } : {}),
+    };
+    if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
+      await writeSecret(join(staging, 'keystore.key'), randomBytes(32));
+    }
+    await writeSecret(join(staging, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
+    const kms = await LocalKms.open(join(staging, 'keystore.sealed'), await keystoreSecret(staging));
+    await kms.createMember(NODE_KEY);
+    await writeFile(join(staging, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`, { flag: 'wx' });
+    await writeSecret(join(staging, `${adminName}.key`), memberKeyFileText(adminName, admin));
+    let result: { nodeId: string; adminId: string };
+    const vault = await openNode(staging, options.overrides);
+    try {
+      const { member } = await vault.addMember(null, { name: adminName, role: 'admin', ...memberPublic(admin) });
+      const genesis = await vault.ledger.get(0);
+      if (!genesis) fail('LEDGER_UNAVAILABLE', 'the ledger has no block 0 after the first admin was anchored');
+      config.ledgerGenesis = blockHash(genesis.header);
+      result = { nodeId: vault.nodeId, adminId: member.id };
+    } finally {
+      await vault.close();
+    }
+    await writeFileAtomic(join(staging, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`);
+    await fsyncDirectory(staging);
+    if (existsSync(data)) await rmdir(data); // the empty directory it replaces
+    await rename(staging, data);
+    await fsyncDirectory(dirname(data));
+    let adminKeyFile = join(data, `${adminName}.key`);
+    if (outsideKeyFile) {
+      await rename(adminKeyFile, outsideKeyFile).catch(async () => {
+        // Another file system: copied, then removed from the data directory.
+        await writeSecret(outsideKeyFile, await readFile(adminKeyFile));
+        await rm(adminKeyFile);
+      });
+      adminKeyFile = outsideKeyFile;
+    }
+    return { ...result, adminKeyFile };
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
   }
 }
 
@@ -183,10 +226,15 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   try {
     ledger = await openLedger(inData(data, ledgerUri), acknowledged === undefined ? {} : { acknowledged });
     if (overrides.wrapLedger) ledger = overrides.wrapLedger(ledger);
+    await checkGenesis(ledger, ledgerUri, config.ledgerGenesis);
   } catch (err) {
     metadata.close();
     throw err;
   }
+  logger.info(
+    { ledger: redactUri(ledgerUri), ledgerKind: ledger.kind, store: describeStore(storeConfig) },
+    'node opened: the ledger and the store it serves',
+  );
   const store = await openBlobStore(inStore(data, storeConfig));
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
   const sweepFiles = async () => ({
@@ -253,4 +301,43 @@ function fsRoots(config: StoreConfig): string[] {
   if (config.kind === 'fs') return [config.root];
   if (config.kind === 'replicated') return config.replicas.flatMap((r) => fsRoots(r.config));
   return [];
+}
+
+/**
+ * LEDGER_MISMATCH unless the ledger's block 0 is the one the node was made on (recorded by
+ * init). A ledger that cannot be read now is let through (logged): the acknowledged-height
+ * check in Vault.open and the next read catch a wrong one.
+ */
+async function checkGenesis(ledger: Ledger, uri: string, genesis: string | undefined): Promise<void> {
+  if (!genesis) return;
+  let first: Awaited<ReturnType<Ledger['get']>>;
+  try {
+    first = await ledger.get(0);
+  } catch (err) {
+    if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) {
+      logger.warn({ ledger: redactUri(uri) }, 'the ledger could not be read at start-up: its genesis is checked later');
+      return;
+    }
+    throw err;
+  }
+  const found = first ? blockHash(first.header) : 'none (an empty ledger)';
+  if (found !== genesis) {
+    fail(
+      'LEDGER_MISMATCH',
+      `${redactUri(uri)} has block 0 ${found}; this node was made on a ledger whose block 0 is ${genesis}`,
+    );
+  }
+}
+
+/** A ledger URI for logs: no credentials. */
+function redactUri(uri: string): string {
+  return uri.replace(/\/\/[^/@]*@/, '//');
+}
+
+/** A store configuration for logs: its kinds and places, never its keys. */
+function describeStore(config: StoreConfig): string {
+  if (config.kind === 'fs') return `fs ${config.root}`;
+  if (config.kind === 's3') return `s3 ${config.endPoint}:${config.port}/${config.bucket}`;
+  if (config.kind === 'ipfs') return `ipfs ${config.url}`;
+  return `replicated [${config.replicas.map((r) => `${r.name}: ${describeStore(r.config)}`).join(', ')}]`;
 }

@@ -18,12 +18,12 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { eventsTree } from '../../anchor/block.ts';
+import { blockHash, eventsTree } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
 import { coreTransform } from '../../crypto/age.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
-import { findHeaderEnd, type HeaderLimits, parseHeader, type Recipient } from '../../crypto/header.ts';
+import { type HeaderLimits, HeaderScanner, parseHeader, type Recipient } from '../../crypto/header.ts';
 import { noteChunkBytes } from '../../crypto/reclaim.ts';
 import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
@@ -520,9 +520,10 @@ export class Vault {
       }
       // Settled once the ledger holds a block at the lowest height an unknown append
       // tried (ours, or another that took its place); with no unknown, it can be settled now.
-      const settleAfter =
-        unknown.length > 0 ? Math.min(...unknown.map((e) => Number(e.info?.from ?? ledgerFrom))) : ledgerFrom - 1;
-      this.#c.m.setSettleAfter(id, settleAfter);
+      const lowest = unknown.toSorted((a, b) => Number(a.info?.from) - Number(b.info?.from))[0];
+      const settleAfter = lowest ? Number(lowest.info?.from ?? ledgerFrom) : ledgerFrom - 1;
+      const prev = typeof lowest?.info?.prev === 'string' ? lowest.info.prev : null;
+      this.#c.m.setSettleAfter(id, settleAfter, prev);
       logger.warn({ recordId: id, settleAfter }, 'upload outcome not known yet: kept pending until the ledger answers');
       fail('OUTCOME_PENDING', `record ${id}`, { info: { recordId: id }, cause: failures[0] });
     }
@@ -938,6 +939,17 @@ export class Vault {
     return this.#settling;
   }
 
+  /**
+   * Whether a pending upload's unknown append can no longer land: it extended block `prev`
+   * at settleAfter - 1 (a compare-and-swap on that head), and another block stands there.
+   */
+  async #cannotLand(record: { settleAfter: number | null; settlePrev: string | null }, height: number) {
+    const at = (record.settleAfter as number) - 1;
+    if (record.settlePrev === null || at < 0 || height < at) return false;
+    const there = await this.#c.ledger.get(at);
+    return there !== null && blockHash(there.header) !== record.settlePrev;
+  }
+
   async #settle(): Promise<number> {
     this.#c.retryIndex();
     const pending = this.#c.m.pendingRecords().filter((r) => !this.#inFlight.has(r.id));
@@ -975,7 +987,7 @@ export class Vault {
     for (const record of pending) {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
-        if (height < (record.settleAfter as number)) {
+        if (height < (record.settleAfter as number) && !(await this.#cannotLand(record, height))) {
           logger.info(
             { recordId: record.id, head: height, settleAfter: record.settleAfter },
             'pending upload still open',
@@ -1086,13 +1098,13 @@ async function readHeader(
   body: AsyncIterable<Uint8Array>,
 ): Promise<{ header: Uint8Array; rest: AsyncIterable<Uint8Array> }> {
   const iterator = body[Symbol.asyncIterator]();
-  let buffered = Buffer.alloc(0);
+  const scanner = new HeaderScanner(UPLOAD_LIMITS);
   for (;;) {
     const { value, done } = await iterator.next();
     if (done) fail('AGE_HEADER_MALFORMED', 'the upload ends inside the age header');
-    buffered = Buffer.concat([buffered, value]);
-    const end = findHeaderEnd(buffered, UPLOAD_LIMITS);
+    const end = scanner.push(value);
     if (end < 0) continue;
+    const buffered = scanner.bytes;
     // Parsed here, under the upload's limits, before the KMS spends anything on its stanzas.
     parseHeader(buffered.subarray(0, end), UPLOAD_LIMITS);
     const first = buffered.subarray(end);

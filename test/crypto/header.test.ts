@@ -3,7 +3,15 @@
  * file), stanza rules, limits, MAC and identity failures, and header rewrap.
  */
 import { describe, expect, it } from 'vitest';
-import { buildHeader, decrypt, encrypt, openHeader, rewrapHeader, splitAgeFile } from '../../crypto/age.ts';
+import {
+  AgeDecryptor,
+  buildHeader,
+  decrypt,
+  encrypt,
+  openHeader,
+  rewrapHeader,
+  splitAgeFile,
+} from '../../crypto/age.ts';
 import { encodeUnpadded } from '../../crypto/base64.ts';
 import { parseHeader, type Recipient, type Stanza, serializeHeader } from '../../crypto/header.ts';
 import { random } from '../../crypto/primitives.ts';
@@ -121,6 +129,25 @@ describe('limits', () => {
     // A never-ending header is cut at the limit, not buffered.
     const endless = Buffer.concat([Buffer.from('age-encryption.org/v1\n'), Buffer.alloc(5000, 0x41)]);
     expect(codeOf(() => decrypt([alice], endless, { limits }))).toBe('AGE_HEADER_TOO_LARGE');
+  });
+
+  it('finds the end of a header fed a byte at a time in linear time (fuzz finding)', () => {
+    // 1 MiB of header lines with no MAC line, one byte per update: refused at
+    // the limit. Re-copying the bytes so far on every piece (the bug the fuzzer
+    // found) costs ~5e11 byte copies here, over a minute; the scanner takes
+    // ~0.2 s. The 3 s bound sits an order of magnitude from both.
+    const limits = { maxStanzas: 1 << 20, maxBytes: 1 << 20 };
+    const line = Buffer.from(`-> X25519 ${'A'.repeat(43)}\n${'B'.repeat(64)}\n`);
+    const endless = Buffer.concat([Buffer.from('age-encryption.org/v1\n'), Buffer.alloc(limits.maxBytes, line)]);
+    const core = new AgeDecryptor([alice], { limits });
+    const out: Buffer[] = [];
+    const started = performance.now();
+    const feed = () => {
+      for (let i = 0; i < endless.length; i++) core.update(endless.subarray(i, i + 1), out);
+    };
+    expect(codeOf(feed)).toBe('AGE_HEADER_TOO_LARGE');
+    expect(performance.now() - started).toBeLessThan(3000);
+    expect(out).toEqual([]);
   });
 
   it('accepts the default limit of 1024 recipients', () => {

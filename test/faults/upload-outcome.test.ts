@@ -26,7 +26,12 @@ type Fault = 'commit-then-unknown' | 'unknown-never-commits' | null;
 /** A ledger that passes everything through, but fails its next append as `fault` says. */
 class FaultyLedger implements Ledger {
   readonly kind: Ledger['kind'];
-  next: Fault = null;
+  /** The faults of the next appends, in order. */
+  faults: Fault[] = [];
+  /** Appends started (a test waits on it to know one is in flight). */
+  started = 0;
+  /** How long a faulty append takes to fail. */
+  delayMs = 0;
   readonly #inner: Ledger;
   constructor(inner: Ledger) {
     this.#inner = inner;
@@ -41,13 +46,19 @@ class FaultyLedger implements Ledger {
   blocks(from?: number) {
     return this.#inner.blocks(from);
   }
+  set next(fault: Fault) {
+    this.faults = fault ? [fault] : [];
+  }
   async append(blocks: readonly Block[]): Promise<void> {
-    const fault = this.next;
-    this.next = null;
+    const fault = this.faults.shift() ?? null;
+    this.started++;
     if (fault === 'commit-then-unknown') await this.#inner.append(blocks);
     if (fault) {
-      const from = (blocks[0] as Block).header.height;
-      fail('LEDGER_OUTCOME_UNKNOWN', 'injected', { info: { from, to: (blocks.at(-1) as Block).header.height } });
+      await new Promise((r) => setTimeout(r, this.delayMs));
+      const first = (blocks[0] as Block).header;
+      fail('LEDGER_OUTCOME_UNKNOWN', 'injected', {
+        info: { from: first.height, to: (blocks.at(-1) as Block).header.height, prev: first.prev },
+      });
     }
     return this.#inner.append(blocks);
   }
@@ -138,6 +149,30 @@ describe('an upload whose anchoring outcome is unknown', () => {
     const retried = await upload(2, 'retry-key-0002');
     expect(retried.repeated).toBeUndefined();
     expect(retried.record.id).not.toBe(recordId);
+  });
+
+  it('one built on another lost append is rolled back once another block takes that height', async () => {
+    // Two runs in flight: A's append at height h, B's on top of A's block at h + 1. Both are
+    // lost. The next block lands at h, so the ledger never reaches h + 1 until another upload
+    // comes; B's append (a compare-and-swap on A's block) can never land, and B is settled
+    // now rather than left open on a quiet node.
+    ledger.faults = ['unknown-never-commits', 'unknown-never-commits'];
+    ledger.delayMs = 500;
+    const startedBefore = ledger.started;
+    const a = upload(7).catch((e) => e);
+    for (let i = 0; i < 200 && ledger.started === startedBefore; i++) await new Promise((r) => setTimeout(r, 10));
+    const b = upload(8).catch((e) => e);
+    const [errA, errB] = await Promise.all([a, b]);
+    expect([errA.code, errB.code]).toEqual(['OUTCOME_PENDING', 'OUTCOME_PENDING']);
+    expect(ledger.started).toBe(startedBefore + 2); // two appends, B's pipelined on A's block
+    ledger.delayMs = 0;
+    const head = (await ledger.head())?.height as number;
+    await upload(9); // lands at h, the height A tried
+    expect((await ledger.head())?.height).toBe(head + 1);
+    expect(await node.vault.settlePending()).toBe(0);
+    for (const err of [errA, errB]) {
+      await expect(hospital.client.record(err.info.recordId)).rejects.toMatchObject({ code: 'RECORD_NOT_FOUND' });
+    }
   });
 
   it('a retry of a pending upload answers OUTCOME_PENDING for the same record, and makes nothing', async () => {

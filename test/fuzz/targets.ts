@@ -32,7 +32,7 @@ const headerEnd =
     .subarray(Buffer.from(file).indexOf('\n---') + 1)
     .indexOf('\n') +
   1;
-const header = file.subarray(0, headerEnd);
+const headerBytes = file.subarray(0, headerEnd);
 
 /** Valid input with a few edits: flips, inserts, deletions, a cut. */
 const mutated = (base: Uint8Array, maxEdits = 4) =>
@@ -72,55 +72,76 @@ function guarded(step: () => void): void {
   if (ms > 1000) throw new Error(`hang: ${ms.toFixed(0)} ms`);
 }
 
+/** Decrypts `input` fed `piece` bytes at a time, checking every byte released against the plaintext. */
+function decryptInPieces(input: Uint8Array, piece: number): void {
+  const core = new AgeDecryptor([identity]);
+  const out: Buffer[] = [];
+  let released = 0;
+  const check = () => {
+    for (const chunk of out.splice(0)) {
+      // Every byte released is the original plaintext at its offset: nothing unauthenticated.
+      if (!Buffer.from(plain.subarray(released, released + chunk.length)).equals(chunk)) {
+        throw new Error(`released ${chunk.length} bytes at ${released} that are not the plaintext`);
+      }
+      released += chunk.length;
+    }
+  };
+  for (let i = 0; i < input.length; i += piece) {
+    core.update(input.subarray(i, i + piece), out);
+    check();
+  }
+  core.final(out);
+  check();
+  if (released !== plain.length) throw new Error(`a whole decryption released ${released} bytes`);
+}
+
+/**
+ * Each target's property body, by name: what test/fuzz/regressions.test.ts
+ * replays a kept counterexample through. Throws on a finding.
+ */
+export const fuzzPredicates: Record<string, (...args: never[]) => void> = {
+  'age header parser': (input: Uint8Array) => guarded(() => parseHeader(input)),
+  'armor decoder': (input: Uint8Array) =>
+    guarded(() => {
+      const decoder = new ArmorDecoder();
+      decoder.update(input);
+      decoder.final();
+    }),
+  'age decryptor (header and STREAM payload)': (input: Uint8Array, piece: number) =>
+    guarded(() => decryptInPieces(input, piece)),
+  'event schema and canonical JSON': (value: unknown) =>
+    guarded(() => {
+      validateEvent(value);
+      const json = eventJson(value);
+      if (JSON.stringify(JSON.parse(json)) !== json) throw new Error('canonical JSON does not read back as itself');
+    }),
+};
+const predicate = (name: string) => fuzzPredicates[name] as (...args: unknown[]) => void;
+
 /** Each target, ready to run `numRuns` inputs from `seed`. */
 export function fuzzTargets(options: { numRuns: number; seed: number }): Record<string, () => Outcome> {
   const check =
     <T extends unknown[]>(property: fc.IProperty<T>) =>
     (): Outcome =>
       fc.check(property, { ...options, endOnFailure: true });
+  const header = 'age header parser';
+  const armor = 'armor decoder';
+  const decryptor = 'age decryptor (header and STREAM payload)';
+  const events = 'event schema and canonical JSON';
   return {
-    'age header parser': check(fc.property(bytesOrMutated(header), (input) => guarded(() => parseHeader(input)))),
-    'armor decoder': check(
-      fc.property(bytesOrMutated(armored), (input) =>
-        guarded(() => {
-          const decoder = new ArmorDecoder();
-          decoder.update(input);
-          decoder.final();
-        }),
-      ),
-    ),
-    'age decryptor (header and STREAM payload)': check(
+    [header]: check(fc.property(bytesOrMutated(headerBytes), predicate(header))),
+    [armor]: check(fc.property(bytesOrMutated(armored), predicate(armor))),
+    [decryptor]: check(
       fc.property(
         fc.oneof(
           { weight: 1, arbitrary: fc.uint8Array({ maxLength: 512 }) },
           { weight: 6, arbitrary: mutated(file, 3) },
         ),
         fc.integer({ min: 1, max: 70_000 }),
-        (input, piece) =>
-          guarded(() => {
-            const core = new AgeDecryptor([identity]);
-            const out: Buffer[] = [];
-            let released = 0;
-            const check = () => {
-              for (const chunk of out.splice(0)) {
-                // Every byte released is the original plaintext at its offset: nothing unauthenticated.
-                if (!Buffer.from(plain.subarray(released, released + chunk.length)).equals(chunk)) {
-                  throw new Error(`released ${chunk.length} bytes at ${released} that are not the plaintext`);
-                }
-                released += chunk.length;
-              }
-            };
-            for (let i = 0; i < input.length; i += piece) {
-              core.update(input.subarray(i, i + piece), out);
-              check();
-            }
-            core.final(out);
-            check();
-            if (released !== plain.length) throw new Error(`a whole decryption released ${released} bytes`);
-          }),
+        predicate(decryptor),
       ),
     ),
-    'event schema and canonical JSON': check(
+    [events]: check(
       fc.property(
         fc.oneof(
           fc.jsonValue(),
@@ -133,13 +154,7 @@ export function fuzzTargets(options: { numRuns: number; seed: number }): Record<
               })),
           ),
         ),
-        (value) =>
-          guarded(() => {
-            validateEvent(value);
-            const json = eventJson(value);
-            if (JSON.stringify(JSON.parse(json)) !== json)
-              throw new Error('canonical JSON does not read back as itself');
-          }),
+        predicate(events),
       ),
     ),
   };

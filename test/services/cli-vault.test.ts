@@ -7,7 +7,7 @@
  * process (asynchronously: the server is a child of this test too).
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -208,6 +208,21 @@ describe('medvault CLI against a node', () => {
     const checked = await medvault('verify', checkpointFile, '--trust', nodeKey);
     expect(checked.stdout).toMatch(new RegExp(`^checkpoint OK: block \\d+ .*, signed by ${nodeKey}`));
     expect((await medvault('checkpoint', '--key', key('hospital'))).stderr).toMatch(/\[FORBIDDEN\]/);
+  });
+
+  it('member add -o writes the key file before registering: an existing file registers nobody, a refusal leaves no file', async () => {
+    const admin = join(data, 'admin.key');
+    const taken = join(dir, 'taken.key');
+    writeFileSync(taken, 'someone else');
+    const refused = await medvault('member', 'add', 'lost-key', '--role', 'reader', '-o', taken, '--key', admin);
+    expect(refused.code).toBe(1);
+    expect(readFileSync(taken, 'utf8')).toBe('someone else');
+    const list = await medvault('member', 'list', '--key', admin, '--json');
+    expect((JSON.parse(list.stdout) as Array<{ name: string }>).map((m) => m.name)).not.toContain('lost-key');
+    const fresh = join(dir, 'dup.key');
+    const dup = await medvault('member', 'add', 'insurer', '--role', 'reader', '-o', fresh, '--key', admin);
+    expect(dup.stderr).toMatch(/\[MEMBER_EXISTS\]/);
+    expect(existsSync(fresh)).toBe(false);
   });
 
   it("member add --member-of registers another node's reader by its public keys", async () => {

@@ -1,5 +1,5 @@
 /** A node's data directory: init, reopen, the keystore secret from a file, and refusals. */
-import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { initNode, openNode, readConfig } from '../../services/vault/node.ts';
@@ -46,6 +46,50 @@ describe('a node data directory', () => {
     await expect(openNode(data, { ledger: `file:${other}` })).rejects.toMatchObject({ code: 'LEDGER_CORRUPT' });
     const vault = await openNode(data); // with its whole ledger back, it starts
     await vault.close();
+  });
+
+  it('init is all or nothing: a ledger it cannot reach leaves no directory, no key file, no staging', async () => {
+    const data = join(root, 'never');
+    const keyFile = join(root, 'never-admin.key');
+    for (const ledger of [`file:${join(root, 'no-such-dir', 'ledger.mvl')}`, 'etcd://127.0.0.1:1/nowhere']) {
+      await expect(initNode(data, { adminKeyFile: keyFile, overrides: { ledger } })).rejects.toMatchObject({
+        code: expect.stringMatching(/^(LEDGER_UNAVAILABLE|INTERNAL)$|ENOENT/),
+      });
+      expect(existsSync(data), ledger).toBe(false);
+      expect(existsSync(keyFile), ledger).toBe(false);
+      expect(
+        readdirSync(root).filter((n) => n.includes('never')),
+        ledger,
+      ).toEqual([]);
+    }
+    const made = await initNode(data, { adminKeyFile: keyFile }); // and a later init works
+    expect(made.adminKeyFile).toBe(keyFile);
+    expect(existsSync(join(data, 'medvault.json'))).toBe(true);
+    expect(existsSync(join(data, 'admin.key'))).toBe(false);
+  }, 60_000);
+
+  it("medvault.json records the ledger and store given by the environment, and the ledger's block 0", async () => {
+    const data = join(root, 'from-env');
+    const elsewhere = join(root, 'from-env-ledger.mvl');
+    process.env.MEDVAULT_LEDGER = `file:${elsewhere}`;
+    try {
+      await initNode(data);
+    } finally {
+      delete process.env.MEDVAULT_LEDGER;
+    }
+    const config = await readConfig(data);
+    expect(config.ledger).toBe(`file:${elsewhere}`);
+    expect(config.ledgerGenesis).toMatch(/^[0-9a-f]{64}$/);
+    expect(existsSync(join(data, 'ledger.mvl'))).toBe(false); // no fresh ledger of its own
+    const vault = await openNode(data); // without the variable: the recorded ledger
+    expect((await vault.ledger.head())?.height).toBe(0);
+    await vault.close();
+    // A ledger whose block 0 is another (another node's) is refused.
+    const other = join(root, 'other-node');
+    await initNode(other);
+    await expect(openNode(data, { ledger: `file:${join(other, 'ledger.mvl')}` })).rejects.toMatchObject({
+      code: 'LEDGER_MISMATCH',
+    });
   });
 
   it('a malformed peer list refuses the start, naming the entry; a good one is kept', async () => {

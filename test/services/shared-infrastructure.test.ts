@@ -107,10 +107,20 @@ afterAll(async () => {
 });
 
 describe('a node pointed at another ledger', () => {
-  it('refuses to start: its records refer to blocks that ledger does not have', async () => {
+  it("refuses to start: block 0 is not the one it was made on, nor its records' blocks there", async () => {
     const made = await startNode({ overrides: { ledger: `${cluster.uri}/ledger-one` } });
     await made.addMember('someone', 'reader'); // anchored: this node now relies on that block
     await made.stop();
+    const other = await startNode({ overrides: { ledger: `${cluster.uri}/ledger-three` } }); // a ledger with blocks
+    await other.stop();
+    for (const prefix of ['ledger-two', 'ledger-three']) {
+      const err = await openNode(made.data, { ledger: `${cluster.uri}/${prefix}` }).catch((e) => e);
+      expect(err, prefix).toMatchObject({ code: 'LEDGER_MISMATCH' });
+    }
+    // A node made before init recorded the genesis: its records' heights still give it away.
+    const path = join(made.data, 'medvault.json');
+    const { ledgerGenesis: _g, ...legacy } = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    writeFileSync(path, JSON.stringify(legacy));
     const err = await openNode(made.data, { ledger: `${cluster.uri}/ledger-two` }).catch((e) => e);
     expect(err).toMatchObject({ code: 'LEDGER_CORRUPT' });
     expect(err.message).toMatch(/not the ledger the node was made on/);
