@@ -5,6 +5,7 @@
  * erasure destroys it. Backends: `local` (a sealed keystore file, default)
  * and, later, `pkcs11` (an HSM).
  */
+import { createHash } from 'node:crypto';
 import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
 import type { Recipient } from '../crypto/header.ts';
 import type { X25519Identity } from '../crypto/x25519.ts';
@@ -48,6 +49,35 @@ export interface Kms {
   holdsKey?(keyId: string): Promise<string[]>;
   /** Releases what the backend holds open (a token session). */
   close?(): Promise<void>;
+}
+
+/**
+ * The keys a backend has destroyed, so that an erased subject never gets a new custodian
+ * (KMS_KEY_DESTROYED). Kept by a one-way tag of the pseudonym, never the pseudonym itself:
+ * after an erasure the pseudonym is in no file of the node, custody files included. Lists
+ * written before tags were keyed by pseudonym; `tagged` is absent on those.
+ */
+export interface DestroyedList {
+  destroyed: Record<string, { keyId: string; at: number }>;
+  tagged?: true;
+}
+
+const TAG_DOMAIN = 'medvault destroyed custodian v1\n';
+
+/** The tag a destroyed subject is listed under. */
+export function destroyedTag(subject: string): string {
+  return createHash('sha256').update(TAG_DOMAIN).update(subject).digest('hex');
+}
+
+/** An empty list of destroyed keys, for a new custody file. */
+export const emptyDestroyed = (): DestroyedList => ({ destroyed: {}, tagged: true });
+
+/** Re-keys a list written before tags by tag, in place; true when it changed (write it back). */
+export function upgradeDestroyed(list: DestroyedList): boolean {
+  if (list.tagged) return false;
+  list.destroyed = Object.fromEntries(Object.entries(list.destroyed).map(([s, v]) => [destroyedTag(s), v]));
+  list.tagged = true;
+  return true;
 }
 
 /** `rewrap` for a backend that holds the custodian identity for the call: same file key, new readers. */

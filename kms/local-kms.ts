@@ -3,7 +3,8 @@
  * and X25519 age identity, in a keystore file sealed with a passphrase or a
  * key file (kms/sealed-file.ts). Destroying a key rewrites the whole
  * file without it (atomically, fsync'd), so no copy of the key remains in the
- * file or beside it; the subject is remembered as destroyed, by key id only.
+ * file or beside it; the subject is remembered as destroyed by a one-way tag
+ * (kms.ts destroyedTag), never by its pseudonym.
  *
  * What this cannot promise: a filesystem may keep the blocks of the previous
  * file until they are reused, and whoever holds those blocks and the
@@ -18,14 +19,22 @@ import { random } from '../crypto/primitives.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { HASH, MEMBER_NAME } from '../formats.ts';
-import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
+import {
+  type DestroyedList,
+  type DestroyResult,
+  destroyedTag,
+  emptyDestroyed,
+  type Kms,
+  reencryptWith,
+  rewrapWith,
+  upgradeDestroyed,
+} from './kms.ts';
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 
 const SUBJECT = HASH; // a keyed pseudonym, never a name
 
-interface Keystore {
+interface Keystore extends DestroyedList {
   custodians: Record<string, { keyId: string; secret: string; created: number }>;
-  destroyed: Record<string, { keyId: string; at: number }>;
   members?: Record<string, { signingSeed: string; ageSecret: string; created: number }>;
 }
 
@@ -60,8 +69,8 @@ export class LocalKms implements Kms {
   /** Opens the keystore at `path`, creating it when absent. KMS_LOCKED for a wrong secret. */
   static async open(path: string, secret: SealingSecret): Promise<LocalKms> {
     const existing = await readSealed<Keystore>(path, secret);
-    const store = existing ?? { custodians: {}, destroyed: {} };
-    if (!existing) await writeSealed(path, secret, store);
+    const store = existing ?? { custodians: {}, ...emptyDestroyed() };
+    if (!existing || upgradeDestroyed(store)) await writeSealed(path, secret, store);
     return new LocalKms(path, secret, store);
   }
 
@@ -80,7 +89,7 @@ export class LocalKms implements Kms {
 
   #identity(subject: string): { identity: X25519Identity; keyId: string } {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    const destroyed = this.#store.destroyed[subject];
+    const destroyed = this.#store.destroyed[destroyedTag(subject)];
     if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
     const entry = this.#store.custodians[subject];
     if (!entry) fail('KMS_NO_KEY');
@@ -89,7 +98,7 @@ export class LocalKms implements Kms {
 
   async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    if (!this.#store.custodians[subject] && !this.#store.destroyed[subject]) {
+    if (!this.#store.custodians[subject] && !this.#store.destroyed[destroyedTag(subject)]) {
       await this.#change((store) => {
         if (store.custodians[subject]) return;
         const secret = random(32);
@@ -172,10 +181,11 @@ export class LocalKms implements Kms {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
     return this.#change((store) => {
       const entry = store.custodians[subject];
-      const keyId = entry?.keyId ?? store.destroyed[subject]?.keyId ?? 'none';
+      const tag = destroyedTag(subject);
+      const keyId = entry?.keyId ?? store.destroyed[tag]?.keyId ?? 'none';
       if (entry) {
         delete store.custodians[subject];
-        store.destroyed[subject] = { keyId, at: Date.now() };
+        store.destroyed[tag] = { keyId, at: Date.now() };
       }
       return {
         subject,

@@ -28,7 +28,16 @@ import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { check, fail, MedvaultError } from '../errors.ts';
 import { HASH } from '../formats.ts';
-import { type DestroyResult, type Kms, reencryptWith, rewrapWith } from './kms.ts';
+import {
+  type DestroyedList,
+  type DestroyResult,
+  destroyedTag,
+  emptyDestroyed,
+  type Kms,
+  reencryptWith,
+  rewrapWith,
+  upgradeDestroyed,
+} from './kms.ts';
 
 const SUBJECT = HASH; // a keyed pseudonym, never a name
 const LABEL = (subject: string) => `medvault-custodian:${subject}`;
@@ -44,9 +53,8 @@ export interface Pkcs11KmsOptions {
   wrappedFile: string;
 }
 
-interface Wrapped {
+interface Wrapped extends DestroyedList {
   custodians: Record<string, { keyId: string; recipient: string; iv: string; wrapped: string; created: number }>;
-  destroyed: Record<string, { keyId: string; at: number }>;
 }
 
 function tokenError(err: unknown, what: string): MedvaultError {
@@ -128,9 +136,10 @@ export class Pkcs11Kms implements Kms {
         // Login is per application and token: another session of this process already holds it.
         if (!/CKR_USER_ALREADY_LOGGED_IN/.test((err as Error).message)) throw err;
       }
-      let state: Wrapped = { custodians: {}, destroyed: {} };
+      let state: Wrapped = { custodians: {}, ...emptyDestroyed() };
       try {
         state = JSON.parse(await readFile(options.wrappedFile, 'utf8')) as Wrapped;
+        if (upgradeDestroyed(state)) await writeFileAtomic(options.wrappedFile, JSON.stringify(state));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
@@ -177,7 +186,7 @@ export class Pkcs11Kms implements Kms {
 
   #checkSubject(subject: string): void {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    const destroyed = this.#state.destroyed[subject];
+    const destroyed = this.#state.destroyed[destroyedTag(subject)];
     if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
   }
 
@@ -259,7 +268,8 @@ export class Pkcs11Kms implements Kms {
     check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
     return this.#change((state) => {
       const entry = state.custodians[subject];
-      const keyId = entry?.keyId ?? state.destroyed[subject]?.keyId ?? 'none';
+      const tag = destroyedTag(subject);
+      const keyId = entry?.keyId ?? state.destroyed[tag]?.keyId ?? 'none';
       const key = this.#find(subject);
       if (key) {
         try {
@@ -270,7 +280,7 @@ export class Pkcs11Kms implements Kms {
       }
       if (entry) {
         delete state.custodians[subject];
-        state.destroyed[subject] = { keyId, at: Date.now() };
+        state.destroyed[tag] = { keyId, at: Date.now() };
       }
       return {
         subject,

@@ -3,9 +3,9 @@
  *
  * Property-based fuzzing (fast-check) of every parser an outsider's bytes
  * reach: the age header parser, the armor decoder, the age decryptor (header,
- * STREAM payload), the event schema and canonical JSON, and the signed
- * request's header check. Inputs are random bytes and valid inputs with bytes
- * flipped, inserted, dropped or cut. Each must either succeed or refuse with a
+ * STREAM payload), the event schema and canonical JSON (signature headers
+ * are matched against exact forms instead: limits.test.ts). Inputs are
+ * random bytes and valid inputs with bytes flipped, inserted, dropped or cut. Each must either succeed or refuse with a
  * typed MedvaultError (anything else is a crash), within 1 s (a hang); the
  * decryptor must never release a byte that is not the original plaintext at
  * that offset (plaintext released unauthenticated). N runs per target

@@ -11,8 +11,9 @@ import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { verifySignature } from '../../crypto/ed25519.ts';
 import { X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
+import { destroyedTag } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
-import { readSealed } from '../../kms/sealed-file.ts';
+import { readSealed, writeSealed } from '../../kms/sealed-file.ts';
 import { bytes, codeOf, tempDir } from '../helpers.ts';
 import { kmsConformance } from './kms-conformance.ts';
 
@@ -109,7 +110,8 @@ describe('custody', () => {
       passphrase,
     );
     expect(Object.keys(after?.custodians ?? {})).toEqual([kept]);
-    expect(after?.destroyed[gone]).toMatchObject({ keyId });
+    expect(after?.destroyed[destroyedTag(gone)]).toMatchObject({ keyId });
+    expect(JSON.stringify(after)).not.toContain(gone); // listed by tag, not by pseudonym
     expect(JSON.stringify(after)).not.toContain(secret);
     const raw = readFileSync(path);
     expect(raw.includes(Buffer.from(secret, 'base64'))).toBe(false);
@@ -122,6 +124,21 @@ describe('custody', () => {
     }
     expect((await kms.destroy(gone)).confirmed).toContain('no such key');
     expect((await kms.custodian(kept)).keyId).toMatch(/^[0-9a-f]{32}$/);
+  });
+});
+
+describe('a keystore written before destroyed subjects were tagged', () => {
+  it('is re-keyed by tag when opened: the pseudonym leaves the file, the subject stays destroyed', async () => {
+    const path = join(dir, 'old.keystore');
+    const gone = subject();
+    await writeSealed(path, passphrase, { custodians: {}, destroyed: { [gone]: { keyId: 'a'.repeat(32), at: 1 } } });
+    const kms = await LocalKms.open(path, passphrase);
+    expect(isMedvaultError(await errorOf(kms.custodian(gone)), 'KMS_KEY_DESTROYED')).toBe(true);
+    const after = await readSealed<{ destroyed: Record<string, unknown>; tagged?: boolean }>(path, passphrase);
+    expect(after).toMatchObject({ tagged: true, destroyed: { [destroyedTag(gone)]: { keyId: 'a'.repeat(32) } } });
+    expect(JSON.stringify(after)).not.toContain(gone);
+    const reopened = await LocalKms.open(path, passphrase); // re-keyed once, not twice
+    expect(isMedvaultError(await errorOf(reopened.custodian(gone)), 'KMS_KEY_DESTROYED')).toBe(true);
   });
 });
 

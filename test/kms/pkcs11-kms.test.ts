@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pkcs11js from 'pkcs11js';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Kms } from '../../kms/kms.ts';
+import { destroyedTag, type Kms } from '../../kms/kms.ts';
 import { Pkcs11Kms } from '../../kms/pkcs11-kms.ts';
 import { freshToken } from '../servers/softhsm.ts';
 import { kmsConformance, newSubject } from './kms-conformance.ts';
@@ -78,7 +78,8 @@ describe('pkcs11 KMS: opening', () => {
       // The custody file keeps only the key id of a destroyed subject, never its wrapped secret.
       const file = JSON.parse(readFileSync(wrappedFile, 'utf8'));
       expect(file.custodians[s]).toBeUndefined();
-      expect(file.destroyed[s].keyId).toBe(keyId);
+      expect(file.destroyed[destroyedTag(s)].keyId).toBe(keyId);
+      expect(readFileSync(wrappedFile, 'utf8')).not.toContain(s); // listed by tag, not by pseudonym
     });
   });
 });

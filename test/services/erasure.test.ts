@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitAgeFile } from '../../crypto/age.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
+import { destroyedTag } from '../../kms/kms.ts';
 import { readSealed } from '../../kms/sealed-file.ts';
 import { signCertificate, verifyCertificate } from '../../services/protocol/certificate.ts';
 import { bytes, CLI, codeOf, filesUnder, flipBits, tempDir } from '../helpers.ts';
@@ -103,7 +104,8 @@ describe('erasure of a subject', () => {
       keyFile(),
     );
     expect(store?.custodians[SUBJECT]).toBeUndefined();
-    expect(store?.destroyed[SUBJECT]).toBeDefined();
+    expect(store?.destroyed[destroyedTag(SUBJECT)]).toBeDefined();
+    expect(JSON.stringify(store)).not.toContain(SUBJECT); // listed by tag, not by pseudonym
     expect(JSON.stringify(store)).not.toContain(custodianSecret.toString('base64'));
     for (const file of filesUnder(node.data)) {
       const content = readFileSync(file);
