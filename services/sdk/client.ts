@@ -128,7 +128,11 @@ export class VaultClient {
       try {
         parsed = JSON.parse(text);
       } catch {}
-      const code = (parsed.code && parsed.code in ERRORS ? parsed.code : 'INTERNAL') as ErrorCode;
+      // An answer without a code of ours (a node shutting down, a proxy in front of it): 502,
+      // 503 and 504 say the node cannot serve now, which a client may retry; anything else is
+      // INTERNAL.
+      const untyped = [502, 503, 504].includes(response.status) ? 'NODE_UNAVAILABLE' : 'INTERNAL';
+      const code = (parsed.code && parsed.code in ERRORS ? parsed.code : untyped) as ErrorCode;
       const info = { status: response.status, ...(parsed.recordId ? { recordId: parsed.recordId } : {}) };
       const error = new MedvaultError(code, undefined, { info });
       if (parsed.message) (error as { message: string }).message = parsed.message;
@@ -324,7 +328,13 @@ export class VaultClient {
     const ciphertextHash = content.event.ciphertextHash as string;
     const headerLength = Number(response.headers.get('medvault-header-length'));
     const core = new CheckedDecryptor(this.#keys.identity, headerLength, ciphertextHash);
-    const bytes = await pump(core, { stream: Readable.fromWeb(response.body as WebReadableStream) }, sink);
+    const body = Readable.fromWeb(response.body as WebReadableStream);
+    const bytes = await pump(core, { stream: body }, sink).catch((err: unknown) => {
+      // The connection cut mid-body surfaces as fetch's untyped "terminated": say what it is.
+      // (The sink's own failures, and the decryptor's, keep their codes.)
+      if (err instanceof MedvaultError || !body.errored) throw err;
+      throw new MedvaultError('NODE_UNAVAILABLE', `${this.#base}: the answer was cut off mid-body`, { cause: err });
+    });
     return { recordId: id, ciphertextHash, access, content, bytes };
   }
 
