@@ -30,11 +30,12 @@ function startRelay(port: number): Promise<Server> {
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     client.on('error', () => {});
-    if ('answer' in mode) {
-      client.once('data', () => client.end(mode.answer));
+    const now = mode;
+    if ('answer' in now) {
+      client.once('data', () => client.end(now.answer));
       return;
     }
-    const limit = mode.cutAfter;
+    const limit = now.cutAfter;
     const upstream = connect(port, '127.0.0.1');
     upstream.on('error', () => client.destroy());
     client.pipe(upstream);
