@@ -9,6 +9,8 @@ import { createHash } from 'node:crypto';
 import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
 import type { Recipient } from '../crypto/header.ts';
 import type { X25519Identity } from '../crypto/x25519.ts';
+import { check, fail } from '../errors.ts';
+import { HASH } from '../formats.ts';
 
 export interface DestroyResult {
   subject: string;
@@ -67,6 +69,27 @@ const TAG_DOMAIN = 'medvault destroyed custodian v1\n';
 /** The tag a destroyed subject is listed under. */
 export function destroyedTag(subject: string): string {
   return createHash('sha256').update(TAG_DOMAIN).update(subject).digest('hex');
+}
+
+/** INVALID_ARGUMENT unless `subject` is a keyed pseudonym (64 hex digits), never a name. */
+export function checkSubject(subject: string): void {
+  check(HASH.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+}
+
+/** Checks `subject`, and refuses it with KMS_KEY_DESTROYED once its key was destroyed. */
+export function refuseDestroyed(list: DestroyedList, subject: string): void {
+  checkSubject(subject);
+  const destroyed = list.destroyed[destroyedTag(subject)];
+  if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
+}
+
+/** The key id listed for a destroyed subject, if any. */
+export const destroyedKeyId = (list: DestroyedList, subject: string): string | undefined =>
+  list.destroyed[destroyedTag(subject)]?.keyId;
+
+/** Lists `subject`'s custodian `keyId` as destroyed, under its tag. */
+export function markDestroyed(list: DestroyedList, subject: string, keyId: string): void {
+  list.destroyed[destroyedTag(subject)] = { keyId, at: Date.now() };
 }
 
 /** An empty list of destroyed keys, for a new custody file. */

@@ -4,7 +4,7 @@
  * key file (kms/sealed-file.ts). Destroying a key rewrites the whole
  * file without it (atomically, fsync'd), so no copy of the key remains in the
  * file or beside it; the subject is remembered as destroyed by a one-way tag
- * (kms.ts destroyedTag), never by its pseudonym.
+ * (kms.ts markDestroyed), never by its pseudonym.
  *
  * What this cannot promise: a filesystem may keep the blocks of the previous
  * file until they are reused, and whoever holds those blocks and the
@@ -18,20 +18,21 @@ import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
-import { HASH, MEMBER_NAME } from '../formats.ts';
+import { MEMBER_NAME } from '../formats.ts';
 import {
+  checkSubject,
   type DestroyedList,
   type DestroyResult,
-  destroyedTag,
+  destroyedKeyId,
   emptyDestroyed,
   type Kms,
+  markDestroyed,
   reencryptWith,
+  refuseDestroyed,
   rewrapWith,
   upgradeDestroyed,
 } from './kms.ts';
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
-
-const SUBJECT = HASH; // a keyed pseudonym, never a name
 
 interface Keystore extends DestroyedList {
   custodians: Record<string, { keyId: string; secret: string; created: number }>;
@@ -88,17 +89,15 @@ export class LocalKms implements Kms {
   }
 
   #identity(subject: string): { identity: X25519Identity; keyId: string } {
-    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    const destroyed = this.#store.destroyed[destroyedTag(subject)];
-    if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
+    refuseDestroyed(this.#store, subject);
     const entry = this.#store.custodians[subject];
     if (!entry) fail('KMS_NO_KEY');
     return { identity: new X25519Identity(Buffer.from(entry.secret, 'base64')), keyId: entry.keyId };
   }
 
   async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
-    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    if (!this.#store.custodians[subject] && !this.#store.destroyed[destroyedTag(subject)]) {
+    refuseDestroyed(this.#store, subject);
+    if (!this.#store.custodians[subject]) {
       await this.#change((store) => {
         if (store.custodians[subject]) return;
         const secret = random(32);
@@ -178,14 +177,13 @@ export class LocalKms implements Kms {
   }
 
   async destroy(subject: string): Promise<DestroyResult> {
-    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+    checkSubject(subject);
     return this.#change((store) => {
       const entry = store.custodians[subject];
-      const tag = destroyedTag(subject);
-      const keyId = entry?.keyId ?? store.destroyed[tag]?.keyId ?? 'none';
+      const keyId = entry?.keyId ?? destroyedKeyId(store, subject) ?? 'none';
       if (entry) {
         delete store.custodians[subject];
-        store.destroyed[tag] = { keyId, at: Date.now() };
+        markDestroyed(store, subject, keyId);
       }
       return {
         subject,

@@ -26,20 +26,21 @@ import { keyFingerprint } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
-import { check, fail, MedvaultError } from '../errors.ts';
-import { HASH } from '../formats.ts';
+import { fail, MedvaultError } from '../errors.ts';
 import {
+  checkSubject,
   type DestroyedList,
   type DestroyResult,
-  destroyedTag,
+  destroyedKeyId,
   emptyDestroyed,
   type Kms,
+  markDestroyed,
   reencryptWith,
+  refuseDestroyed,
   rewrapWith,
   upgradeDestroyed,
 } from './kms.ts';
 
-const SUBJECT = HASH; // a keyed pseudonym, never a name
 const LABEL = (subject: string) => `medvault-custodian:${subject}`;
 
 export interface Pkcs11KmsOptions {
@@ -184,14 +185,8 @@ export class Pkcs11Kms implements Kms {
     return run;
   }
 
-  #checkSubject(subject: string): void {
-    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
-    const destroyed = this.#state.destroyed[destroyedTag(subject)];
-    if (destroyed) fail('KMS_KEY_DESTROYED', `key ${destroyed.keyId}`);
-  }
-
   async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
-    this.#checkSubject(subject);
+    refuseDestroyed(this.#state, subject);
     if (!this.#state.custodians[subject]) {
       await this.#change((state) => {
         if (state.custodians[subject]) return;
@@ -235,7 +230,7 @@ export class Pkcs11Kms implements Kms {
 
   /** The custodian identity, unwrapped by the token for one operation. */
   #identity(subject: string): X25519Identity {
-    this.#checkSubject(subject);
+    refuseDestroyed(this.#state, subject);
     const entry = this.#state.custodians[subject];
     if (!entry) fail('KMS_NO_KEY');
     const key = this.#find(subject);
@@ -265,11 +260,10 @@ export class Pkcs11Kms implements Kms {
   }
 
   async destroy(subject: string): Promise<DestroyResult> {
-    check(SUBJECT.test(subject), 'INVALID_ARGUMENT', 'a subject is a 64-hex-digit keyed pseudonym');
+    checkSubject(subject);
     return this.#change((state) => {
       const entry = state.custodians[subject];
-      const tag = destroyedTag(subject);
-      const keyId = entry?.keyId ?? state.destroyed[tag]?.keyId ?? 'none';
+      const keyId = entry?.keyId ?? destroyedKeyId(state, subject) ?? 'none';
       const key = this.#find(subject);
       if (key) {
         try {
@@ -280,7 +274,7 @@ export class Pkcs11Kms implements Kms {
       }
       if (entry) {
         delete state.custodians[subject];
-        state.destroyed[tag] = { keyId, at: Date.now() };
+        markDestroyed(state, subject, keyId);
       }
       return {
         subject,

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VaultClient } from '../../services/sdk/client.ts';
 import { bytes, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+import { startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
 type Mode = { cutAfter: number } | { answer: string };
 
@@ -75,12 +75,7 @@ beforeAll(async () => {
   node = await startNode();
   hospital = await node.addMember('hospital', 'uploader');
   reader = await node.addMember('reader', 'reader');
-  const uploaded = await hospital.client.upload(bytes(2_000_000, 3), {
-    subject: SUBJECT,
-    readers: [reader.id],
-    purpose: 'treatment',
-    expiresAt: Date.now() + DAY,
-  });
+  const uploaded = await hospital.client.upload(bytes(2_000_000, 3), treatment([reader.id]));
   recordId = uploaded.record.id;
   relay = await startRelay(Number(new URL(node.url).port));
   const address = relay.address();

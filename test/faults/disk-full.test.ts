@@ -11,7 +11,7 @@ import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+import { startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
 const root = tempDir('medvault-full-');
 const mounts: string[] = [];
@@ -49,13 +49,7 @@ describe('the blob store on a full disk', () => {
   afterAll(() => node?.stop());
 
   it('an upload larger than the space left is STORAGE_FULL: nothing stored, nothing anchored; reads go on', async () => {
-    const upload = (mib: number, seed: number) =>
-      hospital.client.upload(document(mib, seed), {
-        subject: SUBJECT,
-        readers: [reader.id],
-        purpose: 'treatment',
-        expiresAt: Date.now() + DAY,
-      });
+    const upload = (mib: number, seed: number) => hospital.client.upload(document(mib, seed), treatment([reader.id]));
     const kept = await upload(20, 1);
     expect((await ready(node)).checks.disk).toBe('ok');
     const head = await node.vault.ledger.head();
@@ -98,14 +92,7 @@ describe('the whole data directory on a full disk', () => {
   afterAll(() => node?.stop());
 
   it('uploads and fetches are refused with a full-disk code, never INTERNAL; freed, the node works again', async () => {
-    const record = (
-      await hospital.client.upload(bytes(1000, 3), {
-        subject: SUBJECT,
-        readers: [reader.id],
-        purpose: 'treatment',
-        expiresAt: Date.now() + DAY,
-      })
-    ).record.id;
+    const record = (await hospital.client.upload(bytes(1000, 3), treatment([reader.id]))).record.id;
     // Fill the disk to the last block.
     const chunk = Buffer.alloc(1024 * 1024);
     try {
@@ -118,14 +105,7 @@ describe('the whole data directory on a full disk', () => {
     const codes = new Set<string>();
     let fetchesServed = 0;
     for (let i = 0; i < 3; i++) {
-      const up = await hospital.client
-        .upload(bytes(200_000, 10 + i), {
-          subject: SUBJECT,
-          readers: [reader.id],
-          purpose: 'treatment',
-          expiresAt: Date.now() + DAY,
-        })
-        .catch((e) => e);
+      const up = await hospital.client.upload(bytes(200_000, 10 + i), treatment([reader.id])).catch((e) => e);
       codes.add(up.code);
       const read = await reader.client.fetch(record, { path: join(root, `f${i}`) }).catch((e) => e);
       codes.add(read.code ?? 'ok');
@@ -148,12 +128,7 @@ describe('the whole data directory on a full disk', () => {
     // Space freed: the same node uploads and fetches again.
     for (const f of readdirSync(join(filler, '..')).filter((n) => n.startsWith('filler')))
       rmSync(join(filler, '..', f));
-    const again = await hospital.client.upload(bytes(1000, 20), {
-      subject: SUBJECT,
-      readers: [reader.id],
-      purpose: 'treatment',
-      expiresAt: Date.now() + DAY,
-    });
+    const again = await hospital.client.upload(bytes(1000, 20), treatment([reader.id]));
     expect((await reader.client.fetch(again.record.id, { path: join(root, 'again') })).bytes).toBe(1000);
     expect((await ready(node)).checks.disk).toBe('ok');
   });

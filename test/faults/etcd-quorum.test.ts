@@ -13,7 +13,7 @@ import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
 let cluster: EtcdCluster;
 let node: TestNode;
@@ -21,13 +21,7 @@ let hospital: TestMember;
 let reader: TestMember;
 const out = tempDir();
 
-const upload = (seed: number) =>
-  hospital.client.upload(bytes(8_000, seed), {
-    subject: SUBJECT,
-    readers: [reader.id],
-    purpose: 'treatment',
-    expiresAt: Date.now() + DAY,
-  });
+const upload = (seed: number) => hospital.client.upload(bytes(8_000, seed), treatment([reader.id]));
 
 beforeAll(async () => {
   cluster = await EtcdCluster.start(3);

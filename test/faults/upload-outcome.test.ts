@@ -19,7 +19,7 @@ import type { Block } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { fail } from '../../errors.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from '../services/vault-fixture.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
 type Fault = 'commit-then-unknown' | 'unknown-never-commits' | null;
 
@@ -196,13 +196,7 @@ describe('an upload whose anchoring outcome is unknown', () => {
     expect((await createdOnLedger()).get(first.record.id)).toBe(1);
     // Another member's same key is its own.
     const other = await node.addMember('hospital-2', 'uploader');
-    const theirs = await other.client.upload(bytes(100, 6), {
-      subject: SUBJECT,
-      readers: [],
-      purpose: 'treatment',
-      expiresAt: Date.now() + DAY,
-      idempotencyKey: 'retry-key-0006',
-    });
+    const theirs = await other.client.upload(bytes(100, 6), { ...treatment([]), idempotencyKey: 'retry-key-0006' });
     expect(theirs.record.id).not.toBe(first.record.id);
   });
 });

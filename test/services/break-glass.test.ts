@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openHeader, splitAgeFile } from '../../crypto/age.ts';
 import { bytes, codeOf, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, served, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { DAY, served, startNode, type TestMember, type TestNode, treatment } from './vault-fixture.ts';
 
 const REASON = 'patient unconscious in the ER, allergies unknown';
 const out = tempDir();
@@ -24,13 +24,7 @@ let insurer: TestMember;
 let dpo: TestMember;
 let record: string;
 
-const upload = (readers: string[]) =>
-  hospital.client.upload(bytes(30_000, 5), {
-    subject: SUBJECT,
-    readers,
-    purpose: 'treatment',
-    expiresAt: Date.now() + DAY,
-  });
+const upload = (readers: string[]) => hospital.client.upload(bytes(30_000, 5), treatment(readers));
 const breakGlass = (who: TestMember, id = record) =>
   who.client.emergency(id, REASON, { path: join(out, `${who.name}-${Math.random()}.bin`) });
 const code = (p: Promise<unknown>) =>

@@ -12,7 +12,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signRequest, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
 import { bytes } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from './vault-fixture.ts';
 
 let node: TestNode;
 let hospital: TestMember;
@@ -64,16 +64,18 @@ beforeAll(async () => {
   });
   hospital = await node.addMember('hospital', 'uploader');
   reader = await node.addMember('reader', 'reader');
-  record = (
-    await hospital.client.upload(bytes(1000, 1), {
-      subject: SUBJECT,
-      readers: [reader.id],
-      purpose: 'treatment',
-      expiresAt: Date.now() + DAY,
-    })
-  ).record.id;
+  record = (await hospital.client.upload(bytes(1000, 1), treatment([reader.id]))).record.id;
 });
 afterAll(() => node?.stop());
+
+/** The path of a signed upload of SUBJECT's record for the reader. */
+const uploadPath = () =>
+  `/v1/records?${new URLSearchParams({
+    subject: SUBJECT,
+    readers: reader.id,
+    purpose: 'treatment',
+    expiresAt: String(Date.now() + DAY),
+  })}`;
 
 describe('before authentication', () => {
   it('an unsigned request with a 1 MB body held back is answered 401 at once, its body unread', async () => {
@@ -155,13 +157,7 @@ describe('bodies that trickle', () => {
   });
 
   it('an upload slower than the minimum rate is cut off, and leaves nothing', async () => {
-    const query = new URLSearchParams({
-      subject: SUBJECT,
-      readers: reader.id,
-      purpose: 'treatment',
-      expiresAt: String(Date.now() + DAY),
-    });
-    const path = `/v1/records?${query}`;
+    const path = uploadPath();
     const signed = signRequest(hospital.keys.signing, 'POST', path, UNSIGNED_PAYLOAD);
     const head = `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n${headersText(signed)}\r\n`;
     const before = await node.vault.ledger.head();
@@ -192,13 +188,7 @@ describe('uploads', () => {
     // 200 well-formed X25519 stanzas (the format allows 1,024): more than readers + custodian.
     const junk = Array.from({ length: 200 }, () => `-> X25519 ${'A'.repeat(43)}\n${'A'.repeat(43)}\n`).join('');
     const file = Buffer.from(`age-encryption.org/v1\n${junk}--- ${'A'.repeat(43)}\n`);
-    const query = new URLSearchParams({
-      subject: SUBJECT,
-      readers: reader.id,
-      purpose: 'treatment',
-      expiresAt: String(Date.now() + DAY),
-    });
-    const path = `/v1/records?${query}`;
+    const path = uploadPath();
     const res = await fetch(`${node.url}${path}`, {
       method: 'POST',
       headers: {

@@ -43,6 +43,14 @@ export interface TestNode {
 export const DAY = 86_400_000;
 export const SUBJECT = 'a'.repeat(64);
 
+/** The usual upload terms in tests: SUBJECT's record for `readers`, for treatment, for a day. */
+export const treatment = (readers: string[]) => ({
+  subject: SUBJECT,
+  readers,
+  purpose: 'treatment',
+  expiresAt: Date.now() + DAY,
+});
+
 export async function startNode(
   options: ServerOptions & { overrides?: NodeOverrides; dataDir?: string } = {},
 ): Promise<TestNode> {
