@@ -17,6 +17,7 @@ describe('medvault demo', () => {
     expect(text).toMatch(/the sweep looked in \d+ places .* and found no trace/);
     expect(text).toMatch(/certificate OK: 1 record\(s\), key destroyed: true/);
     expect(text).toMatch(/ledger OK: \d+ blocks/);
+    expect(text).toContain("none names the patient's MRN or pseudonym");
     expect(text).not.toMatch(/NOT REFUSED|DIFFERENT|STILL THERE|: NO \(/);
     expect(lines.at(-1)).toBe('Done.');
   });
