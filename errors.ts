@@ -69,6 +69,7 @@ export const ERRORS = {
   KMS_NO_KEY: { status: 404, message: 'no custodian key for this subject' },
   KMS_KEY_DESTROYED: { status: 410, message: 'the custodian key for this subject was destroyed' },
   KMS_MEMBER_EXISTS: { status: 409, message: 'a member with this name already has keys' },
+  KMS_SECRET_EXISTS: { status: 409, message: 'the keystore already holds this consortium secret' },
   KMS_NO_MEMBER: { status: 404, message: 'no member with this name in the keystore' },
   KMS_UNAVAILABLE: { status: 503, message: 'the key-custody token (HSM) is unavailable' },
 
@@ -99,6 +100,14 @@ export const ERRORS = {
   REQUEST_TIMEOUT: { status: 408, message: 'the request did not arrive in time (or its body came too slowly)' },
   URI_TOO_LONG: { status: 414, message: 'the request line is too long' },
   HEADERS_TOO_LARGE: { status: 431, message: 'the request headers are too large' },
+  INVITE_INVALID: {
+    status: 403,
+    message: 'the invite is not for this node, not anchored by a node of the consortium, altered or expired',
+  },
+  CONSORTIUM_EXISTS: {
+    status: 409,
+    message: 'the ledger already holds a consortium: join it with an invite (medvault init --join)',
+  },
   ADDRESS_LIMITED: { status: 429, message: 'too many failed requests from this address' },
 
   INTERNAL: { status: 500, message: 'internal error' },

@@ -88,6 +88,14 @@ const FIELDS = {
   // A DPO closed the review of a break-glass access, with its outcome (no free text).
   'review.closed': { recordId: ID, reviewId: ID, dpo: ID, outcome: { enum: ['justified', 'unjustified'] } },
   'key.rotated': { member: ID, previousKey: ID, newKey: ID },
+  // The consortium's nodes (services/vault/consortium.ts). A node of the consortium invites
+  // another node's key (admin `by`), committing to the sealed invite it handed over
+  // (SHA-256 of its plaintext, which holds a secret: nothing can be learned from the digest);
+  // the invited node announces itself, in a block it signs, with its public keys and the URL
+  // its peers reach it at (again when the URL changes); a node leaves the same way.
+  'node.invited': { node: ID, by: ID, invite: HASH },
+  'node.joined': { node: ID, signingKey: HASH, recipient: HASH, url: { type: 'string', format: 'nodeUrl' } },
+  'node.left': { node: ID },
 } as const;
 
 export type EventType = keyof typeof FIELDS;
@@ -113,6 +121,11 @@ const lowerHex = (digits: number) => (value: string) =>
 const ajv = new Ajv({ allErrors: false, strict: true });
 ajv.addFormat('hex32', { type: 'string', validate: lowerHex(32) });
 ajv.addFormat('hex64', { type: 'string', validate: lowerHex(64) });
+// A node's API address: http(s), a host and an optional port and path, nothing else (no credentials, query or space).
+ajv.addFormat('nodeUrl', {
+  type: 'string',
+  validate: (v: string) => /^https?:\/\/[a-z0-9.[\]:-]{1,200}(\/[\w./-]{0,200})?$/i.test(v),
+});
 const validators = new Map<string, ValidateFunction>(
   Object.entries(FIELDS).map(([type, fields]) => {
     const optional = OPTIONAL[type] ?? [];

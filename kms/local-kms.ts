@@ -37,6 +37,8 @@ import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 interface Keystore extends DestroyedList {
   custodians: Record<string, { keyId: string; secret: string; created: number }>;
   members?: Record<string, { signingSeed: string; ageSecret: string; created: number }>;
+  /** The consortium's shared secrets this node was given (base64), e.g. the subject key. */
+  shared?: Record<string, string>;
 }
 
 /** What anyone may know of a member: its key id, signing key and age recipient. */
@@ -148,6 +150,26 @@ export class LocalKms implements Kms {
       signing: new SigningKey(Buffer.from(entry.signingSeed, 'base64')),
       identity: new X25519Identity(Buffer.from(entry.ageSecret, 'base64')),
     };
+  }
+
+  /** A consortium secret kept here (KMS_NO_KEY when the node was never given it). Never log it. */
+  sharedSecret(name: string): Uint8Array {
+    const value = this.#store.shared?.[name];
+    if (value === undefined) fail('KMS_NO_KEY', `no consortium secret ${name} in this keystore`);
+    return new Uint8Array(Buffer.from(value, 'base64'));
+  }
+
+  hasSharedSecret(name: string): boolean {
+    return this.#store.shared?.[name] !== undefined;
+  }
+
+  /** Keeps a consortium secret; KMS_SECRET_EXISTS if one of that name is kept already (they never change). */
+  async putSharedSecret(name: string, secret: Uint8Array): Promise<void> {
+    await this.#change((store) => {
+      store.shared ??= {};
+      if (store.shared[name] !== undefined) fail('KMS_SECRET_EXISTS', name);
+      store.shared[name] = Buffer.from(secret).toString('base64');
+    });
   }
 
   listMembers(): MemberPublic[] {

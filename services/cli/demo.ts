@@ -109,9 +109,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       const study = join(work, 'mri-study.dcm');
       await randomFile(study, size);
       const original = await sha256File(study);
-      const subject = await subjectOf('MRN-0012345', join(data, 'pseudonym.key'));
-      say(`   the patient MRN-0012345 becomes the subject pseudonym ${subject.slice(0, 16)}… (HMAC, keyed`);
-      say("   by the consortium's pseudonym key): the vault and the ledger never see the MRN.");
+      const subject = await subjectOf('MRN-0012345', { client: stMary.client });
+      say(`   the patient MRN-0012345 becomes the subject pseudonym ${subject.slice(0, 16)}… (HMAC, keyed by the`);
+      say("   consortium's subject key, which the node sealed to St Mary's own key): the vault and the ledger");
+      say('   never see the MRN.');
       let t0 = performance.now();
       const { record, receipt } = await stMary.client.upload(createReadStream(study, { highWaterMark: 1 << 20 }), {
         subject,

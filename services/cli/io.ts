@@ -1,5 +1,5 @@
 /** Small helpers the CLI's command modules share. */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { fail } from '../../errors.ts';
 import { ioError } from '../sdk/pump.ts';
 
@@ -21,5 +21,14 @@ export function parseJsonFile(text: string, path: string): unknown {
     return JSON.parse(text);
   } catch {
     return fail('INVALID_ARGUMENT', `${path} is not JSON`);
+  }
+}
+
+/** Creates `path` (mode 0600) holding `text`; never replaces an existing file (IO_ERROR). */
+export async function writeNewFile(path: string, text: string): Promise<void> {
+  try {
+    await writeFile(path, text, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    throw ioError(err, `cannot create ${path}`);
   }
 }

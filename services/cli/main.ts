@@ -4,7 +4,6 @@
  * encrypt, decrypt) read and write files that the stock `age` tool reads and
  * writes. Exit code 0 only on success; errors are one line a person can act on.
  */
-import { writeFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { blockHash } from '../../anchor/block.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
@@ -17,8 +16,8 @@ import { enableChunkReclaim } from '../../crypto/reclaim.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
 import { type ErrorCode, fail, isMedvaultError } from '../../errors.ts';
 import type { ErasureCertificate } from '../protocol/certificate.ts';
-import { ioError, pump, type Sink, type Source } from '../sdk/pump.ts';
-import { collect, parseJsonFile, readText } from './io.ts';
+import { pump, type Sink, type Source } from '../sdk/pump.ts';
+import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
 import { addVaultCommands } from './vault-commands.ts';
 
 const HINTS: Partial<Record<ErrorCode, string>> = {
@@ -66,11 +65,7 @@ export function buildProgram(): Command {
         process.stdout.write(identityFileText(identity));
         return;
       }
-      try {
-        await writeFile(opts.output, identityFileText(identity), { mode: 0o600, flag: 'wx' });
-      } catch (err) {
-        throw ioError(err, `cannot create ${opts.output}`);
-      }
+      await writeNewFile(opts.output, identityFileText(identity));
       process.stderr.write(`Public key: ${identity.recipient}\n`);
     });
 

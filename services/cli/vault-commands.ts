@@ -13,10 +13,10 @@ import { ROLES, type Role } from '../../formats.ts';
 import { logger } from '../../log.ts';
 // The SDK, the server and the node are imported when a command needs them, so
 // the age commands (encrypt, decrypt) start as fast as they did without them.
-import type { Receipt, VaultClient } from '../sdk/client.ts';
+import type { JoinRequest, Receipt, VaultClient } from '../sdk/client.ts';
 import { subjectOf } from '../sdk/pseudonym.ts';
 import { ioError } from '../sdk/pump.ts';
-import { collect, readText } from './io.ts';
+import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
 
 const DEFAULT_NODE = 'http://127.0.0.1:7400';
 const DAY = 86_400_000;
@@ -73,6 +73,17 @@ function where(receipt: Receipt): string {
   return `block ${receipt.block.height}, leaf ${receipt.leafIndex}`;
 }
 
+interface InitOptions {
+  data: string;
+  name: string;
+  admin: string;
+  port: string;
+  url?: string;
+  pkcs11Library?: string;
+  pkcs11Token?: string;
+  join?: string;
+}
+
 export function addVaultCommands(program: Command): void {
   program
     .command('demo')
@@ -84,41 +95,100 @@ export function addVaultCommands(program: Command): void {
       await runDemo({ sizeMiB: Number(opts.size), keep: opts.keep === true });
     });
 
-  program
-    .command('init')
-    .description('make a node data directory: config, sealed keystore, ledger, blob store, and the first admin key')
-    .option('--data <dir>', 'data directory', 'medvault-data')
-    .option('--name <name>', 'node name', 'node')
-    .option('--admin <name>', "the first admin member's name", 'admin')
-    .option('--port <port>', 'port to listen on (127.0.0.1)', '7400')
-    .option('--pkcs11-library <path>', "keep subjects' custodian keys on a PKCS#11 token (PIN in MEDVAULT_PKCS11_PIN)")
-    .option('--pkcs11-token <label>', 'the token label (with --pkcs11-library)')
-    .action(
-      async (opts: {
-        data: string;
-        name: string;
-        admin: string;
-        port: string;
-        pkcs11Library?: string;
-        pkcs11Token?: string;
-      }) => {
-        check(
-          !!opts.pkcs11Library === !!opts.pkcs11Token,
-          'INVALID_ARGUMENT',
-          'give --pkcs11-library and --pkcs11-token together',
-        );
-        const { initNode } = await import('../vault/node.ts');
-        const kms = opts.pkcs11Library
-          ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
-          : undefined;
-        const result = await initNode(opts.data, { name: opts.name, admin: opts.admin, port: Number(opts.port), kms });
-        process.stdout.write(
-          `initialised ${opts.data}: node key ${result.nodeId}\n` +
-            `first admin ${opts.admin} (${result.adminId}); its member key file: ${result.adminKeyFile}\n` +
-            'move that file to the admin and keep keystore.key apart from backups of the data directory\n',
-        );
-      },
+  const initCommand = (command: Command, founding: boolean) => {
+    command
+      .option('--data <dir>', 'data directory', 'medvault-data')
+      .option('--name <name>', 'node name', 'node')
+      .option('--admin <name>', "the first admin member's name", 'admin')
+      .option('--port <port>', 'port to listen on (127.0.0.1)', '7400')
+      .option('--url <url>', 'the URL the other nodes reach this one at (default http://127.0.0.1:PORT)')
+      .option(
+        '--pkcs11-library <path>',
+        "keep subjects' custodian keys on a PKCS#11 token (PIN in MEDVAULT_PKCS11_PIN)",
+      )
+      .option('--pkcs11-token <label>', 'the token label (with --pkcs11-library)');
+    if (!founding) {
+      command.option('--join <invite-file>', 'join a consortium: the invite an admin of a member node made');
+    }
+    command.action(async (opts: InitOptions) => {
+      check(
+        !!opts.pkcs11Library === !!opts.pkcs11Token,
+        'INVALID_ARGUMENT',
+        'give --pkcs11-library and --pkcs11-token together',
+      );
+      const { initNode } = await import('../vault/node.ts');
+      const kms = opts.pkcs11Library
+        ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
+        : undefined;
+      const join = opts.join === undefined ? undefined : await readText(opts.join, 'invite');
+      const result = await initNode(opts.data, {
+        name: opts.name,
+        admin: opts.admin,
+        port: Number(opts.port),
+        ...(opts.url ? { url: opts.url } : {}),
+        kms,
+        ...(join === undefined ? {} : { join }),
+      });
+      process.stdout.write(
+        `${join === undefined ? 'founded a consortium in' : 'joined the consortium in'} ${opts.data}: node key ${result.nodeId}\n` +
+          `first admin ${opts.admin} (${result.adminId}); its member key file: ${result.adminKeyFile}\n` +
+          'move that file to the admin and keep keystore.key apart from backups of the data directory\n',
+      );
+    });
+  };
+  initCommand(
+    program
+      .command('init')
+      .description(
+        'make a node data directory (config, sealed keystore, ledger, blob store, first admin key): found a consortium, or --join one',
+      ),
+    false,
+  );
+
+  const consortium = program.command('consortium').description('found a consortium, invite nodes into it, list them');
+  initCommand(
+    consortium
+      .command('found')
+      .description('make the first node of a new consortium (the same as init without --join)'),
+    true,
+  );
+  consortium
+    .command('request')
+    .description("a joining node's first step: make its keys in DIR and print the join request to send to an admin")
+    .option('--data <dir>', 'the data directory the node will have', 'medvault-data')
+    .option('-o, --output <file>', 'also write the join request to FILE')
+    .action(async (opts: { data: string; output?: string }) => {
+      const { joinRequest } = await import('../vault/node.ts');
+      const request = await joinRequest(opts.data);
+      const text = `${JSON.stringify(request, null, 2)}\n`;
+      if (opts.output) await writeNewFile(opts.output, text);
+      process.stdout.write(text);
+    });
+  withClientOptions(
+    consortium
+      .command('invite')
+      .description('invite a node into the consortium (admin): an invite sealed to the node, anchored on the ledger')
+      .requiredOption('--request <file>', 'the join request the node made (medvault consortium request)')
+      .requiredOption('-o, --output <file>', 'write the invite here (hand it to the joining node)')
+      .option('--expires-in-days <days>', 'how long the invite can be used', '7'),
+  ).action(async (opts: ClientOptions & { request: string; output: string; expiresInDays: string }) => {
+    const vault = await client(opts);
+    const request = parseJsonFile(await readText(opts.request, 'join request'), opts.request);
+    const result = await vault.invite(request as JoinRequest, { expiresInDays: Number(opts.expiresInDays) });
+    await writeNewFile(opts.output, result.invite);
+    print(
+      opts,
+      { node: result.node, expiresAt: result.expiresAt, receipt: result.receipt },
+      `invited node ${result.node} (${where(result.receipt)}); the invite, ${opts.output}, opens only with that node's key` +
+        ` until ${new Date(result.expiresAt).toISOString()}: medvault init --join ${opts.output}`,
     );
+  });
+  withClientOptions(consortium.command('nodes').description("the consortium's nodes, as the ledger says")).action(
+    async (opts: ClientOptions) => {
+      const nodes = await (await client(opts)).consortiumNodes();
+      print(opts, nodes, nodes.map((n) => `${n.id}  ${n.state.padEnd(7)}  ${n.url ?? '-'}`).join('\n'));
+    },
+  );
 
   program
     .command('serve')
@@ -126,7 +196,8 @@ export function addVaultCommands(program: Command): void {
     .option('--data <dir>', 'data directory', 'medvault-data')
     .option('--port <port>', 'override the configured port')
     .option('--host <address>', 'override the configured address (e.g. 0.0.0.0 inside a container, behind TLS)')
-    .action(async (opts: { data: string; port?: string; host?: string }) => {
+    .option('--url <url>', 'the URL the other nodes reach this one at, if it changed (announced on the ledger)')
+    .action(async (opts: { data: string; port?: string; host?: string; url?: string }) => {
       const { openNode, readConfig } = await import('../vault/node.ts');
       const { buildServer } = await import('../http/server.ts');
       const config = await readConfig(opts.data);
@@ -161,6 +232,10 @@ export function addVaultCommands(program: Command): void {
           : undefined;
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
+      // A node of the consortium whose address changed tells the others (node.joined again).
+      await vault.consortium
+        .reannounce(opts.url ?? config.url ?? `http://${host}:${bound}`)
+        .catch((err) => logger.warn({ err }, 'the new URL could not be announced; peers keep the old one'));
       process.stdout.write(`medvault node ${vault.nodeId} listening on http://${host}:${bound}\n`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
@@ -213,9 +288,7 @@ export function addVaultCommands(program: Command): void {
       const node = opts.memberOf ? { node: opts.memberOf } : {};
       // The key file first: a member is never registered whose only key could not be kept.
       if (text && opts.output) {
-        await writeFile(opts.output, text, { mode: 0o600, flag: 'wx' }).catch((err) => {
-          throw ioError(err, `cannot create ${opts.output}`);
-        });
+        await writeNewFile(opts.output, text);
       }
       let added: Awaited<ReturnType<VaultClient['addMember']>>['member'];
       let receipt: Receipt;
@@ -271,11 +344,14 @@ export function addVaultCommands(program: Command): void {
       .command('upload')
       .description('encrypt FILE here and upload it for a subject, readable by the given readers')
       .argument('<file>', 'the document')
-      .requiredOption('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (with --pseudonym-key)')
+      .requiredOption(
+        '--subject <subject>',
+        'a 64-hex subject pseudonym, or a patient id (pseudonymised here with the subject key)',
+      )
       .option('--reader <member>', 'a reader: member id, name or age1 recipient (repeatable)', collect, [])
       .option('--purpose <code>', 'why the readers may read it', 'treatment')
       .option('--expires <when>', 'when the grants end: 30d, 12h or a date', '365d')
-      .option('--pseudonym-key <file>', "the consortium's pseudonym key (default MEDVAULT_PSEUDONYM_KEY)")
+      .option('--pseudonym-key <file>', 'the subject key in a file (default: sealed to you by your node)')
       .option('--receipt <file>', 'save the record.created receipt here'),
   ).action(
     async (
@@ -290,7 +366,7 @@ export function addVaultCommands(program: Command): void {
       },
     ) => {
       const vault = await client(opts);
-      const subject = await subjectOf(opts.subject, opts.pseudonymKey);
+      const subject = await subjectOf(opts.subject, { keyFile: opts.pseudonymKey, client: vault });
       const readers = [];
       for (const ref of opts.reader) readers.push((await vault.resolveMember(ref)).id);
       const info = await stat(file).catch((err) => {
@@ -417,9 +493,12 @@ export function addVaultCommands(program: Command): void {
     program
       .command('erase')
       .description('GDPR erasure (DPO): a subject (all records and its custodian key) or one record')
-      .option('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (with --pseudonym-key)')
+      .option(
+        '--subject <subject>',
+        'a 64-hex subject pseudonym, or a patient id (pseudonymised here with the subject key)',
+      )
       .option('--record <id>', 'one record')
-      .option('--pseudonym-key <file>', "the consortium's pseudonym key")
+      .option('--pseudonym-key <file>', 'the subject key in a file (default: sealed to you by your node)')
       .option('--delay <when>', 'schedule it with a cancel window (72h, 3d); without: now')
       .option('-o, --output <file>', 'save the erasure certificate here'),
   ).action(
@@ -436,7 +515,7 @@ export function addVaultCommands(program: Command): void {
       const vault = await client(opts);
       const target = opts.record
         ? { recordId: opts.record }
-        : { subject: await subjectOf(opts.subject as string, opts.pseudonymKey) };
+        : { subject: await subjectOf(opts.subject as string, { keyFile: opts.pseudonymKey, client: vault }) };
       if (opts.delay) {
         const seconds = Math.round((parseExpiry(opts.delay) - Date.now()) / 1000);
         const filed = await vault.scheduleErasure(target, seconds);

@@ -19,6 +19,7 @@ import type { RouteContext } from './context.ts';
 import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
+import { consortiumRoutes } from './routes/consortium.ts';
 import { erasureRoutes } from './routes/erasures.ts';
 import { memberRoutes } from './routes/members.ts';
 import { opsRoutes } from './routes/ops.ts';
@@ -143,6 +144,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   await app.register(erasureRoutes, context);
   await app.register(checkpointRoutes, context);
   await app.register(reviewRoutes, context);
+  await app.register(consortiumRoutes, context);
   return app;
 }
 

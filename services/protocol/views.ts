@@ -23,6 +23,21 @@ export interface MemberRow {
   emergencyAccess: boolean;
 }
 
+/** A node of the consortium as the ledger says (services/vault/consortium-index.ts). */
+export interface ConsortiumNode {
+  id: string;
+  state: 'invited' | 'joined' | 'left';
+  /** The node that invited it (null for the founder). */
+  invitedBy: string | null;
+  /** SHA-256 of the invite handed over (services/protocol/invites.ts inviteDigest). */
+  invite: string | null;
+  /** Base64 Ed25519 key (its id is the fingerprint) and age recipient, once joined. */
+  signingKey: string | null;
+  recipient: string | null;
+  url: string | null;
+  since: number;
+}
+
 /** What a member may see of a record. */
 export interface RecordView {
   id: string;

@@ -20,6 +20,7 @@ import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../../crypto/age.ts
 import { type X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
 import { ERRORS, type ErrorCode, fail, MedvaultError } from '../../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
+import { checkJoinRequest, type JoinRequest, openSecret } from '../protocol/invites.ts';
 import {
   generateMemberKeys,
   type MemberCredentials,
@@ -28,10 +29,18 @@ import {
   parseMemberKeyFile,
 } from '../protocol/member-keys.ts';
 import { signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
-import type { ErasureRow, MemberRow, RecordView, ReviewRow, Role, SweepReport } from '../protocol/views.ts';
+import type {
+  ConsortiumNode,
+  ErasureRow,
+  MemberRow,
+  RecordView,
+  ReviewRow,
+  Role,
+  SweepReport,
+} from '../protocol/views.ts';
 import { coreReadable, pump, type Sink } from './pump.ts';
 
-export type { ErasureCertificate, MemberCredentials, Receipt, RecordView, Role, SweepReport };
+export type { ErasureCertificate, JoinRequest, MemberCredentials, Receipt, RecordView, Role, SweepReport };
 export { generateMemberKeys, memberKeyFileText, memberPublic, parseMemberKeyFile };
 
 export interface UploadOptions {
@@ -79,6 +88,7 @@ export class VaultClient {
   readonly #base: string;
   readonly #keys: MemberCredentials;
   #trusted: string[] | undefined;
+  #subjectKey: Promise<Uint8Array> | undefined;
   #members: { at: number; rows: MemberRow[] } | undefined;
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
   readonly #custodians = new Map<string, { recipient: string; keyId: string }>();
@@ -434,6 +444,41 @@ export class VaultClient {
     const certificate = await this.#json<ErasureCertificate>('GET', `/v1/erasures/${requestId}`);
     verifyCertificate(certificate, { trusted: await this.#trust() });
     return certificate;
+  }
+
+  // The consortium.
+
+  /** The consortium's nodes as the ledger says (invited, joined, left). */
+  async consortiumNodes(): Promise<ConsortiumNode[]> {
+    return (await this.#json<{ nodes: ConsortiumNode[] }>('GET', '/v1/consortium/nodes')).nodes;
+  }
+
+  /** Invites the node that made `request` (admin): the invite, sealed to that node, to hand over. */
+  async invite(
+    request: JoinRequest,
+    options: { expiresInDays?: number } = {},
+  ): Promise<{ invite: string; node: string; expiresAt: number; receipt: Receipt }> {
+    const result = await this.#json<{ invite: string; node: string; expiresAt: number; receipt: Receipt }>(
+      'POST',
+      '/v1/consortium/invites',
+      { ...checkJoinRequest(request), ...options },
+    );
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  /**
+   * The consortium's subject key, which turns patient identifiers into subjects on this
+   * machine: sealed by the node to this member's own key, opened here, kept in memory.
+   */
+  async subjectKey(): Promise<Uint8Array> {
+    this.#subjectKey ??= this.#json<{ sealed: string }>('GET', '/v1/consortium/subject-key').then(({ sealed }) =>
+      openSecret(sealed, this.#keys.identity),
+    );
+    this.#subjectKey.catch(() => {
+      this.#subjectKey = undefined;
+    });
+    return this.#subjectKey;
   }
 
   async reviews(all = false): Promise<ReviewRow[]> {

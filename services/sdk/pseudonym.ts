@@ -18,16 +18,22 @@ export function pseudonym(identifier: string, key: Uint8Array): string {
 /**
  * A subject as the vault sees it: a 64-hex keyed pseudonym. Anything else is
  * a patient identifier, turned into its pseudonym here with the consortium's
- * pseudonym key (`keyFile`, or MEDVAULT_PSEUDONYM_KEY), so the identifier
- * itself never leaves this machine.
+ * subject key, so the identifier itself never leaves this machine. The key
+ * comes from `source`: the member's node, sealed to the member's own key
+ * (VaultClient.subjectKey), or a key file (`--pseudonym-key`, or
+ * MEDVAULT_PSEUDONYM_KEY) for a machine that works offline.
  */
-export async function subjectOf(value: string, keyFile: string | undefined): Promise<string> {
+export async function subjectOf(
+  value: string,
+  source: { keyFile?: string | undefined; client?: { subjectKey(): Promise<Uint8Array> } },
+): Promise<string> {
   if (HASH.test(value)) return value;
-  const file = keyFile ?? process.env.MEDVAULT_PSEUDONYM_KEY;
+  const file = source.keyFile ?? process.env.MEDVAULT_PSEUDONYM_KEY;
   if (!file) {
+    if (source.client) return pseudonym(value, await source.client.subjectKey());
     fail(
       'INVALID_ARGUMENT',
-      'a patient identifier needs the pseudonym key: --pseudonym-key FILE (or MEDVAULT_PSEUDONYM_KEY)',
+      'a patient identifier needs the subject key: from the node (--key), or --pseudonym-key FILE',
     );
   }
   let text: string;

@@ -79,6 +79,7 @@ export class Checkpoints {
    */
   async create(options: { actor?: MemberRow; onlyIfGrown?: boolean } = {}): Promise<Checkpoint | null> {
     if (options.actor) authorize(options.actor, 'checkpoint');
+    await this.#peers.refresh();
     const head = await this.#c.ledger.head();
     if (!head) return null;
     const last = this.#c.m.latestLedgerCheckpoint();
@@ -103,6 +104,7 @@ export class Checkpoints {
    * ledger.
    */
   async cosign(value: unknown): Promise<CheckpointSignature> {
+    await this.#peers.refresh();
     const verified = verifyCheckpoint(value);
     const [proposer] = verified.signers;
     if (!proposer || !this.#peers.ids.includes(proposer)) {

@@ -18,13 +18,21 @@
  * cannot put one into anybody's directory. Only readers are taken (a member
  * of another node is only ever granted records here), and a member.removed
  * counts only from that member's own node.
+ *
+ * The consortium's nodes come from the ledger the same way, by a chain of
+ * trust from block 0: the node that signed block 0 founded the consortium; a
+ * node.invited counts only in a block signed by a node that has joined; a
+ * node.joined only in a block signed by that very node (its key's fingerprint
+ * is its id), and only if it founded the consortium or was invited; a
+ * node.left only from the node itself. A ledger writer outside the
+ * consortium cannot make itself anybody's peer.
  */
 import { headerSignatureValid } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
-import type { LedgerFinding, Metadata } from './metadata.ts';
+import type { ConsortiumNodeRow, LedgerFinding, Metadata } from './metadata.ts';
 
 /** Findings are saved every so many while a long read goes on, so it keeps what it has read. */
 const SAVE_EVERY = 10_000;
@@ -33,13 +41,23 @@ export class ConsortiumIndex {
   readonly #ledger: Ledger;
   readonly #m: Metadata;
   readonly #self: string;
+  readonly #onNodes: (nodes: ConsortiumNodeRow[]) => void;
   #reading: Promise<void> | null = null;
 
-  /** `self`: this node's id (its own members and records are never taken from the ledger). */
-  constructor(ledger: Ledger, metadata: Metadata, self: string) {
+  /**
+   * `self`: this node's id (its own members and records are never taken from the ledger);
+   * `onNodes` is told the consortium's nodes after each read that changed them.
+   */
+  constructor(
+    ledger: Ledger,
+    metadata: Metadata,
+    self: string,
+    onNodes: (nodes: ConsortiumNodeRow[]) => void = () => {},
+  ) {
     this.#ledger = ledger;
     this.#m = metadata;
     this.#self = self;
+    this.#onNodes = onNodes;
   }
 
   /** The id of the node holding `recordId`, or undefined when the ledger has no record.created for it. */
@@ -63,6 +81,10 @@ export class ConsortiumIndex {
     const from = this.#m.locatorNextHeight();
     if (!head || head.height < from) return;
     let found: LedgerFinding[] = [];
+    let nodesChanged = false;
+    const nodes = new Map(this.#m.consortiumNodes().map((n) => [n.id, n]));
+    let founder: string | undefined;
+    const founderId = async () => (founder ??= (await this.#ledger.get(0))?.header.signer);
     for await (const block of this.#ledger.blocks(from)) {
       const { height, signer } = block.header;
       let signed: boolean | undefined; // checked once per block, and only for blocks with member events
@@ -75,6 +97,14 @@ export class ConsortiumIndex {
           if (member && bySigner()) found.push({ kind: 'member', member });
         } else if (event.type === 'member.removed' && signer !== this.#self && bySigner()) {
           found.push({ kind: 'removal', id: event.member as string, node: signer, at: event.at });
+        } else if (event.type.startsWith('node.') && bySigner()) {
+          if (height === 0) founder = signer;
+          const node = nodeChange(event, signer, nodes, await founderId());
+          if (node) {
+            nodes.set(node.id, node);
+            found.push({ kind: 'node', node });
+            nodesChanged = true;
+          }
         }
       }
       if (found.length >= SAVE_EVERY || height >= head.height) {
@@ -83,6 +113,7 @@ export class ConsortiumIndex {
       }
       if (height >= head.height) break;
     }
+    if (nodesChanged) this.#onNodes(this.#m.consortiumNodes());
   }
 }
 
@@ -104,4 +135,44 @@ function publishedMember(event: LedgerEvent): Parameters<Metadata['addMember']>[
     node,
     addedAt: event.at,
   };
+}
+
+/**
+ * What a node.* event in a block signed by `signer` (its signature checked)
+ * changes about the node it names, whose row so far is `row`; null when it
+ * does not count (module comment: the chain of trust from block 0).
+ */
+function nodeChange(
+  event: LedgerEvent,
+  signer: string,
+  nodes: ReadonlyMap<string, ConsortiumNodeRow>,
+  founder: string | undefined,
+): ConsortiumNodeRow | null {
+  const id = event.node as string;
+  const row = nodes.get(id);
+  if (event.type === 'node.invited') {
+    // Only a node that joined invites; an invite does not undo a join.
+    if (nodes.get(signer)?.state !== 'joined' || row?.state === 'joined') return null;
+    const invite = { invitedBy: signer, invite: event.invite as string };
+    return { id, state: 'invited', ...invite, signingKey: null, recipient: null, url: null, since: event.at };
+  }
+  if (signer !== id) return null; // a node speaks only for itself
+  if (event.type === 'node.joined') {
+    const key = Buffer.from(event.signingKey as string, 'hex');
+    if (keyFingerprint(key) !== id) return null;
+    const admitted = row?.state === 'invited' || row?.state === 'joined' || (signer === founder && !row);
+    if (!admitted) return null;
+    return {
+      id,
+      state: 'joined',
+      invitedBy: row?.invitedBy ?? null,
+      invite: row?.invite ?? null,
+      signingKey: key.toString('base64'),
+      recipient: new X25519Recipient(new Uint8Array(Buffer.from(event.recipient as string, 'hex'))).toString(),
+      url: event.url as string,
+      since: row?.state === 'joined' ? row.since : event.at,
+    };
+  }
+  if (event.type === 'node.left' && row?.state === 'joined') return { ...row, state: 'left', since: event.at };
+  return null;
 }

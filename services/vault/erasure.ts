@@ -86,6 +86,7 @@ export class Erasures {
       value = target.subject;
       // A subject this node knows nothing of, in a node alone: nothing to erase, no certificate.
       // In a consortium the erasure goes on to the other nodes, which may hold records of it.
+      await this.#peers.refresh();
       if (this.#peers.list.length === 0 && !(await this.#knows(value))) fail('SUBJECT_NOT_FOUND');
     } else {
       scope = 'record';
@@ -248,6 +249,7 @@ export class Erasures {
     const request = this.#c.m.erasure(requestId);
     if (!request) fail('ERASURE_NOT_FOUND', requestId);
     if (request.certificate) return this.#complete(JSON.parse(request.certificate) as ErasureCertificate);
+    await this.#peers.refresh(); // every node that joined up to now is part of the consortium asked
     const records = this.#c.m.recordsOfErasure(requestId);
     const destroyed = request.scope === 'subject' ? await this.#c.kms.destroy(request.target) : null;
     // A node that never held a key for the subject destroyed nothing: the certificate says so (null).
@@ -394,6 +396,7 @@ export class Erasures {
    * blobs, its own tombstones. Returns this node's certificate for its part (idempotent).
    */
   async receive(value: unknown): Promise<ErasureCertificate> {
+    await this.#peers.refresh();
     const order: ErasureOrder = verifyErasureOrder(value, (id) => this.#peers.get(id)?.signingKey);
     const { event } = await this.#onLedger(order.filed);
     if (
@@ -489,6 +492,7 @@ export class Erasures {
    * subject, a custodian key of its own. Then it cosigns with its node key.
    */
   async cosign(value: unknown): Promise<Cosignature> {
+    await this.#peers.refresh();
     const certificate = value as ErasureCertificate;
     const peerIds = this.#peers.ids;
     const verified = verifyCertificate(value, { trusted: [...peerIds, this.#c.node.id] });

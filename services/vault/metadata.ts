@@ -14,15 +14,17 @@ import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { diskFullAs } from '../../errors.ts';
 
 import { ROLES_SQL } from '../../formats.ts';
-import type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role } from '../protocol/views.ts';
+import type { ConsortiumNode, ErasureRow, ErasureState, MemberRow, ReviewRow, Role } from '../protocol/views.ts';
 
 export type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role };
+export type ConsortiumNodeRow = ConsortiumNode;
 
 /** What the ledger index (services/vault/consortium-index.ts) found in a block. */
 export type LedgerFinding =
   | { kind: 'location'; recordId: string; node: string; height: number }
   | { kind: 'member'; member: Omit<MemberRow, 'removedAt' | 'emergencyAccess'> }
-  | { kind: 'removal'; id: string; node: string; at: number };
+  | { kind: 'removal'; id: string; node: string; at: number }
+  | { kind: 'node'; node: ConsortiumNodeRow };
 
 export type RecordState = 'pending' | 'active' | 'erased';
 
@@ -200,6 +202,19 @@ const MIGRATIONS = [
   // 9: the hash of the block an unknown append extended: once the ledger holds another block
   // at that height, the append can never land and the upload is settled without waiting.
   `ALTER TABLE records ADD COLUMN settle_prev TEXT;`,
+  // 10: the consortium's nodes as the ledger says (services/vault/consortium.ts): invited by a
+  // node of the consortium (the digest of the invite it handed over), joined with their keys
+  // and URL, left.
+  `CREATE TABLE consortium_nodes (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN ('invited', 'joined', 'left')),
+     invited_by TEXT,
+     invite TEXT,
+     signing_key TEXT,
+     recipient TEXT,
+     url TEXT,
+     since INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -340,6 +355,20 @@ export class Metadata {
           );
         } else if (f.kind === 'member') {
           this.addMember(f.member, { ifAbsent: true });
+        } else if (f.kind === 'node') {
+          const n = f.node;
+          this.#run(
+            `INSERT OR REPLACE INTO consortium_nodes (id, state, invited_by, invite, signing_key, recipient, url, since)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+            n.id,
+            n.state,
+            n.invitedBy,
+            n.invite,
+            n.signingKey,
+            n.recipient,
+            n.url,
+            n.since,
+          );
         } else {
           this.#run(
             'UPDATE members SET removed_at = ? WHERE id = ? AND node = ? AND removed_at IS NULL',
@@ -351,6 +380,11 @@ export class Metadata {
       }
       this.#run('UPDATE record_locator SET next_height = ? WHERE next_height < ?', nextHeight, nextHeight);
     });
+  }
+
+  /** The consortium's nodes the ledger has named, in the order they were first named. */
+  consortiumNodes(): ConsortiumNodeRow[] {
+    return this.#all<ConsortiumNodeRow>('SELECT * FROM consortium_nodes ORDER BY since, id');
   }
 
   // Records.

@@ -7,7 +7,9 @@
  *   DATA/metadata.db       SQLite: members, records, grants, ledger index, reviews, erasures
  *   DATA/ledger.mvl        the embedded ledger (default)
  *   DATA/blobs/            the embedded blob store (default)
- *   DATA/pseudonym.key     the consortium's pseudonym secret, for turning patient ids into subjects (clients)
+ *
+ * The consortium's subject key (services/vault/consortium.ts) is kept in the
+ * keystore, never as a loose file.
  *
  * `initNode` makes all of it and the first admin's member key file;
  * `openNode` composes a Vault from it. The environment can point a node at
@@ -17,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { blockHash } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
@@ -31,6 +33,15 @@ import { logger } from '../../log.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
 import { checkWebhookUrl, webhookAlerts } from './alerts.ts';
+import {
+  checkJoinRequest,
+  type Invite,
+  inviteDigest,
+  type JoinRequest,
+  NODE_KEY,
+  openInvite,
+  SUBJECT_KEY,
+} from './consortium.ts';
 import { Metadata } from './metadata.ts';
 import { checkPeers } from './peers.ts';
 import { type Peer, Vault } from './vault.ts';
@@ -42,6 +53,8 @@ export interface NodeConfig {
   ledger: string;
   store: StoreConfig;
   listen: { host: string; port: number };
+  /** The URL the consortium's other nodes reach this node at (announced on the ledger in node.joined). */
+  url?: string;
   /**
    * The consortium's other nodes (key id, API URL and, to accept the fetches
    * they forward, their base64 node key): they cosign each other's erasure
@@ -68,8 +81,6 @@ export interface NodeConfig {
   ledgerGenesis?: string;
 }
 
-const NODE_KEY = 'node';
-
 export async function readConfig(data: string): Promise<NodeConfig> {
   const path = join(data, 'medvault.json');
   if (!existsSync(path)) fail('INVALID_ARGUMENT', `${data} is not a medvault data directory (run medvault init)`);
@@ -91,16 +102,28 @@ async function writeSecret(path: string, text: string | Uint8Array): Promise<voi
 }
 
 /**
- * Makes a data directory: configuration, sealed keystore with the node's keys,
- * metadata, ledger, blob store, pseudonym secret, and the first admin (its
- * member key file written to `adminKeyFile`, anchored as member.added).
+ * Makes a data directory: configuration, sealed keystore with the node's keys
+ * and the consortium's subject key, metadata, ledger, blob store, and the
+ * first admin (its member key file written to `adminKeyFile`, anchored as
+ * member.added).
+ *
+ * Founding (no `join`): the ledger must hold no consortium yet
+ * (CONSORTIUM_EXISTS); the node makes the subject key and announces itself
+ * (node.joined) in block 0's consortium. Joining (`join`: the text of an
+ * invite, services/vault/consortium.ts): `data` holds the node's join request
+ * (joinRequest below); the invite must open with its key, be anchored on the
+ * ledger by a node of the consortium, unaltered and unexpired
+ * (INVITE_INVALID), on the consortium's ledger (LEDGER_MISMATCH). `unlisted`:
+ * a node on a ledger that already holds a consortium without joining it
+ * (peers configured by hand, MEDVAULT_PEERS, as before invites existed).
  *
  * All or nothing: it is built in a staging directory beside `data` and
  * renamed into place only once every step succeeded (keys, keystore, the
- * ledger reached and the first admin anchored); a failure leaves nothing.
+ * ledger reached, the invite checked, the node announced and the first admin
+ * anchored); a failure leaves nothing (a join request stays as it was).
  * `medvault.json` records the ledger and the store the node was made on
- * (including those given through MEDVAULT_LEDGER and MEDVAULT_STORE) and
- * the hash of the ledger's block 0, which every later start checks.
+ * (including those given through MEDVAULT_LEDGER and MEDVAULT_STORE) and the
+ * hash of the ledger's block 0, which every later start checks.
  */
 export async function initNode(
   data: string,
@@ -109,13 +132,20 @@ export async function initNode(
     admin?: string;
     adminKeyFile?: string;
     port?: number;
+    /** The URL the other nodes reach this one at (default http://127.0.0.1:PORT). */
+    url?: string;
     kms?: NodeConfig['kms'];
     overrides?: NodeOverrides;
+    join?: string;
+    unlisted?: boolean;
   } = {},
 ): Promise<{ nodeId: string; adminId: string; adminKeyFile: string }> {
   data = resolve(data);
   if (existsSync(join(data, 'medvault.json'))) fail('INVALID_ARGUMENT', `${data} is already a medvault data directory`);
-  if (existsSync(data) && (await readdir(data)).length > 0) {
+  const requestFile = join(data, JOIN_REQUEST);
+  if (options.join !== undefined) {
+    check(existsSync(requestFile), 'INVALID_ARGUMENT', `${data} holds no join request (medvault consortium request)`);
+  } else if (existsSync(data) && (await readdir(data)).length > 0) {
     fail('INVALID_ARGUMENT', `${data} exists and is not empty: init makes a new data directory`);
   }
   const staging = join(dirname(data), `.${basename(data)}.init-${randomBytes(6).toString('hex')}`);
@@ -126,25 +156,47 @@ export async function initNode(
   await mkdir(staging, { recursive: true, mode: 0o700 });
   try {
     const storeFromEnv = process.env.MEDVAULT_STORE ? (envJson('MEDVAULT_STORE') as StoreConfig) : undefined;
+    const port = options.port ?? 7400;
     const config: NodeConfig = {
       version: 1,
       name: options.name ?? 'node',
       ledger: options.overrides?.ledger ?? process.env.MEDVAULT_LEDGER ?? 'file:ledger.mvl',
       store: options.overrides?.store ?? storeFromEnv ?? { kind: 'fs', root: 'blobs' },
-      listen: { host: '127.0.0.1', port: options.port ?? 7400 },
+      listen: { host: '127.0.0.1', port },
+      url: options.url ?? `http://127.0.0.1:${port}`,
       ...(options.kms ? { kms: options.kms } : {}),
     };
-    if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
+    let invite: Invite | null = null;
+    if (options.join !== undefined) {
+      for (const file of ['keystore.sealed', 'keystore.key']) {
+        if (existsSync(join(data, file))) await copyFile(join(data, file), join(staging, file));
+      }
+    } else if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
       await writeSecret(join(staging, 'keystore.key'), randomBytes(32));
     }
-    await writeSecret(join(staging, 'pseudonym.key'), `${randomBytes(32).toString('hex')}\n`);
     const kms = await LocalKms.open(join(staging, 'keystore.sealed'), await keystoreSecret(staging));
-    await kms.createMember(NODE_KEY);
+    if (options.join !== undefined) {
+      const keys = kms.memberKeys(NODE_KEY);
+      invite = openInvite(options.join, keys.identity, keys.signing.id);
+      config.ledger = options.overrides?.ledger ?? process.env.MEDVAULT_LEDGER ?? invite.ledger;
+      config.ledgerGenesis = invite.consortium;
+      await kms.putSharedSecret(SUBJECT_KEY, Buffer.from(invite.subjectKey, 'hex'));
+    } else {
+      await kms.createMember(NODE_KEY);
+      await kms.putSharedSecret(SUBJECT_KEY, randomBytes(32));
+    }
     await writeFile(join(staging, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`, { flag: 'wx' });
     await writeSecret(join(staging, `${adminName}.key`), memberKeyFileText(adminName, admin));
     let result: { nodeId: string; adminId: string };
     const vault = await openNode(staging, options.overrides);
     try {
+      if (invite) {
+        await checkInvited(vault, invite);
+      } else if (!options.unlisted && (await vault.ledger.head()) !== null) {
+        const first = await vault.ledger.get(0);
+        fail('CONSORTIUM_EXISTS', `block 0 of ${redactUri(config.ledger)} was signed by node ${first?.header.signer}`);
+      }
+      if (!options.unlisted) await vault.consortium.announce(config.url as string);
       const { member } = await vault.addMember(null, { name: adminName, role: 'admin', ...memberPublic(admin) });
       const genesis = await vault.ledger.get(0);
       if (!genesis) fail('LEDGER_UNAVAILABLE', 'the ledger has no block 0 after the first admin was anchored');
@@ -155,8 +207,15 @@ export async function initNode(
     }
     await writeFileAtomic(join(staging, 'medvault.json'), `${JSON.stringify(config, null, 2)}\n`);
     await fsyncDirectory(staging);
-    if (existsSync(data)) await rmdir(data); // the empty directory it replaces
-    await rename(staging, data);
+    if (existsSync(data)) {
+      // The empty directory, or the join request, it replaces: set aside, then removed.
+      const replaced = `${staging}.replaced`;
+      await rename(data, replaced);
+      await rename(staging, data);
+      await rm(replaced, { recursive: true, force: true });
+    } else {
+      await rename(staging, data);
+    }
     await fsyncDirectory(dirname(data));
     let adminKeyFile = join(data, `${adminName}.key`);
     if (outsideKeyFile) {
@@ -168,6 +227,60 @@ export async function initNode(
       adminKeyFile = outsideKeyFile;
     }
     return { ...result, adminKeyFile };
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The file a join request leaves in the data directory it will become. */
+const JOIN_REQUEST = 'join-request.json';
+
+/**
+ * INVITE_INVALID unless the ledger says a node of the consortium invited this node with this
+ * very invite (its digest in node.invited), and the invite names that node as its inviter.
+ */
+async function checkInvited(vault: Vault, invite: Invite): Promise<void> {
+  const own = (await vault.consortium.nodes()).find((n) => n.id === vault.nodeId);
+  if (own?.state !== 'invited') {
+    fail('INVITE_INVALID', `no node of the consortium anchored an invite of node ${vault.nodeId} on this ledger`);
+  }
+  check(
+    own.invite === inviteDigest(invite) && own.invitedBy === invite.inviter,
+    'INVITE_INVALID',
+    'the invite is not the one anchored for this node (altered, or superseded by a later invite)',
+  );
+}
+
+/**
+ * The first step of joining a consortium: makes `data` with only the node's
+ * keys (sealed keystore) and its public join request, which an admin of a
+ * member node turns into an invite (medvault consortium invite); then
+ * `initNode(data, { join })`.
+ */
+export async function joinRequest(data: string): Promise<JoinRequest> {
+  data = resolve(data);
+  if (existsSync(data) && (await readdir(data)).length > 0) {
+    if (existsSync(join(data, JOIN_REQUEST)) && !existsSync(join(data, 'medvault.json'))) {
+      return checkJoinRequest(JSON.parse(await readFile(join(data, JOIN_REQUEST), 'utf8')));
+    }
+    fail('INVALID_ARGUMENT', `${data} exists and is not empty: a join request makes a new data directory`);
+  }
+  const staging = join(dirname(data), `.${basename(data)}.request-${randomBytes(6).toString('hex')}`);
+  await mkdir(staging, { recursive: true, mode: 0o700 });
+  try {
+    if (!process.env.MEDVAULT_KEYSTORE_PASSPHRASE && !process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE) {
+      await writeSecret(join(staging, 'keystore.key'), randomBytes(32));
+    }
+    const kms = await LocalKms.open(join(staging, 'keystore.sealed'), await keystoreSecret(staging));
+    const node = await kms.createMember(NODE_KEY);
+    const request: JoinRequest = { node: node.id, signingKey: node.signingKey, recipient: node.recipient };
+    await writeFile(join(staging, JOIN_REQUEST), `${JSON.stringify(request, null, 2)}\n`, { flag: 'wx' });
+    await fsyncDirectory(staging);
+    if (existsSync(data)) await rmdir(data);
+    await rename(staging, data);
+    await fsyncDirectory(dirname(data));
+    return request;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     throw err;
@@ -214,6 +327,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     'breakGlass.perDay is a whole number of accesses',
   );
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
+  await adoptLooseSubjectKey(data, kms);
   const node = kms.memberKeys(NODE_KEY).signing;
   const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
   const storeConfig =
@@ -256,9 +370,29 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     peers,
     ...(breakGlass.perDay === undefined ? {} : { emergencyPerDay: breakGlass.perDay }),
     diskPaths: [data, ...fsRoots(inStore(data, storeConfig))],
+    keystore: kms,
+    consortium: { ledger: ledgerUri, genesis: config.ledgerGenesis },
   });
   if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
   return vault;
+}
+
+/**
+ * Nodes made before the subject key lived in the keystore kept it beside it, in
+ * DATA/pseudonym.key, where any copy of the directory carried it: moved into the sealed
+ * keystore (the same key, so existing subjects keep their pseudonyms), the file removed.
+ */
+async function adoptLooseSubjectKey(data: string, kms: LocalKms): Promise<void> {
+  const file = join(data, 'pseudonym.key');
+  if (!existsSync(file)) return;
+  if (!kms.hasSharedSecret(SUBJECT_KEY)) {
+    const key = Buffer.from((await readFile(file, 'utf8')).trim(), 'hex');
+    check(key.length === 32, 'KEY_INVALID', `${file} is not a 32-byte hex key`);
+    await kms.putSharedSecret(SUBJECT_KEY, key);
+  }
+  await rm(file);
+  await fsyncDirectory(data);
+  logger.info('the subject key moved from pseudonym.key into the sealed keystore');
 }
 
 /** The subjects' custodian keys: in the sealed keystore, or on a PKCS#11 token. */

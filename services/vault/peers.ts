@@ -1,6 +1,8 @@
 /**
- * The consortium's other nodes, as this node knows them (configuration, or a
- * test wiring nodes up), and asking them to confirm something: an erasure
+ * The consortium's other nodes, as this node knows them: those that joined by
+ * invite, as the ledger says (services/vault/consortium-index.ts), and those
+ * given by configuration (MEDVAULT_PEERS, for nodes wired by hand; a
+ * configured entry wins over the ledger's for the same id). And asking them to confirm something: an erasure
  * certificate or a ledger checkpoint. An answer is kept only if the caller's
  * check accepts it (it verifies a signature by that very peer); a peer that
  * is down, slow or refuses is logged and left out.
@@ -57,10 +59,27 @@ export function checkPeers(list: unknown): Peer[] {
 }
 
 export class Peers {
+  #configured: Peer[];
+  #announced: Peer[] = [];
   #list: Peer[];
+  readonly #read: () => Promise<void>;
 
-  constructor(list: readonly Peer[] = []) {
-    this.#list = checkPeers(list);
+  /** `read` reads what the ledger says of the nodes since the last read (and calls setAnnounced). */
+  constructor(list: readonly Peer[] = [], read: () => Promise<void> = async () => {}) {
+    this.#configured = checkPeers(list);
+    this.#list = this.#configured;
+    this.#read = read;
+  }
+
+  /**
+   * Brings the list up to date with the ledger before a step that must reach every node
+   * (an erasure, a checkpoint) or trust one (a forwarded request, a cosignature). With the
+   * ledger unreachable the list is what this node knew (logged).
+   */
+  async refresh(): Promise<void> {
+    await this.#read().catch((err: unknown) => {
+      logger.warn({ err: (err as Error).message }, 'the consortium nodes were not read from the ledger');
+    });
   }
 
   get list(): readonly Peer[] {
@@ -71,8 +90,21 @@ export class Peers {
     return this.#list.map((p) => p.id);
   }
 
+  /** The configured peers (tests wire nodes up with it). */
   set(list: readonly Peer[]): void {
-    this.#list = checkPeers(list);
+    this.#configured = checkPeers(list);
+    this.#merge();
+  }
+
+  /** The nodes the ledger says joined (and have not left), this node excluded. */
+  setAnnounced(list: readonly Peer[]): void {
+    this.#announced = checkPeers(list);
+    this.#merge();
+  }
+
+  #merge(): void {
+    const configured = new Set(this.#configured.map((p) => p.id));
+    this.#list = [...this.#configured, ...this.#announced.filter((p) => !configured.has(p.id))];
   }
 
   get(id: string): Peer | undefined {
@@ -91,6 +123,7 @@ export class Peers {
     accept: (peer: Peer, answer: T) => boolean,
     skip: readonly string[] = [],
   ): Promise<T[]> {
+    await this.refresh();
     const answers = await Promise.all(
       this.#list
         .filter((peer) => !skip.includes(peer.id))

@@ -24,7 +24,9 @@ export type Action =
   | 'erase'
   | 'review'
   | 'checkpoint'
-  | 'checkpoint.read';
+  | 'checkpoint.read'
+  | 'consortium.invite'
+  | 'subject-key';
 
 const ALL = ROLES;
 
@@ -52,6 +54,11 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Making a ledger checkpoint asks every peer to walk the chain: not for everyone.
   checkpoint: ['admin', 'dpo'],
   'checkpoint.read': ALL,
+  // Inviting another node into the consortium: an admin of a member node.
+  'consortium.invite': ['admin'],
+  // The consortium's subject key, sealed to the member: those who turn patient ids into
+  // subjects on their own machines (uploading, filing erasures, administering); never a reader.
+  'subject-key': ['uploader', 'dpo', 'admin'],
 };
 
 export interface RecordFacts {

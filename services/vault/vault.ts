@@ -29,14 +29,16 @@ import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { check, fail, isMedvaultError, type MedvaultError } from '../../errors.ts';
 import { PURPOSE } from '../../formats.ts';
+import type { LocalKms } from '../../kms/local-kms.ts';
 import { logger } from '../../log.ts';
 import { forwardMessage } from '../protocol/signing.ts';
 import type { RecordView } from '../protocol/views.ts';
 import { Checkpoints } from './checkpoints.ts';
+import { Consortium, type ConsortiumInfo } from './consortium.ts';
 import { ConsortiumIndex } from './consortium-index.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
 import { Erasures } from './erasure.ts';
-import type { GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
+import type { ConsortiumNodeRow, GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 
@@ -63,6 +65,10 @@ export interface VaultDeps extends CoreDeps {
   emergencyPerDay?: number;
   /** Directories whose free space readiness reports (the data directory, an fs store's root). */
   diskPaths?: string[];
+  /** The node's own keystore: its node keys and the consortium's secrets (the subject key). */
+  keystore?: LocalKms;
+  /** The ledger URI and genesis an invite hands over (services/vault/consortium.ts). */
+  consortium?: ConsortiumInfo;
 }
 
 /** Less free space than this (64 MiB, or 5 % of a smaller disk) and a node's disk is reported full. */
@@ -153,6 +159,8 @@ export class Vault {
   readonly erasures: Erasures;
   /** Ledger checkpoints cosigned by the consortium. */
   readonly checkpoints: Checkpoints;
+  /** This node's part in the consortium: announcing itself, inviting nodes, the subject key for members. */
+  readonly consortium: Consortium;
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
@@ -167,10 +175,17 @@ export class Vault {
     this.#c = new VaultCore(deps);
     this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
     this.#diskPaths = deps.diskPaths ?? [];
-    this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id);
-    this.peers = new Peers(deps.peers);
+    this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id, (nodes) => this.#announce(nodes));
+    this.peers = new Peers(deps.peers, () => this.#index.catchUp());
+    this.#announce(this.#c.m.consortiumNodes());
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
+    this.consortium = new Consortium(
+      this.#c,
+      deps.keystore,
+      deps.consortium ?? { ledger: `${deps.ledger.kind}:`, genesis: undefined },
+      () => this.#index.catchUp(),
+    );
   }
 
   /** Opens the vault and finishes what a crash interrupted: pending uploads, erasures, stray blobs. */
@@ -228,7 +243,16 @@ export class Vault {
    * ledger since the last read.
    */
   async learnMember(id: string, via: string): Promise<void> {
-    if (this.peers.get(via) && !this.#c.m.member(id)) await this.#index.catchUp();
+    if (!this.peers.get(via) || !this.#c.m.member(id)) await this.#index.catchUp();
+  }
+
+  /** The nodes that joined the consortium and have not left, but this one, as peers. */
+  #announce(nodes: readonly ConsortiumNodeRow[]): void {
+    this.peers.setAnnounced(
+      nodes
+        .filter((n) => n.state === 'joined' && n.id !== this.nodeId)
+        .map((n) => ({ id: n.id, url: n.url as string, signingKey: n.signingKey as string })),
+    );
   }
 
   /**

@@ -39,6 +39,9 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'key.rotated': { member: id(), previousKey: id(), newKey: id() },
     'member.capability': { member: id(), capability: 'emergency', granted: true, by: id() },
     'review.closed': { recordId: id(), reviewId: id(), dpo: id(), outcome: 'justified' },
+    'node.invited': { node: id(), by: id(), invite: hash() },
+    'node.joined': { node: id(), signingKey: hash(), recipient: hash(), url: 'https://node-b.example:7400' },
+    'node.left': { node: id() },
   };
   return { type, at, ...fields[type] } as LedgerEvent;
 }

@@ -227,7 +227,7 @@ async function eraseAcrossThreeNodes(work: string): Promise<{ seconds: number; r
     for (let i = 0; i < 3; i++) {
       const data = join(work, `consortium-${i}`);
       const ledger = `${cluster.uri}/bench-erase3`;
-      const init = await initNode(data, { overrides: { ledger } });
+      const init = await initNode(data, { overrides: { ledger }, unlisted: i > 0 });
       const vault = await openNode(data, { ledger });
       const app = await buildServer(vault, { rateLimit: 1e9 });
       await app.listen({ host: '127.0.0.1', port: 0 });

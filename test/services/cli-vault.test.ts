@@ -44,7 +44,7 @@ beforeAll(async () => {
     });
     serve.on('exit', (code) => reject(new Error(`serve exited ${code}`)));
   });
-  env = { ...env, MEDVAULT_NODE: url, MEDVAULT_PSEUDONYM_KEY: join(data, 'pseudonym.key') };
+  env = { ...env, MEDVAULT_NODE: url }; // patient ids are pseudonymised with the subject key the node seals
   const admin = join(data, 'admin.key');
   for (const [name, role] of [
     ['hospital', 'uploader'],

@@ -153,3 +153,88 @@ describe('consortium index: members of other nodes', () => {
     }
   });
 });
+
+describe('consortium index: the nodes, by a chain of trust from block 0', () => {
+  const joined = (node: SigningKey, url: string, key = node) =>
+    ({
+      type: 'node.joined',
+      at: Date.now(),
+      node: node.id,
+      signingKey: Buffer.from(key.publicKey).toString('hex'),
+      recipient: Buffer.from(X25519Identity.generate().recipient.publicKey).toString('hex'),
+      url,
+    }) as LedgerEvent;
+  const invited = (node: SigningKey, invite = '1'.repeat(64)) =>
+    ({ type: 'node.invited', at: Date.now(), node: node.id, by: id(), invite }) as LedgerEvent;
+
+  it('takes the founder, and a node only once a joined node invited it; nobody speaks for another node', async () => {
+    const dirN = tempDir('medvault-nodes-');
+    const own = await FileLedger.open(join(dirN, 'ledger.mvl'));
+    const add = async (events: LedgerEvent[], by: SigningKey, forge?: SigningKey) => {
+      const { block } = buildBlock((await own.head()) ?? null, events, by);
+      if (forge) block.header.signer = forge.id; // claims another signer: its signature no longer verifies
+      await own.append([block]);
+    };
+    const founder = SigningKey.generate();
+    const b = SigningKey.generate();
+    const rogue = SigningKey.generate();
+    const metadata = new Metadata(join(dirN, 'metadata.db'));
+    const told: string[][] = [];
+    const index = new ConsortiumIndex(own, metadata, SELF, (nodes) =>
+      told.push(nodes.filter((n) => n.state === 'joined').map((n) => n.id)),
+    );
+    const state = () => Object.fromEntries(metadata.consortiumNodes().map((n) => [n.id, n.state]));
+    try {
+      await add([sampleEvent('member.added'), joined(founder, 'http://127.0.0.1:7400')], founder); // block 0
+      await add([joined(rogue, 'http://127.0.0.1:9999')], rogue); // never invited
+      await add([invited(b)], rogue); // an inviter that has not joined
+      await add([joined(b, 'http://127.0.0.1:7401')], founder); // the founder speaking for B
+      await index.catchUp();
+      expect(state()).toEqual({ [founder.id]: 'joined' });
+      expect(told).toEqual([[founder.id]]);
+
+      await add([invited(b, '2'.repeat(64))], rogue, founder); // a block claiming the founder's signature
+      await index.catchUp();
+      expect(state()[b.id]).toBeUndefined();
+
+      await add([invited(b, '3'.repeat(64))], founder);
+      await add([joined(b, 'http://127.0.0.1:7401', rogue)], b); // publishes a key that is not B's
+      await index.catchUp();
+      expect(metadata.consortiumNodes().find((n) => n.id === b.id)).toMatchObject({
+        state: 'invited',
+        invitedBy: founder.id,
+        invite: '3'.repeat(64),
+        url: null,
+      });
+
+      await add([joined(b, 'http://127.0.0.1:7401')], b);
+      await add([invited(b, '4'.repeat(64))], founder); // an invite does not undo a join
+      await index.catchUp();
+      const row = metadata.consortiumNodes().find((n) => n.id === b.id);
+      expect(row).toMatchObject({
+        state: 'joined',
+        invitedBy: founder.id,
+        invite: '3'.repeat(64),
+        url: 'http://127.0.0.1:7401',
+        signingKey: Buffer.from(b.publicKey).toString('base64'),
+      });
+      expect(told.at(-1)?.sort()).toEqual([founder.id, b.id].sort());
+
+      // A new address is announced again; leaving counts only from the node itself.
+      await add([joined(b, 'https://b.example:7443')], b);
+      await add([{ type: 'node.left', at: Date.now(), node: b.id } as LedgerEvent], founder);
+      await index.catchUp();
+      expect(metadata.consortiumNodes().find((n) => n.id === b.id)).toMatchObject({
+        state: 'joined',
+        url: 'https://b.example:7443',
+        since: row?.since,
+      });
+      await add([{ type: 'node.left', at: Date.now(), node: b.id } as LedgerEvent], b);
+      await index.catchUp();
+      expect(state()[b.id]).toBe('left');
+    } finally {
+      metadata.close();
+      await own.close();
+    }
+  });
+});

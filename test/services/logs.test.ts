@@ -59,6 +59,7 @@ describe('logs', () => {
     await admin.setEmergencyAccess(reader.id, true); // the reader may break the glass below
     await admin.addMember({ name: 'dpo', role: 'dpo', ...memberPublic(dpoKeys) });
     const hospital = new VaultClient(url, hospitalKeys);
+    const subjectKey = Buffer.from(await hospital.subjectKey()); // sealed to the hospital by the node
     const plaintext = 'PATIENT Jane Q. Example, born 1970-01-01, MRN 0012345: glioma, left temporal lobe';
     const { record } = await hospital.upload(Buffer.from(plaintext.repeat(100)), {
       subject: SUBJECT,
@@ -86,7 +87,8 @@ describe('logs', () => {
       reason: 'collapsed in the waiting room',
       signature: signed['medvault-signature'] as string,
       'keystore key': readFileSync(join(data, 'keystore.key')).toString('base64'),
-      'pseudonym key': readFileSync(join(data, 'pseudonym.key'), 'utf8').trim(),
+      'subject key (hex)': subjectKey.toString('hex'),
+      'subject key (base64)': subjectKey.toString('base64'),
       // The subject's pseudonym: in the custodian URL and the upload query, and erased since.
       'subject pseudonym': SUBJECT,
     };

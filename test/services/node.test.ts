@@ -17,9 +17,11 @@ describe('a node data directory', () => {
     const { nodeId, adminKeyFile } = await initNode(data, { name: 'hospital-a', port: 7499 });
     expect(nodeId).toMatch(/^[0-9a-f]{32}$/);
     expect(await readConfig(data)).toMatchObject({ name: 'hospital-a', listen: { host: '127.0.0.1', port: 7499 } });
-    for (const secret of ['keystore.key', 'pseudonym.key', 'admin.key']) {
+    for (const secret of ['keystore.key', 'admin.key']) {
       expect(statSync(join(data, secret)).mode & 0o777, secret).toBe(0o600);
     }
+    // The consortium's subject key is in the sealed keystore, not in a loose file beside it.
+    expect(existsSync(join(data, 'pseudonym.key'))).toBe(false);
     expect(adminKeyFile).toBe(join(data, 'admin.key'));
     const vault = await openNode(data);
     expect(vault.nodeId).toBe(nodeId);
@@ -30,14 +32,14 @@ describe('a node data directory', () => {
 
   it('a node whose ledger lost a block it acknowledged refuses to start, and cuts nothing', async () => {
     const data = join(root, 'lost-block');
-    await initNode(data); // anchors the first admin: block 0 is acknowledged and indexed
+    await initNode(data); // anchors the node (block 0) and the first admin (block 1): both acknowledged and indexed
     const ledger = join(data, 'ledger.mvl');
     const whole = readFileSync(ledger);
-    truncateSync(ledger, whole.length - 20); // the tail of block 0, as a disk that lost it would
+    truncateSync(ledger, whole.length - 20); // the tail of block 1, as a disk that lost it would
     const cut = readFileSync(ledger);
     const err = await openNode(data).catch((e) => e);
     expect(err).toMatchObject({ code: 'LEDGER_CORRUPT' });
-    expect(err.message).toMatch(/acknowledged block 0/);
+    expect(err.message).toMatch(/acknowledged block 1/);
     expect(readFileSync(ledger).equals(cut)).toBe(true);
     // Another ledger than the node's (here an empty one) is refused the same way.
     writeFileSync(ledger, whole);
@@ -82,7 +84,7 @@ describe('a node data directory', () => {
     expect(config.ledgerGenesis).toMatch(/^[0-9a-f]{64}$/);
     expect(existsSync(join(data, 'ledger.mvl'))).toBe(false); // no fresh ledger of its own
     const vault = await openNode(data); // without the variable: the recorded ledger
-    expect((await vault.ledger.head())?.height).toBe(0);
+    expect((await vault.ledger.head())?.height).toBe(1); // node.joined, then the first admin's member.added
     await vault.close();
     // A ledger whose block 0 is another (another node's) is refused.
     const other = join(root, 'other-node');

@@ -19,6 +19,7 @@ import { buildServer } from '../../services/http/server.ts';
 import { verifyCertificate } from '../../services/protocol/certificate.ts';
 import { forwardMessage, signRequest } from '../../services/protocol/signing.ts';
 import { memberPublic, VaultClient } from '../../services/sdk/client.ts';
+import { subjectOf } from '../../services/sdk/pseudonym.ts';
 import { openNode } from '../../services/vault/node.ts';
 import type { Vault } from '../../services/vault/vault.ts';
 import { IpfsBlobStore } from '../../storage/ipfs-store.ts';
@@ -27,7 +28,7 @@ import { EtcdCluster } from '../servers/etcd.ts';
 import { type IpfsTestNode, startIpfsNode } from '../servers/ipfs.ts';
 import { freePort } from '../servers/ports.ts';
 import { type S3TestServer, s3Options, startS3Server } from '../servers/s3.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { DAY, joinNode, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
 let s3: S3TestServer;
@@ -72,7 +73,7 @@ const asPeer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n
 async function twoNodes(prefix: string): Promise<{ a: TestNode; b: TestNode; ledger: string }> {
   const ledger = `${cluster.uri}/${prefix}`;
   const a = await startNode({ overrides: { ledger } });
-  const b = await startNode({ overrides: { ledger } });
+  const b = await startNode({ overrides: { ledger }, unlisted: true }); // wired by hand, below
   a.vault.peers.set([asPeer(b)]);
   b.vault.peers.set([asPeer(a)]);
   return { a, b, ledger };
@@ -130,30 +131,36 @@ describe('a node pointed at another ledger', () => {
 });
 
 describe('a consortium: an erasure filed at one node reaches every node', () => {
-  /** Three nodes on the etcd ledger under `prefix`, each with its own fs store, each the others' peer. */
+  /**
+   * Three nodes on the etcd ledger under `prefix`, each with its own fs store: the first
+   * founds the consortium, the others join it by invite; each learns its peers from the ledger.
+   */
   async function threeNodes(prefix: string) {
     const ledger = `${cluster.uri}/${prefix}`;
-    const nodes = [];
-    for (let i = 0; i < 3; i++) nodes.push(await startNode({ overrides: { ledger } }));
-    const peer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n.vault.nodeKey });
-    for (const n of nodes) n.vault.peers.set(nodes.filter((o) => o !== n).map(peer));
-    return { nodes: nodes as [TestNode, TestNode, TestNode], ledger, peer };
+    const founder = await startNode({ overrides: { ledger } });
+    const nodes = [founder, await joinNode(founder), await joinNode(founder)];
+    return { nodes: nodes as [TestNode, TestNode, TestNode], ledger };
   }
 
-  /** At each node: an uploader, a reader, a DPO, and one record of `subject` readable by that reader. */
-  async function patientEverywhere(nodes: readonly TestNode[], subject: string, tag: string) {
+  /**
+   * At each node: an uploader, a reader, a DPO, and one record of the patient readable by that
+   * reader; the patient's identifier is pseudonymised on each uploader's side with the subject
+   * key its own node sealed to it.
+   */
+  async function patientEverywhere(nodes: readonly TestNode[], patient: string, tag: string) {
     const out = [];
     for (const [i, n] of nodes.entries()) {
       const uploader = await n.addMember(`hospital-${tag}-${i}`, 'uploader');
       const reader = await n.addMember(`reader-${tag}-${i}`, 'reader');
       const officer = await n.addMember(`dpo-${tag}-${i}`, 'dpo');
+      const subject = await subjectOf(patient, { client: uploader.client });
       const { record } = await uploader.client.upload(bytes(4000 + i, 40 + i), {
         subject,
         readers: [reader.id],
         purpose: 'treatment',
         expiresAt: Date.now() + DAY,
       });
-      out.push({ node: n, uploader, reader, officer, record: record.id });
+      out.push({ node: n, uploader, reader, officer, record: record.id, subject });
     }
     return out;
   }
@@ -161,9 +168,11 @@ describe('a consortium: an erasure filed at one node reaches every node', () => 
   it('every node erases its own records and key, the certificate lists them all and completes; nothing links back', async () => {
     const { nodes } = await threeNodes('erase-everywhere');
     try {
-      const subject = '7'.repeat(64);
-      const at = await patientEverywhere(nodes, subject, 'x');
+      const at = await patientEverywhere(nodes, 'MRN-555', 'x');
       const [a, b, c] = at as [(typeof at)[0], (typeof at)[0], (typeof at)[0]];
+      // One consortium, one subject: every node's uploader derived the same pseudonym.
+      const subject = await subjectOf('MRN-555', { client: a.officer.client });
+      expect(at.map((x) => x.subject)).toEqual([subject, subject, subject]);
       const certificate = await a.officer.client.erase({ subject });
       const ids = nodes.map((n) => n.vault.nodeId);
       const verified = verifyCertificate(certificate, { trusted: ids, cosigners: ids.slice(1) });
@@ -194,7 +203,7 @@ describe('a consortium: an erasure filed at one node reaches every node', () => 
   }, 90_000);
 
   it('with a node down the certificate says incomplete and names it; the node erases once back, and it completes', async () => {
-    const { nodes, peer, ledger } = await threeNodes('erase-while-down');
+    const { nodes, ledger } = await threeNodes('erase-while-down');
     const [a, b, c] = nodes;
     let restarted: { app: FastifyInstance; vault: Vault; url: string } | null = null;
     try {
@@ -215,8 +224,7 @@ describe('a consortium: an erasure filed at one node reaches every node', () => 
       const address = app.server.address();
       const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
       restarted = { app, vault, url };
-      vault.peers.set([peer(a), peer(b)]);
-      a.vault.peers.set([peer(b), { id: vault.nodeId, url, signingKey: vault.nodeKey }]);
+      await vault.consortium.reannounce(url); // as serve does: A learns C's new address from the ledger
       const readerAtC = new VaultClient(url, cReader.keys);
       expect((await readerAtC.record(cRecord)).state).toBe('active');
       // A cosignature says "I erased my part": C, which has not yet, refuses to give one.
@@ -323,6 +331,7 @@ describe('a consortium: a reader fetches through its own node from the node hold
       await expect(bReader.client.record('f'.repeat(32))).rejects.toMatchObject({ code: 'RECORD_NOT_FOUND' });
       const anchored = (await aHospital.client.audit(record.id)).length;
       b.vault.peers.set([]);
+      b.vault.peers.setAnnounced([]); // (A founded the ledger's consortium: B knows it from there too)
       await expect(bReader.client.fetch(record.id, { path: join(out, 'nowhere.bin') })).rejects.toMatchObject({
         code: 'PEER_UNKNOWN',
       });

@@ -16,7 +16,7 @@ import {
   VaultClient,
 } from '../../services/sdk/client.ts';
 import type { Role } from '../../services/vault/metadata.ts';
-import { initNode, type NodeOverrides, openNode } from '../../services/vault/node.ts';
+import { initNode, joinRequest, type NodeOverrides, openNode } from '../../services/vault/node.ts';
 import type { Vault } from '../../services/vault/vault.ts';
 import { tempDir } from '../helpers.ts';
 
@@ -51,16 +51,43 @@ export const treatment = (readers: string[]) => ({
   expiresAt: Date.now() + DAY,
 });
 
-export async function startNode(
-  options: ServerOptions & { overrides?: NodeOverrides; dataDir?: string } = {},
-): Promise<TestNode> {
+type NodeOptions = ServerOptions & {
+  overrides?: NodeOverrides;
+  dataDir?: string;
+  /** On a ledger that already holds a consortium, without joining it (peers wired by hand). */
+  unlisted?: boolean;
+};
+
+/** A node founding a consortium on its ledger (or, `unlisted`, beside one), serving. */
+export async function startNode(options: NodeOptions = {}): Promise<TestNode> {
   const data = options.dataDir ?? tempDir('medvault-node-');
-  const init = await initNode(data, { overrides: options.overrides });
+  const init = await initNode(data, { overrides: options.overrides, unlisted: options.unlisted === true });
+  return serveNode(data, init, options);
+}
+
+/**
+ * A node joining `founder`'s consortium as an operator would: its join request, an
+ * invite made by the founder's admin, init --join; then serving, its URL announced.
+ */
+export async function joinNode(founder: TestNode, options: NodeOptions = {}): Promise<TestNode> {
+  const data = options.dataDir ?? tempDir('medvault-node-');
+  const request = await joinRequest(data);
+  const { invite } = await founder.admin.client.invite(request);
+  const init = await initNode(data, { overrides: options.overrides, join: invite });
+  return serveNode(data, init, options);
+}
+
+async function serveNode(
+  data: string,
+  init: { adminId: string; adminKeyFile: string },
+  options: NodeOptions,
+): Promise<TestNode> {
   const vault = await openNode(data, options.overrides);
   const app = await buildServer(vault, options);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  await vault.consortium.reannounce(url); // as serve does: the port is only known now
   const adminKeys = parseMemberKeyFile(readFileSync(init.adminKeyFile, 'utf8'));
   const admin: TestMember = {
     name: 'admin',

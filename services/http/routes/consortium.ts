@@ -1,0 +1,80 @@
+/** The consortium: its nodes as the ledger says, invites (admin), and the subject key sealed to a member. */
+import type { FastifyInstance } from 'fastify';
+import { member, type RouteContext } from '../context.ts';
+import { errors, ID, STANDARD_ERRORS, TIME } from '../schemas.ts';
+
+const NODE = {
+  type: 'object',
+  properties: {
+    id: ID,
+    state: { enum: ['invited', 'joined', 'left'] },
+    invitedBy: { type: ['string', 'null'], description: 'the node that invited it (null: the founder)' },
+    signingKey: { type: ['string', 'null'] },
+    recipient: { type: ['string', 'null'] },
+    url: { type: ['string', 'null'] },
+    since: TIME,
+  },
+};
+
+export async function consortiumRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
+  app.get(
+    '/v1/consortium/nodes',
+    {
+      schema: {
+        summary: "The consortium's nodes, as the ledger says (invited, joined, left)",
+        response: {
+          200: { type: 'object', properties: { nodes: { type: 'array', items: NODE } } },
+          ...STANDARD_ERRORS,
+        },
+      },
+    },
+    async (request) => {
+      member(request);
+      return { nodes: await vault.consortium.nodes() };
+    },
+  );
+  app.post(
+    '/v1/consortium/invites',
+    {
+      schema: {
+        summary: 'Invite a node (admin): the invite is sealed to its key, and anchored as node.invited with its digest',
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['node', 'signingKey', 'recipient'],
+          properties: {
+            node: ID,
+            signingKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
+            recipient: { type: 'string', pattern: '^age1[02-9ac-hj-np-z]{58}$' },
+            expiresInDays: { type: 'integer', minimum: 1, maximum: 90 },
+          },
+        },
+        response: {
+          201: {
+            type: 'object',
+            additionalProperties: true,
+            properties: { invite: { type: 'string' }, node: ID, expiresAt: TIME },
+          },
+          ...STANDARD_ERRORS,
+          ...errors(409),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { expiresInDays, ...joining } = request.body as { expiresInDays?: number };
+      const days = expiresInDays === undefined ? undefined : expiresInDays * 86_400_000;
+      return reply.code(201).send(await vault.consortium.invite(member(request), joining, days));
+    },
+  );
+  app.get(
+    '/v1/consortium/subject-key',
+    {
+      schema: {
+        summary:
+          "The consortium's subject key, sealed (age, armored) to the caller's own recipient (uploader, DPO, admin)",
+        response: { 200: { type: 'object', properties: { sealed: { type: 'string' } } }, ...STANDARD_ERRORS },
+      },
+    },
+    async (request) => vault.consortium.subjectKeyFor(member(request)),
+  );
+}

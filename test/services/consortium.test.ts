@@ -1,0 +1,185 @@
+/**
+ * Standing up a consortium on the suite's real 3-member etcd ledger: found,
+ * request, invite, join. One subject key for every node (handed over sealed,
+ * kept in each keystore, sealed again to each uploader), peers taken from the
+ * ledger, and every way an invite can be wrong refused, leaving the joining
+ * node's request as it was.
+ */
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalKms } from '../../kms/local-kms.ts';
+import { readSealed, writeSealed } from '../../kms/sealed-file.ts';
+import { inviteDigest, makeInvite, openInvite, openSecret, sealInvite } from '../../services/protocol/invites.ts';
+import { signRequest } from '../../services/protocol/signing.ts';
+import type { MemberRow } from '../../services/protocol/views.ts';
+import { parseMemberKeyFile } from '../../services/sdk/client.ts';
+import { subjectOf } from '../../services/sdk/pseudonym.ts';
+import { initNode, joinRequest, openNode } from '../../services/vault/node.ts';
+import { codeOf, tempDir } from '../helpers.ts';
+import { EtcdCluster } from '../servers/etcd.ts';
+import { joinNode, startNode, type TestNode } from './vault-fixture.ts';
+
+let cluster: EtcdCluster;
+let a: TestNode;
+let b: TestNode;
+const stopped: TestNode[] = [];
+
+beforeAll(async () => {
+  cluster = await EtcdCluster.start(3);
+  a = await startNode({ overrides: { ledger: `${cluster.uri}/consortium` } });
+  b = await joinNode(a);
+}, 120_000);
+afterAll(async () => {
+  for (const n of [a, b, ...stopped]) await n?.stop();
+  await cluster?.stop();
+});
+
+/** What a join request directory holds: the node's sealed keys and its public request, nothing else. */
+const requestFiles = (dir: string) => readdirSync(dir).sort();
+const REQUEST_FILES = ['join-request.json', 'keystore.key', 'keystore.sealed'];
+/** Staging directories init left beside `dir` (none, after a success or a failure). */
+const leftovers = (dir: string) => readdirSync(dirname(dir)).filter((f) => f.startsWith(`.${basename(dir)}.`));
+
+describe('found, invite, join', () => {
+  it('the joined node and its founder know each other from the ledger, with the URLs they serve at', async () => {
+    const nodes = await b.admin.client.consortiumNodes();
+    expect(nodes.map((n) => [n.id, n.state, n.invitedBy, n.url])).toEqual([
+      [a.vault.nodeId, 'joined', null, a.url],
+      [b.vault.nodeId, 'joined', a.vault.nodeId, b.url],
+    ]);
+    await a.vault.peers.refresh(); // as each erasure, checkpoint and cosignature does first
+    expect(a.vault.peers.list).toEqual([{ id: b.vault.nodeId, url: b.url, signingKey: b.vault.nodeKey }]);
+    expect(b.vault.peers.list).toEqual([{ id: a.vault.nodeId, url: a.url, signingKey: a.vault.nodeKey }]);
+    // Each node's config names the consortium's ledger and its block 0; no node holds a loose subject key.
+    const config = (n: TestNode) => JSON.parse(readFileSync(join(n.data, 'medvault.json'), 'utf8'));
+    expect(config(b).ledgerGenesis).toBe(config(a).ledgerGenesis);
+    for (const n of [a, b]) expect(existsSync(join(n.data, 'pseudonym.key'))).toBe(false);
+  });
+
+  it('one subject identity: uploaders at either node derive the same pseudonym, the key sealed to each', async () => {
+    const atA = await a.addMember('hospital-a', 'uploader');
+    const atB = await b.addMember('hospital-b', 'uploader');
+    const dpoB = await b.addMember('dpo-b', 'dpo');
+    const subjects = await Promise.all([atA, atB, dpoB].map((m) => subjectOf('MRN-555', { client: m.client })));
+    expect(new Set(subjects).size).toBe(1);
+    expect(subjects[0]).toMatch(/^[0-9a-f]{64}$/);
+    // Sealed to the member's own key: another member's key does not open it.
+    const path = '/v1/consortium/subject-key';
+    const answer = await fetch(`${a.url}${path}`, { headers: signRequest(atA.keys.signing, 'GET', path, undefined) });
+    const { sealed } = (await answer.json()) as { sealed: string };
+    expect(sealed).toMatch(/^-----BEGIN AGE ENCRYPTED FILE-----/);
+    expect(Buffer.from(openSecret(sealed, atA.keys.identity))).toEqual(Buffer.from(await atA.client.subjectKey()));
+    expect(codeOf(() => openSecret(sealed, atB.keys.identity))).toBe('AGE_NO_IDENTITY');
+    // A reader never gets it; an uploader's key at one node is not a member at the other.
+    const reader = await a.addMember('insurer-a', 'reader');
+    await expect(reader.client.subjectKey()).rejects.toMatchObject({ code: 'FORBIDDEN' });
+  });
+
+  it('only an admin invites, and never into a file ledger', async () => {
+    const request = await joinRequest(tempDir('medvault-join-'));
+    const uploader = await a.addMember('hospital-invites', 'uploader');
+    await expect(uploader.client.invite(request)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    const alone = await startNode();
+    stopped.push(alone);
+    await expect(alone.admin.client.invite(request)).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+    // A request whose id is not its key's is refused before anything is anchored.
+    await expect(a.admin.client.invite({ ...request, node: 'f'.repeat(32) })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+  });
+
+  it('refuses an invite for another node, an altered one, one never anchored, an expired one; the request stays', async () => {
+    const dir = tempDir('medvault-join-');
+    const request = await joinRequest(dir);
+    const other = await joinRequest(tempDir('medvault-join-'));
+    const { invite: forOther } = await a.admin.client.invite(other);
+    const { invite } = await a.admin.client.invite(request);
+    const identity = await nodeIdentity(dir);
+    const genuine = openInvite(invite, identity, request.node);
+
+    // Sealed to the right node, but with a subject key of the sender's choosing: not the anchored one.
+    const altered = sealInvite({ ...genuine, subjectKey: 'e'.repeat(64) }, request.recipient);
+    // Well formed and sealed to the node, but no node of the consortium anchored its digest.
+    const unanchored = sealInvite(makeInvite({ ...genuine }), request.recipient);
+    expect(inviteDigest(genuine)).not.toBe(inviteDigest(openInvite(unanchored, identity, request.node)));
+    const expired = await a.vault.consortium.invite(a.vault.member(a.admin.id) as MemberRow, request, 1);
+    await new Promise((r) => setTimeout(r, 5));
+
+    for (const [name, text] of [
+      ['for another node', forOther],
+      ['altered', altered],
+      ['never anchored', unanchored],
+      ['expired', expired.invite],
+      ['not an invite', 'hello'],
+    ] as const) {
+      const err = await initNode(dir, { join: text }).catch((e) => e);
+      expect(err, name).toMatchObject({ code: 'INVITE_INVALID' });
+      expect(requestFiles(dir), name).toEqual(REQUEST_FILES);
+      expect(leftovers(dir), name).toEqual([]);
+    }
+    // The later genuine invite supersedes the first: only the newest anchored one opens the door.
+    const { invite: newest } = await a.admin.client.invite(request);
+    expect(await initNode(dir, { join: invite }).catch((e) => e.code)).toBe('INVITE_INVALID');
+    const joined = await initNode(dir, { join: newest });
+    expect(joined.nodeId).toBe(request.node);
+    expect(existsSync(join(dir, 'join-request.json'))).toBe(false);
+    expect(leftovers(dir)).toEqual([]);
+    const vault = await openNode(dir);
+    try {
+      expect((await vault.consortium.nodes()).find((n) => n.id === request.node)?.state).toBe('joined');
+    } finally {
+      await vault.close();
+    }
+  });
+
+  it('a join on another ledger is refused (LEDGER_MISMATCH); founding on a ledger with a consortium too', async () => {
+    const dir = tempDir('medvault-join-');
+    const request = await joinRequest(dir);
+    const { invite } = await a.admin.client.invite(request);
+    const elsewhere = `${cluster.uri}/another-consortium`;
+    const founder = await startNode({ overrides: { ledger: elsewhere } });
+    stopped.push(founder);
+    const err = await initNode(dir, { join: invite, overrides: { ledger: elsewhere } }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'LEDGER_MISMATCH' });
+    expect(requestFiles(dir)).toEqual(REQUEST_FILES);
+
+    const second = tempDir('medvault-found-');
+    const refused = await initNode(second, { overrides: { ledger: elsewhere } }).catch((e) => e);
+    expect(refused).toMatchObject({ code: 'CONSORTIUM_EXISTS' });
+    expect(readdirSync(second)).toEqual([]);
+    expect(leftovers(second)).toEqual([]);
+  });
+});
+
+describe('the subject key of a node made before it lived in the keystore', () => {
+  it('is moved from pseudonym.key into the sealed keystore, unchanged, and the file removed', async () => {
+    const data = tempDir('medvault-legacy-');
+    const { adminId } = await initNode(data);
+    // As such a node was: no subject key in the keystore, the key in a file beside it.
+    const path = join(data, 'keystore.sealed');
+    const secret = { keyFile: new Uint8Array(readFileSync(join(data, 'keystore.key'))) };
+    const store = (await readSealed<Record<string, unknown>>(path, secret)) as Record<string, unknown>;
+    delete store.shared;
+    await writeSealed(path, secret, store);
+    const old = Buffer.alloc(32, 9);
+    writeFileSync(join(data, 'pseudonym.key'), `${old.toString('hex')}\n`, { mode: 0o600 });
+    const vault = await openNode(data);
+    try {
+      expect(existsSync(join(data, 'pseudonym.key'))).toBe(false);
+      const keys = parseMemberKeyFile(readFileSync(join(data, 'admin.key'), 'utf8'));
+      const sealed = vault.consortium.subjectKeyFor(vault.member(adminId) as MemberRow).sealed;
+      expect(Buffer.from(openSecret(sealed, keys.identity))).toEqual(old);
+    } finally {
+      await vault.close();
+    }
+  });
+});
+
+/** The joining node's own age identity, from its request directory's keystore. */
+async function nodeIdentity(dir: string) {
+  const keystore = await LocalKms.open(join(dir, 'keystore.sealed'), {
+    keyFile: new Uint8Array(readFileSync(join(dir, 'keystore.key'))),
+  });
+  return keystore.memberKeys('node').identity;
+}
