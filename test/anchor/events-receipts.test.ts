@@ -47,6 +47,16 @@ describe('events', () => {
     expect(codeOf(() => validateEvent(event))).toBe('EVENT_INVALID');
   });
 
+  it.each([
+    ['credentials in it', 'https://admin:secret@node-b.example:7400'],
+    ['a query', 'https://node-b.example:7400/?patient=MRN-555'],
+    ['another scheme', 'ftp://node-b.example'],
+    ['a space', 'https://node b.example'],
+    ['no host', 'https://'],
+  ])('node.joined refuses a URL with %s', (_name, url) => {
+    expect(codeOf(() => validateEvent({ ...sampleEvent('node.joined'), url }))).toBe('EVENT_INVALID');
+  });
+
   it('the fast encoding is exactly RFC 8785 (the canonicalize library) for every event type', () => {
     fc.assert(
       fc.property(
