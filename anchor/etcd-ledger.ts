@@ -26,7 +26,7 @@
 import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCallback, zstdDecompressSync } from 'node:zlib';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
-import { Etcd3, isRecoverableError, Range } from 'etcd3';
+import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, isRecoverableError, Range } from 'etcd3';
 import { fail, MedvaultError } from '../errors.ts';
 import { type Block, type BlockHeader, blockHash, serializeBlock } from './block.ts';
 import { checkRun, type Ledger } from './ledger.ts';
@@ -50,6 +50,13 @@ export interface EtcdLedgerOptions {
    * as several transactions, each a compare-and-swap on the one before.
    */
   maxRequestBytes?: number;
+  /**
+   * TLS (hosts https://…): the CA that signed the members' certificates and, for a cluster
+   * run with --client-cert-auth, this client's certificate and key (PEM).
+   */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** etcd's own authentication (a cluster with auth enabled): a user and its password. */
+  auth?: { username: string; password: string };
 }
 
 const zstdCompress = promisify(zstdCompressCallback);
@@ -81,6 +88,16 @@ function isNeverSent(err: unknown): boolean {
     e?.name === 'BrokenCircuitError' ||
     /ECONNREFUSED|connect failed|No connection established|Waiting for LB pick/i.test(e?.message ?? '')
   );
+}
+
+/**
+ * LEDGER_UNAUTHORIZED at once when etcd refused the user's password or its permissions:
+ * no retry can succeed (and nothing refused was committed).
+ */
+function refuseCredentials(err: unknown): void {
+  if (err instanceof EtcdAuthenticationFailedError || err instanceof EtcdPermissionDeniedError) {
+    fail('LEDGER_UNAUTHORIZED', `etcd: ${err.message}`, { cause: err });
+  }
 }
 
 function isQuotaExceeded(err: unknown): boolean {
@@ -118,6 +135,16 @@ export class EtcdLedger implements Ledger {
     this.#maxRequestBytes = options.maxRequestBytes ?? 1_400_000;
     this.#client = new Etcd3({
       hosts: options.hosts,
+      ...(options.tls
+        ? {
+            credentials: {
+              rootCertificate: options.tls.ca,
+              ...(options.tls.cert ? { certChain: options.tls.cert } : {}),
+              ...(options.tls.key ? { privateKey: options.tls.key } : {}),
+            },
+          }
+        : {}),
+      ...(options.auth ? { auth: options.auth } : {}),
       dialTimeout: callTimeoutMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       faultHandling: {
@@ -148,6 +175,7 @@ export class EtcdLedger implements Ledger {
       try {
         return await op();
       } catch (err) {
+        refuseCredentials(err);
         if (Date.now() > giveUpAt)
           fail('LEDGER_UNAVAILABLE', `etcd: ${what}: ${(err as Error).message}`, { cause: err });
         await sleep(Math.min(25 * 2 ** attempt, 250));
@@ -293,6 +321,7 @@ export class EtcdLedger implements Ledger {
       } catch (err) {
         // At its backend quota etcd refuses every write (a NOSPACE alarm) until an operator
         // raises the quota: no retry can succeed, so after the check below, say so at once.
+        refuseCredentials(err);
         if (isQuotaExceeded(err)) full = err as Error;
         else {
           if (!isNeverSent(err)) sent = true;

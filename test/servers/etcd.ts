@@ -4,7 +4,7 @@
  * per suite and stopped by PID. Members can be killed and restarted.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
@@ -18,34 +18,59 @@ export interface EtcdMember {
   process: ChildProcess | null;
 }
 
+export interface EtcdTls {
+  ca: string;
+  server: { cert: string; key: string };
+  client: { cert: string; key: string };
+}
+
 export class EtcdCluster {
   readonly members: EtcdMember[];
   readonly #root: string;
   readonly #initialCluster: string;
 
   readonly #flags: string[];
+  /** With TLS: the CA, and the certificate the test's own clients use. */
+  readonly tls: EtcdTls | undefined;
 
-  private constructor(root: string, members: EtcdMember[], flags: string[]) {
+  private constructor(root: string, members: EtcdMember[], flags: string[], tls?: EtcdTls) {
     this.#flags = flags;
+    this.tls = tls;
     this.#root = root;
     this.members = members;
     this.#initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
   }
 
-  /** `flags`: more etcd flags for every member (say, a small --quota-backend-bytes). */
-  static async start(size = 3, flags: string[] = []): Promise<EtcdCluster> {
+  /**
+   * `flags`: more etcd flags for every member (say, a small --quota-backend-bytes). `tls`:
+   * clients speak TLS to members whose certificate `tls.server` signed by `tls.ca`, and must
+   * present a certificate signed by that CA (--client-cert-auth); `tls.client` is the one the
+   * cluster's own health checks use.
+   */
+  static async start(size = 3, flags: string[] = [], tls?: EtcdTls): Promise<EtcdCluster> {
     const root = mkdtempSync(join(tmpdir(), 'medvault-etcd-'));
     const members: EtcdMember[] = [];
+    const tlsFlags = tls
+      ? [
+          '--cert-file',
+          tls.server.cert,
+          '--key-file',
+          tls.server.key,
+          '--trusted-ca-file',
+          tls.ca,
+          '--client-cert-auth',
+        ]
+      : [];
     for (let i = 0; i < size; i++) {
       members.push({
         name: `m${i}`,
-        clientUrl: `http://127.0.0.1:${await freePort()}`,
+        clientUrl: `${tls ? 'https' : 'http'}://127.0.0.1:${await freePort()}`,
         peerUrl: `http://127.0.0.1:${await freePort()}`,
         dataDir: join(root, `m${i}`),
         process: null,
       });
     }
-    const cluster = new EtcdCluster(root, members, flags);
+    const cluster = new EtcdCluster(root, members, [...flags, ...tlsFlags], tls);
     for (const m of members) cluster.#spawn(m, 'new');
     await cluster.waitHealthy();
     return cluster;
@@ -55,9 +80,27 @@ export class EtcdCluster {
     return this.members.map((m) => m.clientUrl);
   }
 
-  /** The ledger URI form: etcd://host:port,… */
+  /** The ledger URI form: etcd://host:port,… (etcds:// with TLS) */
   get uri(): string {
-    return `etcd://${this.hosts.map((h) => h.replace('http://', '')).join(',')}`;
+    return `etcd${this.tls ? 's' : ''}://${this.hosts.map((h) => h.replace(/^https?:\/\//, '')).join(',')}`;
+  }
+
+  /** A client of the cluster, with the TLS client certificate when it has TLS. */
+  client(options: { auth?: { username: string; password: string } } = {}): Etcd3 {
+    return new Etcd3({
+      hosts: this.hosts,
+      dialTimeout: 500,
+      ...(this.tls
+        ? {
+            credentials: {
+              rootCertificate: readFileSync(this.tls.ca),
+              certChain: readFileSync(this.tls.client.cert),
+              privateKey: readFileSync(this.tls.client.key),
+            },
+          }
+        : {}),
+      ...options,
+    });
   }
 
   #spawn(member: EtcdMember, state: 'new' | 'existing'): void {
@@ -102,7 +145,7 @@ export class EtcdCluster {
 
   /** Waits until a write through the whole cluster succeeds. */
   async waitHealthy(timeoutMs = 30_000): Promise<void> {
-    const client = new Etcd3({ hosts: this.hosts, dialTimeout: 500 });
+    const client = this.client();
     const giveUp = Date.now() + timeoutMs;
     try {
       for (;;) {
