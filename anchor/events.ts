@@ -23,10 +23,12 @@ const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds 
  * - member.added: the directory's public keys, absent for members anchored before it.
  * - record.created: `subject` only in events written before subjects left the ledger
  *   (accepted when read, never written now); `custodian` in every event written since.
+ * - node.joined: `tls` only for a node that serves TLS.
  */
 const OPTIONAL_GROUPS: Partial<Record<string, readonly (readonly string[])[]>> = {
   'member.added': [['signingKey', 'recipient', 'node']],
   'record.created': [['subject'], ['custodian']],
+  'node.joined': [['tls']],
 };
 const OPTIONAL: Partial<Record<string, readonly string[]>> = Object.fromEntries(
   Object.entries(OPTIONAL_GROUPS).map(([type, groups]) => [type, (groups ?? []).flat()]),
@@ -94,7 +96,15 @@ const FIELDS = {
   // the invited node announces itself, in a block it signs, with its public keys and the URL
   // its peers reach it at (again when the URL changes); a node leaves the same way.
   'node.invited': { node: ID, by: ID, invite: HASH },
-  'node.joined': { node: ID, signingKey: HASH, recipient: HASH, url: { type: 'string', format: 'nodeUrl' } },
+  // `tls`: the SHA-256 fingerprint of the certificate the node serves with (services/protocol/tls.ts),
+  // which its peers pin; absent for a node without TLS.
+  'node.joined': {
+    node: ID,
+    signingKey: HASH,
+    recipient: HASH,
+    url: { type: 'string', format: 'nodeUrl' },
+    tls: HASH,
+  },
   'node.left': { node: ID },
 } as const;
 

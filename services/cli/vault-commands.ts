@@ -24,6 +24,7 @@ const DAY = 86_400_000;
 interface ClientOptions {
   node?: string;
   key?: string;
+  ca?: string;
   json?: boolean;
 }
 
@@ -32,13 +33,16 @@ async function client(opts: ClientOptions): Promise<VaultClient> {
   if (!keyFile) fail('INVALID_ARGUMENT', 'name your member key file with --key FILE (or MEDVAULT_KEY)');
   const { parseMemberKeyFile, VaultClient } = await import('../sdk/client.ts');
   const keys = parseMemberKeyFile(await readText(keyFile, 'member key file'));
-  return new VaultClient(opts.node ?? process.env.MEDVAULT_NODE ?? DEFAULT_NODE, keys);
+  const caFile = opts.ca ?? process.env.MEDVAULT_NODE_CA;
+  const ca = caFile ? Buffer.from(await readText(caFile, 'CA certificate')) : undefined;
+  return new VaultClient(opts.node ?? process.env.MEDVAULT_NODE ?? DEFAULT_NODE, keys, ca ? { ca } : {});
 }
 
 function withClientOptions(command: Command): Command {
   return command
     .option('--node <url>', `the vault node (default MEDVAULT_NODE or ${DEFAULT_NODE})`)
     .option('--key <file>', 'your member key file (default MEDVAULT_KEY)')
+    .option('--ca <file>', "the CA of the node's TLS certificate, if not a public one (default MEDVAULT_NODE_CA)")
     .option('--json', 'print JSON instead of sentences');
 }
 
@@ -81,6 +85,8 @@ interface InitOptions {
   url?: string;
   pkcs11Library?: string;
   pkcs11Token?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   join?: string;
 }
 
@@ -106,7 +112,9 @@ export function addVaultCommands(program: Command): void {
         '--pkcs11-library <path>',
         "keep subjects' custodian keys on a PKCS#11 token (PIN in MEDVAULT_PKCS11_PIN)",
       )
-      .option('--pkcs11-token <label>', 'the token label (with --pkcs11-library)');
+      .option('--pkcs11-token <label>', 'the token label (with --pkcs11-library)')
+      .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM); peers pin it, from the ledger')
+      .option('--tls-key <file>', 'the key of --tls-cert (PEM)');
     if (!founding) {
       command.option('--join <invite-file>', 'join a consortium: the invite an admin of a member node made');
     }
@@ -116,6 +124,7 @@ export function addVaultCommands(program: Command): void {
         'INVALID_ARGUMENT',
         'give --pkcs11-library and --pkcs11-token together',
       );
+      check(!!opts.tlsCert === !!opts.tlsKey, 'INVALID_ARGUMENT', 'give --tls-cert and --tls-key together');
       const { initNode } = await import('../vault/node.ts');
       const kms = opts.pkcs11Library
         ? { backend: 'pkcs11' as const, library: opts.pkcs11Library, token: opts.pkcs11Token as string }
@@ -126,6 +135,7 @@ export function addVaultCommands(program: Command): void {
         admin: opts.admin,
         port: Number(opts.port),
         ...(opts.url ? { url: opts.url } : {}),
+        ...(opts.tlsCert && opts.tlsKey ? { tls: { cert: opts.tlsCert, key: opts.tlsKey } } : {}),
         kms,
         ...(join === undefined ? {} : { join }),
       });
@@ -202,7 +212,10 @@ export function addVaultCommands(program: Command): void {
       const { buildServer } = await import('../http/server.ts');
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
-      const app = await buildServer(vault, config.metricsAllow ? { metricsAllow: config.metricsAllow } : {});
+      const app = await buildServer(vault, {
+        ...(config.metricsAllow ? { metricsAllow: config.metricsAllow } : {}),
+        ...(vault.tls ? { tls: vault.tls } : {}),
+      });
       const port = opts.port === undefined ? config.listen.port : Number(opts.port);
       const host = opts.host ?? config.listen.host;
       await app.listen({ host, port });
@@ -232,11 +245,12 @@ export function addVaultCommands(program: Command): void {
           : undefined;
       const address = app.server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
+      const scheme = vault.tls ? 'https' : 'http';
       // A node of the consortium whose address changed tells the others (node.joined again).
       await vault.consortium
-        .reannounce(opts.url ?? config.url ?? `http://${host}:${bound}`)
+        .reannounce(opts.url ?? config.url ?? `${scheme}://${host}:${bound}`)
         .catch((err) => logger.warn({ err }, 'the new URL could not be announced; peers keep the old one'));
-      process.stdout.write(`medvault node ${vault.nodeId} listening on http://${host}:${bound}\n`);
+      process.stdout.write(`medvault node ${vault.nodeId} listening on ${scheme}://${host}:${bound}\n`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

@@ -17,6 +17,7 @@ import {
   requestMessage,
   UNSIGNED_PAYLOAD,
 } from '../protocol/signing.ts';
+import { peerFingerprint } from '../protocol/tls.ts';
 import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
 
@@ -107,7 +108,7 @@ export function authenticate(request: FastifyRequest, vault: Vault, state: AuthS
     new Uint8Array(Buffer.from(signature, 'base64')),
   );
   if (!valid) fail('AUTH_INVALID');
-  if (member.node !== null) checkForwarded(member, signature, header, vault);
+  if (member.node !== null) checkForwarded(member, signature, header, vault, request.raw.socket);
   const now = Date.now();
   if (state.seen.has(nonce)) fail('AUTH_REPLAY');
   if (state.seen.size > 100_000) for (const [n, expiry] of state.seen) if (expiry < now) state.seen.delete(n);
@@ -125,13 +126,19 @@ function checkForwarded(
   memberSignature: string,
   header: (name: string) => string | undefined,
   vault: Vault,
+  socket: unknown,
 ): void {
   const via = header(FORWARD_HEADER.via);
   const signature = header(FORWARD_HEADER.signature);
   if (!via || !signature) fail('AUTH_INVALID', `a member of node ${member.node}: send requests through that node`);
   if (via !== member.node) fail('AUTH_INVALID', `forwarded by ${via}, but the member belongs to node ${member.node}`);
-  const key = vault.peers.get(via)?.signingKey; // checkPeers made sure it is that node's key
+  const peer = vault.peers.get(via);
+  const key = peer?.signingKey; // checkPeers made sure it is that node's key
   if (!key) fail('AUTH_INVALID', `forwarded by ${via}, a node whose key this node is not configured with`);
+  // A node that serves TLS calls over mutual TLS with the certificate the ledger pins for it.
+  if (peer.tls && peerFingerprint(socket) !== peer.tls) {
+    fail('AUTH_INVALID', `forwarded by ${via} without the TLS client certificate the ledger names for it`);
+  }
   const valid = verifySignature(
     Buffer.from(key, 'base64'),
     forwardMessage(via, member.id, memberSignature),

@@ -73,7 +73,8 @@ async function forwardIfElsewhere(
       headers,
       body,
       signal: AbortSignal.timeout(30_000),
-    });
+      dispatcher: vault.peers.dispatcher(peer),
+    } as RequestInit);
   } catch (err) {
     fail('PEER_UNAVAILABLE', `node ${holder} at ${peer.url}: ${(err as Error).message}`, { cause: err });
   }

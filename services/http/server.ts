@@ -12,6 +12,7 @@ import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { ERRORS, type ErrorCode, isDiskFull, isMedvaultError, MedvaultError } from '../../errors.ts';
 import { logger } from '../../log.ts';
+import type { TlsIdentity } from '../protocol/tls.ts';
 import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
 import { authenticate, precheck } from './auth.ts';
@@ -35,6 +36,11 @@ export interface ServerOptions extends LimitOptions {
   jsonLimit?: number;
   /** Addresses /metrics answers (default: loopback only; add the monitoring host's). */
   metricsAllow?: string[];
+  /**
+   * Serve HTTPS with this certificate and key. Clients may present a certificate (peers do:
+   * mutual TLS, checked against the pin the ledger holds for them); members need none.
+   */
+  tls?: TlsIdentity;
 }
 
 const LOOPBACK = ['127.0.0.1', '::1', '::ffff:127.0.0.1'];
@@ -51,6 +57,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
       { serializers: { req: (req: { method: string; url: string; id: string }) => logRequest(req) } },
     ) as FastifyBaseLogger,
     bodyLimit: options.jsonLimit ?? 1024 * 1024,
+    ...(options.tls
+      ? { https: { cert: options.tls.cert, key: options.tls.key, requestCert: true, rejectUnauthorized: false } }
+      : {}),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     keepAliveTimeout: 65_000,
     // A HEAD of a GET route would run it (a HEAD of a record's content anchored an access).

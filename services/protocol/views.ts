@@ -35,6 +35,8 @@ export interface ConsortiumNode {
   signingKey: string | null;
   recipient: string | null;
   url: string | null;
+  /** SHA-256 of the TLS certificate it serves with (services/protocol/tls.ts); null: no TLS. */
+  tls: string | null;
   since: number;
 }
 

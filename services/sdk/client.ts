@@ -12,8 +12,10 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { Dispatcher } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
@@ -29,6 +31,7 @@ import {
   parseMemberKeyFile,
 } from '../protocol/member-keys.ts';
 import { signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
+import { caAgent } from '../protocol/tls.ts';
 import type {
   ConsortiumNode,
   ErasureRow,
@@ -93,11 +96,22 @@ export class VaultClient {
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
   readonly #custodians = new Map<string, { recipient: string; keyId: string }>();
 
-  /** `trusted`: the node key ids whose receipts to accept; default: the node answering and its peers, as it says. */
-  constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[] } = {}) {
+  readonly #dispatcher: Dispatcher | undefined;
+  readonly #uploadAgent: HttpAgent;
+
+  /**
+   * `trusted`: the node key ids whose receipts to accept; default: the node answering and its
+   * peers, as it says. `ca`: the CA (PEM) that signed the node's TLS certificate, for a node
+   * at https:// whose certificate a public CA did not sign.
+   */
+  constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[]; ca?: Buffer } = {}) {
     this.#base = baseUrl.replace(/\/$/, '');
     this.#keys = keys;
     this.#trusted = options.trusted;
+    this.#dispatcher = options.ca ? caAgent(options.ca) : undefined;
+    this.#uploadAgent = this.#base.startsWith('https:')
+      ? new HttpsAgent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) })
+      : uploadAgent;
   }
 
   get memberId(): string {
@@ -122,8 +136,8 @@ export class VaultClient {
     let response: Response;
     try {
       response = stream
-        ? await streamUpload(url, init.headers as Record<string, string>, stream)
-        : await fetch(url, init);
+        ? await streamUpload(url, init.headers as Record<string, string>, stream, this.#uploadAgent)
+        : await fetch(url, { ...init, dispatcher: this.#dispatcher } as RequestInit);
     } catch (err) {
       if ((err as MedvaultError).name === 'MedvaultError') throw err;
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
@@ -172,9 +186,11 @@ export class VaultClient {
   }
 
   async node(): Promise<NodeInfo> {
-    const response = await fetch(`${this.#base}/v1/node`).catch((err) => {
-      throw new MedvaultError('NODE_UNAVAILABLE', this.#base, { cause: err });
-    });
+    const response = await fetch(`${this.#base}/v1/node`, { dispatcher: this.#dispatcher } as RequestInit).catch(
+      (err) => {
+        throw new MedvaultError('NODE_UNAVAILABLE', this.#base, { cause: err });
+      },
+    );
     return (await response.json()) as NodeInfo;
   }
 
@@ -503,9 +519,10 @@ export interface FileSource {
  * converts the stream to a web stream, which halves upload throughput here.
  * The (small, JSON) answer comes back as a Response like fetch's.
  */
-function streamUpload(url: URL, headers: Record<string, string>, body: Readable): Promise<Response> {
+function streamUpload(url: URL, headers: Record<string, string>, body: Readable, agent: HttpAgent): Promise<Response> {
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', headers, agent: uploadAgent }, (res) => {
+    const req = send(url, { method: 'POST', headers, agent }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('error', reject);

@@ -154,7 +154,8 @@ function nodeChange(
     // Only a node that joined invites; an invite does not undo a join.
     if (nodes.get(signer)?.state !== 'joined' || row?.state === 'joined') return null;
     const invite = { invitedBy: signer, invite: event.invite as string };
-    return { id, state: 'invited', ...invite, signingKey: null, recipient: null, url: null, since: event.at };
+    const keys = { signingKey: null, recipient: null, url: null, tls: null };
+    return { id, state: 'invited', ...invite, ...keys, since: event.at };
   }
   if (signer !== id) return null; // a node speaks only for itself
   if (event.type === 'node.joined') {
@@ -170,6 +171,7 @@ function nodeChange(
       signingKey: key.toString('base64'),
       recipient: new X25519Recipient(new Uint8Array(Buffer.from(event.recipient as string, 'hex'))).toString(),
       url: event.url as string,
+      tls: (event.tls as string | undefined) ?? null,
       since: row?.state === 'joined' ? row.since : event.at,
     };
   }

@@ -36,6 +36,7 @@ import {
   sealInvite,
   sealSecret,
 } from '../protocol/invites.ts';
+import { certFingerprint, type TlsIdentity } from '../protocol/tls.ts';
 import type { VaultCore } from './core.ts';
 import type { ConsortiumNodeRow, MemberRow } from './metadata.ts';
 import { authorize } from './policy.ts';
@@ -55,6 +56,8 @@ export interface ConsortiumInfo {
   ledger: string;
   /** The hash of block 0 (medvault.json ledgerGenesis). */
   genesis: string | undefined;
+  /** The certificate the node serves with: its fingerprint is announced for peers to pin. */
+  tls?: TlsIdentity | undefined;
 }
 
 /** A node's part in the consortium: its announcement, the invites it makes, the subject key it hands its members. */
@@ -92,7 +95,13 @@ export class Consortium {
    */
   async announce(url: string): Promise<Receipt | null> {
     const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
-    if (own?.state === 'joined' && own.url === url) return null;
+    const tls = this.#tlsPin();
+    if (own?.state === 'joined' && own.url === url && own.tls === tls) return null;
+    check(
+      !tls || url.startsWith('https://'),
+      'INVALID_ARGUMENT',
+      `a node that serves TLS is reached at https://…, not ${url}`,
+    );
     const identity = this.#nodeIdentity();
     const receipt = await this.#c.anchor({
       type: 'node.joined',
@@ -101,16 +110,22 @@ export class Consortium {
       signingKey: Buffer.from(this.#c.node.publicKey).toString('hex'),
       recipient: Buffer.from(identity.recipient.publicKey).toString('hex'),
       url,
+      ...(tls ? { tls } : {}),
     });
     await this.#catchUp();
     logger.info({ node: this.#c.node.id, url }, 'this node announced itself to the consortium');
     return receipt;
   }
 
-  /** At start-up: announces this node's URL again if it joined and the URL changed since. */
+  /** At start-up: announces this node again if it joined and its URL or TLS certificate changed since. */
   async reannounce(url: string): Promise<Receipt | null> {
     const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
-    return own?.state === 'joined' && own.url !== url ? this.announce(url) : null;
+    const changed = own?.url !== url || own?.tls !== this.#tlsPin();
+    return own?.state === 'joined' && changed ? this.announce(url) : null;
+  }
+
+  #tlsPin(): string | null {
+    return this.#info.tls ? certFingerprint(this.#info.tls.cert) : null;
   }
 
   /**

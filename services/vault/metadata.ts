@@ -215,6 +215,8 @@ const MIGRATIONS = [
      url TEXT,
      since INTEGER NOT NULL
    ) STRICT;`,
+  // 11: the fingerprint of the TLS certificate a node serves with, which its peers pin.
+  `ALTER TABLE consortium_nodes ADD COLUMN tls TEXT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -358,8 +360,8 @@ export class Metadata {
         } else if (f.kind === 'node') {
           const n = f.node;
           this.#run(
-            `INSERT OR REPLACE INTO consortium_nodes (id, state, invited_by, invite, signing_key, recipient, url, since)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+            `INSERT OR REPLACE INTO consortium_nodes (id, state, invited_by, invite, signing_key, recipient, url, since, tls)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
             n.id,
             n.state,
             n.invitedBy,
@@ -368,6 +370,7 @@ export class Metadata {
             n.recipient,
             n.url,
             n.since,
+            n.tls,
           );
         } else {
           this.#run(

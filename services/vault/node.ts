@@ -32,6 +32,7 @@ import type { SealingSecret } from '../../kms/sealed-file.ts';
 import { logger } from '../../log.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
+import { checkTlsIdentity, type TlsIdentity } from '../protocol/tls.ts';
 import { checkWebhookUrl, webhookAlerts } from './alerts.ts';
 import {
   checkJoinRequest,
@@ -55,6 +56,12 @@ export interface NodeConfig {
   listen: { host: string; port: number };
   /** The URL the consortium's other nodes reach this node at (announced on the ledger in node.joined). */
   url?: string;
+  /**
+   * Serve HTTPS with this certificate and key (PEM files; relative paths are in the data
+   * directory). The certificate's fingerprint is announced on the ledger: peers pin it, and the
+   * node presents it to them (mutual TLS).
+   */
+  tls?: { cert: string; key: string };
   /**
    * The consortium's other nodes (key id, API URL and, to accept the fetches
    * they forward, their base64 node key): they cosign each other's erasure
@@ -132,8 +139,10 @@ export async function initNode(
     admin?: string;
     adminKeyFile?: string;
     port?: number;
-    /** The URL the other nodes reach this one at (default http://127.0.0.1:PORT). */
+    /** The URL the other nodes reach this one at (default http(s)://127.0.0.1:PORT). */
     url?: string;
+    /** Serve HTTPS with this certificate and key (paths, kept in medvault.json). */
+    tls?: NodeConfig['tls'];
     kms?: NodeConfig['kms'];
     overrides?: NodeOverrides;
     join?: string;
@@ -163,7 +172,8 @@ export async function initNode(
       ledger: options.overrides?.ledger ?? process.env.MEDVAULT_LEDGER ?? 'file:ledger.mvl',
       store: options.overrides?.store ?? storeFromEnv ?? { kind: 'fs', root: 'blobs' },
       listen: { host: '127.0.0.1', port },
-      url: options.url ?? `http://127.0.0.1:${port}`,
+      url: options.url ?? `${options.tls || options.overrides?.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+      ...(options.tls ? { tls: { cert: resolve(options.tls.cert), key: resolve(options.tls.key) } } : {}),
       ...(options.kms ? { kms: options.kms } : {}),
     };
     let invite: Invite | null = null;
@@ -297,6 +307,8 @@ export interface NodeOverrides {
   store?: StoreConfig;
   /** Break-glass settings instead of the configured ones. */
   breakGlass?: NodeConfig['breakGlass'];
+  /** TLS certificate and key instead of the configured ones. */
+  tls?: TlsIdentity;
   /** Wraps the opened ledger: the fault tests put a ledger that fails on cue between the node and it. */
   wrapLedger?: (ledger: Ledger) => Ledger;
 }
@@ -326,6 +338,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     'INVALID_ARGUMENT',
     'breakGlass.perDay is a whole number of accesses',
   );
+  const tls = overrides.tls ?? (config.tls ? await readTls(data, config.tls) : undefined);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   await adoptLooseSubjectKey(data, kms);
   const node = kms.memberKeys(NODE_KEY).signing;
@@ -372,6 +385,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     diskPaths: [data, ...fsRoots(inStore(data, storeConfig))],
     keystore: kms,
     consortium: { ledger: ledgerUri, genesis: config.ledgerGenesis },
+    ...(tls ? { tls } : {}),
   });
   if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
   return vault;
@@ -393,6 +407,13 @@ async function adoptLooseSubjectKey(data: string, kms: LocalKms): Promise<void> 
   await rm(file);
   await fsyncDirectory(data);
   logger.info('the subject key moved from pseudonym.key into the sealed keystore');
+}
+
+/** The node's TLS certificate and key (PEM), checked to be a pair. */
+async function readTls(data: string, files: NonNullable<NodeConfig['tls']>): Promise<TlsIdentity> {
+  const read = (path: string) =>
+    readFile(inPath(data, path)).catch((err: Error) => fail('INVALID_ARGUMENT', `tls: ${err.message}`));
+  return checkTlsIdentity(await read(files.cert), await read(files.key));
 }
 
 /** The subjects' custodian keys: in the sealed keystore, or on a PKCS#11 token. */

@@ -7,10 +7,12 @@
  * check accepts it (it verifies a signature by that very peer); a peer that
  * is down, slow or refuses is logged and left out.
  */
+import type { Dispatcher } from 'undici';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { check } from '../../errors.ts';
-import { ID } from '../../formats.ts';
+import { HASH, ID } from '../../formats.ts';
 import { logger } from '../../log.ts';
+import { pinnedAgent, type TlsIdentity } from '../protocol/tls.ts';
 
 export interface Peer {
   /** The peer node's key id. */
@@ -22,6 +24,11 @@ export interface Peer {
    * fetches it forwards for its members.
    */
   signingKey?: string;
+  /**
+   * The SHA-256 fingerprint of the TLS certificate it serves with (node.joined): calls to it
+   * go over https and accept that certificate only (services/protocol/tls.ts).
+   */
+  tls?: string;
 }
 
 const ASK_TIMEOUT_MS = 10_000;
@@ -50,10 +57,15 @@ export function checkPeers(list: unknown): Peer[] {
         `${at}: signingKey is not the base64 Ed25519 key of node ${peer.id}`,
       );
     }
+    if (peer.tls !== undefined) {
+      check(typeof peer.tls === 'string' && HASH.test(peer.tls), 'INVALID_ARGUMENT', `${at}: tls is a SHA-256 hex`);
+      check(url?.protocol === 'https:', 'INVALID_ARGUMENT', `${at}: a node with a TLS pin is called at https://…`);
+    }
     return {
       id: peer.id,
       url: String(peer.url),
       ...(peer.signingKey !== undefined ? { signingKey: String(peer.signingKey) } : {}),
+      ...(peer.tls !== undefined ? { tls: String(peer.tls) } : {}),
     };
   });
 }
@@ -63,12 +75,38 @@ export class Peers {
   #announced: Peer[] = [];
   #list: Peer[];
   readonly #read: () => Promise<void>;
+  readonly #own: TlsIdentity | undefined;
+  readonly #agents = new Map<string, Dispatcher>();
 
-  /** `read` reads what the ledger says of the nodes since the last read (and calls setAnnounced). */
-  constructor(list: readonly Peer[] = [], read: () => Promise<void> = async () => {}) {
+  /**
+   * `read` reads what the ledger says of the nodes since the last read (and calls
+   * setAnnounced); `own` is the certificate this node presents to peers that serve TLS.
+   */
+  constructor(list: readonly Peer[] = [], read: () => Promise<void> = async () => {}, own?: TlsIdentity) {
     this.#configured = checkPeers(list);
     this.#list = this.#configured;
     this.#read = read;
+    this.#own = own;
+  }
+
+  /**
+   * How to reach `peer` with fetch: a peer with a TLS pin through a dispatcher that accepts
+   * its pinned certificate only and presents this node's; others as they are.
+   */
+  dispatcher(peer: Peer): Dispatcher | undefined {
+    if (!peer.tls) return undefined;
+    let agent = this.#agents.get(peer.tls);
+    if (!agent) {
+      agent = pinnedAgent(peer.tls, this.#own);
+      this.#agents.set(peer.tls, agent);
+    }
+    return agent;
+  }
+
+  /** Closes the connections kept to peers. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#agents.values()].map((a) => a.close()));
+    this.#agents.clear();
   }
 
   /**
@@ -145,7 +183,8 @@ export class Peers {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(ASK_TIMEOUT_MS),
-      });
+        dispatcher: this.dispatcher(peer),
+      } as RequestInit);
       const answer = (await response.json()) as T & { code?: string };
       if (!response.ok) {
         logger.warn({ ...context, peer: peer.id, code: answer.code }, 'peer refused to confirm');

@@ -32,6 +32,7 @@ import { PURPOSE } from '../../formats.ts';
 import type { LocalKms } from '../../kms/local-kms.ts';
 import { logger } from '../../log.ts';
 import { forwardMessage } from '../protocol/signing.ts';
+import type { TlsIdentity } from '../protocol/tls.ts';
 import type { RecordView } from '../protocol/views.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { Consortium, type ConsortiumInfo } from './consortium.ts';
@@ -69,6 +70,8 @@ export interface VaultDeps extends CoreDeps {
   keystore?: LocalKms;
   /** The ledger URI and genesis an invite hands over (services/vault/consortium.ts). */
   consortium?: ConsortiumInfo;
+  /** The certificate the node serves with and presents to its peers (services/protocol/tls.ts). */
+  tls?: TlsIdentity;
 }
 
 /** Less free space than this (64 MiB, or 5 % of a smaller disk) and a node's disk is reported full. */
@@ -161,6 +164,8 @@ export class Vault {
   readonly checkpoints: Checkpoints;
   /** This node's part in the consortium: announcing itself, inviting nodes, the subject key for members. */
   readonly consortium: Consortium;
+  /** The certificate the node serves with, if it serves TLS. */
+  readonly tls: TlsIdentity | undefined;
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
@@ -176,14 +181,15 @@ export class Vault {
     this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
     this.#diskPaths = deps.diskPaths ?? [];
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id, (nodes) => this.#announce(nodes));
-    this.peers = new Peers(deps.peers, () => this.#index.catchUp());
+    this.peers = new Peers(deps.peers, () => this.#index.catchUp(), deps.tls);
+    this.tls = deps.tls;
     this.#announce(this.#c.m.consortiumNodes());
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
     this.consortium = new Consortium(
       this.#c,
       deps.keystore,
-      deps.consortium ?? { ledger: `${deps.ledger.kind}:`, genesis: undefined },
+      { ...(deps.consortium ?? { ledger: `${deps.ledger.kind}:`, genesis: undefined }), tls: deps.tls },
       () => this.#index.catchUp(),
     );
   }
@@ -251,7 +257,12 @@ export class Vault {
     this.peers.setAnnounced(
       nodes
         .filter((n) => n.state === 'joined' && n.id !== this.nodeId)
-        .map((n) => ({ id: n.id, url: n.url as string, signingKey: n.signingKey as string })),
+        .map((n) => ({
+          id: n.id,
+          url: n.url as string,
+          signingKey: n.signingKey as string,
+          ...(n.tls ? { tls: n.tls } : {}),
+        })),
     );
   }
 
@@ -871,6 +882,7 @@ export class Vault {
   }
 
   async close(): Promise<void> {
+    await this.peers.close();
     await this.#c.close();
   }
 

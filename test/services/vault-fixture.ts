@@ -56,6 +56,8 @@ type NodeOptions = ServerOptions & {
   dataDir?: string;
   /** On a ledger that already holds a consortium, without joining it (peers wired by hand). */
   unlisted?: boolean;
+  /** The CA of the node's TLS certificate (overrides.tls), for its members' clients. */
+  ca?: Buffer;
 };
 
 /** A node founding a consortium on its ledger (or, `unlisted`, beside one), serving. */
@@ -83,17 +85,19 @@ async function serveNode(
   options: NodeOptions,
 ): Promise<TestNode> {
   const vault = await openNode(data, options.overrides);
-  const app = await buildServer(vault, options);
+  const app = await buildServer(vault, { ...options, ...(vault.tls ? { tls: vault.tls } : {}) });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
-  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const scheme = vault.tls ? 'https' : 'http';
+  const url = `${scheme}://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const clientOptions = options.ca ? { ca: options.ca } : {};
   await vault.consortium.reannounce(url); // as serve does: the port is only known now
   const adminKeys = parseMemberKeyFile(readFileSync(init.adminKeyFile, 'utf8'));
   const admin: TestMember = {
     name: 'admin',
     id: init.adminId,
     keys: adminKeys,
-    client: new VaultClient(url, adminKeys),
+    client: new VaultClient(url, adminKeys, clientOptions),
     keyFile: init.adminKeyFile,
   };
   return {
@@ -108,7 +112,7 @@ async function serveNode(
       const keyFile = join(data, `${name}.key`);
       const { writeFileSync } = await import('node:fs');
       writeFileSync(keyFile, memberKeyFileText(name, keys), { mode: 0o600 });
-      return { name, id: member.id, keys, client: new VaultClient(url, keys), keyFile };
+      return { name, id: member.id, keys, client: new VaultClient(url, keys, clientOptions), keyFile };
     },
     async stop() {
       await app.close();

@@ -12,6 +12,10 @@ const NODE = {
     signingKey: { type: ['string', 'null'] },
     recipient: { type: ['string', 'null'] },
     url: { type: ['string', 'null'] },
+    tls: {
+      type: ['string', 'null'],
+      description: 'SHA-256 of the TLS certificate it serves with, which its peers pin',
+    },
     since: TIME,
   },
 };
