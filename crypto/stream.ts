@@ -229,3 +229,68 @@ export class PayloadOpener {
     return plain;
   }
 }
+
+/**
+ * The parts of a payload that prove it was sealed under a file key: its nonce, its first
+ * and its last sealed chunk, and how many chunks it has (PayloadProbe.take collects them as
+ * the payload streams past, holding at most two chunks).
+ */
+export interface PayloadSample {
+  nonce: Uint8Array;
+  first: Uint8Array;
+  last: Uint8Array;
+  chunks: number;
+}
+
+export class PayloadProbe {
+  readonly #head = new PendingChunk(PAYLOAD_NONCE_LENGTH + SEALED_CHUNK_SIZE);
+  /** The latest pieces, by reference (never copied while streaming), covering the last sealed chunk. */
+  readonly #recent: Uint8Array[] = [];
+  #recentBytes = 0;
+  #size = 0;
+
+  /** Notes the next bytes of the payload (kept by reference: pieces must not be reused by their producer). */
+  take(data: Uint8Array): void {
+    this.#size += data.length;
+    if (!this.#head.full) this.#head.fill(data, 0);
+    this.#recent.push(data);
+    this.#recentBytes += data.length;
+    while (this.#recentBytes - (this.#recent[0] as Uint8Array).length >= SEALED_CHUNK_SIZE) {
+      this.#recentBytes -= (this.#recent.shift() as Uint8Array).length;
+    }
+  }
+
+  /** The sample, once the whole payload was taken; AGE_PAYLOAD_TRUNCATED when it cannot be one. */
+  sample(): PayloadSample {
+    const sealed = this.#size - PAYLOAD_NONCE_LENGTH;
+    if (sealed < TAG_LENGTH) fail('AGE_PAYLOAD_TRUNCATED', 'the payload has no sealed chunk');
+    const chunks = Math.ceil(sealed / SEALED_CHUNK_SIZE);
+    const lastLength = sealed - (chunks - 1) * SEALED_CHUNK_SIZE;
+    const head = this.#head.bytes;
+    return {
+      nonce: head.subarray(0, PAYLOAD_NONCE_LENGTH),
+      first: head.subarray(PAYLOAD_NONCE_LENGTH, PAYLOAD_NONCE_LENGTH + Math.min(sealed, SEALED_CHUNK_SIZE)),
+      last: Buffer.concat(this.#recent).subarray(this.#recentBytes - lastLength),
+      chunks,
+    };
+  }
+}
+
+/**
+ * Opens a payload's first and last chunk with `fileKey` (nothing is released): throws
+ * AGE_PAYLOAD_CORRUPT when either does not authenticate, or AGE_PAYLOAD_EMPTY_CHUNK for an
+ * empty last chunk after others, as a full decryption would.
+ */
+export function checkPayloadSample(fileKey: Uint8Array, sample: PayloadSample): void {
+  const key = payloadKey(fileKey, sample.nonce);
+  const nonce = new ChunkNonce();
+  const open = (sealed: Uint8Array, index: number, last: boolean, which: string) => {
+    nonce.counter = index;
+    const plain = aeadOpen(key, sealed, nonce.set(last));
+    if (plain === null) fail('AGE_PAYLOAD_CORRUPT', `the ${which} chunk does not open with the file key`);
+    if (last && index > 0 && plain.length === 0) fail('AGE_PAYLOAD_EMPTY_CHUNK');
+    plain.fill(0);
+  };
+  open(sample.first, 0, sample.chunks === 1, 'first');
+  if (sample.chunks > 1) open(sample.last, sample.chunks - 1, true, 'last');
+}

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
 import type { Recipient } from '../crypto/header.ts';
+import { checkPayloadSample, type PayloadSample } from '../crypto/stream.ts';
 import type { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { HASH } from '../formats.ts';
@@ -40,6 +41,12 @@ export interface Kms {
     header: Uint8Array,
     readers: readonly Recipient[],
   ): Promise<{ header: Uint8Array; core: StreamCore }>;
+  /**
+   * Inside the KMS: opens the header's custodian stanza and with that file key the sampled
+   * first and last payload chunks (crypto/stream.ts checkPayloadSample), releasing nothing:
+   * an upload that could never be decrypted is refused (AGE_PAYLOAD_CORRUPT).
+   */
+  checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void>;
   /** Destroys the subject's custodian key for good. */
   destroy(subject: string): Promise<DestroyResult>;
   /** What the backend still holds for `subject` (empty when nothing): for the post-erasure sweep. */
@@ -109,6 +116,16 @@ export function rewrapWith(custodian: X25519Identity, header: Uint8Array, reader
   const out = buildHeader(fileKey, [...readers, custodian.recipient]).bytes;
   fileKey.fill(0);
   return out;
+}
+
+/** `checkPayload` for a backend that holds the custodian identity for the call. */
+export function checkPayloadWith(custodian: X25519Identity, header: Uint8Array, sample: PayloadSample): void {
+  const { fileKey } = openHeader(header, [custodian]);
+  try {
+    checkPayloadSample(fileKey, sample);
+  } finally {
+    fileKey.fill(0);
+  }
 }
 
 /** `reencrypt` for such a backend: a new file key, its header, and the payload re-encryption core. */

@@ -16,10 +16,12 @@ import type { StreamCore } from '../crypto/age.ts';
 import { keyFingerprint, SigningKey } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
 import { random } from '../crypto/primitives.ts';
+import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { MEMBER_NAME } from '../formats.ts';
 import {
+  checkPayloadWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -113,6 +115,10 @@ export class LocalKms implements Kms {
 
   async rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array> {
     return rewrapWith(this.#identity(subject).identity, header, readers);
+  }
+
+  async checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void> {
+    checkPayloadWith(this.#identity(subject).identity, header, sample);
   }
 
   async reencrypt(

@@ -24,10 +24,12 @@ import pkcs11js from 'pkcs11js';
 import type { StreamCore } from '../crypto/age.ts';
 import { keyFingerprint } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
+import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { fail, MedvaultError } from '../errors.ts';
 import {
+  checkPayloadWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -249,6 +251,10 @@ export class Pkcs11Kms implements Kms {
 
   async rewrap(subject: string, header: Uint8Array, readers: readonly Recipient[]): Promise<Uint8Array> {
     return rewrapWith(this.#identity(subject), header, readers);
+  }
+
+  async checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void> {
+    checkPayloadWith(this.#identity(subject), header, sample);
   }
 
   async reencrypt(

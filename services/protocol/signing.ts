@@ -7,7 +7,11 @@
  *   "medvault-request-v1\n" METHOD "\n" PATH?QUERY "\n" TIME "\n" NONCE "\n" BODY-SHA256
  * where TIME is milliseconds since the epoch, NONCE 32 hex digits, and
  * BODY-SHA256 the hex SHA-256 of the body, or "UNSIGNED-PAYLOAD" for a
- * streamed upload (whose ciphertext hash is anchored on the ledger instead).
+ * streamed upload. A streamed upload is signed end to end by a trailer sent
+ * after its last byte (BODY_TRAILER): the member's signature over
+ *   "medvault-body-v1\n" REQUEST-SIGNATURE "\n" SHA-256 OF EVERY BODY BYTE
+ * which binds the bytes to that very request; the node checks it before it
+ * keeps or anchors anything, so a relay cannot swap the ciphertext.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { SigningKey } from '../../crypto/ed25519.ts';
@@ -31,6 +35,8 @@ export const FORWARD_HEADER = {
 } as const;
 
 export const UNSIGNED_PAYLOAD = 'UNSIGNED-PAYLOAD';
+/** The HTTP trailer that signs a streamed upload's bytes (module comment). */
+export const BODY_TRAILER = 'medvault-body-signature';
 const DOMAIN = 'medvault-request-v1';
 
 export interface SignedParts {
@@ -85,4 +91,9 @@ export function signRequest(
  */
 export function forwardMessage(via: string, member: string, memberSignature: string): Uint8Array {
   return Buffer.from(['medvault-forward-v1', via, member, memberSignature].join('\n'), 'utf8');
+}
+
+/** What a member signs in an upload's trailer: its request signature and the body's SHA-256 (hex). */
+export function bodyMessage(requestSignature: string, bodySha256: string): Uint8Array {
+  return Buffer.from(['medvault-body-v1', requestSignature, bodySha256].join('\n'), 'utf8');
 }

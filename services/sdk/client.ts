@@ -30,7 +30,7 @@ import {
   memberPublic,
   parseMemberKeyFile,
 } from '../protocol/member-keys.ts';
-import { signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
+import { BODY_TRAILER, bodyMessage, HEADER, signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
 import { caAgent } from '../protocol/tls.ts';
 import type {
   ConsortiumNode,
@@ -136,7 +136,13 @@ export class VaultClient {
     let response: Response;
     try {
       response = stream
-        ? await streamUpload(url, init.headers as Record<string, string>, stream, this.#uploadAgent)
+        ? await streamUpload(url, init.headers as Record<string, string>, stream, this.#uploadAgent, (sha256) =>
+            Buffer.from(
+              this.#keys.signing.sign(
+                bodyMessage((init.headers as Record<string, string>)[HEADER.signature] as string, sha256),
+              ),
+            ).toString('base64'),
+          )
         : await fetch(url, { ...init, dispatcher: this.#dispatcher } as RequestInit);
     } catch (err) {
       if ((err as MedvaultError).name === 'MedvaultError') throw err;
@@ -519,10 +525,21 @@ export interface FileSource {
  * converts the stream to a web stream, which halves upload throughput here.
  * The (small, JSON) answer comes back as a Response like fetch's.
  */
-function streamUpload(url: URL, headers: Record<string, string>, body: Readable, agent: HttpAgent): Promise<Response> {
+/**
+ * POSTs a streamed body (chunked), hashing every byte as it goes, and after the last one
+ * sends the trailer that signs them (`signBody` of their SHA-256: services/protocol/signing.ts).
+ */
+function streamUpload(
+  url: URL,
+  headers: Record<string, string>,
+  body: Readable,
+  agent: HttpAgent,
+  signBody: (sha256: string) => string,
+): Promise<Response> {
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const hash = createHash('sha256');
   return new Promise((resolve, reject) => {
-    const req = send(url, { method: 'POST', headers, agent }, (res) => {
+    const req = send(url, { method: 'POST', headers: { ...headers, trailer: BODY_TRAILER }, agent }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('error', reject);
@@ -540,7 +557,12 @@ function streamUpload(url: URL, headers: Record<string, string>, body: Readable,
       req.destroy(err);
       reject(err);
     });
-    body.pipe(req);
+    body.on('data', (chunk: Buffer) => hash.update(chunk));
+    body.on('end', () => {
+      req.addTrailers({ [BODY_TRAILER]: signBody(hash.digest('hex')) });
+      req.end();
+    });
+    body.pipe(req, { end: false });
   });
 }
 

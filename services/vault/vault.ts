@@ -25,7 +25,7 @@ import { coreTransform } from '../../crypto/age.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { type HeaderLimits, HeaderScanner, parseHeader, type Recipient } from '../../crypto/header.ts';
 import { noteChunkBytes } from '../../crypto/reclaim.ts';
-import { PAYLOAD_NONCE_LENGTH } from '../../crypto/stream.ts';
+import { PAYLOAD_NONCE_LENGTH, PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { check, fail, isMedvaultError, type MedvaultError } from '../../errors.ts';
 import { PURPOSE } from '../../formats.ts';
@@ -54,6 +54,15 @@ const UPLOAD_LIMITS: HeaderLimits = { maxStanzas: MAX_READERS + 2, maxBytes: 32 
 const TAG_LENGTH = 16;
 /** The longest a grant may run: ten years. */
 const MAX_GRANT_MS = 10 * 365 * 86_400_000;
+
+export interface UploadOptions {
+  /**
+   * Called once the whole body was read and its payload stored, before the record is kept or
+   * anchored: throws to refuse the upload (its blob is then removed). The HTTP API checks the
+   * member's signature over the body's bytes here (services/protocol/signing.ts).
+   */
+  checkBody?: () => void;
+}
 
 export interface VaultDeps extends CoreDeps {
   /** Whether this node owns its store alone, so start-up may collect unreferenced blobs. */
@@ -427,15 +436,16 @@ export class Vault {
     actor: MemberRow,
     input: UploadInput,
     body: AsyncIterable<Uint8Array>,
+    options: UploadOptions = {},
   ): Promise<{ record: RecordView; receipt: Receipt; repeated?: boolean }> {
     authorize(actor, 'upload');
     const key = input.idempotencyKey;
-    if (key === undefined) return this.#upload(actor, input, body);
+    if (key === undefined) return this.#upload(actor, input, body, options);
     check(IDEMPOTENCY_KEY.test(key), 'REQUEST_INVALID', 'an idempotency key is 8-64 of A-Z a-z 0-9 _ -');
     // One upload per key at a time; a repeat answers with the first one's record, unread.
     return this.#c.locked(`upload:${actor.id}:${key}`, async () => {
       const first = this.#c.m.recordByIdempotencyKey(actor.id, key);
-      if (!first) return this.#upload(actor, input, body);
+      if (!first) return this.#upload(actor, input, body, options);
       if (first.state === 'pending') {
         fail('OUTCOME_PENDING', `record ${first.id} (the first upload with this key)`, {
           info: { recordId: first.id },
@@ -452,6 +462,7 @@ export class Vault {
     actor: MemberRow,
     input: UploadInput,
     body: AsyncIterable<Uint8Array>,
+    options: UploadOptions,
   ): Promise<{ record: RecordView; receipt: Receipt }> {
     checkSubject(input.subject);
     checkGrantTerms(input.purpose, input.expiresAt, this.#c.now());
@@ -474,8 +485,18 @@ export class Vault {
     const { keyId: custodian } = await this.#c.kms.custodian(input.subject);
     // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
     const ledgerFrom = ((await this.#c.ledger.head())?.height ?? -1) + 1;
-    const put = await this.#c.store.put(checkPayload(rest));
+    const probe = new PayloadProbe();
+    const put = await this.#c.store.put(checkPayload(rest, probe));
     const id = newId();
+    try {
+      options.checkBody?.(); // the whole body is read: its signature, before anything is kept
+      // Inside the KMS, the custodian's file key opens the first and last chunks: a payload
+      // no reader could ever decrypt is refused now, not found out at the first fetch.
+      await this.#c.kms.checkPayload(input.subject, clientHeader, probe.sample());
+    } catch (err) {
+      await this.#c.deleteBlobIfUnused(put.ref, id);
+      throw err;
+    }
     const at = this.#c.now();
     this.#inFlight.add(id); // the settler leaves it alone until its anchors have answered
     try {
@@ -1156,12 +1177,16 @@ async function readHeader(
   }
 }
 
-/** Passes the payload through, refusing one too short to be an age payload (nonce + one sealed chunk). */
-async function* checkPayload(payload: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+/**
+ * Passes the payload through, showing every piece to `probe` (which samples the chunks the KMS
+ * then checks), and refuses one too short to be an age payload (nonce + one sealed chunk).
+ */
+async function* checkPayload(payload: AsyncIterable<Uint8Array>, probe: PayloadProbe): AsyncIterable<Uint8Array> {
   let size = 0;
   for await (const chunk of payload) {
     size += chunk.length;
     noteChunkBytes(chunk.length);
+    probe.take(chunk);
     yield chunk;
   }
   if (size < PAYLOAD_NONCE_LENGTH + TAG_LENGTH) fail('AGE_PAYLOAD_TRUNCATED', 'the upload has no age payload');

@@ -20,7 +20,7 @@ import {
   openHeader,
   splitAgeFile,
 } from '../../crypto/age.ts';
-import { PayloadOpener } from '../../crypto/stream.ts';
+import { checkPayloadSample, PayloadOpener, PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
 import { bytes, codeOf, flipBits } from '../helpers.ts';
@@ -200,5 +200,60 @@ describe('streams', () => {
         for await (const _ of src);
       }),
     ).rejects.toMatchObject({ code: 'AGE_PAYLOAD_CORRUPT' });
+  });
+});
+
+describe('the payload sample an upload is checked by (first and last chunk, inside the KMS)', () => {
+  /** Feeds `payload` to a probe in the given piece sizes (cycled), returns its sample. */
+  const sampled = (payload: Uint8Array, pieces: number[]) => {
+    const probe = new PayloadProbe();
+    for (let at = 0, i = 0; at < payload.length; i++) {
+      const size = Math.max(1, pieces[i % pieces.length] as number);
+      probe.take(payload.subarray(at, at + size));
+      at += size;
+    }
+    return probe.sample();
+  };
+  const sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 17];
+
+  it('opens with the file key for every size and every way the payload is cut into pieces', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...sizes),
+        fc.array(fc.integer({ min: 1, max: 3 * SEALED }), { minLength: 1, maxLength: 6 }),
+        (size, pieces) => {
+          const file = encrypt([alice.recipient], bytes(size, size % 251));
+          const { header, payload } = splitAgeFile(file);
+          const { fileKey } = openHeader(header, [alice]);
+          const sample = sampled(payload, pieces);
+          expect(sample.chunks).toBe(Math.max(1, Math.ceil(size / CHUNK)));
+          expect(codeOf(() => checkPayloadSample(fileKey, sample))).toBe('no error');
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('refuses a flipped byte in the first or last chunk, a cut at a chunk boundary and another key', () => {
+    const file = encrypt([alice.recipient], bytes(3 * CHUNK + 17, 4));
+    const { header, payload } = splitAgeFile(file);
+    const { fileKey } = openHeader(header, [alice]);
+    const flipped = (at: number) => {
+      const copy = Buffer.from(payload);
+      copy[at] = (copy[at] as number) ^ 0x80;
+      return copy;
+    };
+    expect(codeOf(() => checkPayloadSample(fileKey, sampled(flipped(16), [4096])))).toBe('AGE_PAYLOAD_CORRUPT');
+    expect(codeOf(() => checkPayloadSample(fileKey, sampled(flipped(payload.length - 1), [4096])))).toBe(
+      'AGE_PAYLOAD_CORRUPT',
+    );
+    const cut = payload.subarray(0, 16 + 2 * SEALED);
+    expect(codeOf(() => checkPayloadSample(fileKey, sampled(cut, [SEALED])))).toBe('AGE_PAYLOAD_CORRUPT');
+    expect(codeOf(() => checkPayloadSample(new Uint8Array(32), sampled(payload, [SEALED])))).toBe(
+      'AGE_PAYLOAD_CORRUPT',
+    );
+    // What it does not see: a middle chunk (the reader's own decryption catches that one).
+    expect(codeOf(() => checkPayloadSample(fileKey, sampled(flipped(16 + SEALED + 5), [4096])))).toBe('no error');
+    expect(codeOf(() => sampled(payload.subarray(0, 20), [7]))).toBe('AGE_PAYLOAD_TRUNCATED');
   });
 });

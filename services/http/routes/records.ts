@@ -4,9 +4,13 @@
  * stream: the request body goes straight to the blob store through the
  * upload flow, and a fetch streams header then blob.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { verifySignature } from '../../../crypto/ed25519.ts';
 import { fail } from '../../../errors.ts';
+import { BODY_TRAILER, bodyMessage, HEADER } from '../../protocol/signing.ts';
+import type { MemberRow } from '../../protocol/views.ts';
 import type { Opened } from '../../vault/vault.ts';
 import { idParam, member, type RouteContext } from '../context.ts';
 import { here } from '../forward.ts';
@@ -66,8 +70,10 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
         expiresAt: string;
         idempotencyKey?: string;
       };
+      const actor = member(request);
+      const hash = createHash('sha256');
       const result = await vault.upload(
-        member(request),
+        actor,
         {
           subject: q.subject,
           readers: q.readers.split(','),
@@ -75,7 +81,8 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
           expiresAt: Number(q.expiresAt),
           ...(q.idempotencyKey ? { idempotencyKey: q.idempotencyKey } : {}),
         },
-        countedChunks(request.body, metrics.bytes.labels('in')),
+        hashed(countedChunks(request.body, metrics.bytes.labels('in')), hash),
+        { checkBody: () => checkBodySignature(request, actor, hash.digest('hex')) },
       );
       return reply.code(result.repeated ? 200 : 201).send(result);
     },
@@ -199,4 +206,32 @@ function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
     { objectMode: false },
   );
   return reply.send(counted(body, metrics.bytes.labels('out')));
+}
+
+/** Every chunk of `body`, hashed into `hash` as it passes. */
+async function* hashed(body: AsyncIterable<Uint8Array>, hash: Hash): AsyncIterable<Uint8Array> {
+  for await (const chunk of body) {
+    hash.update(chunk);
+    yield chunk;
+  }
+}
+
+/**
+ * AUTH_INVALID unless the upload's trailer is the member's signature over its request
+ * signature and the SHA-256 of every byte received (services/protocol/signing.ts): bytes a
+ * relay swapped or cut are refused before anything is kept.
+ */
+function checkBodySignature(request: FastifyRequest, actor: MemberRow, bodySha256: string): void {
+  const trailer = request.raw.trailers[BODY_TRAILER];
+  if (!trailer) fail('AUTH_INVALID', `an upload is signed end to end: send the ${BODY_TRAILER} trailer`);
+  const signature = Buffer.from(trailer, 'base64');
+  const valid =
+    signature.length === 64 &&
+    signature.toString('base64') === trailer &&
+    verifySignature(
+      Buffer.from(actor.signingKey, 'base64'),
+      bodyMessage(request.headers[HEADER.signature] as string, bodySha256),
+      new Uint8Array(signature),
+    );
+  if (!valid) fail('AUTH_INVALID', 'the uploaded bytes are not the bytes the member signed');
 }
