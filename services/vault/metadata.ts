@@ -26,6 +26,20 @@ export type LedgerFinding =
   | { kind: 'removal'; id: string; node: string; at: number }
   | { kind: 'node'; node: ConsortiumNodeRow };
 
+/** A grant or revocation whose anchoring outcome is not known yet (services/vault/outcomes.ts). */
+export interface PendingChangeRow {
+  id: string;
+  recordId: string;
+  kind: 'grant' | 'revoke';
+  /** The event's canonical JSON, as appended. */
+  event: string;
+  /** The lowest height the append tried: once the ledger holds a block there without it, it never landed. */
+  settleAfter: number;
+  /** The hash of the block the append extended. */
+  settlePrev: string | null;
+  createdAt: number;
+}
+
 export type RecordState = 'pending' | 'active' | 'erased';
 
 export interface RecordRow {
@@ -217,6 +231,17 @@ const MIGRATIONS = [
    ) STRICT;`,
   // 11: the fingerprint of the TLS certificate a node serves with, which its peers pin.
   `ALTER TABLE consortium_nodes ADD COLUMN tls TEXT;`,
+  // 12: a grant or revocation whose anchor's outcome is not known yet (services/vault/outcomes.ts):
+  // its event, and the height and head its append tried, until the ledger settles it.
+  `CREATE TABLE pending_changes (
+     id TEXT PRIMARY KEY,
+     record_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('grant', 'revoke')),
+     event TEXT NOT NULL,
+     settle_after INTEGER NOT NULL,
+     settle_prev TEXT,
+     created_at INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -388,6 +413,30 @@ export class Metadata {
   /** The consortium's nodes the ledger has named, in the order they were first named. */
   consortiumNodes(): ConsortiumNodeRow[] {
     return this.#all<ConsortiumNodeRow>('SELECT * FROM consortium_nodes ORDER BY since, id');
+  }
+
+  // Grants and revocations whose outcome is not known yet.
+
+  addPendingChange(c: PendingChangeRow): void {
+    this.#run(
+      `INSERT INTO pending_changes (id, record_id, kind, event, settle_after, settle_prev, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      c.id,
+      c.recordId,
+      c.kind,
+      c.event,
+      c.settleAfter,
+      c.settlePrev,
+      c.createdAt,
+    );
+  }
+
+  pendingChanges(): PendingChangeRow[] {
+    return this.#all<PendingChangeRow>('SELECT * FROM pending_changes ORDER BY created_at, id');
+  }
+
+  deletePendingChange(id: string): void {
+    this.#run('DELETE FROM pending_changes WHERE id = ?', id);
   }
 
   // Records.

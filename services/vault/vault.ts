@@ -18,7 +18,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { blockHash, eventsTree } from '../../anchor/block.ts';
+import { eventsTree } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
 import { coreTransform } from '../../crypto/age.ts';
@@ -39,7 +39,8 @@ import { Consortium, type ConsortiumInfo } from './consortium.ts';
 import { ConsortiumIndex } from './consortium-index.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
 import { Erasures } from './erasure.ts';
-import type { ConsortiumNodeRow, GrantRow, MemberRow, RecordRow, Role } from './metadata.ts';
+import type { ConsortiumNodeRow, GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
+import { anchorChange, type ChangeHandlers, cannotLand, settleChanges } from './outcomes.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 
@@ -369,15 +370,11 @@ export class Vault {
       const record = this.#c.m.record(recordId);
       const grant = this.#c.m.grant(recordId, readerId);
       if (record?.state !== 'active' || !grant || grant.revokedAt !== null) return;
-      const now = this.#c.now();
-      const recipients = this.#liveReaders(recordId, now).filter((m) => m.id !== readerId);
-      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients.map(recipientOf));
-      const receipt = await this.#c.anchor(revokeEvent(recordId, readerId, actor.id, false, now));
-      this.#c.m.transaction(() => {
-        this.#c.m.setHeader(recordId, header);
-        this.#c.m.revokeGrant(recordId, readerId, now);
-        this.#c.index(recordId, receipt);
-      });
+      try {
+        await this.#revokeStanza(record, readerId, actor.id, this.#c.now());
+      } catch (err) {
+        if (!isMedvaultError(err, 'OUTCOME_PENDING')) throw err; // revoked here; the ledger settles it
+      }
     });
   }
 
@@ -731,22 +728,95 @@ export class Vault {
         ...readers.map(recipientOf),
         recipientOf(reader),
       ]);
-      const receipt = await this.#c.anchor(grantEvent(id, reader.id, actor.id, input, now));
-      this.#c.m.transaction(() => {
-        this.#c.m.setHeader(id, header);
-        this.#c.m.upsertGrant({
-          recordId: id,
-          reader: reader.id,
-          purpose: input.purpose,
-          expiresAt: input.expiresAt,
-          grantedBy: actor.id,
-          grantedAt: now,
-        });
-        this.#c.index(id, receipt);
-      });
+      // An unknown outcome: OUTCOME_PENDING, and the grant takes effect only if the ledger shows it.
+      const receipt = await anchorChange(this.#c, 'grant', grantEvent(id, reader.id, actor.id, input, now));
+      this.#applyGrant(id, header, receipt);
       return { receipt };
     });
   }
+
+  /** Keeps a grant anchored by `receipt` (an acl.granted) with the header it makes. */
+  #applyGrant(recordId: string, header: Uint8Array, receipt: Receipt): void {
+    const e = receipt.event;
+    this.#c.m.transaction(() => {
+      this.#c.m.setHeader(recordId, header);
+      this.#c.m.upsertGrant({
+        recordId,
+        reader: e.reader as string,
+        purpose: e.purpose as string,
+        expiresAt: e.expiresAt as number,
+        grantedBy: e.grantor as string,
+        grantedAt: e.at,
+      });
+      this.#c.index(recordId, receipt);
+    });
+  }
+
+  /**
+   * Drops `readerId`'s stanza from the header and anchors acl.revoked. With the outcome
+   * unknown the revocation takes effect at once (fail closed) and the ledger is brought to
+   * say it (services/vault/outcomes.ts); the caller gets OUTCOME_PENDING.
+   */
+  async #revokeStanza(record: RecordRow, readerId: string, revoker: string, now: number): Promise<Receipt> {
+    const recipients = this.#liveReaders(record.id, now).filter((m) => m.id !== readerId);
+    const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients.map(recipientOf));
+    const apply = () => {
+      this.#c.m.setHeader(record.id, header);
+      this.#c.m.revokeGrant(record.id, readerId, now);
+    };
+    const receipt = await anchorChange(
+      this.#c,
+      'revoke',
+      revokeEvent(record.id, readerId, revoker, false, now),
+      async () => this.#c.m.transaction(apply),
+    );
+    this.#c.m.transaction(() => {
+      apply();
+      this.#c.index(record.id, receipt);
+    });
+    return receipt;
+  }
+
+  /** What settling does with a grant or revocation the ledger has answered for (services/vault/outcomes.ts). */
+  readonly #changes: ChangeHandlers = {
+    landed: async (change, event, receipt) => {
+      if (change.kind === 'revoke') {
+        this.#c.index(change.recordId, receipt); // in effect since it was made
+        return;
+      }
+      const record = this.#c.m.record(change.recordId);
+      const reader = this.member(event.reader as string);
+      if (record?.state !== 'active' || !reader) {
+        this.#c.index(change.recordId, receipt);
+        return; // erased or its reader removed since: the grant is on the ledger, with nothing left to open
+      }
+      const others = this.#liveReaders(record.id, this.#c.now()).filter((m) => m.id !== reader.id);
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, [
+        ...others.map(recipientOf),
+        recipientOf(reader),
+      ]);
+      this.#applyGrant(record.id, header, receipt);
+    },
+    lost: async (change, event) => {
+      if (change.kind === 'grant') {
+        logger.warn({ recordId: change.recordId }, 'pending grant dropped: it was never anchored');
+        return;
+      }
+      // In effect here since it was made: the ledger must say it too. Anchored again; kept
+      // pending (and tried again) if that fails too.
+      try {
+        const receipt = await anchorChange(this.#c, 'revoke', { ...event, at: this.#c.now() });
+        this.#c.index(change.recordId, receipt);
+      } catch (err) {
+        if (isMedvaultError(err, 'OUTCOME_PENDING')) return;
+        this.#c.m.addPendingChange({ ...change, id: newId(), settlePrev: null }); // past its height: lost again, retried
+        logger.warn(
+          { recordId: change.recordId, code: isMedvaultError(err) ? err.code : 'INTERNAL' },
+          'revocation not yet anchored; tried again later',
+        );
+      }
+    },
+  };
 
   /**
    * Revokes a reader: its stanza leaves the header. A reader who already
@@ -764,16 +834,7 @@ export class Vault {
       const recipients = this.#liveReaders(id, now)
         .filter((m) => m.id !== readerId)
         .map(recipientOf);
-      if (!options.reencrypt) {
-        const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, recipients);
-        const receipt = await this.#c.anchor(revokeEvent(id, readerId, actor.id, false, now));
-        this.#c.m.transaction(() => {
-          this.#c.m.setHeader(id, header);
-          this.#c.m.revokeGrant(id, readerId, now);
-          this.#c.index(id, receipt);
-        });
-        return { receipt };
-      }
+      if (!options.reencrypt) return { receipt: await this.#revokeStanza(record, readerId, actor.id, now) };
       const { header, core } = await this.#c.kms.reencrypt(record.subject, record.header as Uint8Array, recipients);
       const old = await this.#c.store.get(record.blobRef as string);
       const put = await this.#c.store.put(old.pipe(coreTransform(core)));
@@ -996,31 +1057,30 @@ export class Vault {
     return this.#settling;
   }
 
-  /**
-   * Whether a pending upload's unknown append can no longer land: it extended block `prev`
-   * at settleAfter - 1 (a compare-and-swap on that head), and another block stands there.
-   */
-  async #cannotLand(record: { settleAfter: number | null; settlePrev: string | null }, height: number) {
-    const at = (record.settleAfter as number) - 1;
-    if (record.settlePrev === null || at < 0 || height < at) return false;
-    const there = await this.#c.ledger.get(at);
-    return there !== null && blockHash(there.header) !== record.settlePrev;
-  }
-
   async #settle(): Promise<number> {
     this.#c.retryIndex();
     const pending = this.#c.m.pendingRecords().filter((r) => !this.#inFlight.has(r.id));
-    if (pending.length === 0) return 0;
+    const changes = this.#c.m.pendingChanges().length;
+    if (pending.length === 0 && changes === 0) return 0;
     let height: number;
     try {
       height = (await this.#c.ledger.head())?.height ?? -1;
     } catch (err) {
       if (isMedvaultError(err, 'LEDGER_UNAVAILABLE')) {
-        logger.warn({ pending: pending.length }, 'pending uploads not settled: the ledger cannot be read; later');
-        return pending.length;
+        logger.warn(
+          { pending: pending.length, changes },
+          'pending outcomes not settled: the ledger cannot be read; later',
+        );
+        return pending.length + changes;
       }
       throw err;
     }
+    const waiting = await settleChanges(this.#c, this.#changes, height);
+    return waiting + (await this.#settleUploads(pending, height));
+  }
+
+  async #settleUploads(pending: ReturnType<Metadata['pendingRecords']>, height: number): Promise<number> {
+    if (pending.length === 0) return 0;
     for (const record of pending) {
       if (record.settleAfter !== null) continue;
       const after = this.#c.ledger.kind === 'file' ? height : height + 1;
@@ -1044,7 +1104,7 @@ export class Vault {
     for (const record of pending) {
       const receipts = found.get(record.id) ?? [];
       if (!receipts.some((r) => r.event.type === 'record.created')) {
-        if (height < (record.settleAfter as number) && !(await this.#cannotLand(record, height))) {
+        if (height < (record.settleAfter as number) && !(await cannotLand(this.#c.ledger, record, height))) {
           logger.info(
             { recordId: record.id, head: height, settleAfter: record.settleAfter },
             'pending upload still open',

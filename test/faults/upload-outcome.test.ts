@@ -200,3 +200,74 @@ describe('an upload whose anchoring outcome is unknown', () => {
     expect(theirs.record.id).not.toBe(first.record.id);
   });
 });
+
+describe('a grant or revocation whose anchoring outcome is unknown', () => {
+  /** The acl events on the ledger for `recordId` and `reader`, in order. */
+  async function aclOnLedger(recordId: string, readerId: string): Promise<string[]> {
+    const found: string[] = [];
+    for await (const block of ledger.blocks(0)) {
+      for (const e of block.events) {
+        if (e.recordId === recordId && e.reader === readerId && e.type.startsWith('acl.')) found.push(e.type);
+      }
+    }
+    return found;
+  }
+  const fetches = (member: TestMember, recordId: string) =>
+    member.client.fetch(recordId, { path: join(out, `f-${Math.random()}`) }).then(
+      () => 'served',
+      (e) => e.code as string,
+    );
+
+  it('a grant the ledger committed after all: pending, then in effect; one acl.granted', async () => {
+    const { record } = await upload(20);
+    const late = await node.addMember('late-reader', 'reader');
+    ledger.next = 'commit-then-unknown';
+    const err = await hospital.client
+      .grant(record.id, late.id, { purpose: 'treatment', expiresAt: Date.now() + DAY })
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: record.id } });
+    expect(await fetches(late, record.id)).toBe('NO_GRANT'); // not in effect until the ledger says so
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await fetches(late, record.id)).toBe('served');
+    expect(await aclOnLedger(record.id, late.id)).toEqual(['acl.granted']);
+  });
+
+  it('a grant that never committed: dropped once the ledger moves past its height, nothing in effect', async () => {
+    const { record } = await upload(21);
+    const never = await node.addMember('never-reader', 'reader');
+    ledger.next = 'unknown-never-commits';
+    const err = await hospital.client
+      .grant(record.id, never.id, { purpose: 'treatment', expiresAt: Date.now() + DAY })
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+    expect(await node.vault.settlePending()).toBe(1); // the ledger has not moved: still open
+    await upload(22); // the ledger moves past the height the lost append tried
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await fetches(never, record.id)).toBe('NO_GRANT');
+    expect(await aclOnLedger(record.id, never.id)).toEqual([]);
+  });
+
+  it('a revocation takes effect at once; one the ledger never committed is anchored again, exactly once', async () => {
+    const { record } = await upload(23);
+    expect(await fetches(reader, record.id)).toBe('served');
+    ledger.next = 'unknown-never-commits';
+    const err = await hospital.client.revoke(record.id, reader.id).catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: record.id } });
+    expect(await fetches(reader, record.id)).toBe('NO_GRANT'); // fail closed while unsure
+    await upload(24);
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await aclOnLedger(record.id, reader.id)).toEqual(['acl.granted', 'acl.revoked']);
+    expect(await fetches(reader, record.id)).toBe('NO_GRANT');
+  });
+
+  it('a revocation the ledger committed after all is not anchored twice', async () => {
+    const { record } = await upload(25);
+    ledger.next = 'commit-then-unknown';
+    const err = await hospital.client.revoke(record.id, reader.id).catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+    expect(await fetches(reader, record.id)).toBe('NO_GRANT');
+    await upload(26);
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await aclOnLedger(record.id, reader.id)).toEqual(['acl.granted', 'acl.revoked']);
+  });
+});
