@@ -193,6 +193,36 @@ export function addVaultCommands(program: Command): void {
         ` until ${new Date(result.expiresAt).toISOString()}: medvault init --join ${opts.output}`,
     );
   });
+  const describeLocal = (state: { nodes: Array<{ name: string; url: string; adminKey: string }>; ledger: string }) =>
+    [`ledger ${state.ledger}`, ...state.nodes.map((n) => `${n.name}  ${n.url}  admin key ${n.adminKey}`)].join('\n');
+  consortium
+    .command('up')
+    .description('a local consortium: a 3-member etcd cluster and N nodes on it, as processes on this machine')
+    .requiredOption('--dir <dir>', 'where its data, keys, logs and consortium.json go (again: restart it)')
+    .option('--nodes <n>', 'how many nodes', '3')
+    .action(async (opts: { dir: string; nodes: string }) => {
+      const { consortiumUp } = await import('./local-consortium.ts');
+      const state = await consortiumUp(opts.dir, { nodes: Number(opts.nodes) });
+      process.stdout.write(`${describeLocal(state)}\nstop it with: medvault consortium down --dir ${opts.dir}\n`);
+    });
+  consortium
+    .command('add')
+    .description('one more node joins the local consortium by invite')
+    .requiredOption('--dir <dir>', 'the directory of medvault consortium up')
+    .action(async (opts: { dir: string }) => {
+      const { addNode } = await import('./local-consortium.ts');
+      const node = await addNode(opts.dir);
+      process.stdout.write(`${node.name}  ${node.url}  admin key ${node.adminKey}\n`);
+    });
+  consortium
+    .command('down')
+    .description('stop every process of the local consortium (by PID), keeping its data')
+    .requiredOption('--dir <dir>', 'the directory of medvault consortium up')
+    .action(async (opts: { dir: string }) => {
+      const { consortiumDown } = await import('./local-consortium.ts');
+      const stopped = await consortiumDown(opts.dir);
+      process.stdout.write(`stopped ${stopped.length} processes\n`);
+    });
   withClientOptions(consortium.command('nodes').description("the consortium's nodes, as the ledger says")).action(
     async (opts: ClientOptions) => {
       const nodes = await (await client(opts)).consortiumNodes();

@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import { etcdEnvironment, etcdMemberArgs } from '../../services/cli/local-consortium.ts';
 import { freePort } from './ports.ts';
 
 export interface EtcdMember {
@@ -105,42 +106,12 @@ export class EtcdCluster {
 
   #spawn(member: EtcdMember, state: 'new' | 'existing'): void {
     mkdirSync(member.dataDir, { recursive: true });
-    // etcd reads every ETCD_* variable as a flag: pass none of ours.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
     const log = openSync(join(member.dataDir, '..', `${member.name}.log`), 'a');
-    member.process = spawn(
-      'etcd',
-      [
-        '--name',
-        member.name,
-        '--data-dir',
-        member.dataDir,
-        '--listen-client-urls',
-        member.clientUrl,
-        '--advertise-client-urls',
-        member.clientUrl,
-        '--listen-peer-urls',
-        member.peerUrl,
-        '--initial-advertise-peer-urls',
-        member.peerUrl,
-        '--initial-cluster',
-        this.#initialCluster,
-        '--initial-cluster-state',
-        state,
-        '--initial-cluster-token',
-        'medvault-test',
-        '--heartbeat-interval',
-        '25',
-        '--election-timeout',
-        '250',
-        '--logger',
-        'zap',
-        '--log-level',
-        'warn',
-        ...this.#flags,
-      ],
-      { env, stdio: ['ignore', log, log] },
-    );
+    const fast = ['--heartbeat-interval', '25', '--election-timeout', '250'];
+    member.process = spawn('etcd', etcdMemberArgs(member, this.#initialCluster, state, [...fast, ...this.#flags]), {
+      env: etcdEnvironment(),
+      stdio: ['ignore', log, log],
+    });
   }
 
   /** Waits until a write through the whole cluster succeeds. */
