@@ -13,7 +13,7 @@ import { ROLES, type Role } from '../../formats.ts';
 import { logger } from '../../log.ts';
 // The SDK, the server and the node are imported when a command needs them, so
 // the age commands (encrypt, decrypt) start as fast as they did without them.
-import type { JoinRequest, Receipt, VaultClient } from '../sdk/client.ts';
+import type { JoinRequest, Receipt, RecordFilters, RecordSummary, VaultClient } from '../sdk/client.ts';
 import { subjectOf } from '../sdk/pseudonym.ts';
 import { ioError } from '../sdk/pump.ts';
 import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
@@ -52,17 +52,18 @@ function print(opts: { json?: boolean }, json: unknown, text: string): void {
 
 /** "30d", "12h", "45m" from now, or an ISO date. */
 export function parseExpiry(value: string, now = Date.now()): number {
+  return parseWhen(value, 'ahead', now);
+}
+
+/** A time given as 30d, 12h or 45m (`ahead` of now, or `ago`) or as a date; ms since the epoch. */
+export function parseWhen(value: string, direction: 'ahead' | 'ago', now = Date.now()): number {
   const relative = /^(\d{1,5})([dhm])$/.exec(value);
   if (relative) {
     const unit = { d: DAY, h: 3_600_000, m: 60_000 }[relative[2] as 'd' | 'h' | 'm'];
-    return now + Number(relative[1]) * unit;
+    return now + (direction === 'ahead' ? 1 : -1) * Number(relative[1]) * unit;
   }
   const at = Date.parse(value);
-  check(
-    Number.isFinite(at),
-    'INVALID_ARGUMENT',
-    `--expires takes 30d, 12h, 45m or a date, not ${JSON.stringify(value)}`,
-  );
+  check(Number.isFinite(at), 'INVALID_ARGUMENT', `a time is 30d, 12h, 45m or a date, not ${JSON.stringify(value)}`);
   return at;
 }
 
@@ -643,6 +644,62 @@ export function addVaultCommands(program: Command): void {
         `node(s): ${signers.join(', ')}${opts.output ? `; saved to ${opts.output}` : ''}`,
     );
   });
+
+  withClientOptions(
+    program
+      .command('records')
+      .description('search records, newest first: an uploader its own, a reader those granted to it, a DPO all')
+      .option('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (pseudonymised here)')
+      .option('--pseudonym-key <file>', 'the subject key in a file (default: sealed to you by your node)')
+      .option('--uploader <member>', 'uploaded by this member (id or name)')
+      .option('--reader <member>', 'granted to this member (id or name)')
+      .option('--purpose <code>', 'granted for this purpose')
+      .option('--since <when>', 'created at or after: 30d, 12h (ago) or a date')
+      .option('--until <when>', 'created before: 30d, 12h (ago) or a date')
+      .option('--state <state>', 'active, erased or pending-erasure')
+      .option('--limit <n>', 'records per page (1-500)', '50')
+      .option('--all', 'every page, not only the first'),
+  ).action(
+    async (
+      opts: ClientOptions & {
+        subject?: string;
+        pseudonymKey?: string;
+        uploader?: string;
+        reader?: string;
+        purpose?: string;
+        since?: string;
+        until?: string;
+        state?: string;
+        limit: string;
+        all?: boolean;
+      },
+    ) => {
+      const vault = await client(opts);
+      const ago = (value: string) => parseWhen(value, 'ago');
+      const filters: RecordFilters = {
+        ...(opts.subject
+          ? { subject: await subjectOf(opts.subject, { keyFile: opts.pseudonymKey, client: vault }) }
+          : {}),
+        ...(opts.uploader ? { uploader: (await vault.resolveMember(opts.uploader)).id } : {}),
+        ...(opts.reader ? { reader: (await vault.resolveMember(opts.reader)).id } : {}),
+        ...(opts.purpose ? { purpose: opts.purpose } : {}),
+        ...(opts.since ? { since: ago(opts.since) } : {}),
+        ...(opts.until ? { until: ago(opts.until) } : {}),
+        ...(opts.state ? { state: opts.state as RecordFilters['state'] } : {}),
+        limit: Number(opts.limit),
+      };
+      const records: RecordSummary[] = [];
+      if (opts.all) for await (const r of vault.allRecords(filters)) records.push(r);
+      else records.push(...(await vault.records(filters)).records);
+      const names = new Map((await vault.members()).map((m) => [m.id, m.name]));
+      const lines = records.map(
+        (r) =>
+          `${r.id}  ${new Date(r.createdAt).toISOString()}  ${r.state.padEnd(6)}  ${String(r.size).padStart(10)} B  ` +
+          `${names.get(r.uploader) ?? r.uploader}${r.grants ? `  ${r.grants.length} live grants` : ''}`,
+      );
+      print(opts, records, [`${records.length} records`, ...lines].join('\n'));
+    },
+  );
 
   withClientOptions(
     program

@@ -40,6 +40,16 @@ export interface ConsortiumNode {
   since: number;
 }
 
+/** A record as a search lists it: the view without its receipt (GET /v1/records/:id has it). */
+export type RecordSummary = Omit<RecordView, 'receipt'>;
+
+/** What GET /v1/records answers: a page of records, newest first, and the cursor of the next page. */
+export interface RecordPage {
+  records: RecordSummary[];
+  /** Give it as `cursor` for the next page; null on the last page. */
+  next: string | null;
+}
+
 /** What a member may see of a record. */
 export interface RecordView {
   id: string;

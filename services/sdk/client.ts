@@ -36,6 +36,8 @@ import type {
   ConsortiumNode,
   ErasureRow,
   MemberRow,
+  RecordPage,
+  RecordSummary,
   RecordView,
   ReviewRow,
   Role,
@@ -43,7 +45,17 @@ import type {
 } from '../protocol/views.ts';
 import { coreReadable, pump, type Sink } from './pump.ts';
 
-export type { ErasureCertificate, JoinRequest, MemberCredentials, Receipt, RecordView, Role, SweepReport };
+export type {
+  ErasureCertificate,
+  JoinRequest,
+  MemberCredentials,
+  Receipt,
+  RecordPage,
+  RecordSummary,
+  RecordView,
+  Role,
+  SweepReport,
+};
 export { generateMemberKeys, memberKeyFileText, memberPublic, parseMemberKeyFile };
 
 export interface UploadOptions {
@@ -85,6 +97,19 @@ export interface NodeInfo {
   ledger: string;
   height: number | null;
   peers?: string[];
+}
+
+/** The filters of a record search (GET /v1/records); times in ms since the epoch. */
+export interface RecordFilters {
+  subject?: string;
+  uploader?: string;
+  reader?: string;
+  purpose?: string;
+  since?: number;
+  until?: number;
+  state?: 'active' | 'erased' | 'pending-erasure';
+  cursor?: string;
+  limit?: number;
 }
 
 export class VaultClient {
@@ -306,6 +331,29 @@ export class VaultClient {
   }
 
   /** A record's metadata; its receipt (which fixes the ciphertext hash) is verified. */
+  /**
+   * One page of records matching `filters`, newest first (an uploader sees its own records,
+   * a reader those granted to it now, a DPO all). `subject` is a pseudonym (subjectOf).
+   */
+  async records(filters: RecordFilters = {}): Promise<RecordPage> {
+    const query = new URLSearchParams(
+      Object.entries(filters)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]): [string, string] => [k, String(v)]),
+    ).toString();
+    return this.#json<RecordPage>('GET', `/v1/records${query ? `?${query}` : ''}`);
+  }
+
+  /** Every record matching `filters`, page after page. */
+  async *allRecords(filters: Omit<RecordFilters, 'cursor'> = {}): AsyncIterable<RecordSummary> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.records({ ...filters, ...(cursor ? { cursor } : {}) });
+      yield* page.records;
+      cursor = page.next ?? undefined;
+    } while (cursor);
+  }
+
   async record(id: string): Promise<RecordView> {
     const view = await this.#json<RecordView>('GET', `/v1/records/${id}`);
     await this.verify(view.receipt);

@@ -26,6 +26,28 @@ export type LedgerFinding =
   | { kind: 'removal'; id: string; node: string; at: number }
   | { kind: 'node'; node: ConsortiumNodeRow };
 
+export type RecordSummaryRow = Pick<
+  RecordRow,
+  'id' | 'subject' | 'uploader' | 'state' | 'ciphertextHash' | 'size' | 'createdAt' | 'erasedAt'
+>;
+
+/** What a record search asks for (services/vault/vault.ts searchRecords): every field narrows it. */
+export interface RecordQuery {
+  subject?: string;
+  uploader?: string;
+  /** Records granted to this member (with `liveAt`: grants live at that time only). */
+  reader?: string;
+  liveAt?: number;
+  purpose?: string;
+  /** Created at or after / before, ms. */
+  since?: number;
+  until?: number;
+  state?: 'active' | 'erased' | 'pending-erasure';
+  /** The last record of the previous page: the next page starts after it (newest first). */
+  after?: { createdAt: number; id: string };
+  limit: number;
+}
+
 /** A grant or revocation whose anchoring outcome is not known yet (services/vault/outcomes.ts). */
 export interface PendingChangeRow {
   id: string;
@@ -233,7 +255,9 @@ const MIGRATIONS = [
   `ALTER TABLE consortium_nodes ADD COLUMN tls TEXT;`,
   // 12: a grant or revocation whose anchor's outcome is not known yet (services/vault/outcomes.ts):
   // its event, and the height and head its append tried, until the ledger settles it.
-  `CREATE TABLE pending_changes (
+  `CREATE INDEX records_by_time ON records (created_at, id);
+   CREATE INDEX records_by_uploader ON records (uploader, created_at);
+   CREATE TABLE pending_changes (
      id TEXT PRIMARY KEY,
      record_id TEXT NOT NULL,
      kind TEXT NOT NULL CHECK (kind IN ('grant', 'revoke')),
@@ -437,6 +461,50 @@ export class Metadata {
 
   deletePendingChange(id: string): void {
     this.#run('DELETE FROM pending_changes WHERE id = ?', id);
+  }
+
+  /** Records matching `q`, newest first, never a pending upload; without their headers. */
+  searchRecords(q: RecordQuery): RecordSummaryRow[] {
+    const where = ["r.state != 'pending'"];
+    const params: SQLInputValue[] = [];
+    const add = (clause: string, ...values: SQLInputValue[]) => {
+      where.push(clause);
+      params.push(...values);
+    };
+    if (q.subject !== undefined) add('r.subject = ?', q.subject);
+    if (q.uploader !== undefined) add('r.uploader = ?', q.uploader);
+    if (q.reader !== undefined || q.purpose !== undefined) {
+      const grant = ['g.record_id = r.id'];
+      const values: SQLInputValue[] = [];
+      if (q.reader !== undefined) {
+        grant.push('g.reader = ?');
+        values.push(q.reader);
+      }
+      if (q.purpose !== undefined) {
+        grant.push('g.purpose = ?');
+        values.push(q.purpose);
+      }
+      if (q.liveAt !== undefined) {
+        grant.push('g.revoked_at IS NULL AND g.dropped_at IS NULL AND g.expires_at > ?');
+        values.push(q.liveAt);
+      }
+      add(`EXISTS (SELECT 1 FROM grants g WHERE ${grant.join(' AND ')})`, ...values);
+    }
+    if (q.since !== undefined) add('r.created_at >= ?', q.since);
+    if (q.until !== undefined) add('r.created_at < ?', q.until);
+    if (q.state === 'active' || q.state === 'erased') add('r.state = ?', q.state);
+    if (q.state === 'pending-erasure') {
+      add(`r.state = 'active' AND EXISTS (SELECT 1 FROM erasures e WHERE e.state = 'scheduled'
+             AND ((e.scope = 'subject' AND e.target = r.subject) OR (e.scope = 'record' AND e.target = r.id)))`);
+    }
+    if (q.after)
+      add('(r.created_at < ? OR (r.created_at = ? AND r.id < ?))', q.after.createdAt, q.after.createdAt, q.after.id);
+    return this.#all<RecordSummaryRow>(
+      `SELECT r.id, r.subject, r.uploader, r.state, r.ciphertext_hash, r.size, r.created_at, r.erased_at
+       FROM records r WHERE ${where.join(' AND ')} ORDER BY r.created_at DESC, r.id DESC LIMIT ?`,
+      ...params,
+      q.limit,
+    );
   }
 
   // Records.

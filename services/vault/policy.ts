@@ -26,6 +26,7 @@ export type Action =
   | 'checkpoint'
   | 'checkpoint.read'
   | 'consortium.invite'
+  | 'record.search'
   | 'subject-key';
 
 const ALL = ROLES;
@@ -54,6 +55,9 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Making a ledger checkpoint asks every peer to walk the chain: not for everyone.
   checkpoint: ['admin', 'dpo'],
   'checkpoint.read': ALL,
+  // Searching records: an uploader its own, a reader those granted to it (live), a DPO all
+  // (vault.ts searchRecords narrows each); an admin manages members, not records.
+  'record.search': ['uploader', 'reader', 'dpo'],
   // Inviting another node into the consortium: an admin of a member node.
   'consortium.invite': ['admin'],
   // The consortium's subject key, sealed to the member: those who turn patient ids into

@@ -33,13 +33,22 @@ import type { LocalKms } from '../../kms/local-kms.ts';
 import { logger } from '../../log.ts';
 import { forwardMessage } from '../protocol/signing.ts';
 import type { TlsIdentity } from '../protocol/tls.ts';
-import type { RecordView } from '../protocol/views.ts';
+import type { RecordPage, RecordSummary, RecordView } from '../protocol/views.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { Consortium, type ConsortiumInfo } from './consortium.ts';
 import { ConsortiumIndex } from './consortium-index.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
 import { Erasures } from './erasure.ts';
-import type { ConsortiumNodeRow, GrantRow, MemberRow, Metadata, RecordRow, Role } from './metadata.ts';
+import type {
+  ConsortiumNodeRow,
+  GrantRow,
+  MemberRow,
+  Metadata,
+  RecordQuery,
+  RecordRow,
+  RecordSummaryRow,
+  Role,
+} from './metadata.ts';
 import { anchorChange, type ChangeHandlers, cannotLand, settleChanges } from './outcomes.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
@@ -55,6 +64,24 @@ const UPLOAD_LIMITS: HeaderLimits = { maxStanzas: MAX_READERS + 2, maxBytes: 32 
 const TAG_LENGTH = 16;
 /** The longest a grant may run: ten years. */
 const MAX_GRANT_MS = 10 * 365 * 86_400_000;
+
+/** A record search (GET /v1/records): the filters, and the page. */
+export interface RecordSearch extends Omit<RecordQuery, 'after' | 'limit' | 'liveAt'> {
+  cursor?: string;
+  limit?: number;
+}
+
+/** A page cursor: the last record's creation time and id. */
+function encodeCursor(r: { createdAt: number; id: string }): string {
+  return Buffer.from(`${r.createdAt}.${r.id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: number; id: string } {
+  const m = /^(\d{1,16})\.([0-9a-f]{32})$/.exec(Buffer.from(cursor, 'base64url').toString('latin1'));
+  if (!m || Buffer.from(`${m[1]}.${m[2]}`).toString('base64url') !== cursor)
+    fail('REQUEST_INVALID', 'not a page cursor');
+  return { createdAt: Number(m[1]), id: m[2] as string };
+}
 
 export interface UploadOptions {
   /**
@@ -609,6 +636,64 @@ export class Vault {
     return this.#view(record, manager, await this.#contentReceipt(record));
   }
 
+  /**
+   * Records matching `input`, newest first, a page at a time (`cursor` from the previous page).
+   * Each role sees only what it may: an uploader its own records, a reader those granted to it
+   * now, a DPO every record (grants included, never content). A subject is its pseudonym.
+   */
+  searchRecords(actor: MemberRow, input: RecordSearch): RecordPage {
+    authorize(actor, 'record.search');
+    const limit = input.limit ?? 50;
+    check(Number.isSafeInteger(limit) && limit >= 1 && limit <= 500, 'REQUEST_INVALID', 'limit is 1 to 500');
+    if (input.subject !== undefined) checkSubject(input.subject);
+    for (const id of [input.uploader, input.reader]) {
+      check(id === undefined || ID.test(id), 'REQUEST_INVALID', 'a member is named by its id (32 hex digits)');
+    }
+    check(input.purpose === undefined || PURPOSE.test(input.purpose), 'REQUEST_INVALID', 'not a purpose code');
+    for (const t of [input.since, input.until]) {
+      check(t === undefined || (Number.isSafeInteger(t) && t >= 0), 'REQUEST_INVALID', 'times are ms since the epoch');
+    }
+    const query: RecordQuery = { ...input, limit: limit + 1 };
+    delete (query as RecordSearch).cursor;
+    if (input.cursor !== undefined) query.after = decodeCursor(input.cursor);
+    if (actor.role === 'uploader') {
+      if (input.uploader !== undefined && input.uploader !== actor.id)
+        fail('FORBIDDEN', 'an uploader searches its own records');
+      query.uploader = actor.id;
+    } else if (actor.role === 'reader') {
+      if (input.reader !== undefined && input.reader !== actor.id)
+        fail('FORBIDDEN', 'a reader searches the records granted to it');
+      query.reader = actor.id;
+      query.liveAt = this.#c.now();
+    }
+    const rows = this.#c.m.searchRecords(query);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      records: page.map((r) => this.#summary(r, actor.role === 'dpo' || r.uploader === actor.id)),
+      next: rows.length > limit && last ? encodeCursor(last) : null,
+    };
+  }
+
+  #summary(record: RecordSummaryRow, manager: boolean): RecordSummary {
+    const summary: RecordSummary = {
+      id: record.id,
+      subject: record.subject,
+      uploader: record.uploader,
+      state: record.state === 'erased' ? 'erased' : 'active',
+      ciphertextHash: record.ciphertextHash,
+      size: record.size,
+      createdAt: record.createdAt,
+      erasedAt: record.erasedAt,
+    };
+    if (manager) {
+      summary.grants = this.#c.m
+        .liveGrants(record.id, this.#c.now())
+        .map((g) => ({ reader: g.reader, purpose: g.purpose, expiresAt: g.expiresAt }));
+    }
+    return summary;
+  }
+
   /** Fetch: a live grantee gets the header and a stream of the blob; the access is anchored first. */
   async open(actor: MemberRow, id: string): Promise<Opened> {
     await this.#dropExpiredStanzas(id);
@@ -1017,23 +1102,7 @@ export class Vault {
   }
 
   #view(record: RecordRow, manager: boolean, receipt: Receipt): RecordView {
-    const view: RecordView = {
-      id: record.id,
-      subject: record.subject,
-      uploader: record.uploader,
-      state: record.state === 'erased' ? 'erased' : 'active',
-      ciphertextHash: record.ciphertextHash,
-      size: record.size,
-      createdAt: record.createdAt,
-      erasedAt: record.erasedAt,
-      receipt,
-    };
-    if (manager) {
-      view.grants = this.#c.m
-        .liveGrants(record.id, this.#c.now())
-        .map((g) => ({ reader: g.reader, purpose: g.purpose, expiresAt: g.expiresAt }));
-    }
-    return view;
+    return { ...this.#summary(record, manager), receipt };
   }
 
   /**

@@ -11,7 +11,7 @@ import { verifySignature } from '../../../crypto/ed25519.ts';
 import { fail } from '../../../errors.ts';
 import { BODY_TRAILER, bodyMessage, HEADER } from '../../protocol/signing.ts';
 import type { MemberRow } from '../../protocol/views.ts';
-import type { Opened } from '../../vault/vault.ts';
+import type { Opened, RecordSearch } from '../../vault/vault.ts';
 import { idParam, member, type RouteContext } from '../context.ts';
 import { here } from '../forward.ts';
 import { counted, countedChunks, type Metrics } from '../metrics.ts';
@@ -85,6 +85,49 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
         { checkBody: () => checkBodySignature(request, actor, hash.digest('hex')) },
       );
       return reply.code(result.repeated ? 200 : 201).send(result);
+    },
+  );
+  app.get(
+    '/v1/records',
+    {
+      schema: {
+        summary:
+          'Search records, newest first (an uploader its own, a reader those granted to it now, a DPO all); a page at a time',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            subject: { ...HASH, description: "the subject's pseudonym, computed on the caller's side" },
+            uploader: ID,
+            reader: ID,
+            purpose: PURPOSE,
+            since: { type: 'string', pattern: '^[0-9]{1,16}$', description: 'created at or after (ms)' },
+            until: { type: 'string', pattern: '^[0-9]{1,16}$', description: 'created before (ms)' },
+            state: { enum: ['active', 'erased', 'pending-erasure'] },
+            cursor: { type: 'string', maxLength: 100, description: "the previous page's `next`" },
+            limit: { type: 'string', pattern: '^[0-9]{1,3}$', description: '1 to 500 (default 50)' },
+          },
+        },
+        response: { 200: { type: 'object', additionalProperties: true }, ...STANDARD_ERRORS },
+      },
+    },
+    async (request) => {
+      const q = request.query as Record<string, string | undefined>;
+      const number = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+      const search = Object.fromEntries(
+        Object.entries({
+          subject: q.subject,
+          uploader: q.uploader,
+          reader: q.reader,
+          purpose: q.purpose,
+          since: number(q.since),
+          until: number(q.until),
+          state: q.state,
+          cursor: q.cursor,
+          limit: number(q.limit),
+        }).filter(([, v]) => v !== undefined),
+      );
+      return vault.searchRecords(member(request), search as RecordSearch);
     },
   );
   app.get(
