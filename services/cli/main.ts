@@ -16,6 +16,7 @@ import { enableChunkReclaim } from '../../crypto/reclaim.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
 import { type ErrorCode, fail, isMedvaultError } from '../../errors.ts';
 import type { ErasureCertificate } from '../protocol/certificate.ts';
+import type { SubjectReport } from '../protocol/subject-report.ts';
 import { pump, type Sink, type Source } from '../sdk/pump.ts';
 import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
 import { addVaultCommands } from './vault-commands.ts';
@@ -109,7 +110,7 @@ export function buildProgram(): Command {
     .description(
       'verify a ledger receipt, an erasure certificate or a ledger checkpoint offline; with --ledger, also against the ledger',
     )
-    .argument('<file>', 'receipt, erasure certificate or checkpoint (JSON)')
+    .argument('<file>', 'receipt, erasure certificate, checkpoint or subject report (JSON, or the report as HTML)')
     .option('--ledger <uri>', 'also check the ledger holds each block and it links to the head (file:PATH, etcd://…)')
     .option(
       '--trust <member-key-id>',
@@ -118,7 +119,9 @@ export function buildProgram(): Command {
       [],
     )
     .action(async (file: string, opts: { ledger?: string; trust: string[] }) => {
-      const document = parseJsonFile(await readText(file, 'receipt or certificate'), file);
+      const text = await readText(file, 'receipt, certificate, checkpoint or report');
+      const { embeddedReport } = await import('./report-html.ts');
+      const document = text.trimStart().startsWith('<') ? embeddedReport(text) : parseJsonFile(text, file);
       const trust = opts.trust.length > 0 ? { trusted: opts.trust } : {};
       const receipts: Receipt[] = [];
       let line: string;
@@ -134,7 +137,15 @@ export function buildProgram(): Command {
         process.stdout.write(`${line}\n`);
         return;
       }
-      if (type === 'medvault.erasure-certificate') {
+      if (type === 'medvault.subject-report') {
+        const { verifySubjectReport } = await import('../protocol/subject-report.ts');
+        const report = document as SubjectReport;
+        const counted = verifySubjectReport(report, trust);
+        for (const part of report.parts) for (const r of part.records) receipts.push(...r.events);
+        line =
+          `subject report OK: ${counted.records} record(s) on ${report.parts.length} node(s), ${counted.receipts} receipt(s) verified, each signed by the node holding its record` +
+          (report.missing.length ? `; INCOMPLETE: node(s) ${report.missing.join(', ')} did not answer` : '');
+      } else if (type === 'medvault.erasure-certificate') {
         const { verifyCertificate } = await import('../protocol/certificate.ts');
         const verified = verifyCertificate(document, trust);
         const cert = document as ErasureCertificate;

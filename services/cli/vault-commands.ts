@@ -701,6 +701,41 @@ export function addVaultCommands(program: Command): void {
     },
   );
 
+  const subject = program.command('subject').description("a subject's data: the access report (GDPR Art. 15)");
+  withClientOptions(
+    subject
+      .command('report')
+      .description('every record of the subject on every node, with its ledger trail (DPO); every receipt verified')
+      .requiredOption('--subject <subject>', 'a 64-hex subject pseudonym, or a patient id (pseudonymised here)')
+      .option('--pseudonym-key <file>', 'the subject key in a file (default: sealed to you by your node)')
+      .option('-o, --output <file>', 'write the report as JSON (medvault verify checks it offline)')
+      .option('--html <file>', 'write it as a printable HTML page (which medvault verify also checks)'),
+  ).action(async (opts: ClientOptions & { subject: string; pseudonymKey?: string; output?: string; html?: string }) => {
+    const vault = await client(opts);
+    const pseudonym = await subjectOf(opts.subject, { keyFile: opts.pseudonymKey, client: vault });
+    const report = await vault.subjectReport(pseudonym);
+    if (opts.output) await writeNewFile(opts.output, `${JSON.stringify(report, null, 2)}\n`);
+    if (opts.html) {
+      const { reportHtml } = await import('./report-html.ts');
+      await writeNewFile(opts.html, reportHtml(report));
+    }
+    const names = Object.assign({}, ...report.parts.map((p) => p.names)) as Record<string, string>;
+    const lines = report.parts.flatMap((part) => [
+      `node ${part.node}: ${part.records.length} record(s)`,
+      ...part.records.flatMap(({ record, events }) =>
+        events.map((r) => {
+          const e = r.event;
+          const id = (e.reader ?? e.uploader ?? e.grantor ?? e.revoker ?? e.dpo ?? e.by ?? '') as string;
+          return `  ${new Date(e.at).toISOString()}  ${record.id}  ${e.type.padEnd(17)} ${names[id] ?? id}`;
+        }),
+      ),
+    ]);
+    const missing = report.missing.length
+      ? [`NOT IN THIS REPORT: node(s) ${report.missing.join(', ')} did not answer`]
+      : [];
+    print(opts, report, [...lines, ...missing, 'every receipt verified'].join('\n'));
+  });
+
   withClientOptions(
     program
       .command('audit')

@@ -25,6 +25,7 @@ import { erasureRoutes } from './routes/erasures.ts';
 import { memberRoutes } from './routes/members.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { recordRoutes } from './routes/records.ts';
+import { reportRoutes } from './routes/reports.ts';
 import { reviewRoutes } from './routes/reviews.ts';
 
 export interface ServerOptions extends LimitOptions {
@@ -154,6 +155,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   await app.register(checkpointRoutes, context);
   await app.register(reviewRoutes, context);
   await app.register(consortiumRoutes, context);
+  await app.register(reportRoutes, context);
   return app;
 }
 

@@ -31,6 +31,7 @@ import {
   parseMemberKeyFile,
 } from '../protocol/member-keys.ts';
 import { BODY_TRAILER, bodyMessage, HEADER, signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
+import { type SubjectReport, verifySubjectReport } from '../protocol/subject-report.ts';
 import { caAgent } from '../protocol/tls.ts';
 import type {
   ConsortiumNode,
@@ -54,6 +55,7 @@ export type {
   RecordSummary,
   RecordView,
   Role,
+  SubjectReport,
   SweepReport,
 };
 export { generateMemberKeys, memberKeyFileText, memberPublic, parseMemberKeyFile };
@@ -116,6 +118,7 @@ export class VaultClient {
   readonly #base: string;
   readonly #keys: MemberCredentials;
   #trusted: string[] | undefined;
+  readonly #trustGiven: boolean;
   #subjectKey: Promise<Uint8Array> | undefined;
   #members: { at: number; rows: MemberRow[] } | undefined;
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
@@ -133,6 +136,7 @@ export class VaultClient {
     this.#base = baseUrl.replace(/\/$/, '');
     this.#keys = keys;
     this.#trusted = options.trusted;
+    this.#trustGiven = options.trusted !== undefined;
     this.#dispatcher = options.ca ? caAgent(options.ca) : undefined;
     this.#uploadAgent = this.#base.startsWith('https:')
       ? new HttpsAgent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) })
@@ -549,6 +553,17 @@ export class VaultClient {
       this.#subjectKey = undefined;
     });
     return this.#subjectKey;
+  }
+
+  /**
+   * A subject access report (DPO): every record of `subject` (a pseudonym) on every node of
+   * the consortium, with its trail; every receipt verified, each by the node that holds it.
+   */
+  async subjectReport(subject: string): Promise<SubjectReport> {
+    const report = await this.#json<SubjectReport>('POST', '/v1/subject-reports', { subject });
+    if (!this.#trustGiven) this.#trusted = undefined; // the node asked its peers just now: ask it again
+    verifySubjectReport(report, { trusted: await this.#trust() });
+    return report;
   }
 
   async reviews(all = false): Promise<ReviewRow[]> {

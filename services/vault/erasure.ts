@@ -15,7 +15,7 @@ import {
   signCertificate,
   verifyCertificate,
 } from '../protocol/certificate.ts';
-import { type ErasureOrder, signErasureOrder, verifyErasureOrder } from '../protocol/erasure-order.ts';
+import { type ErasureOrder, signErasureOrder, verifyErasureOrder } from '../protocol/node-orders.ts';
 import { checkSubject, ID, newId, type TreeCache, type VaultCore } from './core.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
 import { Peers } from './peers.ts';

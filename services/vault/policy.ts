@@ -27,6 +27,7 @@ export type Action =
   | 'checkpoint.read'
   | 'consortium.invite'
   | 'record.search'
+  | 'subject.report'
   | 'subject-key';
 
 const ALL = ROLES;
@@ -58,6 +59,8 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Searching records: an uploader its own, a reader those granted to it (live), a DPO all
   // (vault.ts searchRecords narrows each); an admin manages members, not records.
   'record.search': ['uploader', 'reader', 'dpo'],
+  // A subject access report (GDPR Art. 15): the DPO answers it.
+  'subject.report': ['dpo'],
   // Inviting another node into the consortium: an admin of a member node.
   'consortium.invite': ['admin'],
   // The consortium's subject key, sealed to the member: those who turn patient ids into

@@ -52,6 +52,7 @@ import type {
 import { anchorChange, type ChangeHandlers, cannotLand, settleChanges } from './outcomes.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
+import { SubjectReports } from './report.ts';
 
 export type { RecordView };
 
@@ -203,6 +204,8 @@ export class Vault {
   readonly consortium: Consortium;
   /** The certificate the node serves with, if it serves TLS. */
   readonly tls: TlsIdentity | undefined;
+  /** Subject access reports across the consortium (DPO). */
+  readonly reports: SubjectReports;
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
@@ -223,6 +226,7 @@ export class Vault {
     this.#announce(this.#c.m.consortiumNodes());
     this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
+    this.reports = new SubjectReports(this.#c, this.peers, (record) => this.#summary(record, true));
     this.consortium = new Consortium(
       this.#c,
       deps.keystore,
