@@ -34,18 +34,51 @@ const FORM: Record<keyof typeof HEADER, RegExp> = {
   time: /^[1-9][0-9]{0,15}$/,
   nonce: ID,
   body: /^(?:[0-9a-f]{64}|UNSIGNED-PAYLOAD)$/,
-  signature: /^[A-Za-z0-9+/]{86}==$/, // 64 bytes, canonical base64
+  // 64 bytes, canonical base64: the last character before the padding carries 2 bits and 4 zero bits
+  signature: /^[A-Za-z0-9+/]{85}[AQgw]==$/,
 };
-const FORWARD_FORM = { via: ID, signature: /^[A-Za-z0-9+/]{86}==$/ };
+const FORWARD_FORM = { via: ID, signature: /^[A-Za-z0-9+/]{85}[AQgw]==$/ };
 
-/** A header's one value: undefined when absent; AUTH_INVALID when repeated (Node joins repeats with ", "). */
-function single(request: FastifyRequest, name: string): string | undefined {
-  const value = request.headers[name];
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || request.raw.headersDistinct[name]?.length !== 1) {
-    fail('AUTH_INVALID', `the ${name} header is sent more than once`);
+/** The signature headers of a request, each checked to be present once and in its exact form. */
+export interface SignatureHeaders {
+  values: Record<keyof typeof HEADER, string>;
+  via?: string;
+  viaSignature?: string;
+}
+
+/**
+ * Reads the signature headers from `distinct` (each header name → every value it was sent
+ * with, as Node's headersDistinct): AUTH_REQUIRED when one is missing, AUTH_INVALID when one
+ * is repeated or not exactly in its form (canonical base64, lower-case hex, no junk). Pure:
+ * the fuzz suite feeds it random and mutated headers.
+ */
+export function readSignatureHeaders(distinct: Record<string, string[] | undefined>): SignatureHeaders {
+  const single = (name: string): string | undefined => {
+    const values = distinct[name];
+    if (values === undefined || values.length === 0) return undefined;
+    if (values.length !== 1) fail('AUTH_INVALID', `the ${name} header is sent more than once`);
+    return values[0];
+  };
+  const values = Object.fromEntries(
+    (Object.keys(HEADER) as Array<keyof typeof HEADER>).map((k) => [k, single(HEADER[k])]),
+  ) as Record<keyof typeof HEADER, string | undefined>;
+  if (Object.values(values).some((v) => v === undefined)) {
+    fail('AUTH_REQUIRED', `send the ${Object.values(HEADER).join(', ')} headers`);
   }
-  return value;
+  for (const [k, form] of Object.entries(FORM) as Array<[keyof typeof HEADER, RegExp]>) {
+    if (!form.test(values[k] as string)) fail('AUTH_INVALID', `malformed ${HEADER[k]} header`);
+  }
+  const via = single(FORWARD_HEADER.via);
+  const viaSignature = single(FORWARD_HEADER.signature);
+  if (via !== undefined && !FORWARD_FORM.via.test(via)) fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.via} header`);
+  if (viaSignature !== undefined && !FORWARD_FORM.signature.test(viaSignature)) {
+    fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.signature} header`);
+  }
+  return {
+    values: values as Record<keyof typeof HEADER, string>,
+    ...(via === undefined ? {} : { via }),
+    ...(viaSignature === undefined ? {} : { viaSignature }),
+  };
 }
 
 /**
@@ -55,21 +88,7 @@ function single(request: FastifyRequest, name: string): string | undefined {
  * that fails here is refused without its body being read or parsed.
  */
 export async function precheck(request: FastifyRequest, vault: Vault, state: AuthState): Promise<MemberRow> {
-  const values = Object.fromEntries(
-    (Object.keys(HEADER) as Array<keyof typeof HEADER>).map((k) => [k, single(request, HEADER[k])]),
-  ) as Record<keyof typeof HEADER, string | undefined>;
-  if (Object.values(values).some((v) => v === undefined)) {
-    fail('AUTH_REQUIRED', `send the ${Object.values(HEADER).join(', ')} headers`);
-  }
-  for (const [k, form] of Object.entries(FORM) as Array<[keyof typeof HEADER, RegExp]>) {
-    if (!form.test(values[k] as string)) fail('AUTH_INVALID', `malformed ${HEADER[k]} header`);
-  }
-  const via = single(request, FORWARD_HEADER.via);
-  const viaSignature = single(request, FORWARD_HEADER.signature);
-  if (via !== undefined && !FORWARD_FORM.via.test(via)) fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.via} header`);
-  if (viaSignature !== undefined && !FORWARD_FORM.signature.test(viaSignature)) {
-    fail('AUTH_INVALID', `malformed ${FORWARD_HEADER.signature} header`);
-  }
+  const { values, via } = readSignatureHeaders(request.raw.headersDistinct);
   const at = Number(values.time);
   const now = Date.now();
   if (Math.abs(now - at) > state.window || at < state.startedAt) {

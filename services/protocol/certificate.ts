@@ -161,7 +161,7 @@ const validateShape = new Ajv({ strict: true }).compile({
     },
     signer: ID,
     signerKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
-    sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+    sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{85}[AQgw]==$' },
     cosignatures: {
       type: 'array',
       maxItems: 256,
@@ -174,7 +174,7 @@ const validateShape = new Ajv({ strict: true }).compile({
           signerKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
           at: { type: 'integer', minimum: 0 },
           confirmed: TEXT,
-          sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+          sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{85}[AQgw]==$' },
         },
       },
     },

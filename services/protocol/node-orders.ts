@@ -58,7 +58,7 @@ const SIGNED = {
   at: { type: 'integer', minimum: 0 },
   signer: SCHEMA.id,
   signerKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
-  sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
+  sig: { type: 'string', pattern: '^[A-Za-z0-9+/]{85}[AQgw]==$' },
 };
 const shape = (type: string, fields: Record<string, unknown>) =>
   ajv.compile({

@@ -1,10 +1,11 @@
 /**
- * npm run fuzz [-- --runs N --seed S --json]
+ * npm run fuzz [-- --runs N --seed S --target NAME --json]
  *
  * Property-based fuzzing (fast-check) of every parser an outsider's bytes
- * reach: the age header parser, the armor decoder, the age decryptor (header,
- * STREAM payload), the event schema and canonical JSON (signature headers
- * are matched against exact forms instead: limits.test.ts). Inputs are
+ * reach: the signed request's headers (each accepted value must be its one
+ * canonical spelling), the age header parser, the armor decoder, the age
+ * decryptor (header, STREAM payload), the event schema and canonical JSON
+ * (`--target` runs those whose name contains NAME). Inputs are
  * random bytes and valid inputs with bytes flipped, inserted, dropped or cut. Each must either succeed or refuse with a
  * typed MedvaultError (anything else is a crash), within 1 s (a hang); the
  * decryptor must never release a byte that is not the original plaintext at
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '1000000' },
     seed: { type: 'string' },
     json: { type: 'boolean', default: false },
+    target: { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -29,7 +31,10 @@ const seed = values.seed ? Number(values.seed) : Date.now() % 2 ** 31;
 
 const results: Record<string, { runs: number; seconds: number; findings: number }> = {};
 const found = join(import.meta.dirname, 'regressions');
-for (const [name, run] of Object.entries(fuzzTargets({ numRuns: runs, seed }))) {
+const chosen = Object.entries(fuzzTargets({ numRuns: runs, seed })).filter(
+  ([name]) => values.target === undefined || name.includes(values.target),
+);
+for (const [name, run] of chosen) {
   const started = performance.now();
   const outcome = run();
   const seconds = (performance.now() - started) / 1000;

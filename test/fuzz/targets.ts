@@ -1,5 +1,5 @@
 /**
- * The fuzz targets: every parser an outsider's bytes reach, each property
+ * The fuzz targets: every parser an outsider's bytes reach (the signed request's headers included), each property
  * passing when the input is accepted or refused with a typed MedvaultError
  * within 1 s, and the decryptor never releasing a byte that is not the
  * original plaintext at its offset. Run at length by `npm run fuzz`
@@ -9,9 +9,12 @@ import fc from 'fast-check';
 import { eventJson, validateEvent } from '../../anchor/events.ts';
 import { AgeDecryptor, encrypt } from '../../crypto/age.ts';
 import { ArmorDecoder } from '../../crypto/armor.ts';
+import { SigningKey } from '../../crypto/ed25519.ts';
 import { parseHeader } from '../../crypto/header.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
+import { readSignatureHeaders } from '../../services/http/auth.ts';
+import { FORWARD_HEADER, HEADER, signRequest } from '../../services/protocol/signing.ts';
 import { sampleEvent } from '../anchor/fixtures.ts';
 
 export interface Outcome {
@@ -33,6 +36,62 @@ const headerEnd =
     .indexOf('\n') +
   1;
 const headerBytes = file.subarray(0, headerEnd);
+
+/** A well-formed set of signature headers (with a forwarding node's), as Node's headersDistinct has them. */
+const signer = SigningKey.generate();
+const signedHeaders: Record<string, string> = {
+  ...signRequest(signer, 'POST', '/v1/records/0123/grants', '{"reader":"x"}'),
+  [FORWARD_HEADER.via]: signer.id,
+  [FORWARD_HEADER.signature]: signRequest(signer, 'GET', '/', undefined)[HEADER.signature] as string,
+};
+
+/** One header value, edited: a character replaced, inserted or removed, or cut. */
+const editedValue = (value: string) =>
+  fc
+    .record({
+      kind: fc.constantFrom('replace', 'insert', 'delete', 'cut', 'case', 'pad'),
+      at: fc.nat({ max: value.length }),
+      char: fc.oneof(
+        fc.string({ minLength: 1, maxLength: 1 }),
+        fc.constantFrom('=', '+', '/', ' ', ',', '\t', 'A', 'f'),
+      ),
+    })
+    .map(({ kind, at, char }) => {
+      if (kind === 'replace') return value.slice(0, at) + char + value.slice(at + 1);
+      if (kind === 'insert') return value.slice(0, at) + char + value.slice(at);
+      if (kind === 'delete') return value.slice(0, at) + value.slice(at + 1);
+      if (kind === 'cut') return value.slice(0, at);
+      if (kind === 'case') return value.toUpperCase();
+      return ` ${value}`;
+    });
+
+/** Signature headers with some dropped, repeated, edited or replaced by junk. */
+const mutatedHeaders = fc
+  .tuple(
+    ...Object.entries(signedHeaders).map(([name, value]) =>
+      fc
+        .oneof(
+          { weight: 6, arbitrary: fc.constant([value]) },
+          { weight: 1, arbitrary: fc.constant(undefined) },
+          { weight: 1, arbitrary: fc.constant([value, value]) },
+          { weight: 3, arbitrary: editedValue(value).map((v) => [v]) },
+          { weight: 1, arbitrary: fc.string({ maxLength: 120 }).map((v) => [v]) },
+        )
+        .map((values) => [name, values] as const),
+    ),
+  )
+  .map((entries) => Object.fromEntries(entries.filter(([, v]) => v !== undefined)) as Record<string, string[]>);
+
+/** Whether `value` is the one canonical spelling of header `name` (checked without the parser's own patterns). */
+function canonical(name: string, value: string): boolean {
+  const hex = (digits: number) => value.length === digits && Buffer.from(value, 'hex').toString('hex') === value;
+  const base64 = (bytes: number) =>
+    Buffer.from(value, 'base64').length === bytes && Buffer.from(value, 'base64').toString('base64') === value;
+  if (name === HEADER.key || name === HEADER.nonce || name === FORWARD_HEADER.via) return hex(32);
+  if (name === HEADER.time) return String(Number(value)) === value && Number(value) > 0 && value.length <= 16;
+  if (name === HEADER.body) return value === 'UNSIGNED-PAYLOAD' || hex(64);
+  return base64(64); // the signatures
+}
 
 /** Valid input with a few edits: flips, inserts, deletions, a cut. */
 const mutated = (base: Uint8Array, maxEdits = 4) =>
@@ -109,6 +168,21 @@ export const fuzzPredicates: Record<string, (...args: never[]) => void> = {
     }),
   'age decryptor (header and STREAM payload)': (input: Uint8Array, piece: number) =>
     guarded(() => decryptInPieces(input, piece)),
+  'signed-request headers': (distinct: Record<string, string[]>) =>
+    guarded(() => {
+      const read = readSignatureHeaders(distinct);
+      const accepted: Array<[string, string | undefined]> = [
+        ...Object.entries(HEADER).map(([k, name]): [string, string] => [name, read.values[k as keyof typeof HEADER]]),
+        [FORWARD_HEADER.via, read.via],
+        [FORWARD_HEADER.signature, read.viaSignature],
+      ];
+      for (const [name, value] of accepted) {
+        if (value === undefined) continue;
+        if (distinct[name]?.length !== 1 || distinct[name]?.[0] !== value)
+          throw new Error(`${name}: not the one value sent`);
+        if (!canonical(name, value)) throw new Error(`${name}: accepted a non-canonical ${JSON.stringify(value)}`);
+      }
+    }),
   'event schema and canonical JSON': (value: unknown) =>
     guarded(() => {
       validateEvent(value);
@@ -128,7 +202,9 @@ export function fuzzTargets(options: { numRuns: number; seed: number }): Record<
   const armor = 'armor decoder';
   const decryptor = 'age decryptor (header and STREAM payload)';
   const events = 'event schema and canonical JSON';
+  const signed = 'signed-request headers';
   return {
+    [signed]: check(fc.property(mutatedHeaders, predicate(signed))),
     [header]: check(fc.property(bytesOrMutated(headerBytes), predicate(header))),
     [armor]: check(fc.property(bytesOrMutated(armored), predicate(armor))),
     [decryptor]: check(
