@@ -224,6 +224,20 @@ export function addVaultCommands(program: Command): void {
       const stopped = await consortiumDown(opts.dir);
       process.stdout.write(`stopped ${stopped.length} processes\n`);
     });
+  withClientOptions(
+    consortium
+      .command('leave')
+      .description('this node leaves the consortium (admin): peers stop forwarding to it and ordering its erasures')
+      .option('--yes', 'yes: its records stay here, and erasures filed elsewhere will no longer reach them'),
+  ).action(async (opts: ClientOptions & { yes?: boolean }) => {
+    check(
+      opts.yes === true,
+      'INVALID_ARGUMENT',
+      'a node that leaves keeps its records, and erasures filed at other nodes no longer reach them: erase or hand them over first, then give --yes',
+    );
+    const { receipt } = await (await client(opts)).leaveConsortium();
+    print(opts, { receipt }, `this node left the consortium (${where(receipt)})`);
+  });
   withClientOptions(consortium.command('nodes').description("the consortium's nodes, as the ledger says")).action(
     async (opts: ClientOptions) => {
       const nodes = await (await client(opts)).consortiumNodes();

@@ -4,9 +4,45 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-export function createMetrics() {
+/** What the node reports about itself at each scrape (services/vault/vault.ts operatorState, the ledger's head). */
+export interface NodeState {
+  operatorState(): { pendingUploads: number; pendingChanges: number; scheduledErasures: number; peers: number };
+  ledgerHeight(): Promise<number>;
+}
+
+export function createMetrics(node?: NodeState) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'medvault_' });
+  if (node) {
+    const gauge = (name: string, help: string, value: () => number | Promise<number>) =>
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        async collect() {
+          this.set(await value());
+        },
+      });
+    gauge('medvault_ledger_height', "The ledger head's height as this node reads it (-1: unreadable now)", () =>
+      node.ledgerHeight().catch(() => -1),
+    );
+    gauge(
+      'medvault_pending_uploads',
+      'Uploads whose anchoring outcome the ledger has not settled yet',
+      () => node.operatorState().pendingUploads,
+    );
+    gauge(
+      'medvault_pending_acl_changes',
+      'Grants and revocations whose anchoring outcome is not settled yet',
+      () => node.operatorState().pendingChanges,
+    );
+    gauge(
+      'medvault_erasures_scheduled',
+      'Erasures filed with a cancel window, not yet run',
+      () => node.operatorState().scheduledErasures,
+    );
+    gauge('medvault_peers', 'The consortium nodes this node knows as peers', () => node.operatorState().peers);
+  }
   return {
     registry,
     requests: new Histogram({
@@ -30,6 +66,13 @@ export function createMetrics() {
     breakGlass: new Counter({
       name: 'medvault_break_glass_total',
       help: 'Break-glass accesses, counted the moment each is anchored (alert on any increase)',
+      registers: [registry],
+    }),
+    anchors: new Histogram({
+      name: 'medvault_ledger_append_seconds',
+      help: "Time from submitting an event to its block being durable on the ledger, by outcome ('ok' or the error code)",
+      labelNames: ['outcome'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
       registers: [registry],
     }),
     openReviews: new Gauge({

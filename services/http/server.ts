@@ -68,7 +68,14 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     clientErrorHandler,
   });
   installLimits(app, options);
-  const metrics = createMetrics();
+  const metrics = createMetrics({
+    operatorState: () => vault.operatorState(),
+    ledgerHeight: async () => {
+      const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 1000).unref());
+      return (await Promise.race([vault.ledger.head(), timeout]))?.height ?? -1;
+    },
+  });
+  vault.onAnchored((seconds, outcome) => metrics.anchors.observe({ outcome }, seconds));
 
   app.decorateRequest('member', null);
   app.decorateRequest('rawBody', null);

@@ -541,6 +541,13 @@ export class VaultClient {
     return result;
   }
 
+  /** The node this client talks to leaves the consortium (admin); the verified receipt of node.left. */
+  async leaveConsortium(): Promise<{ receipt: Receipt }> {
+    const result = await this.#json<{ receipt: Receipt }>('POST', '/v1/consortium/leave');
+    await this.verify(result.receipt);
+    return result;
+  }
+
   /**
    * The consortium's subject key, which turns patient identifiers into subjects on this
    * machine: sealed by the node to this member's own key, opened here, kept in memory.

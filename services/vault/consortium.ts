@@ -173,6 +173,21 @@ export class Consortium {
     return { invite: sealed, node: joining.node, expiresAt, receipt };
   }
 
+  /**
+   * This node leaves the consortium (admin): anchors node.left, after which no node takes it
+   * as a peer (no forwarded fetch, no erasure order, no cosignature). Its records stay here:
+   * erasures filed at other nodes no longer reach them, so erase or hand them over first.
+   */
+  async leave(actor: MemberRow): Promise<{ receipt: Receipt }> {
+    authorize(actor, 'consortium.leave');
+    const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
+    if (own?.state !== 'joined') fail('REQUEST_INVALID', 'this node is not a member of a consortium');
+    const receipt = await this.#c.anchor({ type: 'node.left', at: this.#c.now(), node: this.#c.node.id });
+    await this.#catchUp();
+    logger.warn({ node: this.#c.node.id, by: actor.id }, 'this node left the consortium');
+    return { receipt };
+  }
+
   /** The consortium's subject key sealed to `actor`'s own age recipient (uploaders, DPOs, admins). */
   subjectKeyFor(actor: MemberRow): { sealed: string } {
     authorize(actor, 'subject-key');

@@ -100,9 +100,22 @@ export class VaultCore {
     return run;
   }
 
+  /** Told how long each anchor took and how it ended ('ok', or its error code): the operator's metrics. */
+  onAnchored: ((seconds: number, outcome: string) => void) | null = null;
+
   /** Anchors an event; resolves with its receipt once its block is durable. */
   anchor(event: LedgerEvent): Promise<Receipt> {
-    return this.#batcher.submit(event);
+    const started = performance.now();
+    const done = this.#batcher.submit(event);
+    if (this.onAnchored) {
+      const report = this.onAnchored;
+      const seconds = () => (performance.now() - started) / 1000;
+      done.then(
+        () => report(seconds(), 'ok'),
+        (err: unknown) => report(seconds(), (err as { code?: string })?.code ?? 'INTERNAL'),
+      );
+    }
+    return done;
   }
 
   /**

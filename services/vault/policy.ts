@@ -26,6 +26,7 @@ export type Action =
   | 'checkpoint'
   | 'checkpoint.read'
   | 'consortium.invite'
+  | 'consortium.leave'
   | 'record.search'
   | 'subject.report'
   | 'subject-key';
@@ -63,6 +64,7 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   'subject.report': ['dpo'],
   // Inviting another node into the consortium: an admin of a member node.
   'consortium.invite': ['admin'],
+  'consortium.leave': ['admin'],
   // The consortium's subject key, sealed to the member: those who turn patient ids into
   // subjects on their own machines (uploading, filing erasures, administering); never a reader.
   'subject-key': ['uploader', 'dpo', 'admin'],

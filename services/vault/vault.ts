@@ -766,6 +766,21 @@ export class Vault {
     return this.#c.m.reviews(true).length;
   }
 
+  /** What an operator watches (GET /metrics): what waits for the ledger, erasures due, peers. */
+  operatorState(): { pendingUploads: number; pendingChanges: number; scheduledErasures: number; peers: number } {
+    return {
+      pendingUploads: this.#c.m.pendingRecords().length,
+      pendingChanges: this.#c.m.pendingChanges().length,
+      scheduledErasures: this.#c.m.erasures().filter((e) => e.state === 'scheduled').length,
+      peers: this.peers.list.length,
+    };
+  }
+
+  /** Calls `listener` with each anchor's duration (s) and outcome ('ok' or its error code). */
+  onAnchored(listener: (seconds: number, outcome: string) => void): void {
+    this.#c.onAnchored = listener;
+  }
+
   async #emergency(actor: MemberRow, id: string, reason: string): Promise<Opened & { reviewId: string }> {
     const used = this.#c.m.emergencyUsesSince(actor.id, this.#c.now() - DAY_MS);
     if (used >= this.#emergencyPerDay) {

@@ -152,6 +152,24 @@ describe('found, invite, join', () => {
   });
 });
 
+describe('leaving', () => {
+  it("a node that leaves is no node's peer any more: checkpoints and erasures no longer ask it", async () => {
+    const c = await joinNode(a);
+    stopped.push(c);
+    await a.vault.peers.refresh();
+    expect(a.vault.peers.ids).toContain(c.vault.nodeId);
+    const reader = await c.addMember('reader-c', 'reader');
+    await expect(reader.client.leaveConsortium()).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await c.admin.client.leaveConsortium();
+    expect((await a.admin.client.consortiumNodes()).find((n) => n.id === c.vault.nodeId)?.state).toBe('left');
+    expect(a.vault.peers.ids).not.toContain(c.vault.nodeId);
+    expect(a.vault.peers.ids).toContain(b.vault.nodeId);
+    const checkpoint = await a.admin.client.checkpoint();
+    expect(checkpoint.signatures.map((x) => x.signer).sort()).toEqual([a.vault.nodeId, b.vault.nodeId].sort());
+    await expect(c.admin.client.leaveConsortium()).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+  });
+});
+
 describe('the subject key of a node made before it lived in the keystore', () => {
   it('is moved from pseudonym.key into the sealed keystore, unchanged, and the file removed', async () => {
     const data = tempDir('medvault-legacy-');

@@ -204,9 +204,21 @@ describe('operations', () => {
     const ready = await call('GET', '/readyz');
     expect(ready.status).toBe(200);
     expect(JSON.parse(ready.text).checks).toEqual({ disk: 'ok', metadata: 'ok', ledger: 'ok', store: 'ok' });
+    const before = (await node.vault.ledger.head())?.height as number;
     const metrics = await call('GET', '/metrics');
+    const after = (await node.vault.ledger.head())?.height as number;
     expect(metrics.text).toContain('medvault_http_request_seconds_bucket');
     expect(metrics.text).toMatch(/medvault_ciphertext_bytes_total\{direction="in"\} \d+/);
+    // The operator's view: the ledger's head as the node reads it, anchor times, what waits.
+    const ledgerHeight = Number(/^medvault_ledger_height (\d+)$/m.exec(metrics.text)?.[1]);
+    expect(ledgerHeight).toBeGreaterThanOrEqual(before);
+    expect(ledgerHeight).toBeLessThanOrEqual(after);
+    expect(
+      Number(/^medvault_ledger_append_seconds_count\{outcome="ok"\} (\d+)$/m.exec(metrics.text)?.[1]),
+    ).toBeGreaterThan(0);
+    for (const gauge of ['pending_uploads', 'pending_acl_changes', 'erasures_scheduled', 'peers']) {
+      expect(metrics.text, gauge).toMatch(new RegExp(`^medvault_${gauge} 0$`, 'm'));
+    }
     const openapi = JSON.parse((await call('GET', '/docs/json')).text);
     expect(openapi.openapi).toMatch(/^3\./);
     expect(Object.keys(openapi.paths)).toEqual(

@@ -70,6 +70,16 @@ export async function consortiumRoutes(app: FastifyInstance, { vault }: RouteCon
       return reply.code(201).send(await vault.consortium.invite(member(request), joining, days));
     },
   );
+  app.post(
+    '/v1/consortium/leave',
+    {
+      schema: {
+        summary:
+          'This node leaves the consortium (admin); anchored as node.left. Its records stay: erase or hand them over first',
+      },
+    },
+    async (request) => vault.consortium.leave(member(request)),
+  );
   app.get(
     '/v1/consortium/subject-key',
     {
