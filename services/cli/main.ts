@@ -4,6 +4,8 @@
  * encrypt, decrypt) read and write files that the stock `age` tool reads and
  * writes. Exit code 0 only on success; errors are one line a person can act on.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { blockHash } from '../../anchor/block.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
@@ -50,9 +52,21 @@ function identityFileText(identity: X25519Identity): string {
   return `# created: ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}\n# public key: ${identity.recipient}\n${identity}\n`;
 }
 
+/** The version in package.json (beside services/ in a checkout, beside dist/ when built). */
+function packageVersion(): string {
+  for (const up of ['../..', '../../..']) {
+    try {
+      return (JSON.parse(readFileSync(join(import.meta.dirname, up, 'package.json'), 'utf8')) as { version: string })
+        .version;
+    } catch {}
+  }
+  return 'unknown';
+}
+
 export function buildProgram(): Command {
   const program = new Command('medvault')
     .description('medvault: encrypted, ledger-anchored document vault (age v1 compatible)')
+    .version(packageVersion(), '-V, --version')
     .showSuggestionAfterError()
     .configureOutput({ outputError: (text, write) => write(text) });
 
@@ -60,7 +74,17 @@ export function buildProgram(): Command {
     .command('keygen')
     .description('generate an X25519 identity, written like age-keygen')
     .option('-o, --output <file>', 'write the identity to FILE (created with mode 0600, never overwritten)')
-    .action(async (opts: { output?: string }) => {
+    .option(
+      '-y, --to-public <file>',
+      'print the recipient of the identity (or member key) file instead, as age-keygen -y',
+    )
+    .action(async (opts: { output?: string; toPublic?: string }) => {
+      if (opts.toPublic !== undefined) {
+        const identities = parseIdentityFile(await readText(opts.toPublic, 'identity file'));
+        if (identities.length === 0) fail('KEY_INVALID', `${opts.toPublic} holds no age identity`);
+        process.stdout.write(identities.map((i) => `${i.recipient}\n`).join(''));
+        return;
+      }
       const identity = X25519Identity.generate();
       if (opts.output === undefined) {
         process.stdout.write(identityFileText(identity));

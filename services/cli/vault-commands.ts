@@ -5,6 +5,7 @@
  * default http://127.0.0.1:7400).
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { rm, stat, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -89,6 +90,11 @@ interface InitOptions {
   tlsCert?: string;
   tlsKey?: string;
   join?: string;
+}
+
+/** IO_ERROR before anything is asked of the node when `path` exists and `--force` was not given. */
+function refuseOverwrite(path: string | undefined, force: boolean | undefined): void {
+  if (path && !force && existsSync(path)) fail('IO_ERROR', `${path} exists: give --force to replace it`);
 }
 
 export function addVaultCommands(program: Command): void {
@@ -476,19 +482,33 @@ export function addVaultCommands(program: Command): void {
       .description('fetch a record, decrypt it here, and check its ciphertext against the ledger receipt')
       .argument('<record>', 'record id')
       .option('-i, --identity <file>', 'your member key file (an age identity file too)')
-      .requiredOption('-o, --output <file>', 'write the document here (only if all of it decrypts and verifies)')
+      .option(
+        '-o, --output <file>',
+        'write the document here (only if all of it decrypts and verifies); stdout when absent',
+      )
+      .option('--force', 'replace --output if it exists')
       .option('--receipt <file>', 'save the access receipt here'),
-  ).action(async (id: string, opts: ClientOptions & { identity?: string; output: string; receipt?: string }) => {
-    const vault = await client({ ...opts, key: opts.identity ?? opts.key });
-    const result = await vault.fetch(id, { path: opts.output });
-    await saveJson(opts.receipt, result.access);
-    print(
-      opts,
-      result,
-      `fetched ${id}: ${result.bytes} bytes to ${opts.output}; ciphertext sha256 ${result.ciphertextHash} matches ` +
-        `its receipt (${where(result.content)}); this access is anchored in ${where(result.access)}`,
-    );
-  });
+  ).action(
+    async (
+      id: string,
+      opts: ClientOptions & { identity?: string; output?: string; force?: boolean; receipt?: string },
+    ) => {
+      refuseOverwrite(opts.output, opts.force);
+      const vault = await client({ ...opts, key: opts.identity ?? opts.key });
+      const result = await vault.fetch(id, opts.output ? { path: opts.output } : { stream: process.stdout });
+      await saveJson(opts.receipt, result.access);
+      // With the document on stdout, what is said about it goes to stderr.
+      const say = opts.output ? process.stdout : process.stderr;
+      if (opts.json && opts.output) {
+        say.write(`${JSON.stringify(result, null, 2)}\n`);
+        return;
+      }
+      say.write(
+        `fetched ${id}: ${result.bytes} bytes to ${opts.output ?? 'stdout'}; ciphertext sha256 ${result.ciphertextHash} matches ` +
+          `its receipt (${where(result.content)}); this access is anchored in ${where(result.access)}\n`,
+      );
+    },
+  );
 
   withClientOptions(
     program
@@ -497,17 +517,24 @@ export function addVaultCommands(program: Command): void {
       .argument('<record>', 'record id')
       .requiredOption('--reason <text>', 'why this access cannot wait (10-1000 characters; stays on the node)')
       .option('-i, --identity <file>', 'your member key file')
-      .requiredOption('-o, --output <file>', 'write the document here'),
-  ).action(async (id: string, opts: ClientOptions & { reason: string; identity?: string; output: string }) => {
-    const vault = await client({ ...opts, key: opts.identity ?? opts.key });
-    const result = await vault.emergency(id, opts.reason, { path: opts.output });
-    print(
-      opts,
-      result,
-      `EMERGENCY ACCESS to ${id}: ${result.bytes} bytes to ${opts.output}; anchored as access.emergency in ` +
-        `${where(result.access)}; review ${result.reviewId} is in the DPO's queue`,
-    );
-  });
+      .requiredOption('-o, --output <file>', 'write the document here')
+      .option('--force', 'replace --output if it exists'),
+  ).action(
+    async (
+      id: string,
+      opts: ClientOptions & { reason: string; identity?: string; output: string; force?: boolean },
+    ) => {
+      refuseOverwrite(opts.output, opts.force);
+      const vault = await client({ ...opts, key: opts.identity ?? opts.key });
+      const result = await vault.emergency(id, opts.reason, { path: opts.output });
+      print(
+        opts,
+        result,
+        `EMERGENCY ACCESS to ${id}: ${result.bytes} bytes to ${opts.output}; anchored as access.emergency in ` +
+          `${where(result.access)}; review ${result.reviewId} is in the DPO's queue`,
+      );
+    },
+  );
 
   withClientOptions(
     program
@@ -615,6 +642,22 @@ export function addVaultCommands(program: Command): void {
       print(opts, rows, lines.length ? lines.join('\n') : 'no erasure requests');
     },
   );
+  withClientOptions(
+    erasure
+      .command('show')
+      .description("an erasure's certificate, verified (DPO): for one filed with a cancel window, once it has run")
+      .argument('<id>')
+      .option('-o, --output <file>', 'save the certificate (medvault verify checks it offline)'),
+  ).action(async (id: string, opts: ClientOptions & { output?: string }) => {
+    const certificate = await (await client(opts)).erasure(id);
+    if (opts.output) await writeNewFile(opts.output, `${JSON.stringify(certificate, null, 2)}\n`);
+    print(
+      opts,
+      certificate,
+      `erasure ${id}: ${certificate.records.length} record(s) erased at this node, certificate signed by ${certificate.signer}` +
+        `${opts.output ? `, saved to ${opts.output}` : ''}`,
+    );
+  });
   withClientOptions(
     erasure.command('cancel').description('cancel a scheduled erasure inside its window (DPO)').argument('<id>'),
   ).action(async (id: string, opts: ClientOptions) => {

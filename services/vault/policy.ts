@@ -79,7 +79,9 @@ export interface RecordFacts {
 /** Throws FORBIDDEN or NO_GRANT unless `actor` may do `action` (on `on`, when given). */
 export function authorize(actor: MemberRow, action: Action, on?: RecordFacts): void {
   if (actor.removedAt !== null) fail('FORBIDDEN', `member ${actor.id} was removed`);
-  if (!ACTION_ROLES[action].includes(actor.role)) fail('FORBIDDEN', `a ${actor.role} may not ${action}`);
+  if (!ACTION_ROLES[action].includes(actor.role)) {
+    fail('FORBIDDEN', `${/^[aeiou]/.test(actor.role) ? 'an' : 'a'} ${actor.role} may not ${action}`);
+  }
   if (action === 'emergency') {
     if (actor.node !== null) fail('FORBIDDEN', 'break-glass is for members of the node that holds the record');
     if (!actor.emergencyAccess) fail('FORBIDDEN', 'this member has not been given break-glass access by an admin');

@@ -103,6 +103,30 @@ describe('medvault CLI against a node', () => {
     const fetched = await medvault('fetch', record, '-i', key('insurer'), '-o', join(dir, 'out.dcm'));
     expect(fetched.stdout).toMatch(/^fetched [0-9a-f]{32}: 2097155 bytes .* matches its receipt/);
     expect(Buffer.compare(readFileSync(join(dir, 'out.dcm')), document)).toBe(0);
+    // An existing file is not replaced without --force; without -o the document goes to stdout.
+    writeFileSync(join(dir, 'out.dcm'), 'keep me');
+    const refused = await medvault('fetch', record, '-i', key('insurer'), '-o', join(dir, 'out.dcm'));
+    expect(refused.stderr).toMatch(/exists: give --force .*\[IO_ERROR\]/);
+    expect(readFileSync(join(dir, 'out.dcm'), 'utf8')).toBe('keep me');
+    await medvault('fetch', record, '-i', key('insurer'), '-o', join(dir, 'out.dcm'), '--force');
+    expect(Buffer.compare(readFileSync(join(dir, 'out.dcm')), document)).toBe(0);
+    const piped = await run(process.execPath, [CLI, 'fetch', record, '-i', key('insurer')], {
+      env,
+      encoding: 'buffer',
+      maxBuffer: 1 << 26,
+    });
+    expect(Buffer.compare(piped.stdout, document)).toBe(0);
+    expect(piped.stderr.toString()).toMatch(/^fetched [0-9a-f]{32}: 2097155 bytes to stdout/);
+  });
+
+  it('--version, keygen -y, and role refusals in plain English', async () => {
+    const { version } = JSON.parse(readFileSync(join(CLI, '../../../package.json'), 'utf8')) as { version: string };
+    expect((await medvault('--version')).stdout.trim()).toBe(version);
+    const publicKey = /# public key: (age1\w+)/.exec(readFileSync(key('insurer'), 'utf8'))?.[1];
+    expect((await medvault('keygen', '-y', key('insurer'))).stdout.trim()).toBe(publicKey);
+    expect((await medvault('erase', '--record', record, '--key', key('hospital'))).stderr).toMatch(
+      /an uploader may not erase \[FORBIDDEN\]/,
+    );
   });
 
   it('grant, revoke, break-glass, audit, and one-line typed errors', async () => {
@@ -195,6 +219,9 @@ describe('medvault CLI against a node', () => {
     const verified = await medvault('verify', cert, '--trust', nodeKey);
     expect(verified.stdout).toMatch(/^certificate OK: .* custodian key [0-9a-f]{32} destroyed \(local\)/);
     const id = JSON.parse(readFileSync(cert, 'utf8')).requestId as string;
+    const shown = join(dir, 'shown.json');
+    expect((await medvault('erasure', 'show', id, '-o', shown, '--key', key('dpo'))).code).toBe(0);
+    expect(JSON.parse(readFileSync(shown, 'utf8')).sig).toBe(JSON.parse(readFileSync(cert, 'utf8')).sig);
     const sweep = await medvault('erasure', 'sweep', id, '--key', key('dpo'));
     expect(sweep.code).toBe(0);
     expect(sweep.stdout).toContain('nothing found: no trace of the erased records');
