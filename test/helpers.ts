@@ -1,5 +1,5 @@
 /** Shared test helpers: temp directories and running the CLI and the age tools. */
-import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
+import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,28 @@ export function medvault(args: string[], options: RunOptions = {}): SpawnSyncRet
     input: options.input,
     cwd: options.cwd,
     maxBuffer: 1 << 30,
+  });
+}
+
+/**
+ * Runs the medvault CLI in another process without blocking this one (whose event loop may be
+ * serving the node the CLI talks to); resolves with its exit code and output, never rejects.
+ */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
 

@@ -79,7 +79,6 @@ export class Checkpoints {
    */
   async create(options: { actor?: MemberRow; onlyIfGrown?: boolean } = {}): Promise<Checkpoint | null> {
     if (options.actor) authorize(options.actor, 'checkpoint');
-    await this.#peers.refresh();
     const head = await this.#c.ledger.head();
     if (!head) return null;
     const last = this.#c.m.latestLedgerCheckpoint();

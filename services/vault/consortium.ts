@@ -94,7 +94,22 @@ export class Consortium {
    * whether it counts.
    */
   async announce(url: string): Promise<Receipt | null> {
-    const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
+    return this.#announce(url, await this.#own());
+  }
+
+  /** At start-up: announces this node again if it joined and its URL or TLS certificate changed since. */
+  async reannounce(url: string): Promise<Receipt | null> {
+    const own = await this.#own();
+    return own?.state === 'joined' ? this.#announce(url, own) : null;
+  }
+
+  /** This node's row as the ledger says, read up to now. */
+  async #own(): Promise<ConsortiumNodeRow | undefined> {
+    return (await this.nodes()).find((n) => n.id === this.#c.node.id);
+  }
+
+  /** node.joined for this node at `url`, unless `own` (its row) says it joined with that URL and certificate. */
+  async #announce(url: string, own: ConsortiumNodeRow | undefined): Promise<Receipt | null> {
     const tls = this.#tlsPin();
     if (own?.state === 'joined' && own.url === url && own.tls === tls) return null;
     check(
@@ -115,13 +130,6 @@ export class Consortium {
     await this.#catchUp();
     logger.info({ node: this.#c.node.id, url }, 'this node announced itself to the consortium');
     return receipt;
-  }
-
-  /** At start-up: announces this node again if it joined and its URL or TLS certificate changed since. */
-  async reannounce(url: string): Promise<Receipt | null> {
-    const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
-    const changed = own?.url !== url || own?.tls !== this.#tlsPin();
-    return own?.state === 'joined' && changed ? this.announce(url) : null;
   }
 
   #tlsPin(): string | null {
@@ -180,8 +188,7 @@ export class Consortium {
    */
   async leave(actor: MemberRow): Promise<{ receipt: Receipt }> {
     authorize(actor, 'consortium.leave');
-    const own = (await this.nodes()).find((n) => n.id === this.#c.node.id);
-    if (own?.state !== 'joined') fail('REQUEST_INVALID', 'this node is not a member of a consortium');
+    if ((await this.#own())?.state !== 'joined') fail('REQUEST_INVALID', 'this node is not a member of a consortium');
     const receipt = await this.#c.anchor({ type: 'node.left', at: this.#c.now(), node: this.#c.node.id });
     await this.#catchUp();
     logger.warn({ node: this.#c.node.id, by: actor.id }, 'this node left the consortium');

@@ -657,9 +657,9 @@ export class Vault {
     for (const t of [input.since, input.until]) {
       check(t === undefined || (Number.isSafeInteger(t) && t >= 0), 'REQUEST_INVALID', 'times are ms since the epoch');
     }
-    const query: RecordQuery = { ...input, limit: limit + 1 };
-    delete (query as RecordSearch).cursor;
-    if (input.cursor !== undefined) query.after = decodeCursor(input.cursor);
+    const { cursor, limit: _asked, ...filters } = input;
+    const query: RecordQuery = { ...filters, limit: limit + 1 };
+    if (cursor !== undefined) query.after = decodeCursor(cursor);
     if (actor.role === 'uploader') {
       if (input.uploader !== undefined && input.uploader !== actor.id)
         fail('FORBIDDEN', 'an uploader searches its own records');

@@ -7,13 +7,12 @@
  * whole consortium stops and starts again on the same data, and `down`
  * leaves no process behind.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consortiumDown, type LocalConsortium } from '../../services/cli/local-consortium.ts';
 import { parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
-import { bytes, CLI, tempDir } from '../helpers.ts';
+import { bytes, runCli, tempDir } from '../helpers.ts';
 import { DAY } from './vault-fixture.ts';
 
 const dir = join(tempDir('medvault-local-'), 'consortium');
@@ -21,17 +20,8 @@ afterAll(async () => {
   if (existsSync(join(dir, 'consortium.json'))) await consortiumDown(dir); // whatever a failure left running
 });
 
-/** Runs the CLI in another process; resolves with its exit code and output. */
-function medvault(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, MEDVAULT_LOG_LEVEL: 'warn' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** The CLI in another process, quiet logs. */
+const medvault = (...args: string[]) => runCli(args, { ...process.env, MEDVAULT_LOG_LEVEL: 'warn' });
 
 const state = () => JSON.parse(readFileSync(join(dir, 'consortium.json'), 'utf8')) as LocalConsortium;
 const adminOf = (node: LocalConsortium['nodes'][number]) =>

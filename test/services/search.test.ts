@@ -4,10 +4,9 @@
  * (an uploader its own records, a reader those granted to it now, a DPO
  * all, never content, an admin nothing), and pagination by cursor.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RecordFilters, RecordSummary } from '../../services/sdk/client.ts';
-import { bytes, CLI } from '../helpers.ts';
+import { bytes, runCli } from '../helpers.ts';
 import { DAY, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 let node: TestNode;
@@ -143,23 +142,15 @@ describe('record search', () => {
 
   it('medvault records: names resolved, the subject pseudonymised on this side', async () => {
     // In another process, not blocking this one's event loop: the node serves from here.
-    const run = (...args: string[]) =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, [CLI, 'records', '--node', node.url, '--key', dpo.keyFile, ...args]);
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-        child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-        child.on('exit', (status) => resolve({ status, stdout, stderr }));
-      });
+    const run = (...args: string[]) => runCli(['records', '--node', node.url, '--key', dpo.keyFile, ...args]);
     const listed = await run('--uploader', 'u2', '--json');
-    expect(listed.status, listed.stderr).toBe(0);
+    expect(listed.code, listed.stderr).toBe(0);
     expect(names(JSON.parse(listed.stdout))).toEqual(['doomed', 'seven']);
     const text = await run('--reader', 'r2', '--state', 'active', '--all', '--limit', '1');
     expect(text.stdout).toMatch(/^3 records\n/); // doomed, three, two: every page
     expect(text.stdout).toContain('  u2  ');
     const byPatient = await run('--subject', 'MRN-0000001', '--json');
-    expect(byPatient.status, byPatient.stderr).toBe(0);
+    expect(byPatient.code, byPatient.stderr).toBe(0);
     expect(JSON.parse(byPatient.stdout)).toEqual([]); // pseudonymised with the subject key: no such subject here
   });
 });

@@ -7,7 +7,6 @@
  * named as missing; the CLI's JSON and printable HTML both verify offline,
  * and a tampered one does not.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +14,7 @@ import { SigningKey } from '../../crypto/ed25519.ts';
 import { signReportOrder } from '../../services/protocol/node-orders.ts';
 import { verifySubjectReport } from '../../services/protocol/subject-report.ts';
 import { subjectOf } from '../../services/sdk/pseudonym.ts';
-import { bytes, CLI, codeOf, tempDir } from '../helpers.ts';
+import { bytes, codeOf, runCli, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { DAY, joinNode, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
@@ -109,15 +108,7 @@ describe('a subject access report', () => {
   it('the CLI writes JSON and printable HTML that verify offline; a tampered page does not', async () => {
     const json = join(out, 'report.json');
     const html = join(out, 'report.html');
-    const run = (...args: string[]) =>
-      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, [CLI, ...args]);
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-        child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-        child.on('exit', (code) => resolve({ code, stdout, stderr }));
-      });
+    const run = (...args: string[]) => runCli(args);
     const made = await run(
       'subject',
       'report',

@@ -15,7 +15,7 @@ import { signRequest } from '../../services/protocol/signing.ts';
 import { certFingerprint, type TlsIdentity } from '../../services/protocol/tls.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
 import { subjectOf } from '../../services/sdk/pseudonym.ts';
-import { bytes, CLI, medvault, tempDir } from '../helpers.ts';
+import { bytes, CLI, medvault, runCli, tempDir } from '../helpers.ts';
 import { makeCa, pem, type TestCa } from '../servers/certs.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { freePort } from '../servers/ports.ts';
@@ -173,25 +173,13 @@ describe('TLS from the CLI', () => {
       expect(line).toContain(`listening on https://127.0.0.1:${port}`);
       const url = `https://127.0.0.1:${port}`;
       const key = join(data, 'admin.key');
-      const listed = await run(['member', 'list', '--node', url, '--key', key, '--ca', ca.cert, '--json']);
+      const listed = await runCli(['member', 'list', '--node', url, '--key', key, '--ca', ca.cert, '--json']);
       expect(listed.code, listed.stderr).toBe(0);
       expect(JSON.parse(listed.stdout)).toHaveLength(1);
-      const refused = await run(['member', 'list', '--node', url, '--key', key]);
+      const refused = await runCli(['member', 'list', '--node', url, '--key', key]);
       expect(refused.stderr).toMatch(/NODE_UNAVAILABLE/);
     } finally {
       serve.kill('SIGTERM');
     }
   });
 });
-
-/** Runs the CLI without blocking the event loop (the node it talks to runs in another process). */
-function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
