@@ -155,6 +155,23 @@ export function check(condition: unknown, code: ErrorCode, detail?: string): ass
   if (!condition) throw new MedvaultError(code, detail);
 }
 
+/**
+ * The error a node's answer carries (its JSON body `{code, message}`), for a client: an answer
+ * without a code of ours (a node shutting down, a proxy in front of it) is NODE_UNAVAILABLE for
+ * 502, 503 and 504, which a client may retry, and INTERNAL otherwise.
+ */
+export function answerError(
+  status: number,
+  body: { code?: string; message?: string; recordId?: string },
+): MedvaultError {
+  const untyped = [502, 503, 504].includes(status) ? 'NODE_UNAVAILABLE' : 'INTERNAL';
+  const code = (body.code && body.code in ERRORS ? body.code : untyped) as ErrorCode;
+  const info = { status, ...(body.recordId ? { recordId: body.recordId } : {}) };
+  const error = new MedvaultError(code, undefined, { info });
+  if (body.message) (error as { message: string }).message = body.message;
+  return error;
+}
+
 export function isMedvaultError(err: unknown, code?: ErrorCode): err is MedvaultError {
   return err instanceof MedvaultError && (code === undefined || err.code === code);
 }

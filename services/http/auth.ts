@@ -9,14 +9,7 @@ import type { FastifyRequest } from 'fastify';
 import { verifySignature } from '../../crypto/ed25519.ts';
 import { fail } from '../../errors.ts';
 import { ID } from '../../formats.ts';
-import {
-  bodyHash,
-  FORWARD_HEADER,
-  forwardMessage,
-  HEADER,
-  requestMessage,
-  UNSIGNED_PAYLOAD,
-} from '../protocol/signing.ts';
+import { bodyHash, FORWARD_HEADER, forwardMessage, HEADER, requestMessage } from '../protocol/signing.ts';
 import { peerFingerprint } from '../protocol/tls.ts';
 import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
@@ -102,8 +95,8 @@ export async function precheck(request: FastifyRequest, vault: Vault, state: Aut
 }
 
 /**
- * The rest, once the body is read: its hash is the signed one (uploads stream and sign
- * UNSIGNED-PAYLOAD), the signature verifies by the member's key, a member of another node
+ * The rest, once the body is read: its hash is the signed one (an upload streams: it signs
+ * UNSIGNED-PAYLOAD and a trailer, or its hash, checked as it arrives), the signature verifies by the member's key, a member of another node
  * comes forwarded by that node, and the nonce is new.
  */
 export function authenticate(request: FastifyRequest, vault: Vault, state: AuthState, member: MemberRow): MemberRow {
@@ -112,8 +105,9 @@ export function authenticate(request: FastifyRequest, vault: Vault, state: AuthS
   const nonce = header(HEADER.nonce) as string;
   const signature = header(HEADER.signature) as string;
   const streamed = request.headers['content-type']?.startsWith('application/octet-stream');
-  const expected = streamed ? UNSIGNED_PAYLOAD : bodyHash(request.rawBody ?? undefined);
-  if (hash !== expected) fail('AUTH_INVALID', 'the body does not match its signed hash');
+  if (!streamed && hash !== bodyHash(request.rawBody ?? undefined)) {
+    fail('AUTH_INVALID', 'the body does not match its signed hash');
+  }
   const message = requestMessage({
     method: request.method,
     path: request.url,

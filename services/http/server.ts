@@ -16,12 +16,14 @@ import type { TlsIdentity } from '../protocol/tls.ts';
 import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
 import { authenticate, precheck } from './auth.ts';
+import { consoleDirectory, consoleRoutes } from './console.ts';
 import type { RouteContext } from './context.ts';
 import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { consortiumRoutes } from './routes/consortium.ts';
 import { erasureRoutes } from './routes/erasures.ts';
+import { ledgerRoutes } from './routes/ledger.ts';
 import { memberRoutes } from './routes/members.ts';
 import { opsRoutes } from './routes/ops.ts';
 import { recordRoutes } from './routes/records.ts';
@@ -42,6 +44,8 @@ export interface ServerOptions extends LimitOptions {
    * mutual TLS, checked against the pin the ledger holds for them); members need none.
    */
   tls?: TlsIdentity;
+  /** The built web console to serve at /console/ (default: found beside the code; null: none). */
+  consoleDir?: string | null;
 }
 
 const LOOPBACK = ['127.0.0.1', '::1', '::ffff:127.0.0.1'];
@@ -112,7 +116,10 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   // signature and the nonce once it is (a JSON body's hash is checked), before validation.
   const auth = { startedAt, window, seen };
   const isPublic = (request: FastifyRequest) =>
-    request.routeOptions.config.public || request.routeOptions.url?.startsWith('/docs') || !request.routeOptions.url;
+    request.routeOptions.config.public ||
+    request.routeOptions.url?.startsWith('/docs') ||
+    request.routeOptions.url?.startsWith('/console/') ||
+    !request.routeOptions.url;
   app.addHook('onRequest', async (request) => {
     if (isPublic(request)) return;
     request.member = await precheck(request, vault, auth);
@@ -163,6 +170,10 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   await app.register(reviewRoutes, context);
   await app.register(consortiumRoutes, context);
   await app.register(reportRoutes, context);
+  await app.register(ledgerRoutes, context);
+  await app.register(async (scope) =>
+    consoleRoutes(scope, options.consoleDir === undefined ? consoleDirectory() : options.consoleDir),
+  );
   return app;
 }
 

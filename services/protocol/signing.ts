@@ -11,7 +11,10 @@
  * after its last byte (BODY_TRAILER): the member's signature over
  *   "medvault-body-v1\n" REQUEST-SIGNATURE "\n" SHA-256 OF EVERY BODY BYTE
  * which binds the bytes to that very request; the node checks it before it
- * keeps or anchors anything, so a relay cannot swap the ciphertext.
+ * keeps or anchors anything, so a relay cannot swap the ciphertext. A client
+ * that cannot send trailers (a browser) and holds the whole ciphertext before
+ * sending signs its SHA-256 as BODY-SHA256 instead; the node checks the bytes
+ * against it as they arrive, with the same effect.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { SigningKey } from '../../crypto/ed25519.ts';
@@ -68,12 +71,23 @@ export function signRequest(
   body: Uint8Array | string | typeof UNSIGNED_PAYLOAD | undefined,
   now = Date.now(),
 ): Record<string, string> {
+  return signRequestHash(key, method, path, body === UNSIGNED_PAYLOAD ? UNSIGNED_PAYLOAD : bodyHash(body), now);
+}
+
+/** The same, for a body whose SHA-256 (hex) the caller already has: an upload held whole. */
+export function signRequestHash(
+  key: SigningKey,
+  method: string,
+  path: string,
+  hash: string,
+  now = Date.now(),
+): Record<string, string> {
   const parts: SignedParts = {
     method,
     path,
     time: String(now),
     nonce: randomBytes(16).toString('hex'),
-    bodyHash: body === UNSIGNED_PAYLOAD ? UNSIGNED_PAYLOAD : bodyHash(body),
+    bodyHash: hash,
   };
   return {
     [HEADER.key]: key.id,

@@ -9,6 +9,15 @@ import type { Role } from '../../formats.ts';
 
 export type { Role };
 
+/** GET /v1/node: the node's key id and key, its ledger, and the peers it knows. */
+export interface NodeInfo {
+  id: string;
+  signingKey: string;
+  ledger: string;
+  height: number | null;
+  peers?: string[];
+}
+
 export interface MemberRow {
   id: string;
   name: string;

@@ -18,9 +18,9 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Dispatcher } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
-import { AgeDecryptor, AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
-import { type X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
-import { ERRORS, type ErrorCode, fail, MedvaultError } from '../../errors.ts';
+import { AgeEncryptor } from '../../crypto/age.ts';
+import { X25519Recipient } from '../../crypto/x25519.ts';
+import { answerError, fail, MedvaultError } from '../../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
 import { checkJoinRequest, type JoinRequest, openSecret } from '../protocol/invites.ts';
 import {
@@ -37,6 +37,7 @@ import type {
   ConsortiumNode,
   ErasureRow,
   MemberRow,
+  NodeInfo,
   RecordPage,
   RecordSummary,
   RecordView,
@@ -44,12 +45,14 @@ import type {
   Role,
   SweepReport,
 } from '../protocol/views.ts';
+import { CheckedDecryptor } from './checked-decryptor.ts';
 import { coreReadable, pump, type Sink } from './pump.ts';
 
 export type {
   ErasureCertificate,
   JoinRequest,
   MemberCredentials,
+  NodeInfo,
   Receipt,
   RecordPage,
   RecordSummary,
@@ -91,15 +94,6 @@ export interface FetchResult {
 }
 
 type Body = Uint8Array | string | Readable;
-
-/** GET /v1/node: the node's key id and key, its ledger, and the peers it knows. */
-export interface NodeInfo {
-  id: string;
-  signingKey: string;
-  ledger: string;
-  height: number | null;
-  peers?: string[];
-}
 
 /** The filters of a record search (GET /v1/records); times in ms since the epoch. */
 export interface RecordFilters {
@@ -187,15 +181,7 @@ export class VaultClient {
       try {
         parsed = JSON.parse(text);
       } catch {}
-      // An answer without a code of ours (a node shutting down, a proxy in front of it): 502,
-      // 503 and 504 say the node cannot serve now, which a client may retry; anything else is
-      // INTERNAL.
-      const untyped = [502, 503, 504].includes(response.status) ? 'NODE_UNAVAILABLE' : 'INTERNAL';
-      const code = (parsed.code && parsed.code in ERRORS ? parsed.code : untyped) as ErrorCode;
-      const info = { status: response.status, ...(parsed.recordId ? { recordId: parsed.recordId } : {}) };
-      const error = new MedvaultError(code, undefined, { info });
-      if (parsed.message) (error as { message: string }).message = parsed.message;
-      throw error;
+      throw answerError(response.status, parsed);
     }
     return response;
   }
@@ -637,32 +623,3 @@ function streamUpload(
 }
 
 const uploadAgent = new HttpAgent({ keepAlive: true });
-
-/** Decrypts a served age file and, at the end, checks its payload's SHA-256 against the anchored hash. */
-class CheckedDecryptor implements StreamCore {
-  readonly #inner: AgeDecryptor;
-  readonly #hash = createHash('sha256');
-  readonly #expected: string;
-  #skip: number;
-
-  constructor(identity: X25519Identity, headerLength: number, expected: string) {
-    this.#inner = new AgeDecryptor([identity]);
-    this.#skip = headerLength;
-    this.#expected = expected;
-  }
-
-  update(data: Uint8Array, out: Buffer[]): void {
-    const skipped = Math.min(this.#skip, data.length);
-    this.#skip -= skipped;
-    if (skipped < data.length) this.#hash.update(data.subarray(skipped));
-    this.#inner.update(data, out);
-  }
-
-  final(out: Buffer[]): void {
-    this.#inner.final(out);
-    const actual = this.#hash.digest('hex');
-    if (actual !== this.#expected) {
-      fail('STORE_INTEGRITY', `the served ciphertext hashes to ${actual}, the ledger says ${this.#expected}`);
-    }
-  }
-}

@@ -1,19 +1,15 @@
 /**
- * Subject pseudonyms, computed on the member's machine: the vault only ever
- * sees HMAC-SHA-256(consortium pseudonym key, "medvault-subject-v1\n" ‖ id),
- * never the patient identifier itself.
+ * Subjects as a member's machine gives them: a pseudonym, or a patient
+ * identifier turned into one here (services/protocol/pseudonym.ts), never
+ * sent as it is.
  */
-import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { check, fail } from '../../errors.ts';
 import { HASH } from '../../formats.ts';
+import { pseudonym } from '../protocol/pseudonym.ts';
 import { ioError } from './pump.ts';
 
-/** The pseudonym of patient identifier `identifier` under the 32-byte `key`. */
-export function pseudonym(identifier: string, key: Uint8Array): string {
-  check(key.length === 32, 'KEY_INVALID', 'a pseudonym key is 32 bytes');
-  return createHmac('sha256', key).update(`medvault-subject-v1\n${identifier}`, 'utf8').digest('hex');
-}
+export { pseudonym };
 
 /**
  * A subject as the vault sees it: a 64-hex keyed pseudonym. Anything else is

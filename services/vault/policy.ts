@@ -25,6 +25,7 @@ export type Action =
   | 'review'
   | 'checkpoint'
   | 'checkpoint.read'
+  | 'ledger.read'
   | 'consortium.invite'
   | 'consortium.leave'
   | 'record.search'
@@ -57,6 +58,9 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Making a ledger checkpoint asks every peer to walk the chain: not for everyone.
   checkpoint: ['admin', 'dpo'],
   'checkpoint.read': ALL,
+  // Reading whole blocks (the console's ledger explorer): every event of the consortium, who
+  // accessed what, when. Those who answer for the ledger; a member checks its own receipts.
+  'ledger.read': ['admin', 'dpo'],
   // Searching records: an uploader its own, a reader those granted to it (live), a DPO all
   // (vault.ts searchRecords narrows each); an admin manages members, not records.
   'record.search': ['uploader', 'reader', 'dpo'],

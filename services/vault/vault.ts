@@ -18,7 +18,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { eventsTree } from '../../anchor/block.ts';
+import { type Block, eventsTree } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
 import { coreTransform } from '../../crypto/age.ts';
@@ -261,6 +261,26 @@ export class Vault {
 
   get ledger(): Ledger {
     return this.#c.ledger;
+  }
+
+  /**
+   * Up to `limit` blocks below height `before` (default: all up to the head), newest first, for
+   * the ledger explorer (admin, DPO); `next` is the `before` of the page after, null at block 0.
+   */
+  async blocks(
+    actor: MemberRow,
+    page: { before?: number; limit: number },
+  ): Promise<{ blocks: Block[]; next: number | null }> {
+    authorize(actor, 'ledger.read');
+    const head = await this.#c.ledger.head();
+    const end = Math.min(page.before ?? Number.POSITIVE_INFINITY, (head?.height ?? -1) + 1);
+    const start = Math.max(0, end - page.limit);
+    const blocks: Block[] = [];
+    for (let height = end - 1; height >= start; height--) {
+      const block = await this.#c.ledger.get(height);
+      if (block) blocks.push(block);
+    }
+    return { blocks, next: start > 0 ? start : null };
   }
 
   // Members.

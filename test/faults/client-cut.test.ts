@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encrypt, splitAgeFile } from '../../crypto/age.ts';
 import type { SigningKey } from '../../crypto/ed25519.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
-import { BODY_TRAILER, bodyMessage, signRequest, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
+import { BODY_TRAILER, bodyMessage, signRequestHash, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
@@ -167,8 +167,15 @@ describe('a relay that alters an upload', () => {
     expect((await viaRelay.fetch(record.id, { path: join(out, 'unaltered') })).bytes).toBe(1_000_000);
   });
 
-  /** An upload of `file` sent by hand, with `trailer` made from its request signature. */
-  function send(file: Uint8Array, trailer: (requestSignature: string) => Record<string, string>) {
+  /**
+   * An upload of `file` sent by hand, with `trailer` made from its request signature, or
+   * signed by `hash` (the console's way: a body held whole signs its SHA-256, no trailer).
+   */
+  function send(
+    file: Uint8Array,
+    trailer: (requestSignature: string) => Record<string, string>,
+    hash: string = UNSIGNED_PAYLOAD,
+  ) {
     const query = new URLSearchParams({
       subject: SUBJECT,
       readers: reader.id,
@@ -177,7 +184,7 @@ describe('a relay that alters an upload', () => {
     });
     const path = `/v1/records?${query}`;
     return new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const headers = signRequest(hospital.keys.signing, 'POST', path, UNSIGNED_PAYLOAD);
+      const headers = signRequestHash(hospital.keys.signing, 'POST', path, hash);
       const req = request(`${node.url}${path}`, {
         method: 'POST',
         headers: { ...headers, 'content-type': 'application/octet-stream' },
@@ -222,6 +229,23 @@ describe('a relay that alters an upload', () => {
     expect((await node.vault.ledger.head())?.height).toBe(head);
     expect(blobs()).toEqual(stored);
     expect((await send(file, signedBy(hospital.keys.signing, file))).status).toBe(201); // the member's own
+  });
+
+  it('an upload signed by its hash (the console, no trailer): other bytes are refused and leave nothing', async () => {
+    const file = await ageFile(50_000);
+    const other = await ageFile(50_000);
+    const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+    const head = (await node.vault.ledger.head())?.height;
+    const stored = blobs();
+    const answer = await send(other, () => ({}), sha(file));
+    expect(answer.status).toBe(401);
+    expect(JSON.parse(answer.body)).toMatchObject({
+      code: 'AUTH_INVALID',
+      message: expect.stringMatching(/not the bytes the member signed/),
+    });
+    expect((await node.vault.ledger.head())?.height).toBe(head);
+    expect(blobs()).toEqual(stored);
+    expect((await send(file, () => ({}), sha(file))).status).toBe(201);
   });
 
   it('an upload no reader could decrypt is refused (AGE_PAYLOAD_CORRUPT) and leaves nothing, however well signed', async () => {

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { verifySignature } from '../../../crypto/ed25519.ts';
 import { fail } from '../../../errors.ts';
-import { BODY_TRAILER, bodyMessage, HEADER } from '../../protocol/signing.ts';
+import { BODY_TRAILER, bodyMessage, HEADER, UNSIGNED_PAYLOAD } from '../../protocol/signing.ts';
 import type { MemberRow } from '../../protocol/views.ts';
 import type { Opened, RecordSearch } from '../../vault/vault.ts';
 import { idParam, member, type RouteContext } from '../context.ts';
@@ -260,11 +260,18 @@ async function* hashed(body: AsyncIterable<Uint8Array>, hash: Hash): AsyncIterab
 }
 
 /**
- * AUTH_INVALID unless the upload's trailer is the member's signature over its request
- * signature and the SHA-256 of every byte received (services/protocol/signing.ts): bytes a
- * relay swapped or cut are refused before anything is kept.
+ * AUTH_INVALID unless the bytes received are the bytes the member signed: the SHA-256 the
+ * request itself signed (a client that knew it before sending, such as the web console), or
+ * else the upload's trailer, the member's signature over its request signature and the SHA-256
+ * of every byte received (services/protocol/signing.ts). Bytes a relay swapped or cut are
+ * refused before anything is kept.
  */
 function checkBodySignature(request: FastifyRequest, actor: MemberRow, bodySha256: string): void {
+  const signedHash = request.headers[HEADER.body];
+  if (signedHash !== UNSIGNED_PAYLOAD) {
+    if (signedHash !== bodySha256) fail('AUTH_INVALID', 'the uploaded bytes are not the bytes the member signed');
+    return;
+  }
   const trailer = request.raw.trailers[BODY_TRAILER];
   if (!trailer) fail('AUTH_INVALID', `an upload is signed end to end: send the ${BODY_TRAILER} trailer`);
   const signature = Buffer.from(trailer, 'base64');
