@@ -52,6 +52,40 @@ export function runCli(
   });
 }
 
+/**
+ * Runs `command` (argv) on a terminal of its own (util-linux `script`), for what asks on
+ * /dev/tty (a passphrase, a confirmation) or draws on a terminal. `typed` is typed at once, or
+ * each answer once the screen shows its prompt (as a person would: after the program turned
+ * echo off). Resolves with the exit code and everything the terminal showed.
+ */
+export function onTerminal(
+  command: string[],
+  typed: string | Array<{ after: string; type: string }>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; screen: string }> {
+  const quoted = command.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+  return new Promise((resolve) => {
+    const child = spawn('script', ['-qec', quoted, '/dev/null'], { env });
+    let screen = '';
+    const answers = typeof typed === 'string' ? [] : [...typed];
+    let seen = 0; // where the next prompt is looked for
+    const show = (c: Buffer) => {
+      screen += c.toString();
+      const next = answers[0];
+      const at = next ? screen.indexOf(next.after, seen) : -1;
+      if (next && at >= 0) {
+        seen = at + next.after.length;
+        answers.shift();
+        child.stdin.write(next.type);
+      }
+    };
+    child.stdout.on('data', show);
+    child.stderr.on('data', show);
+    if (typeof typed === 'string') child.stdin.write(typed);
+    child.on('exit', (code) => resolve({ code, screen }));
+  });
+}
+
 /** Runs a stock tool (age, age-keygen) and returns its result. */
 export function tool(name: string, args: string[], options: RunOptions = {}): SpawnSyncReturns<Buffer> {
   return spawnSync(name, args, { input: options.input, cwd: options.cwd, maxBuffer: 1 << 30 });

@@ -15,12 +15,13 @@ import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { AgeDecryptor, AgeEncryptor } from '../../crypto/age.ts';
 import type { Identity, Recipient } from '../../crypto/header.ts';
 import { enableChunkReclaim } from '../../crypto/reclaim.ts';
+import { ScryptIdentity, ScryptRecipient } from '../../crypto/scrypt.ts';
 import { parseIdentityFile, parseRecipientsFile, X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
-import { type ErrorCode, fail, isMedvaultError } from '../../errors.ts';
+import { check, type ErrorCode, fail, isMedvaultError } from '../../errors.ts';
 import type { ErasureCertificate } from '../protocol/certificate.ts';
 import type { SubjectReport } from '../protocol/subject-report.ts';
 import { pump, type Sink, type Source } from '../sdk/pump.ts';
-import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
+import { askTerminal, collect, parseJsonFile, readText, writeNewFile } from './io.ts';
 import { addVaultCommands } from './vault-commands.ts';
 
 const HINTS: Partial<Record<ErrorCode, string>> = {
@@ -100,17 +101,26 @@ export function buildProgram(): Command {
     .argument('[input]', 'file to encrypt; stdin when absent or -')
     .option('-r, --recipient <age1…>', 'encrypt to this recipient (repeatable)', collect, [])
     .option('-R, --recipients-file <file>', 'encrypt to the recipients listed in FILE (repeatable)', collect, [])
+    .option('-p, --passphrase', 'encrypt with a passphrase asked on the terminal (twice), instead of recipients')
     .option('-a, --armor', 'write PEM-armored ASCII instead of binary')
     .option('-o, --output <file>', 'write to FILE (replaced only on success); stdout when absent')
     .action(
       async (
         input: string | undefined,
-        opts: { recipient: string[]; recipientsFile: string[]; armor?: boolean; output?: string },
+        opts: { recipient: string[]; recipientsFile: string[]; passphrase?: boolean; armor?: boolean; output?: string },
       ) => {
         const recipients: Recipient[] = opts.recipient.map((r) => X25519Recipient.parse(r));
         for (const file of opts.recipientsFile)
           recipients.push(...parseRecipientsFile(await readText(file, 'recipients file')));
-        if (recipients.length === 0) fail('INVALID_ARGUMENT', 'name at least one recipient with -r or -R');
+        if (opts.passphrase) {
+          check(recipients.length === 0, 'INVALID_ARGUMENT', '-p cannot be combined with -r or -R (as in age)');
+          const passphrase = await askTerminal('Enter passphrase: ', true);
+          check(passphrase.length > 0, 'INVALID_ARGUMENT', 'an empty passphrase');
+          const again = await askTerminal('Confirm passphrase: ', true);
+          check(again === passphrase, 'INVALID_ARGUMENT', 'the passphrases do not match');
+          recipients.push(new ScryptRecipient(passphrase));
+        }
+        if (recipients.length === 0) fail('INVALID_ARGUMENT', 'name at least one recipient with -r or -R (or -p)');
         const core = new AgeEncryptor(recipients, { armor: opts.armor === true });
         await pump(core, source(input), sink(opts.output, !opts.armor));
       },
@@ -121,11 +131,15 @@ export function buildProgram(): Command {
     .description('decrypt an age v1 file (binary or armored) with your identity')
     .argument('[input]', 'file to decrypt; stdin when absent or -')
     .option('-i, --identity <file>', 'identity file, as written by keygen or age-keygen (repeatable)', collect, [])
+    .option('-p, --passphrase', 'the file was encrypted with a passphrase: ask for it on the terminal')
     .option('-o, --output <file>', 'write to FILE (replaced only on success); stdout when absent')
-    .action(async (input: string | undefined, opts: { identity: string[]; output?: string }) => {
-      if (opts.identity.length === 0) fail('INVALID_ARGUMENT', 'name an identity file with -i');
+    .action(async (input: string | undefined, opts: { identity: string[]; passphrase?: boolean; output?: string }) => {
+      if (opts.identity.length === 0 && !opts.passphrase) {
+        fail('INVALID_ARGUMENT', 'name an identity file with -i, or -p for a passphrase-encrypted file');
+      }
       const identities: Identity[] = [];
       for (const file of opts.identity) identities.push(...parseIdentityFile(await readText(file, 'identity file')));
+      if (opts.passphrase) identities.push(new ScryptIdentity(await askTerminal('Enter passphrase: ', true)));
       await pump(new AgeDecryptor(identities), source(input), sink(opts.output, false));
     });
 

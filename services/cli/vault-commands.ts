@@ -17,7 +17,7 @@ import { logger } from '../../log.ts';
 import type { JoinRequest, Receipt, RecordFilters, RecordSummary, VaultClient } from '../sdk/client.ts';
 import { subjectOf } from '../sdk/pseudonym.ts';
 import { ioError } from '../sdk/pump.ts';
-import { collect, parseJsonFile, readText, writeNewFile } from './io.ts';
+import { askTerminal, collect, parseJsonFile, progressBar, readText, writeNewFile } from './io.ts';
 
 const DEFAULT_NODE = 'http://127.0.0.1:7400';
 const DAY = 86_400_000;
@@ -444,12 +444,7 @@ export function addVaultCommands(program: Command): void {
         .update(JSON.stringify([resolve(file), size, info.mtimeMs, subject, [...readers].sort(), opts.purpose]))
         .digest('hex')
         .slice(0, 32);
-      const { SingleBar } = await import('cli-progress');
-      const bar =
-        process.stderr.isTTY && size > 8 * 1024 * 1024 && !opts.json
-          ? new SingleBar({ format: 'uploading [{bar}] {percentage}% {value}/{total} bytes', stream: process.stderr })
-          : null;
-      bar?.start(size, 0);
+      const bar = await progressBar('uploading', size > 8 * 1024 * 1024 && !opts.json);
       try {
         const { record, receipt, repeated } = await vault.upload(
           { path: file },
@@ -458,11 +453,11 @@ export function addVaultCommands(program: Command): void {
             readers,
             purpose: opts.purpose,
             expiresAt: parseExpiry(opts.expires),
-            onProgress: (n) => bar?.update(n),
+            onProgress: (n) => bar.update(n, size),
             idempotencyKey,
           },
         );
-        bar?.stop();
+        bar.stop();
         await saveJson(opts.receipt, receipt);
         print(
           opts,
@@ -471,7 +466,7 @@ export function addVaultCommands(program: Command): void {
             `anchored as record.created in ${where(receipt)}; readers: ${(record.grants ?? []).map((g) => g.reader).join(', ')}`,
         );
       } finally {
-        bar?.stop();
+        bar.stop();
       }
     },
   );
@@ -495,7 +490,10 @@ export function addVaultCommands(program: Command): void {
     ) => {
       refuseOverwrite(opts.output, opts.force);
       const vault = await client({ ...opts, key: opts.identity ?? opts.key });
-      const result = await vault.fetch(id, opts.output ? { path: opts.output } : { stream: process.stdout });
+      const bar = await progressBar('fetching', !!opts.output && !opts.json);
+      const result = await vault
+        .fetch(id, opts.output ? { path: opts.output } : { stream: process.stdout }, { onProgress: bar.update })
+        .finally(() => bar.stop());
       await saveJson(opts.receipt, result.access);
       // With the document on stdout, what is said about it goes to stderr.
       const say = opts.output ? process.stdout : process.stderr;
@@ -526,7 +524,10 @@ export function addVaultCommands(program: Command): void {
     ) => {
       refuseOverwrite(opts.output, opts.force);
       const vault = await client({ ...opts, key: opts.identity ?? opts.key });
-      const result = await vault.emergency(id, opts.reason, { path: opts.output });
+      const bar = await progressBar('fetching (break-glass)', !opts.json);
+      const result = await vault
+        .emergency(id, opts.reason, { path: opts.output }, { onProgress: bar.update })
+        .finally(() => bar.stop());
       print(
         opts,
         result,
@@ -586,6 +587,7 @@ export function addVaultCommands(program: Command): void {
       .option('--record <id>', 'one record')
       .option('--pseudonym-key <file>', 'the subject key in a file (default: sealed to you by your node)')
       .option('--delay <when>', 'schedule it with a cancel window (72h, 3d); without: now')
+      .option('--yes', 'do not ask for confirmation on a terminal')
       .option('-o, --output <file>', 'save the erasure certificate here'),
   ).action(
     async (
@@ -595,6 +597,7 @@ export function addVaultCommands(program: Command): void {
         pseudonymKey?: string;
         output?: string;
         delay?: string;
+        yes?: boolean;
       },
     ) => {
       check(!!opts.subject !== !!opts.record, 'INVALID_ARGUMENT', 'give exactly one of --subject and --record');
@@ -612,6 +615,13 @@ export function addVaultCommands(program: Command): void {
             `unless cancelled with: medvault erasure cancel ${filed.requestId}`,
         );
         return;
+      }
+      if (process.stdin.isTTY && !opts.yes) {
+        const what = opts.record
+          ? `record ${opts.record}`
+          : 'every record of this subject on every node of the consortium, and its custodian key';
+        const answer = await askTerminal(`Erase ${what}? This cannot be undone. Type "erase" to go on: `);
+        check(answer.trim() === 'erase', 'INVALID_ARGUMENT', 'not confirmed: nothing was erased');
       }
       const certificate = await vault.erase(target);
       await saveJson(opts.output, certificate);

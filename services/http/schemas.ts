@@ -34,3 +34,5 @@ export const MEMBER = {
 export const ID_PARAMS = { type: 'object', required: ['id'], properties: { id: ID } };
 export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, ERROR]));
 export const STANDARD_ERRORS = errors(400, 401, 403, 404, 429, 503);
+/** A 201 answer's body, whatever its fields (the OpenAPI document's success code). */
+export const CREATED = { type: 'object', additionalProperties: true };

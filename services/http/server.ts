@@ -20,6 +20,7 @@ import { consoleDirectory, consoleRoutes } from './console.ts';
 import type { RouteContext } from './context.ts';
 import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
 import { createMetrics } from './metrics.ts';
+import { completeDocument, OPENAPI_INFO, routeTransform } from './openapi.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { consortiumRoutes } from './routes/consortium.ts';
 import { erasureRoutes } from './routes/erasures.ts';
@@ -136,14 +137,9 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   });
 
   await app.register(fastifySwagger, {
-    openapi: {
-      info: {
-        title: 'medvault',
-        version: '1',
-        description:
-          'Encrypted, ledger-anchored document vault. Sign every /v1 request with your member key: see services/protocol/signing.ts.',
-      },
-    },
+    openapi: OPENAPI_INFO,
+    transform: routeTransform as never,
+    transformObject: completeDocument,
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
   await app.register(fastifyRateLimit, {

@@ -18,7 +18,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { Dispatcher } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
-import { AgeEncryptor } from '../../crypto/age.ts';
+import { AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { answerError, fail, MedvaultError } from '../../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
@@ -91,6 +91,11 @@ export interface FetchResult {
   /** Plaintext bytes written. */
   bytes: number;
   reviewId?: string;
+}
+
+/** Options of a fetch: `onProgress` is called with the ciphertext bytes received and the total (0: unknown). */
+export interface FetchOptions {
+  onProgress?: (received: number, total: number) => void;
 }
 
 type Body = Uint8Array | string | Readable;
@@ -358,14 +363,14 @@ export class VaultClient {
    * atomically: nothing under that name unless the whole record decrypted
    * and its ciphertext matched the hash anchored for it).
    */
-  async fetch(id: string, sink: Sink): Promise<FetchResult> {
-    return this.#decryptInto(id, await this.#request('GET', `/v1/records/${id}/content`), sink);
+  async fetch(id: string, sink: Sink, options: FetchOptions = {}): Promise<FetchResult> {
+    return this.#decryptInto(id, await this.#request('GET', `/v1/records/${id}/content`), sink, options);
   }
 
   /** Break-glass: fetch without a grant, with a reason the DPO will review. */
-  async emergency(id: string, reason: string, sink: Sink): Promise<FetchResult> {
+  async emergency(id: string, reason: string, sink: Sink, options: FetchOptions = {}): Promise<FetchResult> {
     const response = await this.#request('POST', `/v1/records/${id}/emergency`, JSON.stringify({ reason }));
-    const result = await this.#decryptInto(id, response, sink);
+    const result = await this.#decryptInto(id, response, sink, options);
     return { ...result, reviewId: response.headers.get('medvault-review-id') ?? '' };
   }
 
@@ -393,11 +398,24 @@ export class VaultClient {
     return { access, content };
   }
 
-  async #decryptInto(id: string, response: Response, sink: Sink): Promise<FetchResult> {
+  async #decryptInto(id: string, response: Response, sink: Sink, options: FetchOptions): Promise<FetchResult> {
     const { access, content } = await this.#servedReceipts(id, response);
     const ciphertextHash = content.event.ciphertextHash as string;
     const headerLength = Number(response.headers.get('medvault-header-length'));
-    const core = new CheckedDecryptor(this.#keys.identity, headerLength, ciphertextHash);
+    const checked = new CheckedDecryptor(this.#keys.identity, headerLength, ciphertextHash);
+    const total = Number(response.headers.get('content-length') ?? 0);
+    let received = 0;
+    const { onProgress } = options;
+    const core: StreamCore = onProgress
+      ? {
+          update(data, out) {
+            received += data.length;
+            onProgress(received, total);
+            checked.update(data, out);
+          },
+          final: (out) => checked.final(out),
+        }
+      : checked;
     const body = Readable.fromWeb(response.body as WebReadableStream);
     const bytes = await pump(core, { stream: body }, sink).catch((err: unknown) => {
       // The connection cut mid-body surfaces as fetch's untyped "terminated": say what it is.

@@ -50,11 +50,13 @@ async function signedIn(member: TestMember, sent: string[] = []): Promise<Page> 
   await page.goto(`${node.url}/console/`);
   await page.setInputFiles('#key-file', member.keyFile);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await expect.poll(() => page.locator('#who').textContent()).toContain(member.name);
+  await expect.poll(() => page.locator('#who').textContent(), POLL).toContain(member.name);
   return page;
 }
 
 const statusOf = (page: Page) => page.locator('#status').textContent();
+/** A loaded CI machine can take seconds for what takes milliseconds here. */
+const POLL = { timeout: 20_000 };
 
 describe('the web console', () => {
   it('is served under a strict content security policy, with no inline script and nothing from elsewhere', async () => {
@@ -82,7 +84,7 @@ describe('the web console', () => {
     await page.getByRole('button', { name: `Open record ${record.id}` }).click();
     const saved = await (await download).path();
     expect(sha(readFileSync(saved))).toBe(sha(plain));
-    await expect.poll(() => page.locator('#record-detail').textContent()).toContain('matches the hash anchored');
+    await expect.poll(() => page.locator('#record-detail').textContent(), POLL).toContain('matches the hash anchored');
     await page.screenshot({ path: join(ARTIFACTS, 'reader-decrypted.png'), fullPage: true });
     // The key never left the page: no request carries its secret parts, nothing was stored.
     const keyText = readFileSync(clinic.keyFile, 'utf8');
@@ -132,7 +134,7 @@ describe('the web console', () => {
     expect(refused.status).toBe(403);
     expect(await refused.json()).toMatchObject({ code: 'FORBIDDEN' });
     await page.getByRole('link', { name: 'Status' }).click();
-    await expect.poll(() => page.locator('#status-panel').textContent()).toContain(node.vault.nodeId);
+    await expect.poll(() => page.locator('#status-panel').textContent(), POLL).toContain(node.vault.nodeId);
     await page.screenshot({ path: join(ARTIFACTS, 'status.png'), fullPage: true });
     await page.close();
   });
@@ -185,7 +187,7 @@ describe('the web console', () => {
     const page = await signedIn(dpo);
     await page.getByRole('link', { name: 'Reviews' }).click();
     await page.getByRole('button', { name: `unjustified ${reviewId}` }).click();
-    await expect.poll(() => statusOf(page)).toContain('Review closed as unjustified');
+    await expect.poll(() => statusOf(page), POLL).toContain('Review closed as unjustified');
     const closed = (await dpo.client.reviews(true)).find((r) => r.id === reviewId);
     expect(closed?.outcome).toBe('unjustified');
 
@@ -193,10 +195,10 @@ describe('the web console', () => {
     await page.getByLabel('Patient identifier, pseudonym or record id').fill('MRN-9000');
     await page.getByLabel('Cancel window, minutes').fill('0.05');
     await page.getByRole('button', { name: 'File erasure request' }).click();
-    await expect.poll(() => statusOf(page)).toContain('cancel window');
+    await expect.poll(() => statusOf(page), POLL).toContain('cancel window');
     const [filed] = (await dpo.client.erasures()).filter((e) => e.state === 'scheduled');
     const id = filed?.id as string;
-    await expect.poll(() => page.locator(`[data-erasure-state="${id}"]`).textContent()).toBe('scheduled');
+    await expect.poll(() => page.locator(`[data-erasure-state="${id}"]`).textContent(), POLL).toBe('scheduled');
     await page.screenshot({ path: join(ARTIFACTS, 'dpo-erasure-scheduled.png'), fullPage: true });
     // The node's timer (serve) runs due erasures; here the test is the timer.
     await expect
@@ -210,11 +212,11 @@ describe('the web console', () => {
         },
       )
       .toBe('done');
-    await expect
-      .poll(() => page.locator(`[data-erasure-state="${id}"]`).textContent(), { timeout: 10_000 })
-      .toBe('done');
+    await expect.poll(() => page.locator(`[data-erasure-state="${id}"]`).textContent(), POLL).toBe('done');
     await page.getByRole('button', { name: `Certificate of ${id}` }).click();
-    await expect.poll(() => page.locator('#erasure-detail [data-verdict]').getAttribute('data-verdict')).toBe('valid');
+    await expect
+      .poll(() => page.locator('#erasure-detail [data-verdict]').getAttribute('data-verdict'), POLL)
+      .toBe('valid');
     expect(await page.locator('#erasure-detail').textContent()).toContain('Valid and complete: 1 record(s) erased');
     await page.screenshot({ path: join(ARTIFACTS, 'dpo-certificate.png'), fullPage: true });
     expect((await hospital.client.records({ state: 'erased' })).records.map((r) => r.id)).toContain(record.id);
@@ -224,9 +226,15 @@ describe('the web console', () => {
     await page.getByLabel('Patient identifier, pseudonym or record id').fill(other.record.id);
     await page.getByLabel('Cancel window, minutes').fill('60');
     await page.getByRole('button', { name: 'File erasure request' }).click();
-    const pending = (await dpo.client.erasures()).find((e) => e.state === 'scheduled')?.id as string;
+    let pending = '';
+    await expect
+      .poll(async () => {
+        pending = (await dpo.client.erasures()).find((e) => e.state === 'scheduled')?.id ?? '';
+        return pending;
+      }, POLL)
+      .not.toBe('');
     await page.getByRole('button', { name: `Cancel ${pending}` }).click();
-    await expect.poll(() => page.locator(`[data-erasure-state="${pending}"]`).textContent()).toBe('cancelled');
+    await expect.poll(() => page.locator(`[data-erasure-state="${pending}"]`).textContent(), POLL).toBe('cancelled');
     await page.close();
   });
 
@@ -252,7 +260,7 @@ describe('the web console', () => {
   it('the explorer checks every block it is served: one event changed on the way shows that block invalid', async () => {
     const page = await signedIn(dpo);
     await page.getByRole('link', { name: 'Ledger' }).click();
-    await expect.poll(() => page.locator('[data-block-verdict]').count()).toBeGreaterThan(3);
+    await expect.poll(() => page.locator('[data-block-verdict]').count(), POLL).toBeGreaterThan(3);
     expect(await page.locator('[data-block-verdict="invalid"]').count()).toBe(0);
     await page.screenshot({ path: join(ARTIFACTS, 'explorer-blocks.png'), fullPage: true });
     // A node (or a proxy) that rewrites history: the page must not believe it.
@@ -264,7 +272,7 @@ describe('the web console', () => {
     });
     await page.getByRole('link', { name: 'Status' }).click();
     await page.getByRole('link', { name: 'Ledger' }).click();
-    await expect.poll(() => page.locator('[data-block-verdict="invalid"]').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator('[data-block-verdict="invalid"]').count(), POLL).toBeGreaterThan(0);
     expect(await page.locator('[data-block-verdict="invalid"]').first().getAttribute('title')).toMatch(/root/i);
     await page.close();
   });

@@ -227,6 +227,48 @@ describe('operations', () => {
     expect((await call('GET', '/docs')).status).toBeLessThan(400);
   });
 
+  it('the OpenAPI document is a contract: signing scheme, real success codes, every error, the upload body', async () => {
+    const api = JSON.parse((await call('GET', '/docs/json')).text);
+    expect(api.components.securitySchemes.medvaultSignature).toMatchObject({
+      in: 'header',
+      name: 'medvault-signature',
+    });
+    expect(api.components.securitySchemes.medvaultSignature.description).toContain('medvault-request-v1');
+    expect(api.security).toEqual([{ medvaultSignature: [] }]);
+    // Public and node-to-node routes need no member signature; member routes inherit it.
+    for (const [path, method] of [
+      ['/v1/node', 'get'],
+      ['/v1/erasures/order', 'post'],
+      ['/healthz', 'get'],
+      ['/readyz', 'get'],
+      ['/metrics', 'get'],
+    ] as const) {
+      expect(api.paths[path]?.[method]?.security, path).toEqual([]);
+    }
+    expect(api.paths['/v1/records'].get.security).toBeUndefined();
+    const codes = (path: string, method: string) => Object.keys(api.paths[path][method].responses);
+    expect(codes('/v1/erasures', 'post')).toEqual(expect.arrayContaining(['201', '202']));
+    expect(codes('/v1/erasures', 'post')).not.toContain('200');
+    expect(codes('/v1/members', 'post')).toContain('201');
+    expect(codes('/v1/records/{id}/grants', 'post')).toContain('201');
+    expect(codes('/v1/checkpoints', 'post')).toContain('201');
+    expect(codes('/v1/records', 'post')).toEqual(expect.arrayContaining(['200', '201']));
+    expect(api.paths['/v1/records'].post.requestBody.content['application/octet-stream'].schema.format).toBe('binary');
+    // Every /v1 operation lists every error status, each with the codes that carry it.
+    for (const [path, operations] of Object.entries(
+      api.paths as Record<string, Record<string, { responses: Record<string, { description: string }> }>>,
+    )) {
+      if (!path.startsWith('/v1/')) continue;
+      for (const [method, op] of Object.entries(operations)) {
+        for (const status of ['400', '401', '403', '404', '409', '429', '503', '507']) {
+          expect(op.responses[status], `${method} ${path} ${status}`).toBeDefined();
+        }
+        expect(op.responses['403']?.description).toContain('NO_GRANT');
+        expect(op.responses['401']?.description).toContain('AUTH_REPLAY');
+      }
+    }
+  });
+
   it('requests beyond a member’s rate limit get 429 RATE_LIMITED', async () => {
     const limited = await startNode({ rateLimit: 5 });
     try {

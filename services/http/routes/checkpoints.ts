@@ -2,11 +2,17 @@
 import type { FastifyInstance } from 'fastify';
 import { fail } from '../../../errors.ts';
 import { member, peerRoute, type RouteContext } from '../context.ts';
+import { CREATED } from '../schemas.ts';
 
 export async function checkpointRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
   app.post(
     '/v1/checkpoints',
-    { schema: { summary: "Checkpoint the ledger's head, cosigned by the peers that confirm it (admin, DPO)" } },
+    {
+      schema: {
+        summary: "Checkpoint the ledger's head, cosigned by the peers that confirm it (admin, DPO)",
+        response: { 201: CREATED },
+      },
+    },
     async (request, reply) => {
       const checkpoint = await vault.checkpoints.create({ actor: member(request) });
       if (!checkpoint) fail('REQUEST_INVALID', 'the ledger is empty: nothing to checkpoint');

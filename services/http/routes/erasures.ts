@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ErasureTarget } from '../../vault/erasure.ts';
 import { idParam, member, peerRoute, type RouteContext } from '../context.ts';
-import { DELAY, HASH, ID, ID_PARAMS } from '../schemas.ts';
+import { CREATED, DELAY, HASH, ID, ID_PARAMS } from '../schemas.ts';
 
 export async function erasureRoutes(app: FastifyInstance, { vault, metrics }: RouteContext): Promise<void> {
   app.post(
@@ -26,6 +26,10 @@ export async function erasureRoutes(app: FastifyInstance, { vault, metrics }: Ro
               properties: { recordId: ID, delaySeconds: DELAY },
             },
           ],
+        },
+        response: {
+          201: { ...CREATED, description: 'executed now: the signed certificate' },
+          202: { ...CREATED, description: 'scheduled: requestId, executeAt and the filing receipt' },
         },
       },
     },

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { SCHEMA } from '../../../formats.ts';
 import type { Vault } from '../../vault/vault.ts';
 import { idParam, member, type RouteContext } from '../context.ts';
-import { ID, ID_PARAMS, MEMBER, ROLE, STANDARD_ERRORS } from '../schemas.ts';
+import { CREATED, ID, ID_PARAMS, MEMBER, ROLE, STANDARD_ERRORS } from '../schemas.ts';
 
 export async function memberRoutes(app: FastifyInstance, { vault }: RouteContext): Promise<void> {
   app.get(
@@ -38,6 +38,7 @@ export async function memberRoutes(app: FastifyInstance, { vault }: RouteContext
             node: { ...ID, description: 'For a reader of another node: that node, which forwards its fetches' },
           },
         },
+        response: { 201: CREATED },
       },
     },
     async (request, reply) => {

@@ -15,7 +15,7 @@ import type { Opened, RecordSearch } from '../../vault/vault.ts';
 import { idParam, member, type RouteContext } from '../context.ts';
 import { here } from '../forward.ts';
 import { counted, countedChunks, type Metrics } from '../metrics.ts';
-import { ERROR, HASH, ID, ID_PARAMS, PURPOSE, STANDARD_ERRORS, TIME } from '../schemas.ts';
+import { CREATED, ERROR, HASH, ID, ID_PARAMS, PURPOSE, STANDARD_ERRORS, TIME } from '../schemas.ts';
 
 export async function recordRoutes(app: FastifyInstance, { vault, metrics }: RouteContext): Promise<void> {
   app.get(
@@ -193,6 +193,7 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
           required: ['reader', 'purpose', 'expiresAt'],
           properties: { reader: ID, purpose: PURPOSE, expiresAt: TIME },
         },
+        response: { 201: CREATED },
       },
     },
     async (request, reply) => {
