@@ -68,6 +68,8 @@ export const ERRORS = {
   KMS_CORRUPT: { status: 500, message: 'the keystore file is damaged' },
   KMS_NO_KEY: { status: 404, message: 'no custodian key for this subject' },
   KMS_KEY_DESTROYED: { status: 410, message: 'the custodian key for this subject was destroyed' },
+  BACKUP_KEY_GONE: { status: 410, message: 'the backup key expired and was destroyed: the backup cannot be opened' },
+  BACKUP_INVALID: { status: 400, message: 'not an intact medvault backup' },
   KMS_MEMBER_EXISTS: { status: 409, message: 'a member with this name already has keys' },
   KMS_SECRET_EXISTS: { status: 409, message: 'the keystore already holds this consortium secret' },
   KMS_NO_MEMBER: { status: 404, message: 'no member with this name in the keystore' },

@@ -41,6 +41,16 @@ interface Keystore extends DestroyedList {
   members?: Record<string, { signingSeed: string; ageSecret: string; created: number }>;
   /** The consortium's shared secrets this node was given (base64), e.g. the subject key. */
   shared?: Record<string, string>;
+  /** Backup keys (services/vault/backup.ts): X25519 secrets, each destroyed when it expires. */
+  backupKeys?: Record<string, { secret: string; createdAt: number; expiresAt: number }>;
+}
+
+/** A backup key as listed: its id (the fingerprint of its recipient) and lifetime, no secret. */
+export interface BackupKeyInfo {
+  id: string;
+  recipient: string;
+  createdAt: number;
+  expiresAt: number;
 }
 
 /** What anyone may know of a member: its key id, signing key and age recipient. */
@@ -176,6 +186,47 @@ export class LocalKms implements Kms {
       if (store.shared[name] !== undefined) fail('KMS_SECRET_EXISTS', name);
       store.shared[name] = Buffer.from(secret).toString('base64');
     });
+  }
+
+  /** The backup keys kept, oldest first. */
+  backupKeys(): BackupKeyInfo[] {
+    return Object.entries(this.#store.backupKeys ?? {})
+      .map(([id, k]) => ({
+        id,
+        recipient: String(new X25519Identity(Buffer.from(k.secret, 'base64')).recipient),
+        createdAt: k.createdAt,
+        expiresAt: k.expiresAt,
+      }))
+      .sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /** A backup key's identity, to open a backup; BACKUP_KEY_GONE once it expired and was destroyed. */
+  backupIdentity(id: string): X25519Identity {
+    const entry = this.#store.backupKeys?.[id];
+    if (!entry) fail('BACKUP_KEY_GONE', `backup key ${id} is not in this keystore`);
+    return new X25519Identity(Buffer.from(entry.secret, 'base64'));
+  }
+
+  /** Makes a backup key that expires at `expiresAt`. */
+  async addBackupKey(now: number, expiresAt: number): Promise<BackupKeyInfo> {
+    const secret = random(32);
+    const recipient = new X25519Identity(secret).recipient;
+    const id = keyFingerprint(recipient.publicKey);
+    await this.#change((store) => {
+      store.backupKeys ??= {};
+      store.backupKeys[id] = { secret: Buffer.from(secret).toString('base64'), createdAt: now, expiresAt };
+    });
+    return { id, recipient: String(recipient), createdAt: now, expiresAt };
+  }
+
+  /** Destroys every backup key expired at `now` (the keystore is rewritten without it); their ids. */
+  async destroyExpiredBackupKeys(now: number): Promise<string[]> {
+    const expired = this.backupKeys().filter((k) => k.expiresAt <= now);
+    if (expired.length === 0) return [];
+    await this.#change((store) => {
+      for (const { id } of expired) delete store.backupKeys?.[id];
+    });
+    return expired.map((k) => k.id);
   }
 
   listMembers(): MemberPublic[] {

@@ -169,6 +169,7 @@ export function renderCertificate(api: Api, certificate: unknown, detail: HTMLEl
         ['Executed', when(cert.executedAt)],
         ['By DPO', api.name(cert.dpo)],
         ['Signed by node', h('code', {}, v.signer)],
+        ['Backups', cert.backupsUntil ? `may hold the destroyed key until ${when(cert.backupsUntil)}` : 'none kept'],
       ]),
       v.complete
         ? null

@@ -277,7 +277,11 @@ export function addVaultCommands(program: Command): void {
       const settling = setInterval(() => {
         vault.settlePending().catch((err) => logger.error({ err }, 'settling pending uploads failed'));
       }, 10_000);
-      const strays = setInterval(() => void vault.collectStrays(), 60 * 60_000);
+      const strays = setInterval(() => {
+        void vault.collectStrays();
+        // Backup keys past their retention are destroyed on time, whether or not a backup runs.
+        vault.backups?.expire().catch((err) => logger.error({ err }, 'destroying expired backup keys failed'));
+      }, 60 * 60_000);
       const erasures = setInterval(() => {
         vault.erasures.runDue().catch((err) => logger.error({ err }, 'a scheduled erasure failed; it will be retried'));
       }, 10_000);
@@ -634,6 +638,9 @@ export function addVaultCommands(program: Command): void {
           (r) =>
             `  ${r.recordId}: ${r.stores.map((s) => s.confirmed).join('; ') || 'no blob'}; tombstone in ${where(r.tombstone)}`,
         ),
+        ...(certificate.backupsUntil
+          ? [`backups that may hold the key expire by ${new Date(certificate.backupsUntil).toISOString()}`]
+          : []),
         `certificate signed by ${certificate.signer}${opts.output ? `, saved to ${opts.output}` : ''}`,
       ];
       print(opts, certificate, lines.join('\n'));
@@ -690,6 +697,100 @@ export function addVaultCommands(program: Command): void {
     print(opts, report, lines.join('\n'));
     if (report.findings.length > 0) process.exitCode = 2;
   });
+
+  const backup = program
+    .command('backup')
+    .description('back up the node (admin): its secrets and database sealed to a backup key that rotates and expires');
+  withClientOptions(backup.command('now', { isDefault: true }).description('take a backup now (admin)')).action(
+    async (opts: ClientOptions) => {
+      const { path, manifest } = await (await client(opts)).backup();
+      print(
+        opts,
+        { path, manifest },
+        `backup written to ${path} (ledger height ${manifest.ledgerHeight ?? 'empty'}); sealed to backup key ` +
+          `${manifest.backupKey.id}, destroyed ${new Date(manifest.backupKey.expiresAt).toISOString()}: the backup cannot be opened after that`,
+      );
+    },
+  );
+  backup
+    .command('keys')
+    .description("the backup keys in a node's keystore (run where the node runs); --export one for escrow")
+    .requiredOption('--data <dir>', "the node's data directory")
+    .option(
+      '--export <id>',
+      'write this backup key as an age identity file (-o): keep it offline, destroy it at its expiry',
+    )
+    .option('-o, --output <file>', 'where --export writes (0600, never replaced)')
+    .option('--json', 'print JSON')
+    .action(async (opts: { data: string; export?: string; output?: string; json?: boolean }) => {
+      const { openKeystore } = await import('../vault/node.ts');
+      const kms = await openKeystore(opts.data);
+      if (opts.export) {
+        check(!!opts.output, 'INVALID_ARGUMENT', '--export needs -o FILE');
+        const identity = kms.backupIdentity(opts.export);
+        const key = kms.backupKeys().find((k) => k.id === opts.export) as { expiresAt: number };
+        await writeNewFile(
+          opts.output as string,
+          `# medvault backup key ${opts.export}: opens the node's backups; destroy this copy at ${new Date(key.expiresAt).toISOString()}\n${identity}\n`,
+        );
+        print(opts, { exported: opts.export }, `backup key ${opts.export} written to ${opts.output}`);
+        return;
+      }
+      const keys = kms.backupKeys();
+      print(
+        opts,
+        keys,
+        keys
+          .map(
+            (k) =>
+              `${k.id}  made ${new Date(k.createdAt).toISOString()}  destroyed ${new Date(k.expiresAt).toISOString()}`,
+          )
+          .join('\n') || 'no backup keys (no backup taken yet, or all expired)',
+      );
+    });
+
+  program
+    .command('restore')
+    .description(
+      'restore a backup into a new data directory; its node re-applies every erasure anchored since, before it serves',
+    )
+    .requiredOption('--from <dir>', 'the backup (a directory written by medvault backup)')
+    .requiredOption('--data <dir>', 'the new data directory (must not exist)')
+    .option('--backup-key <file>', 'the backup key, as exported by `backup keys --export`')
+    .option('--keys-from <dir>', "a data directory whose keystore holds the backup key (the node's own)")
+    .option('--ledger <file>', "a file-ledger node: the current ledger file (the backup's copy lacks what came after)")
+    .option('--backup-ledger', "a file-ledger node: use the backup's own ledger copy, losing every event since")
+    .action(
+      async (opts: {
+        from: string;
+        data: string;
+        backupKey?: string;
+        keysFrom?: string;
+        ledger?: string;
+        backupLedger?: boolean;
+      }) => {
+        check(!!opts.backupKey !== !!opts.keysFrom, 'INVALID_ARGUMENT', 'give one of --backup-key and --keys-from');
+        const { readManifest, restoreBackup } = await import('../vault/backup.ts');
+        const { openKeystore } = await import('../vault/node.ts');
+        const { parseIdentityFile } = await import('../../crypto/x25519.ts');
+        const manifest = await readManifest(opts.from);
+        const identity = opts.backupKey
+          ? (parseIdentityFile(await readText(opts.backupKey, 'backup key file'))[0] ??
+            fail('KEY_INVALID', `${opts.backupKey} holds no age identity`))
+          : (await openKeystore(opts.keysFrom as string)).backupIdentity(manifest.backupKey.id);
+        await restoreBackup({
+          from: opts.from,
+          data: opts.data,
+          identity,
+          ...(opts.ledger ? { ledgerFile: opts.ledger } : {}),
+          ...(opts.backupLedger ? { backupLedger: true } : {}),
+        });
+        process.stdout.write(
+          `restored the backup of ${new Date(manifest.takenAt).toISOString()} into ${opts.data}; ` +
+            'its node re-applies the erasures anchored since when it starts, before it serves\n',
+        );
+      },
+    );
 
   withClientOptions(
     program

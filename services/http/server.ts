@@ -21,6 +21,7 @@ import type { RouteContext } from './context.ts';
 import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
 import { createMetrics } from './metrics.ts';
 import { completeDocument, OPENAPI_INFO, routeTransform } from './openapi.ts';
+import { backupRoutes } from './routes/backups.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
 import { consortiumRoutes } from './routes/consortium.ts';
 import { erasureRoutes } from './routes/erasures.ts';
@@ -167,6 +168,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   await app.register(consortiumRoutes, context);
   await app.register(reportRoutes, context);
   await app.register(ledgerRoutes, context);
+  await app.register(backupRoutes, context);
   await app.register(async (scope) =>
     consoleRoutes(scope, options.consoleDir === undefined ? consoleDirectory() : options.consoleDir),
   );

@@ -72,6 +72,11 @@ export interface ErasureCertificate {
    * own part and confirm before the erasure is complete (signed by the executing node).
    */
   consortium?: string[];
+  /**
+   * When the last backup that may still hold the destroyed key expires (ms): the erasure is
+   * complete for every backup after that. Absent when the node keeps no backups.
+   */
+  backupsUntil?: number;
   signer: string;
   signerKey: string;
   sig: string;
@@ -121,6 +126,7 @@ const validateShape = new Ajv({ strict: true }).compile({
       ],
     },
     consortium: { type: 'array', maxItems: 256, uniqueItems: true, items: ID },
+    backupsUntil: { type: 'integer', minimum: 0 },
     parts: { type: 'array', maxItems: 256, items: { type: 'object' } },
     dpo: ID,
     executedAt: { type: 'integer', minimum: 0 },

@@ -120,3 +120,25 @@ export interface SweepReport {
   checked: string[];
   findings: Finding[];
 }
+
+/** A backup key as the node lists it (services/vault/backup.ts): no secret. */
+export interface BackupKey {
+  id: string;
+  recipient: string;
+  createdAt: number;
+  /** When it is destroyed: every backup made with it becomes unreadable then. */
+  expiresAt: number;
+}
+
+/** A backup's manifest.json. */
+export interface BackupManifest {
+  v: 1;
+  type: 'medvault.backup';
+  node: string;
+  takenAt: number;
+  /** The ledger's head when the backup was taken: a restore re-applies erasures anchored after it. */
+  ledgerHeight: number | null;
+  backupKey: { id: string; expiresAt: number };
+  /** SHA-256 (hex) of every file of the backup but this manifest, by its path in the backup. */
+  files: Record<string, string>;
+}

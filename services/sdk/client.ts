@@ -34,6 +34,8 @@ import { BODY_TRAILER, bodyMessage, HEADER, signRequest, UNSIGNED_PAYLOAD } from
 import { type SubjectReport, verifySubjectReport } from '../protocol/subject-report.ts';
 import { caAgent } from '../protocol/tls.ts';
 import type {
+  BackupKey,
+  BackupManifest,
   ConsortiumNode,
   ErasureRow,
   MemberRow,
@@ -575,6 +577,16 @@ export class VaultClient {
     if (!this.#trustGiven) this.#trusted = undefined; // the node asked its peers just now: ask it again
     verifySubjectReport(report, { trusted: await this.#trust() });
     return report;
+  }
+
+  /** Takes a backup of the node (admin): where it was written and its manifest. */
+  async backup(): Promise<{ path: string; manifest: BackupManifest }> {
+    return this.#json('POST', '/v1/backups');
+  }
+
+  /** The node's backup keys (admin): ids and lifetimes, never secrets. */
+  async backupKeys(): Promise<{ keys: BackupKey[]; directory: string }> {
+    return this.#json('GET', '/v1/backups/keys');
   }
 
   async reviews(all = false): Promise<ReviewRow[]> {

@@ -3,7 +3,7 @@
  * cancelling it, executing it step by step (resumable), the signed
  * certificate and the consortium's cosignatures, and the post-erasure sweep.
  */
-import { subjectCommitment } from '../../anchor/events.ts';
+import { type LedgerEvent, subjectCommitment } from '../../anchor/events.ts';
 import { checkReceiptOnLedger, checkReceiptsOnLedger } from '../../anchor/ledger.ts';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { check, fail, isMedvaultError } from '../../errors.ts';
@@ -29,15 +29,22 @@ export interface ErasureOptions {
   peers?: Peers;
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
+  /**
+   * When the last backup that may still hold a key destroyed now expires (its backup key's
+   * expiry, services/vault/backup.ts); null when the node keeps no backup key.
+   */
+  backupsUntil?: () => number | null;
 }
 
 export class Erasures {
   readonly #c: VaultCore;
   readonly #sweepFiles: () => Promise<{ data: string[]; logs: string[] }>;
   readonly #peers: Peers;
+  readonly #backupsUntil: () => number | null;
 
   constructor(core: VaultCore, options: ErasureOptions = {}) {
     this.#c = core;
+    this.#backupsUntil = options.backupsUntil ?? (() => null);
     this.#sweepFiles = options.sweepFiles ?? (async () => ({ data: [], logs: [] }));
     this.#peers = options.peers ?? new Peers();
   }
@@ -304,6 +311,7 @@ export class Erasures {
           ...(created[i] ? { created: created[i] } : {}),
         })),
         ...(consortium.length > 0 ? { consortium } : {}),
+        ...backupsField(kms ? this.#backupsUntil() : null),
       },
       this.#c.node,
     );
@@ -445,6 +453,72 @@ export class Erasures {
     });
   }
 
+  /**
+   * After a restore from a backup (services/vault/backup.ts), before the node serves: every
+   * erasure anchored since block `from` that concerns records this node holds again is filed
+   * here and executed (its custodian key destroyed again, its headers and blobs deleted); the
+   * tombstones anchored then are indexed, not anchored twice. Cancelled requests are skipped;
+   * one still in its cancel window is scheduled. Returns how many erasures it re-applied.
+   */
+  async reapply(from: number): Promise<number> {
+    const filed: Array<{ event: LedgerEvent; height: number; leaf: number }> = [];
+    const tombstones: Array<{ event: LedgerEvent; height: number; leaf: number }> = [];
+    const cancelled = new Set<string>();
+    for await (const block of this.#c.ledger.blocks(from)) {
+      block.events.forEach((event, leaf) => {
+        const at = { event, height: block.header.height, leaf };
+        if (event.type === 'erasure.filed') filed.push(at);
+        else if (event.type === 'record.erased') tombstones.push(at);
+        else if (event.type === 'erasure.cancelled') cancelled.add(event.requestId as string);
+      });
+    }
+    const subjects = this.#c.m.activeSubjects();
+    let applied = 0;
+    for (const { event, height, leaf } of filed) {
+      const requestId = event.requestId as string;
+      if (cancelled.has(requestId) || this.#c.m.erasure(requestId)) continue;
+      const target =
+        event.scope === 'record'
+          ? this.#c.m.record(event.target as string)?.state === 'active'
+            ? (event.target as string)
+            : undefined
+          : subjects.find((subject) => subjectCommitment(requestId, subject) === event.target);
+      if (target === undefined) continue;
+      const executeAt = event.executeAt as number;
+      const state = executeAt > this.#c.now() ? 'scheduled' : 'executing';
+      this.#c.m.transaction(() => {
+        // Its own origin: the certificate was made and cosigned when it first ran; this is its replay.
+        this.#c.m.addErasure({
+          id: requestId,
+          scope: event.scope as 'subject' | 'record',
+          target,
+          filedBy: event.dpo as string,
+          filedAt: event.at,
+          executeAt,
+          state,
+          origin: this.#c.node.id,
+        });
+        this.#c.m.addAnchor({ recordId: requestId, type: 'erasure.filed', height, leaf, at: event.at });
+        for (const t of tombstones) {
+          if (t.event.requestId !== requestId || !this.#c.m.record(t.event.recordId as string)) continue;
+          this.#c.m.addAnchor({
+            recordId: t.event.recordId as string,
+            type: 'record.erased',
+            height: t.height,
+            leaf: t.leaf,
+            at: t.event.at,
+          });
+        }
+      });
+      if (state === 'executing') {
+        this.#begin(requestId);
+        await this.#execute(requestId);
+      }
+      applied++;
+    }
+    return applied;
+  }
+
   /** A receipt verified and found on this node's view of the ledger; COSIGN_REFUSED otherwise. */
   async #onLedger(receipt: Receipt): Promise<{ event: Receipt['event']; head: number }> {
     try {
@@ -534,4 +608,9 @@ export class Erasures {
         `this node holds none of the records${subject ? ' and erased its own records and custodian key of the subject' : ''}`,
     );
   }
+}
+
+/** The certificate's backupsUntil, when a key was destroyed and backups may hold it. */
+function backupsField(until: number | null): { backupsUntil?: number } {
+  return until === null ? {} : { backupsUntil: until };
 }

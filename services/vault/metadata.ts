@@ -531,6 +531,18 @@ export class Metadata {
     return this.#one('SELECT * FROM records WHERE id = ?', id);
   }
 
+  /** The subjects of this node's active records (pseudonyms). */
+  activeSubjects(): string[] {
+    return this.#all<{ subject: string }>("SELECT DISTINCT subject FROM records WHERE state = 'active'").map(
+      (r) => r.subject,
+    );
+  }
+
+  /** A consistent copy of the whole database at `path` (for a backup); `path` must not exist. */
+  snapshot(path: string): void {
+    this.#db.prepare('VACUUM INTO ?').run(path);
+  }
+
   recordsOf(subject: string, state: RecordState): RecordRow[] {
     return this.#all('SELECT * FROM records WHERE subject = ? AND state = ? ORDER BY created_at', subject, state);
   }

@@ -34,6 +34,7 @@ import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
 import { checkTlsIdentity, type TlsIdentity } from '../protocol/tls.ts';
 import { checkWebhookUrl, webhookAlerts } from './alerts.ts';
+import { type BackupPolicy, Backups, RESTORED_MARKER } from './backup.ts';
 import {
   checkJoinRequest,
   type Invite,
@@ -82,6 +83,12 @@ export interface NodeConfig {
   /** The addresses /metrics answers (default: loopback only): the monitoring host's. */
   metricsAllow?: string[];
   /**
+   * Backups (services/vault/backup.ts): where they are written (default `backups`, in the data
+   * directory), how often the backup key rotates (hours, default 24) and how long each is kept
+   * (days, default 30): a backup cannot be opened once its key's retention ends.
+   */
+  backup?: Partial<BackupPolicy>;
+  /**
    * The hash of block 0 of the ledger the node was made on: `serve` refuses a ledger whose
    * first block is another (a wrong URI, prefix or contract), whatever the environment says.
    */
@@ -94,6 +101,13 @@ export async function readConfig(data: string): Promise<NodeConfig> {
   const config = JSON.parse(await readFile(path, 'utf8')) as NodeConfig;
   check(config.version === 1, 'INVALID_ARGUMENT', `${path}: unknown configuration version`);
   return config;
+}
+
+/** Opens a data directory's keystore (for `medvault backup keys` and `restore --keys-from`). */
+export async function openKeystore(data: string): Promise<LocalKms> {
+  const path = join(resolve(data), 'keystore.sealed');
+  check(existsSync(path), 'INVALID_ARGUMENT', `${data} is not a medvault data directory (no keystore)`);
+  return LocalKms.open(path, await keystoreSecret(resolve(data)));
 }
 
 async function keystoreSecret(data: string): Promise<SealingSecret> {
@@ -388,7 +402,39 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     ...(tls ? { tls } : {}),
   });
   if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
+  vault.backups = new Backups({
+    data,
+    kms,
+    metadata,
+    ledger,
+    node: node.id,
+    ...(config.backup ? { policy: config.backup } : {}),
+    ...(config.tls ? { tlsKey: config.tls.key } : {}),
+  });
+  await vault.backups.expire();
+  await reapplyAfterRestore(data, vault);
   return vault;
+}
+
+/**
+ * A data directory restored from a backup (RESTORED_MARKER) re-applies every erasure anchored
+ * since the backup was taken before its node does anything else; the marker goes only once
+ * that is done, so a crash in between re-applies again (idempotent).
+ */
+async function reapplyAfterRestore(data: string, vault: Vault): Promise<void> {
+  const marker = join(data, RESTORED_MARKER);
+  if (!existsSync(marker)) return;
+  const { takenAt, ledgerHeight } = JSON.parse(await readFile(marker, 'utf8')) as {
+    takenAt: number;
+    ledgerHeight: number | null;
+  };
+  const applied = await vault.erasures.reapply((ledgerHeight ?? -1) + 1);
+  await rm(marker);
+  await fsyncDirectory(data);
+  logger.info(
+    { backupTakenAt: new Date(takenAt).toISOString(), erasures: applied },
+    'restored from a backup: the erasures anchored since it was taken are applied again',
+  );
 }
 
 /**

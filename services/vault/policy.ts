@@ -26,6 +26,7 @@ export type Action =
   | 'checkpoint'
   | 'checkpoint.read'
   | 'ledger.read'
+  | 'backup'
   | 'consortium.invite'
   | 'consortium.leave'
   | 'record.search'
@@ -61,6 +62,8 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Reading whole blocks (the console's ledger explorer): every event of the consortium, who
   // accessed what, when. Those who answer for the ledger; a member checks its own receipts.
   'ledger.read': ['admin', 'dpo'],
+  // Taking a backup of the node (its secrets sealed under a rotating backup key): its operator.
+  backup: ['admin'],
   // Searching records: an uploader its own, a reader those granted to it (live), a DPO all
   // (vault.ts searchRecords narrows each); an admin manages members, not records.
   'record.search': ['uploader', 'reader', 'dpo'],

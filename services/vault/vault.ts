@@ -34,6 +34,7 @@ import { logger } from '../../log.ts';
 import { forwardMessage } from '../protocol/signing.ts';
 import type { TlsIdentity } from '../protocol/tls.ts';
 import type { RecordPage, RecordSummary, RecordView } from '../protocol/views.ts';
+import type { Backups } from './backup.ts';
 import { Checkpoints } from './checkpoints.ts';
 import { Consortium, type ConsortiumInfo } from './consortium.ts';
 import { ConsortiumIndex } from './consortium-index.ts';
@@ -206,6 +207,8 @@ export class Vault {
   readonly tls: TlsIdentity | undefined;
   /** Subject access reports across the consortium (DPO). */
   readonly reports: SubjectReports;
+  /** Backups of this node (services/vault/backup.ts); absent for a vault opened without its data directory. */
+  backups: Backups | undefined;
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
@@ -224,7 +227,11 @@ export class Vault {
     this.peers = new Peers(deps.peers, () => this.#index.catchUp(), deps.tls);
     this.tls = deps.tls;
     this.#announce(this.#c.m.consortiumNodes());
-    this.erasures = new Erasures(this.#c, { peers: this.peers, sweepFiles: deps.sweepFiles });
+    this.erasures = new Erasures(this.#c, {
+      peers: this.peers,
+      sweepFiles: deps.sweepFiles,
+      backupsUntil: () => latestExpiry(deps.keystore?.backupKeys() ?? []),
+    });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
     this.reports = new SubjectReports(this.#c, this.peers, (record) => this.#summary(record, true));
     this.consortium = new Consortium(
@@ -1358,4 +1365,9 @@ async function* checkPayload(payload: AsyncIterable<Uint8Array>, probe: PayloadP
     yield chunk;
   }
   if (size < PAYLOAD_NONCE_LENGTH + TAG_LENGTH) fail('AGE_PAYLOAD_TRUNCATED', 'the upload has no age payload');
+}
+
+/** When the last of these backup keys expires; null for none. */
+function latestExpiry(keys: readonly { expiresAt: number }[]): number | null {
+  return keys.length === 0 ? null : Math.max(...keys.map((k) => k.expiresAt));
 }
