@@ -15,7 +15,7 @@ import { leafHash, type MerkleTree, verifyInclusion } from '../crypto/merkle.ts'
 import { fail, isMedvaultError } from '../errors.ts';
 import { SCHEMA } from '../formats.ts';
 import { type Block, type BlockHeader, blockHash, headerSignatureValid } from './block.ts';
-import { encodeEvent, type LedgerEvent } from './events.ts';
+import { canonicalJson, encodeEvent, type LedgerEvent } from './events.ts';
 
 export interface Receipt {
   v: 1;
@@ -82,7 +82,10 @@ export function makeReceipt(block: Block, tree: MerkleTree, leafIndex: number): 
  * Verifies a receipt offline. Throws RECEIPT_INVALID saying what failed;
  * with `trusted`, the block's signer must be one of those key fingerprints.
  */
-export function verifyReceipt(receipt: unknown, options: { trusted?: Iterable<string> } = {}): VerifiedReceipt {
+export function verifyReceipt(
+  receipt: unknown,
+  options: { trusted?: Iterable<string>; verifiedHeaders?: Set<string> } = {},
+): VerifiedReceipt {
   if (!validateShape(receipt)) {
     const [first] = validateShape.errors ?? [];
     fail('RECEIPT_INVALID', `not a receipt: ${first?.instancePath || 'receipt'} ${first?.message ?? ''}`.trim());
@@ -100,7 +103,13 @@ export function verifyReceipt(receipt: unknown, options: { trusted?: Iterable<st
   if (!verifyInclusion(r.leafIndex, r.block.count, leaf, path, root)) {
     fail('RECEIPT_INVALID', 'the event is not in the block: its audit path does not lead to the block root');
   }
-  if (!headerSignatureValid(r.block)) fail('RECEIPT_INVALID', 'the block header signature does not verify');
+  // Many receipts of one document (a certificate's tombstones) share a few blocks: a header,
+  // byte for byte, is checked once per document (`verifiedHeaders`, which the caller scopes).
+  const header = options.verifiedHeaders ? canonicalJson(r.block) : '';
+  if (!options.verifiedHeaders?.has(header)) {
+    if (!headerSignatureValid(r.block)) fail('RECEIPT_INVALID', 'the block header signature does not verify');
+    options.verifiedHeaders?.add(header);
+  }
   if (options.trusted && ![...options.trusted].includes(r.block.signer)) {
     fail('RECEIPT_INVALID', `the block was signed by ${r.block.signer}, which is not a trusted member key`);
   }

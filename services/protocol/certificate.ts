@@ -247,8 +247,10 @@ export interface VerifiedCertificate {
  */
 export function verifyCertificate(
   value: unknown,
-  options: { trusted?: Iterable<string>; cosigners?: Iterable<string> } = {},
+  options: { trusted?: Iterable<string>; cosigners?: Iterable<string>; verifiedHeaders?: Set<string> } = {},
 ): VerifiedCertificate {
+  // The block headers checked while verifying this certificate (its parts included).
+  const verifiedHeaders = options.verifiedHeaders ?? new Set<string>();
   if (!validateShape(value)) {
     const [first] = validateShape.errors ?? [];
     fail('CERTIFICATE_INVALID', `not a certificate: ${first?.instancePath || 'certificate'} ${first?.message ?? ''}`);
@@ -263,7 +265,7 @@ export function verifyCertificate(
   if (trusted && !trusted.includes(cert.signer)) {
     fail('CERTIFICATE_INVALID', `signed by ${cert.signer}, which is not a trusted member key`);
   }
-  const filed = receiptEvent(cert.filed, trusted, 'filing');
+  const filed = receiptEvent(cert.filed, trusted, 'filing', verifiedHeaders);
   if (filed.type !== 'erasure.filed' || filed.requestId !== cert.requestId || filed.dpo !== cert.dpo) {
     fail('CERTIFICATE_INVALID', 'its filing receipt is for another request');
   }
@@ -285,7 +287,7 @@ export function verifyCertificate(
   for (const record of cert.records) {
     let event: Receipt['event'];
     try {
-      ({ event } = verifyReceipt(record.tombstone, trusted ? { trusted } : {}));
+      ({ event } = verifyReceipt(record.tombstone, { ...(trusted ? { trusted } : {}), verifiedHeaders }));
     } catch (err) {
       if (isMedvaultError(err)) fail('CERTIFICATE_INVALID', `record ${record.recordId}: ${err.message}`);
       throw err;
@@ -299,7 +301,7 @@ export function verifyCertificate(
       fail('CERTIFICATE_INVALID', `record ${record.recordId}: its tombstone is for another erasure`);
     }
     if (record.created) {
-      const created = receiptEvent(record.created, trusted, `record ${record.recordId} creation`);
+      const created = receiptEvent(record.created, trusted, `record ${record.recordId} creation`, verifiedHeaders);
       if (created.type !== 'record.created' || created.recordId !== record.recordId) {
         fail('CERTIFICATE_INVALID', `record ${record.recordId}: its creation receipt is for another record`);
       }
@@ -339,7 +341,7 @@ export function verifyCertificate(
     if (p.parts || p.consortium) fail('CERTIFICATE_INVALID', 'a part has parts of its own');
     let verified: VerifiedCertificate;
     try {
-      verified = verifyCertificate(part, trusted ? { trusted } : {});
+      verified = verifyCertificate(part, { ...(trusted ? { trusted } : {}), verifiedHeaders });
     } catch (err) {
       if (isMedvaultError(err)) fail('CERTIFICATE_INVALID', `the part of ${p.signer}: ${err.message}`);
       throw err;
@@ -352,7 +354,11 @@ export function verifyCertificate(
     }
     nodes.push({ node: p.signer, records: verified.records, keyDestroyed: verified.keyDestroyed });
   }
-  const missing = consortium.filter((n) => !cosigners.includes(n) || !nodes.some((x) => x.node === n));
+  const missing = missingNodes(
+    consortium,
+    cosigners,
+    nodes.map((n) => n.node),
+  );
   return {
     requestId: cert.requestId,
     signer: cert.signer,
@@ -365,10 +371,24 @@ export function verifyCertificate(
   };
 }
 
+/** The nodes of `consortium` that have not both sent their part and cosigned. */
+export function missingNodes(
+  consortium: readonly string[],
+  cosigners: readonly string[],
+  parts: readonly string[],
+): string[] {
+  return consortium.filter((n) => !cosigners.includes(n) || !parts.includes(n));
+}
+
 /** A receipt's event, verified offline; CERTIFICATE_INVALID naming `what` when it does not verify. */
-function receiptEvent(receipt: Receipt, trusted: string[] | undefined, what: string): Receipt['event'] {
+function receiptEvent(
+  receipt: Receipt,
+  trusted: string[] | undefined,
+  what: string,
+  verifiedHeaders: Set<string>,
+): Receipt['event'] {
   try {
-    return verifyReceipt(receipt, trusted ? { trusted } : {}).event;
+    return verifyReceipt(receipt, { ...(trusted ? { trusted } : {}), verifiedHeaders }).event;
   } catch (err) {
     if (isMedvaultError(err)) fail('CERTIFICATE_INVALID', `${what}: ${err.message}`);
     throw err;

@@ -305,8 +305,9 @@ export class Metadata {
     }
   }
 
-  /** Runs `step` in one transaction: all of its writes or none. */
+  /** Runs `step` in one transaction: all of its writes or none (inside another: part of that one). */
   transaction<T>(step: () => T): T {
+    if (this.#db.isTransaction) return step();
     try {
       this.#db.exec('BEGIN IMMEDIATE');
       try {

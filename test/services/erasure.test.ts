@@ -171,6 +171,20 @@ describe('erasure of a subject', () => {
     expect(verified).toBeGreaterThanOrEqual(VERIFIED_FLIPS_AT_LEAST);
   });
 
+  it('a block header is checked once per certificate, but a second copy with another signature is refused', () => {
+    const tombstones = certificate.records.map((r) => r.tombstone);
+    const shared = tombstones.findIndex((t, i) => i > 0 && t.block.height === tombstones[0]?.block.height);
+    expect(shared).toBeGreaterThan(0); // two tombstones in one block: the header seen twice
+    const forged = structuredClone(certificate);
+    const header = (forged.records[shared] as { tombstone: { block: { sig: string } } }).tombstone.block;
+    header.sig = `${header.sig[0] === 'A' ? 'B' : 'A'}${header.sig.slice(1)}`;
+    // Signed anew by whoever forged it: only the header's own signature can tell.
+    const { v: _v, type: _t, signer: _s, signerKey: _k, sig: _g, ...body } = forged;
+    const resigned = signCertificate(body, SigningKey.generate());
+    expect(codeOf(() => verifyCertificate(resigned))).toBe('CERTIFICATE_INVALID');
+    expect(verifyCertificate(certificate).records).toBe(3);
+  });
+
   it('the sweep finds no trace anywhere, and says where it looked', async () => {
     const report = await dpo.client.sweep(certificate.requestId);
     expect(report.findings).toEqual([]);
