@@ -52,7 +52,7 @@ export interface RecordQuery {
 export interface PendingChangeRow {
   id: string;
   recordId: string;
-  kind: 'grant' | 'revoke';
+  kind: 'grant' | 'revoke' | 'access';
   /** The event's canonical JSON, as appended. */
   event: string;
   /** The lowest height the append tried: once the ledger holds a block there without it, it never landed. */
@@ -266,6 +266,19 @@ const MIGRATIONS = [
      settle_prev TEXT,
      created_at INTEGER NOT NULL
    ) STRICT;`,
+  // 13: an access (record.accessed) whose anchor's outcome is unknown is kept pending too.
+  `CREATE TABLE pending_changes_13 (
+     id TEXT PRIMARY KEY,
+     record_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('grant', 'revoke', 'access')),
+     event TEXT NOT NULL,
+     settle_after INTEGER NOT NULL,
+     settle_prev TEXT,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO pending_changes_13 SELECT * FROM pending_changes;
+   DROP TABLE pending_changes;
+   ALTER TABLE pending_changes_13 RENAME TO pending_changes;`,
 ];
 
 type Row = Record<string, SQLInputValue>;

@@ -1,5 +1,5 @@
 /**
- * Exactly-once grants and revocations. Like an upload (vault.ts #anchorUpload),
+ * Exactly-once grants, revocations and accesses. Like an upload (vault.ts #anchorUpload),
  * a grant or revocation whose anchor's outcome is unknown (LEDGER_OUTCOME_UNKNOWN:
  * the etcd ledger sent the append and got no answer; it may still commit) is
  * never treated as failed nor as done: its event is kept as a pending change,
@@ -11,6 +11,10 @@
  * - A revocation takes effect at once, before the outcome is known (fail
  *   closed: the reader is not served while it is unsure), and the ledger must
  *   come to say it: found, it is done; lost, it is anchored again.
+ * - An access (record.accessed) is not served while its anchor is unsure; if the
+ *   ledger turns out to hold it, it is indexed in the record's trail (an access
+ *   recorded but not served: the trail over-reports, never under-reports); lost,
+ *   nothing is left.
  *
  * So the ledger never holds a grant the node does not apply, and the node
  * never keeps serving a reader whose revocation the ledger may hold.

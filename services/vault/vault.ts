@@ -733,7 +733,9 @@ export class Vault {
     const content = await this.#contentReceipt(record);
     const blob = await this.#c.store.get(record.blobRef as string);
     try {
-      const receipt = await this.#c.anchor({
+      // An unknown outcome: nothing is served (OUTCOME_PENDING), and if the ledger turns out to
+      // hold the access it joins the record's trail then (services/vault/outcomes.ts).
+      const receipt = await anchorChange(this.#c, 'access', {
         type: 'record.accessed',
         at: this.#c.now(),
         recordId: id,
@@ -911,8 +913,10 @@ export class Vault {
   /** What settling does with a grant or revocation the ledger has answered for (services/vault/outcomes.ts). */
   readonly #changes: ChangeHandlers = {
     landed: async (change, event, receipt) => {
-      if (change.kind === 'revoke') {
-        this.#c.index(change.recordId, receipt); // in effect since it was made
+      if (change.kind === 'revoke' || change.kind === 'access') {
+        // A revocation: in effect since it was made. An access: nothing was served, but the
+        // ledger holds it, so the record's trail (audit, the subject report) shows it too.
+        this.#c.index(change.recordId, receipt);
         return;
       }
       const record = this.#c.m.record(change.recordId);
@@ -929,8 +933,11 @@ export class Vault {
       this.#applyGrant(record.id, header, receipt);
     },
     lost: async (change, event) => {
-      if (change.kind === 'grant') {
-        logger.warn({ recordId: change.recordId }, 'pending grant dropped: it was never anchored');
+      if (change.kind === 'grant' || change.kind === 'access') {
+        logger.warn(
+          { recordId: change.recordId, kind: change.kind },
+          `pending ${change.kind} dropped: it was never anchored`,
+        );
         return;
       }
       // In effect here since it was made: the ledger must say it too. Anchored again; kept

@@ -13,6 +13,7 @@
  * and never commits. The same on a real etcd cluster losing its quorum is in
  * etcd-quorum.test.ts.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Block } from '../../anchor/block.ts';
@@ -269,5 +270,39 @@ describe('a grant or revocation whose anchoring outcome is unknown', () => {
     await upload(26);
     expect(await node.vault.settlePending()).toBe(0);
     expect(await aclOnLedger(record.id, reader.id)).toEqual(['acl.granted', 'acl.revoked']);
+  });
+});
+
+describe('an access whose anchoring outcome is unknown', () => {
+  const accessed = async (recordId: string) => {
+    let onLedger = 0;
+    for await (const block of ledger.blocks(0)) {
+      onLedger += block.events.filter((e) => e.type === 'record.accessed' && e.recordId === recordId).length;
+    }
+    const inTrail = (await hospital.client.audit(recordId)).filter((r) => r.event.type === 'record.accessed').length;
+    return { onLedger, inTrail };
+  };
+
+  it('is not served; one the ledger committed after all joins the record’s trail once', async () => {
+    const { record } = await upload(30);
+    ledger.next = 'commit-then-unknown';
+    const path = join(out, 'access-committed');
+    const err = await reader.client.fetch(record.id, { path }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: record.id } });
+    expect(existsSync(path)).toBe(false);
+    expect(await accessed(record.id)).toEqual({ onLedger: 1, inTrail: 0 });
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await accessed(record.id)).toEqual({ onLedger: 1, inTrail: 1 });
+  });
+
+  it('one that never committed leaves nothing once the ledger moves past its height', async () => {
+    const { record } = await upload(31);
+    ledger.next = 'unknown-never-commits';
+    const err = await reader.client.fetch(record.id, { path: join(out, 'access-lost') }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+    expect(await node.vault.settlePending()).toBe(1); // the ledger has not moved
+    await upload(32);
+    expect(await node.vault.settlePending()).toBe(0);
+    expect(await accessed(record.id)).toEqual({ onLedger: 0, inTrail: 0 });
   });
 });
