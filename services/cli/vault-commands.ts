@@ -4,10 +4,8 @@
  * file (`--key`, or MEDVAULT_KEY) and talking to `--node` (or MEDVAULT_NODE,
  * default http://127.0.0.1:7400).
  */
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { rm, stat, writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { check, fail } from '../../errors.ts';
 import { ROLES, type Role } from '../../formats.ts';
@@ -265,6 +263,7 @@ export function addVaultCommands(program: Command): void {
       const vault = await openNode(opts.data);
       const app = await buildServer(vault, {
         ...(config.metricsAllow ? { metricsAllow: config.metricsAllow } : {}),
+        ...(config.rateLimit ? { rateLimit: config.rateLimit } : {}),
         ...(vault.tls ? { tls: vault.tls } : {}),
       });
       const port = opts.port === undefined ? config.listen.port : Number(opts.port);
@@ -411,12 +410,24 @@ export function addVaultCommands(program: Command): void {
   withClientOptions(
     program
       .command('upload')
-      .description('encrypt FILE here and upload it for a subject, readable by the given readers')
-      .argument('<file>', 'the document')
-      .requiredOption(
+      .description(
+        'encrypt FILE here and upload it for a subject, readable by the given readers; or every file of a directory (--recursive)',
+      )
+      .argument('<file>', 'the document, or a directory with --recursive')
+      .option(
         '--subject <subject>',
         'a 64-hex subject pseudonym, or a patient id (pseudonymised here with the subject key)',
       )
+      .option('-r, --recursive', 'upload every file under the directory FILE, resumably')
+      .option(
+        '--subject-from <regex>',
+        "with -r: each file's subject, the regex's first group on its path (e.g. '^(MRN-[0-9]+)/')",
+      )
+      .option(
+        '--manifest <csv>',
+        'with -r: each file\'s subject from lines "path,subject" (paths relative to the directory)',
+      )
+      .option('--concurrency <n>', 'with -r: uploads at a time', '8')
       .option('--reader <member>', 'a reader: member id, name or age1 recipient (repeatable)', collect, [])
       .option('--purpose <code>', 'why the readers may read it', 'treatment')
       .option('--expires <when>', 'when the grants end: 30d, 12h or a date', '365d')
@@ -426,28 +437,45 @@ export function addVaultCommands(program: Command): void {
     async (
       file: string,
       opts: ClientOptions & {
-        subject: string;
+        subject?: string;
         reader: string[];
         purpose: string;
         expires: string;
         pseudonymKey?: string;
         receipt?: string;
+        recursive?: boolean;
+        subjectFrom?: string;
+        manifest?: string;
+        concurrency: string;
       },
     ) => {
       const vault = await client(opts);
-      const subject = await subjectOf(opts.subject, { keyFile: opts.pseudonymKey, client: vault });
       const readers = [];
       for (const ref of opts.reader) readers.push((await vault.resolveMember(ref)).id);
+      if (opts.recursive) {
+        const { bulkUpload } = await import('./bulk-upload.ts');
+        process.exitCode = await bulkUpload(vault, file, {
+          ...(opts.subjectFrom ? { subjectFrom: opts.subjectFrom } : {}),
+          ...(opts.manifest ? { manifest: opts.manifest } : {}),
+          ...(opts.pseudonymKey ? { pseudonymKey: opts.pseudonymKey } : {}),
+          readers,
+          purpose: opts.purpose,
+          expiresAt: parseExpiry(opts.expires),
+          concurrency: Number(opts.concurrency),
+          ...(opts.json ? { json: true } : {}),
+        });
+        return;
+      }
+      check(!!opts.subject, 'INVALID_ARGUMENT', 'name the subject with --subject (or upload a directory with -r)');
+      const subject = await subjectOf(opts.subject as string, { keyFile: opts.pseudonymKey, client: vault });
       const info = await stat(file).catch((err) => {
         throw ioError(err, `cannot read ${file}`);
       });
       const size = info.size;
       // The same command run again (after an error) sends the same key: the node answers with
       // the first upload's record instead of making a second.
-      const idempotencyKey = createHash('sha256')
-        .update(JSON.stringify([resolve(file), size, info.mtimeMs, subject, [...readers].sort(), opts.purpose]))
-        .digest('hex')
-        .slice(0, 32);
+      const { uploadKey } = await import('./bulk-upload.ts');
+      const idempotencyKey = uploadKey(file, size, info.mtimeMs, subject, readers, opts.purpose);
       const bar = await progressBar('uploading', size > 8 * 1024 * 1024 && !opts.json);
       try {
         const { record, receipt, repeated } = await vault.upload(

@@ -37,6 +37,8 @@ export interface ServerOptions extends LimitOptions {
   authWindowMs?: number;
   /** Requests per member per minute (default 600). */
   rateLimit?: number;
+  /** The rate limit's window, ms (default a minute; tests shorten it). */
+  rateWindowMs?: number;
   /** Largest JSON body, bytes (uploads stream and are not limited by this). */
   jsonLimit?: number;
   /** Addresses /metrics answers (default: loopback only; add the monitoring host's). */
@@ -147,7 +149,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     global: true,
     hook: 'preHandler',
     max: options.rateLimit ?? 600,
-    timeWindow: 60_000,
+    timeWindow: options.rateWindowMs ?? 60_000,
     keyGenerator: (request) => request.member?.id ?? request.ip,
     errorResponseBuilder: (_request, context) =>
       new MedvaultError('RATE_LIMITED', `retry in ${Math.ceil(context.ttl / 1000)} s`),

@@ -20,7 +20,7 @@ import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import { AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
-import { answerError, fail, MedvaultError } from '../../errors.ts';
+import { answerError, check, fail, MedvaultError } from '../../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
 import { checkJoinRequest, type JoinRequest, openSecret } from '../protocol/invites.ts';
 import {
@@ -327,7 +327,72 @@ export class VaultClient {
     return result;
   }
 
-  /** A record's metadata; its receipt (which fixes the ciphertext hash) is verified. */
+  /**
+   * Uploads many documents, `concurrency` at a time (default 8), each as `upload` does; one
+   * failing does not stop the others. Give each item an idempotency key (medvault upload
+   * --recursive derives one from the file, subject and readers) and a re-run after an
+   * interruption makes nothing twice: the node answers the first upload's record (`repeated`).
+   * `onResult` sees each outcome as it comes; the results come back in the items' order.
+   */
+  async uploadMany(
+    items: Iterable<BulkItem> | AsyncIterable<BulkItem>,
+    options: { concurrency?: number; onResult?: (result: BulkResult) => void } = {},
+  ): Promise<BulkResult[]> {
+    const concurrency = options.concurrency ?? 8;
+    check(
+      Number.isSafeInteger(concurrency) && concurrency >= 1 && concurrency <= 256,
+      'INVALID_ARGUMENT',
+      'concurrency is 1 to 256',
+    );
+    const source = (
+      Symbol.asyncIterator in items
+        ? items
+        : (async function* () {
+            yield* items;
+          })()
+    )[Symbol.asyncIterator]();
+    const results: BulkResult[] = [];
+    let next = 0;
+    const worker = async () => {
+      for (;;) {
+        const step = await source.next();
+        if (step.done) return;
+        const at = next++;
+        const { name, source: document, options: terms } = step.value;
+        let result: BulkResult;
+        try {
+          const { record, repeated } = await this.#uploadPaced(document, terms);
+          result = { name, recordId: record.id, repeated: repeated === true, bytes: record.size };
+        } catch (err) {
+          const e = err as MedvaultError;
+          result = { name, bytes: 0, error: { code: e.code ?? 'INTERNAL', message: e.message } };
+        }
+        results[at] = result;
+        options.onResult?.(result);
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    return results;
+  }
+
+  /**
+   * An upload that, refused for the member's rate limit (RATE_LIMITED), waits as long as the
+   * node says and tries again (its idempotency key makes that safe), up to five times.
+   */
+  async #uploadPaced(document: BulkItem['source'], terms: UploadOptions) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.upload(document, terms);
+      } catch (err) {
+        const wait = /retry in (\d+) s/.exec((err as Error).message)?.[1];
+        // A stream cannot be read twice: only a file or bytes are sent again.
+        const again = err instanceof MedvaultError && err.code === 'RATE_LIMITED' && !(document instanceof Readable);
+        if (!again || attempt >= 5 || wait === undefined) throw err;
+        await new Promise((r) => setTimeout(r, Number(wait) * 1000));
+      }
+    }
+  }
+
   /**
    * One page of records matching `filters`, newest first (an uploader sees its own records,
    * a reader those granted to it now, a DPO all). `subject` is a pseudonym (subjectOf).
@@ -351,6 +416,7 @@ export class VaultClient {
     } while (cursor);
   }
 
+  /** A record's metadata; its receipt (which fixes the ciphertext hash) is verified. */
   async record(id: string): Promise<RecordView> {
     const view = await this.#json<RecordView>('GET', `/v1/records/${id}`);
     await this.verify(view.receipt);
@@ -602,6 +668,25 @@ export class VaultClient {
 }
 
 /** A file to upload by its path: read through reused buffers (see coreReadable). */
+/** One document of uploadMany. */
+export interface BulkItem {
+  /** What the results call it (a path, say). */
+  name: string;
+  source: Readable | Uint8Array | FileSource;
+  options: UploadOptions;
+}
+
+/** The outcome of one document of uploadMany: its record, or the error that stopped it. */
+export interface BulkResult {
+  name: string;
+  recordId?: string;
+  /** Uploaded before (the same idempotency key): nothing was made again. */
+  repeated?: boolean;
+  /** Ciphertext bytes stored. */
+  bytes: number;
+  error?: { code: string; message: string };
+}
+
 export interface FileSource {
   path: string;
 }

@@ -82,6 +82,8 @@ export interface NodeConfig {
   breakGlass?: { perDay?: number; webhook?: string };
   /** The addresses /metrics answers (default: loopback only): the monitoring host's. */
   metricsAllow?: string[];
+  /** Signed requests one member may make per minute (default 600): raise it for bulk ingest. */
+  rateLimit?: number;
   /**
    * Backups (services/vault/backup.ts): where they are written (default `backups`, in the data
    * directory), how often the backup key rotates (hours, default 24) and how long each is kept
