@@ -118,6 +118,7 @@ export class Api {
   ): Promise<unknown> {
     const headers = signRequestHash(this.keys.signing, 'POST', path, sha256);
     return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(new MedvaultError('INVALID_ARGUMENT', 'upload cancelled'));
       const xhr = new XMLHttpRequest();
       xhr.open('POST', path);
       for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);

@@ -122,6 +122,7 @@ async function upload(api: Api, file: File, request: UploadRequest): Promise<{ r
   };
   const reader = file.stream().getReader();
   let read = 0;
+  let chunks = 0;
   for (;;) {
     if (request.signal.aborted) throw new MedvaultError('INVALID_ARGUMENT', 'upload cancelled');
     const { done, value } = await reader.read();
@@ -131,7 +132,11 @@ async function upload(api: Api, file: File, request: UploadRequest): Promise<{ r
     keep(out);
     read += value.length;
     request.progress.value = read;
+    // A file already read ahead resolves each read at once: yield to the page now and then, so
+    // the bar is drawn and a click on Cancel is seen while encrypting.
+    if (++chunks % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 0));
   }
+  if (request.signal.aborted) throw new MedvaultError('INVALID_ARGUMENT', 'upload cancelled');
   const out: Uint8Array[] = [];
   core.final(out as never);
   keep(out);

@@ -828,16 +828,25 @@ export class Vault {
       const reviewId = newId();
       try {
         const at = this.#c.now();
-        const receipt = await this.#c.anchor({
-          type: 'access.emergency',
-          at,
-          recordId: id,
-          reader: actor.id,
-          reasonDigest: createHmac('sha256', Buffer.from(salt, 'hex')).update(reason, 'utf8').digest('hex'),
-        });
+        const review = { id: reviewId, recordId: id, reader: actor.id, reason, salt, at };
+        // An unknown outcome: nothing is served, but the DPO's queue gets the review at once (the
+        // ledger may come to hold the access: over-report, never under-report); it joins the
+        // record's trail if it lands (a pending access, services/vault/outcomes.ts).
+        const receipt = await anchorChange(
+          this.#c,
+          'access',
+          {
+            type: 'access.emergency',
+            at,
+            recordId: id,
+            reader: actor.id,
+            reasonDigest: createHmac('sha256', Buffer.from(salt, 'hex')).update(reason, 'utf8').digest('hex'),
+          },
+          async () => this.#c.m.addReview(review),
+        );
         this.#c.m.transaction(() => {
           this.#c.index(id, receipt);
-          this.#c.m.addReview({ id: reviewId, recordId: id, reader: actor.id, reason, salt, at });
+          this.#c.m.addReview(review);
         });
         return { record, header, blob, receipt, content, reviewId };
       } catch (err) {

@@ -306,3 +306,30 @@ describe('an access whose anchoring outcome is unknown', () => {
     expect(await accessed(record.id)).toEqual({ onLedger: 0, inTrail: 0 });
   });
 });
+
+describe('a break-glass access whose anchoring outcome is unknown', () => {
+  it('is not served; the DPO gets its review at once, and its trail the access if the ledger holds it', async () => {
+    const { record } = await upload(33);
+    const clinic = await node.addMember('clinic', 'reader');
+    const dpo = await node.addMember('dpo', 'dpo');
+    await node.admin.client.setEmergencyAccess(clinic.id, true);
+    const trail = async () =>
+      (await hospital.client.audit(record.id)).filter((r) => r.event.type === 'access.emergency').length;
+    for (const [fault, landed] of [
+      ['commit-then-unknown', 1],
+      ['unknown-never-commits', 0],
+    ] as const) {
+      ledger.next = fault;
+      const path = join(out, `glass-${fault}`);
+      const err = await clinic.client.emergency(record.id, `patient unconscious (${fault})`, { path }).catch((e) => e);
+      expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: record.id } });
+      expect(existsSync(path)).toBe(false);
+      const review = (await dpo.client.reviews()).find((r) => r.reason === `patient unconscious (${fault})`);
+      expect(review?.recordId).toBe(record.id);
+      await upload(34 + landed); // the ledger moves on
+      expect(await node.vault.settlePending()).toBe(0);
+      // After the first, the access that landed is in the trail; the lost second adds nothing.
+      expect(await trail()).toBe(1);
+    }
+  });
+});
