@@ -6,7 +6,7 @@ import type { Receipt } from '../../anchor/receipt.ts';
 import { verifyReceipt } from '../../anchor/receipt.ts';
 import { fail } from '../../errors.ts';
 import type { RecordPage, RecordSummary, RecordView } from '../../services/protocol/views.ts';
-import { CheckedDecryptor } from '../../services/sdk/checked-decryptor.ts';
+import { CheckedDecryptor, servedReceipt } from '../../services/sdk/checked-decryptor.ts';
 import type { Api } from './api.ts';
 import {
   actions,
@@ -117,27 +117,14 @@ function recordTable(api: Api, records: RecordSummary[], detail: HTMLElement): H
   );
 }
 
-/** The receipt a fetch is served with (base64 JSON in a header), verified and checked to be for `id`. */
-function servedReceipt(api: Api, response: Response, name: string, id: string): Receipt {
-  let receipt: Receipt;
-  try {
-    receipt = JSON.parse(atob(response.headers.get(name) ?? ''));
-  } catch {
-    return fail('RECEIPT_INVALID', `the node sent no ${name}`);
-  }
-  api.verify(receipt);
-  if (receipt.event.recordId !== id) fail('RECEIPT_INVALID', 'the receipt served is for another record');
-  return receipt;
-}
-
 /** Fetches a record, decrypts it here with the member's key, checks its hash, and saves it. */
 async function openRecord(api: Api, record: RecordSummary, detail: HTMLElement): Promise<void> {
   const progress = h('progress', { max: record.size, value: 0, 'aria-label': 'Decrypting' });
   const started = performance.now();
   detail.replaceChildren(h('h2', {}, `Record ${record.id}`), progress);
   const response = await api.request('GET', `/v1/records/${record.id}/content`);
-  const access = servedReceipt(api, response, 'medvault-receipt', record.id);
-  const content = servedReceipt(api, response, 'medvault-content-receipt', record.id);
+  const access = api.verify(servedReceipt(response.headers, 'medvault-receipt', record.id));
+  const content = api.verify(servedReceipt(response.headers, 'medvault-content-receipt', record.id));
   const core = new CheckedDecryptor(
     api.keys.identity,
     Number(response.headers.get('medvault-header-length')),

@@ -5,6 +5,7 @@
  * and at the end the hash must be the one anchored for the record.
  */
 import { createHash } from 'node:crypto';
+import type { Receipt } from '../../anchor/receipt.ts';
 import { AgeDecryptor, type StreamCore } from '../../crypto/age.ts';
 import type { X25519Identity } from '../../crypto/x25519.ts';
 import { fail } from '../../errors.ts';
@@ -36,4 +37,20 @@ export class CheckedDecryptor implements StreamCore {
       fail('STORE_INTEGRITY', `the served ciphertext hashes to ${actual}, the ledger says ${this.#expected}`);
     }
   }
+}
+
+/**
+ * A receipt a fetch is served with, from its header `name` (base64 JSON): RECEIPT_INVALID when
+ * it is absent or malformed, or about another record than `id`. Its signature and signer are
+ * the caller's to verify (against the node keys it trusts).
+ */
+export function servedReceipt(headers: { get(name: string): string | null }, name: string, id: string): Receipt {
+  let receipt: Receipt;
+  try {
+    receipt = JSON.parse(Buffer.from(headers.get(name) ?? '', 'base64').toString('utf8')) as Receipt;
+  } catch {
+    return fail('RECEIPT_INVALID', `the node sent no ${name}`);
+  }
+  if (receipt?.event?.recordId !== id) fail('RECEIPT_INVALID', 'the receipts served are for another record');
+  return receipt;
 }

@@ -47,7 +47,7 @@ import type {
   Role,
   SweepReport,
 } from '../protocol/views.ts';
-import { CheckedDecryptor } from './checked-decryptor.ts';
+import { CheckedDecryptor, servedReceipt } from './checked-decryptor.ts';
 import { coreReadable, pump, type Sink } from './pump.ts';
 
 export type {
@@ -451,18 +451,8 @@ export class VaultClient {
 
   /** The access and content receipts a fetch is served with, verified and checked to be for `id`. */
   async #servedReceipts(id: string, response: Response): Promise<{ access: Receipt; content: Receipt }> {
-    const header = (name: string) => {
-      try {
-        return JSON.parse(Buffer.from(response.headers.get(name) ?? '', 'base64').toString('utf8')) as Receipt;
-      } catch {
-        return fail('RECEIPT_INVALID', `the node sent no ${name}`);
-      }
-    };
-    const access = await this.verify(header('medvault-receipt'));
-    const content = await this.verify(header('medvault-content-receipt'));
-    if (access.event.recordId !== id || content.event.recordId !== id) {
-      fail('RECEIPT_INVALID', 'the receipts served are for another record');
-    }
+    const access = await this.verify(servedReceipt(response.headers, 'medvault-receipt', id));
+    const content = await this.verify(servedReceipt(response.headers, 'medvault-content-receipt', id));
     return { access, content };
   }
 

@@ -433,27 +433,12 @@ export class Erasures {
         if (existing.origin !== order.signer) fail('COSIGN_REFUSED', 'that request is not one this node was ordered');
         return this.#execute(order.requestId);
       }
-      this.#c.m.transaction(() => {
-        this.#c.m.addErasure({
-          id: order.requestId,
-          scope: 'subject',
-          target: order.subject,
-          filedBy: event.dpo as string,
-          filedAt: event.at,
-          executeAt: this.#c.now(),
-          state: 'executing',
-          origin: order.signer,
-        });
-        this.#c.m.addAnchor({
-          recordId: order.requestId,
-          type: 'erasure.filed',
-          height: order.filed.block.height,
-          leaf: order.filed.leafIndex,
-          at: event.at,
-        });
-      });
-      this.#begin(order.requestId);
-      const part = await this.#execute(order.requestId);
+      const part = (await this.#adopt(
+        { event, height: order.filed.block.height, leaf: order.filed.leafIndex },
+        order.subject,
+        order.signer,
+        this.#c.now(),
+      )) as ErasureCertificate;
       // This node's part is confirmed by the node that ordered it: the pseudonym can go.
       this.#c.m.forgetErasureSubject(order.requestId);
       this.#c.m.checkpoint();
@@ -496,21 +481,9 @@ export class Erasures {
             : undefined
           : subjects.find((subject) => subjectCommitment(requestId, subject) === event.target);
       if (target === undefined) continue;
-      const executeAt = event.executeAt as number;
-      const state = executeAt > this.#c.now() ? 'scheduled' : 'executing';
-      this.#c.m.transaction(() => {
-        // Its own origin: the certificate was made and cosigned when it first ran; this is its replay.
-        this.#c.m.addErasure({
-          id: requestId,
-          scope: event.scope as 'subject' | 'record',
-          target,
-          filedBy: event.dpo as string,
-          filedAt: event.at,
-          executeAt,
-          state,
-          origin: this.#c.node.id,
-        });
-        this.#c.m.addAnchor({ recordId: requestId, type: 'erasure.filed', height, leaf, at: event.at });
+      // Its own origin: the certificate was made and cosigned when it first ran; this is its replay.
+      // The tombstones anchored then are indexed with it, so it does not anchor them again.
+      await this.#adopt({ event, height, leaf }, target, this.#c.node.id, event.executeAt as number, () => {
         for (const t of tombstones) {
           if (t.event.requestId !== requestId || !this.#c.m.record(t.event.recordId as string)) continue;
           this.#c.m.addAnchor({
@@ -522,13 +495,44 @@ export class Erasures {
           });
         }
       });
-      if (state === 'executing') {
-        this.#begin(requestId);
-        await this.#execute(requestId);
-      }
       applied++;
     }
     return applied;
+  }
+
+  /**
+   * Files here an erasure another node filed on the ledger (`filed`, found at `height`/`leaf`),
+   * for this node's `target` (a subject's pseudonym or a record id), with `origin` the node it
+   * answers to; runs it at once when `executeAt` has passed (its certificate), else schedules it.
+   * `index` writes more of the anchor index in the same transaction.
+   */
+  async #adopt(
+    filed: { event: LedgerEvent; height: number; leaf: number },
+    target: string,
+    origin: string,
+    executeAt: number,
+    index?: () => void,
+  ): Promise<ErasureCertificate | null> {
+    const { event, height, leaf } = filed;
+    const requestId = event.requestId as string;
+    const state = executeAt > this.#c.now() ? 'scheduled' : 'executing';
+    this.#c.m.transaction(() => {
+      this.#c.m.addErasure({
+        id: requestId,
+        scope: event.scope as 'subject' | 'record',
+        target,
+        filedBy: event.dpo as string,
+        filedAt: event.at,
+        executeAt,
+        state,
+        origin,
+      });
+      this.#c.m.addAnchor({ recordId: requestId, type: 'erasure.filed', height, leaf, at: event.at });
+      index?.();
+    });
+    if (state === 'scheduled') return null;
+    this.#begin(requestId);
+    return this.#execute(requestId);
   }
 
   /** A receipt verified and found on this node's view of the ledger; COSIGN_REFUSED otherwise. */
