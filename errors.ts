@@ -164,11 +164,15 @@ export function check(condition: unknown, code: ErrorCode, detail?: string): ass
  */
 export function answerError(
   status: number,
-  body: { code?: string; message?: string; recordId?: string },
+  body: { code?: string; message?: string; recordId?: string; requestId?: string },
 ): MedvaultError {
   const untyped = [502, 503, 504].includes(status) ? 'NODE_UNAVAILABLE' : 'INTERNAL';
   const code = (body.code && body.code in ERRORS ? body.code : untyped) as ErrorCode;
-  const info = { status, ...(body.recordId ? { recordId: body.recordId } : {}) };
+  const info = {
+    status,
+    ...(body.recordId ? { recordId: body.recordId } : {}),
+    ...(body.requestId ? { requestId: body.requestId } : {}),
+  };
   const error = new MedvaultError(code, undefined, { info });
   if (body.message) (error as { message: string }).message = body.message;
   return error;

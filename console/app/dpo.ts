@@ -101,7 +101,7 @@ export function erasuresScreen(api: Api, main: HTMLElement): void {
     );
     // Watch while anything is pending: scheduled ones run, then the other nodes confirm.
     window.clearTimeout(timer);
-    if (erasures.some((e) => e.state === 'scheduled' || e.state === 'executing') && main.contains(list)) {
+    if (erasures.some((e) => ['filing', 'scheduled', 'executing'].includes(e.state)) && main.contains(list)) {
       timer = window.setTimeout(() => void load().catch((err) => say(describe(err), true)), 1000);
     }
   };

@@ -40,7 +40,8 @@ const ERROR_BODY = {
       properties: {
         code: { type: 'string', description: 'a stable code from the error table (errors.ts)' },
         message: { type: 'string' },
-        recordId: { type: 'string', description: 'OUTCOME_PENDING: the upload to ask about later' },
+        recordId: { type: 'string', description: 'OUTCOME_PENDING: the record to ask about later' },
+        requestId: { type: 'string', description: 'OUTCOME_PENDING: the erasure request to ask about later' },
       },
     },
   },

@@ -13,6 +13,7 @@ export const ERROR = {
     code: { type: 'string' },
     message: { type: 'string' },
     recordId: { type: 'string', description: 'OUTCOME_PENDING: the record to ask about later' },
+    requestId: { type: 'string', description: 'OUTCOME_PENDING: the erasure request to ask about later' },
   },
   required: ['code', 'message'],
 };

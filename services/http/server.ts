@@ -107,9 +107,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     if (!request.raw.complete) void reply.header('connection', 'close');
     if (mv.status >= 500) request.log.error({ code: mv.code, err: mv.cause ?? mv }, 'request failed');
     else request.log.info({ code: mv.code }, 'request refused');
-    // A record an answer is about (OUTCOME_PENDING: the upload to ask about later).
-    const recordId = typeof mv.info?.recordId === 'string' ? { recordId: mv.info.recordId } : {};
-    void reply.code(mv.status).send({ code: mv.code, message: mv.message, ...recordId });
+    // The record or erasure request an answer is about (OUTCOME_PENDING: what to ask about later).
+    const about = Object.fromEntries(
+      (['recordId', 'requestId'] as const).flatMap((k) => (typeof mv.info?.[k] === 'string' ? [[k, mv.info[k]]] : [])),
+    );
+    void reply.code(mv.status).send({ code: mv.code, message: mv.message, ...about });
   });
   app.setNotFoundHandler((_request, reply) => {
     void reply.code(404).send({ code: 'REQUEST_INVALID', message: 'no such route' });

@@ -87,7 +87,8 @@ export interface ReviewRow {
   outcome: string | null;
 }
 
-export type ErasureState = 'scheduled' | 'executing' | 'done' | 'cancelled';
+/** `filing`: its erasure.filed's outcome is not known yet (the ledger settles it). */
+export type ErasureState = 'filing' | 'scheduled' | 'executing' | 'done' | 'cancelled';
 
 export interface ErasureRow {
   id: string;

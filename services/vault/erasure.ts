@@ -19,6 +19,7 @@ import {
 import { type ErasureOrder, signErasureOrder, verifyErasureOrder } from '../protocol/node-orders.ts';
 import { checkSubject, ID, newId, type TreeCache, type VaultCore } from './core.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
+import { anchorAgain, anchorChange, type ChangeHandlers } from './outcomes.ts';
 import { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
@@ -52,7 +53,6 @@ export class Erasures {
 
   /** At start-up: finishes what a crash interrupted and runs what fell due meanwhile. */
   async resume(): Promise<void> {
-    for (const erasure of this.#c.m.unfinishedErasures()) await this.#execute(erasure.id);
     await this.runDue();
   }
 
@@ -66,14 +66,16 @@ export class Erasures {
    */
   async erase(actor: MemberRow, target: ErasureTarget): Promise<ErasureCertificate> {
     const { requestId } = await this.file(actor, target, 0);
-    return this.#execute(requestId);
+    return this.#c.locked(`erasure:${requestId}`, () => this.#execute(requestId));
   }
 
   /**
    * Files an erasure request, anchored as erasure.filed. With a delay it is
    * scheduled: a DPO may cancel it until `executeAt` (anchored as
    * erasure.cancelled); then the server's timer runs it. Without one it
-   * starts at once (`erase` runs it to the certificate).
+   * starts at once (`erase` runs it to the certificate). If the filing's outcome is
+   * unknown, the request is kept as `filing` and the DPO gets OUTCOME_PENDING naming it:
+   * the ledger settles it (services/vault/outcomes.ts), and once filed it runs when due.
    */
   async file(
     actor: MemberRow,
@@ -104,26 +106,37 @@ export class Erasures {
     const requestId = newId();
     const at = this.#c.now();
     const executeAt = at + delayMs;
-    const receipt = await this.#c.anchor({
-      type: 'erasure.filed',
-      at,
-      requestId,
-      dpo: actor.id,
-      scope,
-      // Never the pseudonym: a commitment to it under this request (anchor/events.ts).
-      target: scope === 'subject' ? subjectCommitment(requestId, value) : value,
-      executeAt,
-    });
     const state = delayMs > 0 ? 'scheduled' : 'executing';
+    const row = { id: requestId, scope, target: value, filedBy: actor.id, filedAt: at, executeAt };
+    const receipt = await anchorChange(
+      this.#c,
+      'erasure',
+      {
+        type: 'erasure.filed',
+        at,
+        requestId,
+        dpo: actor.id,
+        scope,
+        // Never the pseudonym: a commitment to it under this request (anchor/events.ts).
+        target: scope === 'subject' ? subjectCommitment(requestId, value) : value,
+        executeAt,
+      },
+      () => this.#c.m.addErasure({ ...row, state: 'filing' }),
+      requestId,
+    );
     this.#c.m.transaction(() => {
-      this.#c.m.addErasure({ id: requestId, scope, target: value, filedBy: actor.id, filedAt: at, executeAt, state });
+      this.#c.m.addErasure({ ...row, state });
       this.#c.index(requestId, receipt);
     });
     if (state === 'executing') this.#begin(requestId);
     return { requestId, state, executeAt, receipt };
   }
 
-  /** Cancels a scheduled erasure inside its window; anchored as erasure.cancelled. */
+  /**
+   * Cancels a scheduled erasure inside its window; anchored as erasure.cancelled. An unknown
+   * outcome cancels it here at once (fail closed: nothing is erased while unsure) and the
+   * ledger must come to say it (anchored again if lost).
+   */
   async cancel(actor: MemberRow, requestId: string): Promise<{ receipt: Receipt }> {
     authorize(actor, 'erase');
     check(ID.test(requestId), 'REQUEST_INVALID', 'a request id is 32 hex digits');
@@ -131,18 +144,40 @@ export class Erasures {
       const row = this.#c.m.erasure(requestId);
       if (!row) fail('ERASURE_NOT_FOUND', requestId);
       if (row.state !== 'scheduled') fail('ERASURE_NOT_CANCELLABLE', `it is ${row.state}`);
-      const receipt = await this.#c.anchor({ type: 'erasure.cancelled', at: this.#c.now(), requestId, by: actor.id });
+      const cancel = () => this.#c.m.cancelErasure(requestId, actor.id, this.#c.now());
+      const receipt = await anchorChange(
+        this.#c,
+        'cancel',
+        { type: 'erasure.cancelled', at: this.#c.now(), requestId, by: actor.id },
+        cancel,
+        requestId,
+      );
       this.#c.m.transaction(() => {
-        this.#c.m.cancelErasure(requestId, actor.id, this.#c.now());
+        cancel();
         this.#c.index(requestId, receipt);
       });
       return { receipt };
     });
   }
 
-  /** Runs every scheduled erasure whose window has passed (the server calls it on a timer). */
+  /**
+   * Runs every scheduled erasure whose window has passed, and resumes every one that an
+   * outage or an unknown outcome stopped part way (the server calls it on a timer).
+   */
   async runDue(): Promise<ErasureCertificate[]> {
     const done: ErasureCertificate[] = [];
+    for (const row of this.#c.m.unfinishedErasures()) {
+      // One whose tombstone waits for the ledger's answer is left until it is settled.
+      const certificate = await this.#c
+        .locked(`erasure:${row.id}`, async () =>
+          this.#c.m.erasure(row.id)?.state === 'executing' ? this.#execute(row.id) : null,
+        )
+        .catch((err) => {
+          if (isMedvaultError(err, 'OUTCOME_PENDING')) return null;
+          throw err;
+        });
+      if (certificate) done.push(certificate);
+    }
     for (const row of this.#c.m.dueErasures(this.#c.now())) {
       const certificate = await this.#c.locked(`erasure:${row.id}`, async () => {
         if (this.#c.m.erasure(row.id)?.state !== 'scheduled') return null;
@@ -276,12 +311,16 @@ export class Erasures {
     }
     // Tombstones indexed as their block lands: one metadata commit per block, not per record.
     const index = batchedIndex(this.#c);
-    const receipts = await Promise.all(
+    const pending = this.#pendingTombstones();
+    const settled = await Promise.allSettled(
       records.map(async (record) => {
         // A tombstone anchored before a crash is reused, not anchored twice.
         const anchored = this.#c.m.anchors(record.id).find((a) => a.type === 'record.erased');
         if (anchored) return this.#c.receiptAt(anchored.height, anchored.leaf);
-        const receipt = await this.#c.anchor({
+        // One whose outcome is unknown is not tried again until the ledger settles it.
+        if (pending.has(record.id))
+          fail('OUTCOME_PENDING', `the tombstone of record ${record.id}`, { info: { requestId } });
+        const receipt = await anchorChange(this.#c, 'tombstone', {
           type: 'record.erased',
           at: this.#c.now(),
           recordId: record.id,
@@ -293,6 +332,9 @@ export class Erasures {
         return receipt;
       }),
     );
+    const refused = settled.find((r) => r.status === 'rejected');
+    if (refused) throw refused.reason;
+    const receipts = settled.map((r) => (r as PromiseFulfilledResult<Receipt>).value);
     const filedRow = this.#c.m.anchors(requestId).find((a) => a.type === 'erasure.filed');
     if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
     const filed = await this.#c.receiptAt(filedRow.height, filedRow.leaf);
@@ -331,6 +373,40 @@ export class Erasures {
     // An order from another node: this node's part is done; that node gathers the confirmations.
     if (request.origin !== null) return certificate;
     return this.#complete(certificate);
+  }
+
+  /** The records whose tombstone's outcome is unknown (pending changes). */
+  #pendingTombstones(): Set<string> {
+    return new Set(
+      this.#c.m
+        .pendingChanges()
+        .filter((c) => c.kind === 'tombstone')
+        .map((c) => c.recordId),
+    );
+  }
+
+  /** What settling does with an erasure's change the ledger answered for (services/vault/outcomes.ts). */
+  readonly changes: ChangeHandlers = {
+    landed: async (change, _event, receipt) => this.#settled(change.kind, change.recordId, receipt),
+    lost: async (change, event) => {
+      if (change.kind === 'tombstone') {
+        // The erasure anchors it when it runs again (runDue), now that it is known lost.
+        logger.warn({ recordId: change.recordId }, 'a tombstone was never anchored; the erasure anchors it again');
+        return;
+      }
+      // A filing or a cancellation the DPO made: the ledger must come to hold it.
+      await anchorAgain(this.#c, change, event, (receipt) =>
+        this.#c.m.transaction(() => this.#settled(change.kind, change.recordId, receipt)),
+      );
+    },
+  };
+
+  /** A filing (scheduled: runDue runs it when due), a cancellation or a tombstone found anchored. */
+  #settled(kind: string, id: string, receipt: Receipt): void {
+    this.#c.m.transaction(() => {
+      if (kind === 'erasure' && this.#c.m.erasure(id)?.state === 'filing') this.#c.m.setErasureState(id, 'scheduled');
+      this.#c.index(id, receipt);
+    });
   }
 
   /** The receipt of a record's record.created, when this node indexed it. */

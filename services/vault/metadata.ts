@@ -48,11 +48,12 @@ export interface RecordQuery {
   limit: number;
 }
 
-/** A grant or revocation whose anchoring outcome is not known yet (services/vault/outcomes.ts). */
+/** A change whose anchoring outcome is not known yet (services/vault/outcomes.ts). */
 export interface PendingChangeRow {
   id: string;
+  /** The record it is about; for an erasure's filing or cancellation, the request's id. */
   recordId: string;
-  kind: 'grant' | 'revoke' | 'access';
+  kind: 'grant' | 'revoke' | 'access' | 'erasure' | 'cancel' | 'tombstone';
   /** The event's canonical JSON, as appended. */
   event: string;
   /** The lowest height the append tried: once the ledger holds a block there without it, it never landed. */
@@ -279,6 +280,41 @@ const MIGRATIONS = [
    INSERT INTO pending_changes_13 SELECT * FROM pending_changes;
    DROP TABLE pending_changes;
    ALTER TABLE pending_changes_13 RENAME TO pending_changes;`,
+  // 14: erasures settle unknown outcomes too: a filing (erasure.filed) kept as a request in
+  // state 'filing', a cancellation (erasure.cancelled), a tombstone (record.erased).
+  `CREATE TABLE pending_changes_14 (
+     id TEXT PRIMARY KEY,
+     record_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('grant', 'revoke', 'access', 'erasure', 'cancel', 'tombstone')),
+     event TEXT NOT NULL,
+     settle_after INTEGER NOT NULL,
+     settle_prev TEXT,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO pending_changes_14 SELECT * FROM pending_changes;
+   DROP TABLE pending_changes;
+   ALTER TABLE pending_changes_14 RENAME TO pending_changes;
+   CREATE TABLE erasures_14 (
+     id TEXT PRIMARY KEY,
+     scope TEXT NOT NULL CHECK (scope IN ('subject', 'record')),
+     target TEXT NOT NULL,
+     filed_by TEXT NOT NULL,
+     filed_at INTEGER NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('filing', 'scheduled', 'executing', 'done', 'cancelled')),
+     certificate TEXT,
+     execute_at INTEGER NOT NULL,
+     cancelled_by TEXT,
+     cancelled_at INTEGER,
+     probes TEXT,
+     origin TEXT
+   ) STRICT;
+   INSERT INTO erasures_14 (id, scope, target, filed_by, filed_at, state, certificate, execute_at, cancelled_by,
+       cancelled_at, probes, origin)
+     SELECT id, scope, target, filed_by, filed_at, state, certificate, execute_at, cancelled_by, cancelled_at, probes,
+       origin FROM erasures;
+   DROP TABLE erasures;
+   ALTER TABLE erasures_14 RENAME TO erasures;
+   CREATE INDEX erasures_due ON erasures (execute_at) WHERE state = 'scheduled';`,
 ];
 
 type Row = Record<string, SQLInputValue>;

@@ -1,5 +1,5 @@
 /**
- * Exactly-once grants, revocations and accesses. Like an upload (vault.ts #anchorUpload),
+ * Exactly-once grants, revocations, accesses and erasures. Like an upload (vault.ts #anchorUpload),
  * a grant or revocation whose anchor's outcome is unknown (LEDGER_OUTCOME_UNKNOWN:
  * the etcd ledger sent the append and got no answer; it may still commit) is
  * never treated as failed nor as done: its event is kept as a pending change,
@@ -15,6 +15,12 @@
  *   ledger turns out to hold it, it is indexed in the record's trail (an access
  *   recorded but not served: the trail over-reports, never under-reports); lost,
  *   nothing is left.
+ * - An erasure's filing (erasure.filed) is kept as a request in state `filing`: found,
+ *   it is scheduled (and run once due); lost, it is filed again (the DPO asked for it).
+ *   Its cancellation (erasure.cancelled) takes effect at once, like a revocation; lost,
+ *   it is anchored again. A tombstone (record.erased) whose outcome is unknown holds its
+ *   erasure until it is settled: found, it is indexed and reused; lost, the erasure
+ *   anchors it when it runs again (never twice: it is not tried while pending).
  *
  * So the ledger never holds a grant the node does not apply, and the node
  * never keeps serving a reader whose revocation the ledger may hold.
@@ -28,6 +34,12 @@ import { logger } from '../../log.ts';
 import { newId, type VaultCore } from './core.ts';
 import type { PendingChangeRow } from './metadata.ts';
 
+export type ChangeKind = PendingChangeRow['kind'];
+
+/** Kinds about an erasure request (the change's `recordId` holds the request id), not a record. */
+const ABOUT_REQUEST: ReadonlySet<ChangeKind> = new Set(['erasure', 'cancel']);
+export const isErasureChange = (kind: ChangeKind): boolean => ABOUT_REQUEST.has(kind) || kind === 'tombstone';
+
 /** What the vault does with a pending change once the ledger settled it. */
 export interface ChangeHandlers {
   /** Its event is on the ledger (`receipt`): apply it (a grant) or note it (a revocation). */
@@ -37,39 +49,69 @@ export interface ChangeHandlers {
 }
 
 /**
- * Anchors a grant's or revocation's event. An unknown outcome is kept as a pending change
- * (after `onUnknown`, which a revocation uses to take effect at once) and answered
- * OUTCOME_PENDING naming the record; any other failure is thrown as it is.
+ * Anchors a change's event. An unknown outcome is kept as a pending change (with
+ * what `onUnknown` writes, in the same transaction: a revocation takes effect at once)
+ * and answered OUTCOME_PENDING naming the record (or the erasure request: `id`); any
+ * other failure is thrown as it is.
  */
 export async function anchorChange(
   core: VaultCore,
-  kind: PendingChangeRow['kind'],
+  kind: ChangeKind,
   event: LedgerEvent,
-  onUnknown?: () => Promise<void>,
+  onUnknown?: () => void,
+  id: string = event.recordId as string,
 ): Promise<Receipt> {
   try {
     return await core.anchor(event);
   } catch (err) {
     if (!isMedvaultError(err, 'LEDGER_OUTCOME_UNKNOWN')) throw err;
-    const recordId = event.recordId as string;
-    await onUnknown?.();
-    keepPending(core, kind, event, err);
-    fail('OUTCOME_PENDING', `the ${kind} on record ${recordId} (the ledger settles it)`, { info: { recordId } });
+    core.m.transaction(() => {
+      onUnknown?.();
+      keepPending(core, kind, id, event, err);
+    });
+    const request = ABOUT_REQUEST.has(kind);
+    fail('OUTCOME_PENDING', `the ${kind} on ${request ? 'erasure request' : 'record'} ${id} (the ledger settles it)`, {
+      info: request ? { requestId: id } : { recordId: id },
+    });
   }
 }
 
-function keepPending(core: VaultCore, kind: PendingChangeRow['kind'], event: LedgerEvent, err: MedvaultError): void {
+/**
+ * Anchors again a change the ledger lost that is in effect here (a revocation, an
+ * erasure's filing or cancellation: the ledger must come to say it). `onAnchored` keeps
+ * its receipt; an unknown outcome is pending again; any other failure keeps the change
+ * to be tried at the next settling.
+ */
+export async function anchorAgain(
+  core: VaultCore,
+  change: PendingChangeRow,
+  event: LedgerEvent,
+  onAnchored: (receipt: Receipt) => void,
+): Promise<void> {
+  try {
+    onAnchored(await anchorChange(core, change.kind, { ...event, at: core.now() }, undefined, change.recordId));
+  } catch (err) {
+    if (isMedvaultError(err, 'OUTCOME_PENDING')) return;
+    core.m.addPendingChange({ ...change, id: newId(), settlePrev: null }); // past its height: lost again, retried
+    logger.warn(
+      { id: change.recordId, kind: change.kind, code: isMedvaultError(err) ? err.code : 'INTERNAL' },
+      'a lost change not yet anchored again; tried at the next settling',
+    );
+  }
+}
+
+function keepPending(core: VaultCore, kind: ChangeKind, id: string, event: LedgerEvent, err: MedvaultError): void {
   const info = err.info ?? {};
   core.m.addPendingChange({
     id: newId(),
-    recordId: event.recordId as string,
+    recordId: id,
     kind,
     event: canonicalJson(event),
     settleAfter: Number(info.from ?? 0),
     settlePrev: typeof info.prev === 'string' ? info.prev : null,
     createdAt: core.now(),
   });
-  logger.warn({ recordId: event.recordId, kind }, 'the anchoring outcome is unknown: kept pending');
+  logger.warn({ id, kind }, 'the anchoring outcome is unknown: kept pending');
 }
 
 /**
@@ -97,11 +139,12 @@ export async function settleChanges(core: VaultCore, handlers: ChangeHandlers, h
   for (const change of pending) {
     const event = JSON.parse(change.event) as LedgerEvent;
     const receipt = found.get(change.event);
-    await core.locked(change.recordId, async () => {
+    // An erasure's changes under its request's lock (Erasures), the rest under their record's.
+    await core.locked(ABOUT_REQUEST.has(change.kind) ? `erasure:${change.recordId}` : change.recordId, async () => {
       if (receipt) {
         await handlers.landed(change, event, receipt);
         core.m.deletePendingChange(change.id);
-        logger.warn({ recordId: change.recordId, kind: change.kind }, 'pending change completed: it was anchored');
+        logger.warn({ id: change.recordId, kind: change.kind }, 'pending change completed: it was anchored');
       } else if (head >= change.settleAfter || (await cannotLand(core.ledger, change, head))) {
         core.m.deletePendingChange(change.id);
         await handlers.lost(change, event);

@@ -50,7 +50,14 @@ import type {
   RecordSummaryRow,
   Role,
 } from './metadata.ts';
-import { anchorChange, type ChangeHandlers, cannotLand, settleChanges } from './outcomes.ts';
+import {
+  anchorAgain,
+  anchorChange,
+  type ChangeHandlers,
+  cannotLand,
+  isErasureChange,
+  settleChanges,
+} from './outcomes.ts';
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { SubjectReports } from './report.ts';
@@ -842,7 +849,7 @@ export class Vault {
             reader: actor.id,
             reasonDigest: createHmac('sha256', Buffer.from(salt, 'hex')).update(reason, 'utf8').digest('hex'),
           },
-          async () => this.#c.m.addReview(review),
+          () => this.#c.m.addReview(review),
         );
         this.#c.m.transaction(() => {
           this.#c.index(id, receipt);
@@ -906,12 +913,7 @@ export class Vault {
       this.#c.m.setHeader(record.id, header);
       this.#c.m.revokeGrant(record.id, readerId, now);
     };
-    const receipt = await anchorChange(
-      this.#c,
-      'revoke',
-      revokeEvent(record.id, readerId, revoker, false, now),
-      async () => this.#c.m.transaction(apply),
-    );
+    const receipt = await anchorChange(this.#c, 'revoke', revokeEvent(record.id, readerId, revoker, false, now), apply);
     this.#c.m.transaction(() => {
       apply();
       this.#c.index(record.id, receipt);
@@ -919,9 +921,10 @@ export class Vault {
     return receipt;
   }
 
-  /** What settling does with a grant or revocation the ledger has answered for (services/vault/outcomes.ts). */
+  /** What settling does with a change the ledger has answered for (services/vault/outcomes.ts). */
   readonly #changes: ChangeHandlers = {
     landed: async (change, event, receipt) => {
+      if (isErasureChange(change.kind)) return this.erasures.changes.landed(change, event, receipt);
       if (change.kind === 'revoke' || change.kind === 'access') {
         // A revocation: in effect since it was made. An access: nothing was served, but the
         // ledger holds it, so the record's trail (audit, the subject report) shows it too.
@@ -942,6 +945,7 @@ export class Vault {
       this.#applyGrant(record.id, header, receipt);
     },
     lost: async (change, event) => {
+      if (isErasureChange(change.kind)) return this.erasures.changes.lost(change, event);
       if (change.kind === 'grant' || change.kind === 'access') {
         logger.warn(
           { recordId: change.recordId, kind: change.kind },
@@ -949,19 +953,8 @@ export class Vault {
         );
         return;
       }
-      // In effect here since it was made: the ledger must say it too. Anchored again; kept
-      // pending (and tried again) if that fails too.
-      try {
-        const receipt = await anchorChange(this.#c, 'revoke', { ...event, at: this.#c.now() });
-        this.#c.index(change.recordId, receipt);
-      } catch (err) {
-        if (isMedvaultError(err, 'OUTCOME_PENDING')) return;
-        this.#c.m.addPendingChange({ ...change, id: newId(), settlePrev: null }); // past its height: lost again, retried
-        logger.warn(
-          { recordId: change.recordId, code: isMedvaultError(err) ? err.code : 'INTERNAL' },
-          'revocation not yet anchored; tried again later',
-        );
-      }
+      // A revocation, in effect here since it was made: the ledger must say it too.
+      await anchorAgain(this.#c, change, event, (receipt) => this.#c.index(change.recordId, receipt));
     },
   };
 

@@ -333,3 +333,79 @@ describe('a break-glass access whose anchoring outcome is unknown', () => {
     }
   });
 });
+
+describe('an erasure whose anchoring outcome is unknown', () => {
+  let dpo: TestMember;
+  beforeAll(async () => {
+    dpo = await node.addMember('erasure-dpo', 'dpo');
+  });
+  /** How many events of `type` for request or record `id` the ledger holds. */
+  async function onLedger(type: string, id: string): Promise<number> {
+    let n = 0;
+    for await (const block of ledger.blocks(0)) {
+      n += block.events.filter((e) => e.type === type && (e.requestId === id || e.recordId === id)).length;
+    }
+    return n;
+  }
+  const stateOf = async (requestId: string) => (await dpo.client.erasures()).find((e) => e.id === requestId)?.state;
+
+  for (const [fault, seed] of [
+    ['commit-then-unknown', 40],
+    ['unknown-never-commits', 42],
+  ] as const) {
+    it(`a filing (${fault}) is kept as 'filing', filed exactly once, and then runs`, async () => {
+      const { record } = await upload(seed);
+      ledger.next = fault;
+      const err = await dpo.client.erase({ recordId: record.id }).catch((e) => e);
+      expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+      const requestId = err.info.requestId as string;
+      expect(await stateOf(requestId)).toBe('filing');
+      expect(await node.vault.erasures.runDue()).toEqual([]); // not filed yet: nothing runs
+      await upload(seed + 1); // the ledger moves past the height the append tried
+      expect(await node.vault.settlePending()).toBe(0);
+      expect(await onLedger('erasure.filed', requestId)).toBe(1); // found, or filed again: once
+      const [certificate] = await node.vault.erasures.runDue();
+      expect(certificate?.requestId).toBe(requestId);
+      expect(await stateOf(requestId)).toBe('done');
+      expect(await onLedger('record.erased', record.id)).toBe(1);
+      expect(await reader.client.fetch(record.id, { path: join(out, `erased-${seed}`) }).catch((e) => e.code)).toBe(
+        'RECORD_ERASED',
+      );
+    });
+
+    it(`a tombstone (${fault}) holds its erasure until settled, and is anchored exactly once`, async () => {
+      const { record } = await upload(seed + 10);
+      ledger.faults = [null, fault]; // the filing lands; the tombstone's outcome is unknown
+      const err = await dpo.client.erase({ recordId: record.id }).catch((e) => e);
+      expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { recordId: record.id } });
+      const requestId = (await dpo.client.erasures()).find((e) => e.target === record.id)?.id as string;
+      expect(await stateOf(requestId)).toBe('executing');
+      expect(await reader.client.fetch(record.id, { path: join(out, `t-${seed}`) }).catch((e) => e.code)).toBe(
+        'RECORD_ERASED',
+      );
+      expect(await node.vault.erasures.runDue()).toEqual([]); // not tried again while unsure
+      await upload(seed + 11);
+      expect(await node.vault.settlePending()).toBe(0);
+      const [certificate] = await node.vault.erasures.runDue();
+      expect(certificate?.records.map((r) => r.recordId)).toEqual([record.id]);
+      expect(await onLedger('record.erased', record.id)).toBe(1);
+      expect(await stateOf(requestId)).toBe('done');
+    });
+
+    it(`a cancellation (${fault}) takes effect at once and is anchored exactly once`, async () => {
+      const { record } = await upload(seed + 20);
+      const { requestId } = await dpo.client.scheduleErasure({ recordId: record.id }, 3600);
+      ledger.next = fault;
+      const err = await dpo.client.cancelErasure(requestId).catch((e) => e);
+      expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { requestId } });
+      expect(await stateOf(requestId)).toBe('cancelled'); // fail closed: nothing is erased while unsure
+      await upload(seed + 21);
+      expect(await node.vault.settlePending()).toBe(0);
+      expect(await onLedger('erasure.cancelled', requestId)).toBe(1);
+      expect(await stateOf(requestId)).toBe('cancelled');
+      expect(await reader.client.fetch(record.id, { path: join(out, `c-${seed}`) }).then(() => 'served')).toBe(
+        'served',
+      );
+    });
+  }
+});
