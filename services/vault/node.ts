@@ -46,6 +46,7 @@ import {
 } from './consortium.ts';
 import { Metadata } from './metadata.ts';
 import { checkPeers } from './peers.ts';
+import { DEFAULT_RESERVE_MIB, DiskReserve, RESERVE_FILE } from './reserve.ts';
 import { type Peer, Vault } from './vault.ts';
 
 export interface NodeConfig {
@@ -95,6 +96,11 @@ export interface NodeConfig {
    * first block is another (a wrong URI, prefix or contract), whatever the environment says.
    */
   ledgerGenesis?: string;
+  /**
+   * The disk reserve kept in the data directory, in MiB (default 8; 0: none): released at a start
+   * on a full disk so the node can start read-only for new documents (services/vault/reserve.ts).
+   */
+  diskReserveMiB?: number;
 }
 
 export async function readConfig(data: string): Promise<NodeConfig> {
@@ -354,7 +360,15 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     'INVALID_ARGUMENT',
     'breakGlass.perDay is a whole number of accesses',
   );
+  const reserveMiB = config.diskReserveMiB ?? DEFAULT_RESERVE_MIB;
+  check(
+    Number.isSafeInteger(reserveMiB) && reserveMiB >= 0 && reserveMiB <= 1024,
+    'INVALID_ARGUMENT',
+    'diskReserveMiB is a whole number of MiB, 0 to 1024',
+  );
   const tls = overrides.tls ?? (config.tls ? await readTls(data, config.tls) : undefined);
+  // Before anything writes here: on a full disk the reserve makes room to start (read-only for new documents).
+  const reserve = await DiskReserve.open(data, reserveMiB * 1024 * 1024);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   await adoptLooseSubjectKey(data, kms);
   const node = kms.memberKeys(NODE_KEY).signing;
@@ -385,7 +399,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     data: (await readdir(data, { recursive: true, withFileTypes: true }))
       .filter((e) => e.isFile())
       .map((e) => join(e.parentPath, e.name))
-      .filter((f) => !f.startsWith(`${join(data, 'blobs')}/`)),
+      .filter((f) => !f.startsWith(`${join(data, 'blobs')}/`) && f !== join(data, RESERVE_FILE)),
     logs: [...(config.sweepLogs ?? []), ...(process.env.MEDVAULT_SWEEP_LOGS?.split(':').filter(Boolean) ?? [])],
   });
   const vault = await Vault.open({
@@ -399,6 +413,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     peers,
     ...(breakGlass.perDay === undefined ? {} : { emergencyPerDay: breakGlass.perDay }),
     diskPaths: [data, ...fsRoots(inStore(data, storeConfig))],
+    reserve,
     keystore: kms,
     consortium: { ledger: ledgerUri, genesis: config.ledgerGenesis },
     ...(tls ? { tls } : {}),

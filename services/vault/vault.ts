@@ -61,6 +61,7 @@ import {
 import { type Peer, Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { SubjectReports } from './report.ts';
+import { type DiskReserve, minFree } from './reserve.ts';
 
 export type { RecordView };
 
@@ -112,6 +113,8 @@ export interface VaultDeps extends CoreDeps {
   emergencyPerDay?: number;
   /** Directories whose free space readiness reports (the data directory, an fs store's root). */
   diskPaths?: string[];
+  /** The data directory's disk reserve: new documents are taken only while it is in place. */
+  reserve?: DiskReserve;
   /** The node's own keystore: its node keys and the consortium's secrets (the subject key). */
   keystore?: LocalKms;
   /** The ledger URI and genesis an invite hands over (services/vault/consortium.ts). */
@@ -119,9 +122,6 @@ export interface VaultDeps extends CoreDeps {
   /** The certificate the node serves with and presents to its peers (services/protocol/tls.ts). */
   tls?: TlsIdentity;
 }
-
-/** Less free space than this (64 MiB, or 5 % of a smaller disk) and a node's disk is reported full. */
-const minFree = (totalBytes: number) => Math.min(64 * 1024 * 1024, totalBytes * 0.05);
 
 /** What the DPO is told of a break-glass access the moment it happens. */
 export interface EmergencyAlert {
@@ -221,6 +221,7 @@ export class Vault {
 
   readonly #emergencyPerDay: number;
   readonly #diskPaths: readonly string[];
+  readonly #reserve: DiskReserve | undefined;
   readonly #emergencyListeners: Array<(alert: EmergencyAlert) => void> = [];
   /** Uploads of this process still waiting for their anchors' answers: not the settler's. */
   readonly #inFlight = new Set<string>();
@@ -230,6 +231,7 @@ export class Vault {
     this.#c = new VaultCore(deps);
     this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
     this.#diskPaths = deps.diskPaths ?? [];
+    this.#reserve = deps.reserve;
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id, (nodes) => this.#announce(nodes));
     this.peers = new Peers(deps.peers, () => this.#index.catchUp(), deps.tls);
     this.tls = deps.tls;
@@ -501,6 +503,7 @@ export class Vault {
     options: UploadOptions = {},
   ): Promise<{ record: RecordView; receipt: Receipt; repeated?: boolean }> {
     authorize(actor, 'upload');
+    await this.#reserve?.checkWritable(); // a node started on a full disk takes no new documents
     const key = input.idempotencyKey;
     if (key === undefined) return this.#upload(actor, input, body, options);
     check(IDEMPOTENCY_KEY.test(key), 'REQUEST_INVALID', 'an idempotency key is 8-64 of A-Z a-z 0-9 _ -');
@@ -975,6 +978,7 @@ export class Vault {
         .filter((m) => m.id !== readerId)
         .map(recipientOf);
       if (!options.reencrypt) return { receipt: await this.#revokeStanza(record, readerId, actor.id, now) };
+      await this.#reserve?.checkWritable(); // a new blob: refused while the node is read-only
       const { header, core } = await this.#c.kms.reencrypt(record.subject, record.header as Uint8Array, recipients);
       const old = await this.#c.store.get(record.blobRef as string);
       const put = await this.#c.store.put(old.pipe(coreTransform(core)));
@@ -1088,6 +1092,7 @@ export class Vault {
     };
     await Promise.all([
       probe('disk', async () => {
+        await this.#reserve?.checkWritable();
         for (const path of this.#diskPaths) {
           const { bavail, blocks, bsize } = await statfs(path);
           if (bavail * bsize < minFree(blocks * bsize)) fail('STORAGE_FULL', `${path}: ${bavail * bsize} bytes free`);

@@ -7,11 +7,13 @@
  * node works again without a restart.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VaultClient } from '../../services/sdk/client.ts';
+import { openNode } from '../../services/vault/node.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
-import { startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
+import { DAY, restartNode, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
 const root = tempDir('medvault-full-');
 const mounts: string[] = [];
@@ -29,6 +31,21 @@ function mountTmpfs(name: string, mib: number): string {
 afterAll(() => {
   for (const dir of mounts.reverse()) execFileSync('umount', ['-l', dir]);
 });
+
+/** Fills the file system at `disk` to its last block; returns what frees it again. */
+function fill(disk: string): () => void {
+  const filler = join(disk, 'filler');
+  const chunk = Buffer.alloc(1024 * 1024);
+  try {
+    for (let i = 0; ; i++) writeFileSync(filler, chunk, { flag: i === 0 ? 'w' : 'a' });
+  } catch {}
+  try {
+    for (let i = 0; ; i++) writeFileSync(`${filler}-${i}`, Buffer.alloc(4096));
+  } catch {}
+  return () => {
+    for (const f of readdirSync(disk).filter((n) => n.startsWith('filler'))) rmSync(join(disk, f));
+  };
+}
 
 const document = (mib: number, seed: number) => bytes(mib * 1024 * 1024, seed);
 const ready = async (node: TestNode) =>
@@ -77,30 +94,22 @@ describe('the whole data directory on a full disk', () => {
   let node: TestNode;
   let hospital: TestMember;
   let reader: TestMember;
-  let filler: string;
+  let disk: string;
 
   beforeAll(async () => {
-    const disk = mountTmpfs('data', 48);
+    disk = mountTmpfs('data', 48);
     node = await startNode({
       overrides: { store: { kind: 'fs', root: join(disk, 'blobs') } },
       dataDir: join(disk, 'node'),
     });
     hospital = await node.addMember('hospital', 'uploader');
     reader = await node.addMember('reader', 'reader');
-    filler = join(disk, 'filler');
   });
   afterAll(() => node?.stop());
 
   it('uploads and fetches are refused with a full-disk code, never INTERNAL; freed, the node works again', async () => {
     const record = (await hospital.client.upload(bytes(1000, 3), treatment([reader.id]))).record.id;
-    // Fill the disk to the last block.
-    const chunk = Buffer.alloc(1024 * 1024);
-    try {
-      for (let i = 0; ; i++) writeFileSync(filler, chunk, { flag: i === 0 ? 'w' : 'a' });
-    } catch {}
-    try {
-      for (let i = 0; ; i++) writeFileSync(`${filler}-${i}`, Buffer.alloc(4096));
-    } catch {}
+    const free = fill(disk);
     const head = await node.vault.ledger.head();
     const codes = new Set<string>();
     let fetchesServed = 0;
@@ -126,10 +135,64 @@ describe('the whole data directory on a full disk', () => {
     expect(anchored.length).toBeLessThanOrEqual(fetchesServed);
     expect((await ready(node)).checks.disk).toBe('STORAGE_FULL');
     // Space freed: the same node uploads and fetches again.
-    for (const f of readdirSync(join(filler, '..')).filter((n) => n.startsWith('filler')))
-      rmSync(join(filler, '..', f));
+    free();
     const again = await hospital.client.upload(bytes(1000, 20), treatment([reader.id]));
     expect((await reader.client.fetch(again.record.id, { path: join(root, 'again') })).bytes).toBe(1000);
     expect((await ready(node)).checks.disk).toBe('ok');
+  });
+});
+
+describe('a node started on a full data directory', () => {
+  let node: TestNode;
+  let disk: string;
+  let overrides: { store: { kind: 'fs'; root: string } };
+
+  beforeAll(async () => {
+    disk = mountTmpfs('start', 48);
+    overrides = { store: { kind: 'fs', root: join(disk, 'blobs') } };
+    node = await startNode({ overrides, dataDir: join(disk, 'node') });
+  });
+  afterAll(() => node?.stop());
+
+  it('starts on its reserve, read-only for new documents; reads, grants, revocations go on; freed, it takes documents again', async () => {
+    const hospital = await node.addMember('hospital', 'uploader');
+    const reader = await node.addMember('reader', 'reader');
+    const late = await node.addMember('late', 'reader');
+    const record = (await hospital.client.upload(bytes(1000, 30), treatment([reader.id]))).record.id;
+    expect(existsSync(join(node.data, 'reserve.bin'))).toBe(true);
+    await node.stop();
+    const free = fill(disk);
+    node = await restartNode(node, { overrides }); // without the reserve: SQLite cannot open
+    const as = (m: TestMember) => new VaultClient(node.url, m.keys);
+    expect((await ready(node)).checks.disk).toBe('STORAGE_FULL');
+    const head = await node.vault.ledger.head();
+    const refused = await as(hospital)
+      .upload(bytes(1000, 31), treatment([reader.id]))
+      .catch((e) => e);
+    expect(refused).toMatchObject({ code: 'STORAGE_FULL', info: { status: 507 } });
+    expect(refused.message).toContain(node.data);
+    expect(await node.vault.ledger.head()).toEqual(head); // nothing anchored for it
+    // What the reserve gave back serves everything but new documents.
+    expect((await as(reader).fetch(record, { path: join(root, 'ro-fetch') })).bytes).toBe(1000);
+    await as(hospital).grant(record, late.id, { purpose: 'treatment', expiresAt: Date.now() + DAY });
+    await as(hospital).revoke(record, reader.id);
+    expect((await as(hospital).audit(record)).map((r) => r.event.type)).toContain('acl.revoked');
+    // Space freed: the reserve is made again and uploads resume, without a restart.
+    free();
+    const again = await as(hospital).upload(bytes(1000, 32), treatment([late.id]));
+    expect((await as(late).fetch(again.record.id, { path: join(root, 'ro-again') })).bytes).toBe(1000);
+    expect(existsSync(join(node.data, 'reserve.bin'))).toBe(true);
+    expect((await ready(node)).checks.disk).toBe('ok');
+  });
+
+  it('with no reserve left to release it refuses to start, STORAGE_FULL naming the directory', async () => {
+    await node.stop();
+    rmSync(join(node.data, 'reserve.bin'));
+    const free = fill(disk);
+    const err = await openNode(node.data, overrides).catch((e) => e);
+    free();
+    expect(err).toMatchObject({ code: 'STORAGE_FULL' });
+    expect(err.message).toContain(node.data);
+    node = await restartNode({ ...node, stop: async () => {} }, { overrides });
   });
 });

@@ -79,6 +79,12 @@ export async function joinNode(founder: TestNode, options: NodeOptions = {}): Pr
   return serveNode(data, init, options);
 }
 
+/** The same node stopped and started again on its data directory (a new port; members' clients must follow). */
+export async function restartNode(node: TestNode, options: NodeOptions = {}): Promise<TestNode> {
+  await node.stop();
+  return serveNode(node.data, { adminId: node.admin.id, adminKeyFile: node.admin.keyFile }, options);
+}
+
 async function serveNode(
   data: string,
   init: { adminId: string; adminKeyFile: string },
