@@ -39,6 +39,7 @@ import { Checkpoints } from './checkpoints.ts';
 import { Consortium, type ConsortiumInfo } from './consortium.ts';
 import { ConsortiumIndex } from './consortium-index.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
+import { crashPoint } from './crash-points.ts';
 import { Erasures } from './erasure.ts';
 import type {
   ConsortiumNodeRow,
@@ -562,6 +563,7 @@ export class Vault {
       await this.#c.deleteBlobIfUnused(put.ref, id);
       throw err;
     }
+    crashPoint('upload.stored');
     const at = this.#c.now();
     this.#inFlight.add(id); // the settler leaves it alone until its anchors have answered
     try {
@@ -608,6 +610,7 @@ export class Vault {
       erasureId: null,
       idempotencyKey: input.idempotencyKey ?? null,
     });
+    crashPoint('upload.pending');
     const outcomes = await Promise.allSettled([
       this.#c.anchor({
         type: 'record.created',
@@ -648,6 +651,7 @@ export class Vault {
       logger.warn({ recordId: id, settleAfter }, 'upload outcome not known yet: kept pending until the ledger answers');
       fail('OUTCOME_PENDING', `record ${id}`, { info: { recordId: id }, cause: failures[0] });
     }
+    crashPoint('upload.anchored');
     this.#c.m.transaction(() => {
       this.#c.m.activate(id);
       for (const r of readers) {
@@ -662,6 +666,7 @@ export class Vault {
       }
       for (const receipt of receipts) this.#c.index(id, receipt);
     });
+    crashPoint('upload.active');
     const created = receipts[0] as Receipt;
     return { record: this.#view(this.#c.m.record(id) as RecordRow, true, created), receipt: created };
   }
