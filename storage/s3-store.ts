@@ -17,6 +17,8 @@
  * server, s3rver, has no versioning.)
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Agent as HttpsAgent } from 'node:https';
 import { Readable, Transform } from 'node:stream';
 import { Client } from 'minio';
 import { check, type ErrorCode, fail, isMedvaultError, MedvaultError } from '../errors.ts';
@@ -27,6 +29,8 @@ export interface S3StoreOptions {
   endPoint: string;
   port: number;
   useSSL?: boolean;
+  /** With useSSL: a PEM file of the CA that signed the server's certificate (a private MinIO's). */
+  ca?: string;
   accessKey: string;
   secretKey: string;
   bucket: string;
@@ -66,6 +70,9 @@ export class S3BlobStore implements BlobStore {
       secretKey: options.secretKey,
       region: options.region ?? 'us-east-1',
       partSize: PART_SIZE,
+      ...(options.useSSL && options.ca
+        ? { transportAgent: new HttpsAgent({ keepAlive: true, ca: readFileSync(options.ca) }) }
+        : {}),
     });
   }
 

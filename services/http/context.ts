@@ -1,5 +1,7 @@
 /** What every route plugin is given, and the helpers they share. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { fail } from '../../errors.ts';
+import { peerFingerprint } from '../protocol/tls.ts';
 import type { MemberRow } from '../vault/metadata.ts';
 import type { Vault } from '../vault/vault.ts';
 import type { Metrics } from './metrics.ts';
@@ -36,10 +38,12 @@ const PEER_BODY_LIMIT = 256 * 1024 * 1024;
 /**
  * A node-to-node route: what a peer asks is checked against public facts (the
  * document's signatures, the shared ledger) and this node's own holdings, so no
- * member signature is needed; rate-limited by address.
+ * member signature is needed; rate-limited by address. A peer that serves TLS
+ * calls over mutual TLS with the certificate the ledger pins for it (checkPeerCaller).
  */
 export function peerRoute(
   app: FastifyInstance,
+  vault: Vault,
   path: string,
   summary: string,
   field: string,
@@ -62,6 +66,31 @@ export function peerRoute(
         },
       },
     },
-    async (request) => handle((request.body as Record<string, unknown>)[field]),
+    async (request) => {
+      const document = (request.body as Record<string, unknown>)[field];
+      await checkPeerCaller(vault, document, request.raw.socket);
+      return handle(document);
+    },
   );
+}
+
+/**
+ * A document a peer sends is signed by that node (an order, a certificate) or by it among
+ * others (a checkpoint's signatures). If any of its signers is a peer the ledger pins a TLS
+ * certificate for, the caller must have presented one of those certificates: a stolen
+ * signed document cannot be replayed from elsewhere, and an outsider does not reach the
+ * route's work at all. Signers this node does not know are left to the route, which refuses
+ * them by its own rules.
+ */
+async function checkPeerCaller(vault: Vault, document: unknown, socket: unknown): Promise<void> {
+  const d = document as { signer?: unknown; signatures?: unknown };
+  const signers = [d.signer, ...(Array.isArray(d.signatures) ? d.signatures.map((s) => s?.signer) : [])].filter(
+    (s): s is string => typeof s === 'string',
+  );
+  if (signers.length === 0) return;
+  await vault.peers.refresh(); // a node that joined since the last look
+  const pins = signers.flatMap((id) => vault.peers.get(id)?.tls ?? []);
+  if (pins.length > 0 && !pins.includes(peerFingerprint(socket) ?? '')) {
+    fail('AUTH_INVALID', 'a node-to-node call without the TLS client certificate the ledger names for its signer');
+  }
 }

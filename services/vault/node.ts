@@ -504,6 +504,7 @@ function inPath(data: string, path: string): string {
 /** Relative fs roots (also inside a replicated store) are inside the data directory. */
 function inStore(data: string, config: StoreConfig): StoreConfig {
   if (config.kind === 'fs') return { ...config, root: inPath(data, config.root) };
+  if (config.kind === 's3' && config.ca) return { ...config, ca: inPath(data, config.ca) };
   if (config.kind === 'replicated') {
     return { ...config, replicas: config.replicas.map((r) => ({ ...r, config: inStore(data, r.config) })) };
   }

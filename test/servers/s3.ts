@@ -156,6 +156,8 @@ export interface S3ServerOptions {
   /** Reuse a data directory (kept on stop), to restart the same server. */
   directory?: string;
   secretKey?: string;
+  /** Serve HTTPS with this certificate and key (PEM), as a MinIO with TLS does. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export async function startS3Server(options: S3ServerOptions = {}): Promise<S3TestServer> {
@@ -168,6 +170,7 @@ export async function startS3Server(options: S3ServerOptions = {}): Promise<S3Te
     silent: true,
     directory,
     configureBuckets: [{ name: bucket }],
+    ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
   });
   server.middleware.unshift(async (ctx, next) => {
     const refusal = checkSigV4(ctx.method, ctx.req.url ?? '/', ctx.req.headers, secretKey);

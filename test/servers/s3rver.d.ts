@@ -16,6 +16,9 @@ declare module 's3rver' {
       directory: string;
       configureBuckets?: Array<{ name: string }>;
       allowMismatchedSignatures?: boolean;
+      /** With both: HTTPS. */
+      cert?: Buffer;
+      key?: Buffer;
     });
     middleware: Middleware[];
     run(): Promise<{ address: string; port: number }>;

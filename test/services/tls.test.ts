@@ -140,6 +140,34 @@ describe('TLS', () => {
     await answer.arrayBuffer();
     await own.close();
   });
+
+  it("a node-to-node call without its signing node's client certificate is refused before any work", async () => {
+    // B's checkpoint, signed by B (and cosigned by A): B asks A to confirm it, as B's timer does.
+    const checkpoint = await b.vault.checkpoints.create();
+    const cosign = (dispatcher: Agent) =>
+      fetch(`${a.url}/v1/checkpoints/cosign`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ checkpoint }),
+        dispatcher,
+      } as RequestInit);
+    const caPem = pem(ca.cert);
+    const other = identity('not-node-b');
+    for (const [name, dispatcher] of [
+      ['no client certificate', new Agent({ connect: { ca: caPem } })],
+      ["the CA's but not B's", new Agent({ connect: { ca: caPem, cert: other.cert, key: other.key } })],
+    ] as const) {
+      const answer = await cosign(dispatcher);
+      expect(answer.status, name).toBe(401);
+      expect(((await answer.json()) as { message: string }).message, name).toMatch(/TLS client certificate/);
+      await dispatcher.close();
+    }
+    const own = new Agent({ connect: { ca: caPem, cert: tlsB.cert, key: tlsB.key } });
+    const answer = await cosign(own);
+    expect(answer.status).toBe(200);
+    expect(((await answer.json()) as { signer: string }).signer).toBe(a.vault.nodeId);
+    await own.close();
+  });
 });
 
 describe('TLS from the CLI', () => {

@@ -30,6 +30,7 @@ export async function checkpointRoutes(app: FastifyInstance, { vault }: RouteCon
   );
   peerRoute(
     app,
+    vault,
     '/v1/checkpoints/cosign',
     "A peer node asks this node to confirm its ledger checkpoint against this node's view",
     'checkpoint',

@@ -78,6 +78,7 @@ export async function erasureRoutes(app: FastifyInstance, { vault, metrics }: Ro
   );
   peerRoute(
     app,
+    vault,
     '/v1/erasures/order',
     "The node that executed a subject's erasure orders this node to erase its own records of the subject (signed by that node; the filing must be on the ledger)",
     'order',
@@ -85,6 +86,7 @@ export async function erasureRoutes(app: FastifyInstance, { vault, metrics }: Ro
   );
   peerRoute(
     app,
+    vault,
     '/v1/cosign',
     'A peer node asks this node to confirm and cosign an erasure it executed',
     'certificate',

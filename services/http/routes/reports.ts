@@ -23,6 +23,7 @@ export async function reportRoutes(app: FastifyInstance, { vault }: RouteContext
   );
   peerRoute(
     app,
+    vault,
     '/v1/subject-reports/part',
     "A peer node asks, for its DPO's subject access report, for this node's records of the subject (a signed report order)",
     'order',
