@@ -19,6 +19,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import { create, type KuboRPCClient } from 'kubo-rpc-client';
 import { CID } from 'multiformats/cid';
@@ -48,11 +49,17 @@ export class IpfsBlobStore implements BlobStore {
   readonly kind = 'ipfs';
   readonly #ipfs: KuboRPCClient;
   readonly #url: string;
-  readonly #agent = new HttpAgent({ keepAlive: true });
+  readonly #agent: HttpAgent;
+  readonly #request: typeof httpRequest;
   readonly #timeout: number;
 
   constructor(options: IpfsStoreOptions) {
     this.#url = options.url.replace(/\/$/, '');
+    // https: kubo behind a TLS-terminating proxy (kubo's RPC API has no TLS of its own). A
+    // private CA is given to the process (NODE_EXTRA_CA_CERTS): kubo-rpc-client's fetch takes no CA.
+    const tls = this.#url.startsWith('https:');
+    this.#agent = tls ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.#request = tls ? httpsRequest : httpRequest;
     this.#ipfs = create({ url: `${this.#url}/api/v0` });
     this.#timeout = options.timeoutMs ?? 30_000;
   }
@@ -114,7 +121,7 @@ export class IpfsBlobStore implements BlobStore {
       yield `\r\n--${boundary}--\r\n`;
     }
     return new Promise((resolve, reject) => {
-      const req = httpRequest(
+      const req = this.#request(
         url,
         {
           method: 'POST',
