@@ -66,6 +66,29 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
+/**
+ * Sends the same request to A with no client certificate and with one the CA issued to
+ * another name (each must be refused 401 for the missing certificate), then with B's own:
+ * that answer is returned.
+ */
+async function onlyWithB(send: (dispatcher: Agent) => Promise<Response>): Promise<Response> {
+  const caPem = pem(ca.cert);
+  const other = identity('not-node-b');
+  for (const [name, dispatcher] of [
+    ['no client certificate', new Agent({ connect: { ca: caPem } })],
+    ["the CA's but not B's", new Agent({ connect: { ca: caPem, cert: other.cert, key: other.key } })],
+  ] as const) {
+    const answer = await send(dispatcher);
+    expect(answer.status, name).toBe(401);
+    expect(((await answer.json()) as { message: string }).message, name).toMatch(/TLS client certificate/);
+    await dispatcher.close();
+  }
+  const own = new Agent({ connect: { ca: caPem, cert: tlsB.cert, key: tlsB.key } });
+  const answer = await send(own);
+  void own.close(); // closes once the answer has been read
+  return answer;
+}
+
 describe('TLS', () => {
   it('members reach their node over HTTPS with its CA; without it, or over plain HTTP, nothing answers', async () => {
     expect(a.url).toMatch(/^https:/);
@@ -122,23 +145,12 @@ describe('TLS', () => {
         'medvault-via-signature': b.vault.signForward(readerB.id, headers['medvault-signature'] as string),
       };
     };
-    const caPem = pem(ca.cert);
-    const other = identity('not-node-b');
-    for (const [name, dispatcher] of [
-      ['no client certificate', new Agent({ connect: { ca: caPem } })],
-      ["the CA's but not B's", new Agent({ connect: { ca: caPem, cert: other.cert, key: other.key } })],
-    ] as const) {
-      const answer = await fetch(`${a.url}${path}`, { headers: forwarded(), dispatcher } as RequestInit);
-      expect(answer.status, name).toBe(401);
-      expect(((await answer.json()) as { message: string }).message, name).toMatch(/TLS client certificate/);
-      await dispatcher.close();
-    }
     // B's own certificate, the same request: served.
-    const own = new Agent({ connect: { ca: caPem, cert: tlsB.cert, key: tlsB.key } });
-    const answer = await fetch(`${a.url}${path}`, { headers: forwarded(), dispatcher: own } as RequestInit);
+    const answer = await onlyWithB((dispatcher) =>
+      fetch(`${a.url}${path}`, { headers: forwarded(), dispatcher } as RequestInit),
+    );
     expect(answer.status).toBe(200);
     await answer.arrayBuffer();
-    await own.close();
   });
 
   it("a node-to-node call without its signing node's client certificate is refused before any work", async () => {
@@ -151,22 +163,9 @@ describe('TLS', () => {
         body: JSON.stringify({ checkpoint }),
         dispatcher,
       } as RequestInit);
-    const caPem = pem(ca.cert);
-    const other = identity('not-node-b');
-    for (const [name, dispatcher] of [
-      ['no client certificate', new Agent({ connect: { ca: caPem } })],
-      ["the CA's but not B's", new Agent({ connect: { ca: caPem, cert: other.cert, key: other.key } })],
-    ] as const) {
-      const answer = await cosign(dispatcher);
-      expect(answer.status, name).toBe(401);
-      expect(((await answer.json()) as { message: string }).message, name).toMatch(/TLS client certificate/);
-      await dispatcher.close();
-    }
-    const own = new Agent({ connect: { ca: caPem, cert: tlsB.cert, key: tlsB.key } });
-    const answer = await cosign(own);
+    const answer = await onlyWithB(cosign);
     expect(answer.status).toBe(200);
     expect(((await answer.json()) as { signer: string }).signer).toBe(a.vault.nodeId);
-    await own.close();
   });
 });
 
