@@ -80,13 +80,28 @@ export async function bulkUpload(vault: VaultClient, dir: string, opts: BulkOpti
   const bar = await filesBar(items.length, !opts.json);
   const started = Date.now();
   let bytes = 0;
-  const results = await vault.uploadMany(items, {
-    concurrency: opts.concurrency,
-    onResult: (r) => {
-      bytes += r.bytes;
-      bar.update(r, bytes, started);
+  // A re-run: what the node already holds (by each file's key) is neither encrypted nor sent.
+  const known = await vault.knownUploads(items.map((i) => i.options.idempotencyKey as string));
+  const skipped: BulkResult[] = [];
+  for (const item of items) {
+    const record = known.get(item.options.idempotencyKey as string);
+    if (!record) continue;
+    const result = { name: item.name, recordId: record.recordId, repeated: true, bytes: record.size };
+    skipped.push(result);
+    bar.update(result, bytes, started);
+  }
+  const sent = await vault.uploadMany(
+    items.filter((i) => !known.has(i.options.idempotencyKey as string)),
+    {
+      concurrency: opts.concurrency,
+      onResult: (r) => {
+        bytes += r.bytes;
+        bar.update(r, bytes, started);
+      },
     },
-  });
+  );
+  const byName = new Map([...skipped, ...sent].map((r) => [r.name, r]));
+  const results = items.map((i) => byName.get(i.name) as BulkResult); // in the files' order
   bar.stop();
   failures.push(...results.filter((r) => r.error));
   const uploaded = results.filter((r) => !r.error && !r.repeated).length;

@@ -328,6 +328,23 @@ export class VaultClient {
   }
 
   /**
+   * Which of `keys` (idempotency keys of this member's uploads) name an upload the node has
+   * completed, with its record: asked before encrypting anything, a re-run sends only the rest.
+   */
+  async knownUploads(keys: string[]): Promise<Map<string, { recordId: string; size: number }>> {
+    const known = new Map<string, { recordId: string; size: number }>();
+    for (let i = 0; i < keys.length; i += 1000) {
+      const answer = await this.#json<{ known: Record<string, { recordId: string; size: number }> }>(
+        'POST',
+        '/v1/uploads/known',
+        { keys: keys.slice(i, i + 1000) },
+      );
+      for (const [key, record] of Object.entries(answer.known)) known.set(key, record);
+    }
+    return known;
+  }
+
+  /**
    * Uploads many documents, `concurrency` at a time (default 8), each as `upload` does; one
    * failing does not stop the others. Give each item an idempotency key (medvault upload
    * --recursive derives one from the file, subject and readers) and a re-run after an

@@ -524,6 +524,23 @@ export class Vault {
     });
   }
 
+  /**
+   * Which of `keys` (idempotency keys of this member's uploads) the node already holds a
+   * completed upload for: a bulk re-run asks before encrypting and sending anything.
+   * Pending and erased ones are left out (a new upload with the key answers for them).
+   */
+  knownUploads(actor: MemberRow, keys: string[]): Record<string, { recordId: string; size: number }> {
+    authorize(actor, 'upload');
+    check(keys.length <= 1000, 'REQUEST_INVALID', 'at most 1,000 keys at a time');
+    const known: Record<string, { recordId: string; size: number }> = {};
+    for (const key of keys) {
+      check(IDEMPOTENCY_KEY.test(key), 'REQUEST_INVALID', 'an idempotency key is 8-64 of A-Z a-z 0-9 _ -');
+      const record = this.#c.m.recordByIdempotencyKey(actor.id, key);
+      if (record?.state === 'active') known[key] = { recordId: record.id, size: record.size };
+    }
+    return known;
+  }
+
   async #upload(
     actor: MemberRow,
     input: UploadInput,

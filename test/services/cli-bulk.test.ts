@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pseudonym } from '../../services/protocol/pseudonym.ts';
 import { bytes, runCli, tempDir } from '../helpers.ts';
-import { startNode, type TestMember, type TestNode } from './vault-fixture.ts';
+import { startNode, type TestMember, type TestNode, treatment } from './vault-fixture.ts';
 
 const dir = tempDir('medvault-bulk-');
 const archive = join(dir, 'archive');
@@ -40,6 +40,16 @@ async function created(): Promise<number> {
   return n;
 }
 
+/** Upload requests the node has answered (its own /metrics, by route). */
+async function uploadRequests(): Promise<number> {
+  const text = await (await fetch(`${node.url}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('medvault_http_request_seconds_count{') && l.includes('route="/v1/records"'))
+    .filter((l) => l.includes('method="POST"'))
+    .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+}
+
 const bulk = (...extra: string[]) =>
   runCli(['upload', archive, '--recursive', '--reader', 'clinic', '--key', hospital.keyFile, '--json', ...extra], env);
 
@@ -60,11 +70,15 @@ describe('medvault upload DIR --recursive', () => {
     expect(mine.records).toHaveLength(5);
   });
 
-  it('run again, it makes nothing twice: every file is already uploaded', async () => {
+  it('run again, it makes nothing twice, and sends nothing: every file is already uploaded', async () => {
     const before = await created();
+    const sent = await uploadRequests();
+    expect(sent).toBeGreaterThanOrEqual(30);
     const run = await bulk('--subject-from', '^(MRN-[0-9]+)/');
     expect(JSON.parse(run.stdout)).toMatchObject({ uploaded: 0, repeated: 30, failed: 1 });
     expect(await created()).toBe(before);
+    // The node was asked which keys it holds: no file was encrypted or sent again.
+    expect(await uploadRequests()).toBe(sent);
   });
 
   it('takes subjects from a manifest instead', async () => {
@@ -76,6 +90,17 @@ describe('medvault upload DIR --recursive', () => {
     expect(summary).toMatchObject({ uploaded: 1, failed: 30 });
     const subject = pseudonym('MRN-99', await hospital.client.subjectKey());
     expect((await hospital.client.records({ subject })).records).toHaveLength(1);
+  });
+});
+
+describe('the SDK: knownUploads', () => {
+  it("answers for the member's own completed uploads only; a reader may not ask", async () => {
+    const other = await node.addMember('other-uploader', 'uploader');
+    await hospital.client.upload(bytes(500, 77), { ...treatment([clinic.id]), idempotencyKey: 'scope-check-1' });
+    const mine = await hospital.client.knownUploads(['scope-check-1', 'never-used-1']);
+    expect([...mine.keys()]).toEqual(['scope-check-1']);
+    expect((await other.client.knownUploads(['scope-check-1'])).size).toBe(0); // another member's key
+    await expect(clinic.client.knownUploads(['scope-check-1'])).rejects.toMatchObject({ code: 'FORBIDDEN' });
   });
 });
 

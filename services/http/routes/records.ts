@@ -29,6 +29,28 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
     async (request) => vault.custodian(member(request), (request.params as { subject: string }).subject),
   );
   app.post(
+    '/v1/uploads/known',
+    {
+      schema: {
+        summary:
+          "Which of these idempotency keys name a completed upload of the caller's (uploader): a bulk re-run skips them",
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['keys'],
+          properties: {
+            keys: {
+              type: 'array',
+              maxItems: 1000,
+              items: { type: 'string', pattern: '^[A-Za-z0-9_-]{8,64}$' },
+            },
+          },
+        },
+      },
+    },
+    async (request) => ({ known: vault.knownUploads(member(request), (request.body as { keys: string[] }).keys) }),
+  );
+  app.post(
     '/v1/records',
     {
       schema: {
