@@ -19,7 +19,7 @@ import {
 import { type ErasureOrder, signErasureOrder, verifyErasureOrder } from '../protocol/node-orders.ts';
 import { checkSubject, ID, newId, type TreeCache, type VaultCore } from './core.ts';
 import type { MemberRow, RecordRow } from './metadata.ts';
-import { anchorAgain, anchorChange, type ChangeHandlers } from './outcomes.ts';
+import { anchorAgain, anchorChange, type ChangeHandlers, type ChangeKind } from './outcomes.ts';
 import { Peers } from './peers.ts';
 import { authorize } from './policy.ts';
 import { makeProbes, type Probes, type SweepReport, scanFiles } from './sweep.ts';
@@ -167,14 +167,20 @@ export class Erasures {
   async runDue(): Promise<ErasureCertificate[]> {
     const done: ErasureCertificate[] = [];
     for (const row of this.#c.m.unfinishedErasures()) {
-      // One whose tombstone waits for the ledger's answer is left until it is settled.
+      // One that cannot finish yet (a tombstone waiting for the ledger's answer, a store or the
+      // ledger down) is left for the next round: it never holds back the others.
       const certificate = await this.#c
         .locked(`erasure:${row.id}`, async () =>
           this.#c.m.erasure(row.id)?.state === 'executing' ? this.#execute(row.id) : null,
         )
         .catch((err) => {
-          if (isMedvaultError(err, 'OUTCOME_PENDING')) return null;
-          throw err;
+          if (!isMedvaultError(err, 'OUTCOME_PENDING')) {
+            logger.warn(
+              { requestId: row.id, code: isMedvaultError(err) ? err.code : 'INTERNAL' },
+              'an erasure could not finish yet; resumed at the next round',
+            );
+          }
+          return null;
         });
       if (certificate) done.push(certificate);
     }
@@ -395,14 +401,12 @@ export class Erasures {
         return;
       }
       // A filing or a cancellation the DPO made: the ledger must come to hold it.
-      await anchorAgain(this.#c, change, event, (receipt) =>
-        this.#c.m.transaction(() => this.#settled(change.kind, change.recordId, receipt)),
-      );
+      await anchorAgain(this.#c, change, event, (receipt) => this.#settled(change.kind, change.recordId, receipt));
     },
   };
 
   /** A filing (scheduled: runDue runs it when due), a cancellation or a tombstone found anchored. */
-  #settled(kind: string, id: string, receipt: Receipt): void {
+  #settled(kind: ChangeKind, id: string, receipt: Receipt): void {
     this.#c.m.transaction(() => {
       if (kind === 'erasure' && this.#c.m.erasure(id)?.state === 'filing') this.#c.m.setErasureState(id, 'scheduled');
       this.#c.index(id, receipt);

@@ -43,10 +43,22 @@ function traced(dir: string): Call[] {
   );
   if (run.status !== 0) throw new Error(`strace run failed (${run.status}): ${run.stderr}`);
   const calls: Call[] = [];
+  // A call another thread's output interrupted is printed in two lines, `… <unfinished ...>` then
+  // `<... fdatasync resumed>…`: it counts where it completed, with the file named in its first line.
+  const unfinished = new Map<string, Call>();
   for (const line of readFileSync(log, 'utf8').split('\n')) {
-    const m = /^\d+\s+(\w+)\((?:\d+<([^>]*)>|"([^"]*)")?/.exec(line);
-    if (!m || line.includes('<unfinished')) continue;
-    calls.push({ call: m[1] as string, path: (m[2] ?? m[3] ?? '') as string, text: line });
+    const resumed = /^(\d+)\s+<\.\.\. (\w+) resumed>/.exec(line);
+    if (resumed) {
+      const started = unfinished.get(`${resumed[1]} ${resumed[2]}`);
+      unfinished.delete(`${resumed[1]} ${resumed[2]}`);
+      if (started) calls.push({ ...started, text: `${started.text} ${line}` });
+      continue;
+    }
+    const m = /^(\d+)\s+(\w+)\((?:\d+<([^>]*)>|"([^"]*)")?/.exec(line);
+    if (!m) continue;
+    const call = { call: m[2] as string, path: (m[3] ?? m[4] ?? '') as string, text: line };
+    if (line.includes('<unfinished')) unfinished.set(`${m[1]} ${call.call}`, call);
+    else calls.push(call);
   }
   return calls;
 }

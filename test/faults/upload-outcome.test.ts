@@ -22,7 +22,7 @@ import { fail } from '../../errors.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
-type Fault = 'commit-then-unknown' | 'unknown-never-commits' | null;
+type Fault = 'commit-then-unknown' | 'unknown-never-commits' | 'unavailable' | null;
 
 /** A ledger that passes everything through, but fails its next append as `fault` says. */
 class FaultyLedger implements Ledger {
@@ -53,6 +53,7 @@ class FaultyLedger implements Ledger {
   async append(blocks: readonly Block[]): Promise<void> {
     const fault = this.faults.shift() ?? null;
     this.started++;
+    if (fault === 'unavailable') fail('LEDGER_UNAVAILABLE', 'injected: the append certainly failed');
     if (fault === 'commit-then-unknown') await this.#inner.append(blocks);
     if (fault) {
       await new Promise((r) => setTimeout(r, this.delayMs));
@@ -408,4 +409,21 @@ describe('an erasure whose anchoring outcome is unknown', () => {
       );
     });
   }
+
+  it('one that cannot finish (its tombstone refused) holds back no other erasure, and finishes later', async () => {
+    const { record: stuck } = await upload(60);
+    ledger.faults = [null, 'unavailable']; // filed; its tombstone certainly refused
+    expect((await dpo.client.erase({ recordId: stuck.id }).catch((e) => e)).code).toBe('LEDGER_UNAVAILABLE');
+    const stuckId = (await dpo.client.erasures()).find((e) => e.target === stuck.id)?.id as string;
+    expect(await stateOf(stuckId)).toBe('executing');
+    const { record: other } = await upload(61);
+    const { requestId } = await dpo.client.scheduleErasure({ recordId: other.id }, 1);
+    await new Promise((r) => setTimeout(r, 1100));
+    ledger.faults = ['unavailable']; // the stuck one's tombstone refused again, first in the round
+    const done = await node.vault.erasures.runDue();
+    expect(done.map((c) => c.requestId)).toEqual([requestId]);
+    expect(await stateOf(stuckId)).toBe('executing');
+    expect((await node.vault.erasures.runDue()).map((c) => c.requestId)).toEqual([stuckId]); // the ledger is back
+    expect(await onLedger('record.erased', stuck.id)).toBe(1);
+  });
 });
