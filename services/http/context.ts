@@ -88,9 +88,16 @@ async function checkPeerCaller(vault: Vault, document: unknown, socket: unknown)
     (s): s is string => typeof s === 'string',
   );
   if (signers.length === 0) return;
-  await vault.peers.refresh(); // a node that joined since the last look
-  const pins = signers.flatMap((id) => vault.peers.get(id)?.tls ?? []);
-  if (pins.length > 0 && !pins.includes(peerFingerprint(socket) ?? '')) {
+  const presented = peerFingerprint(socket) ?? '';
+  const refused = () => {
+    const pins = signers.flatMap((id) => vault.peers.get(id)?.tls ?? []);
+    return pins.length > 0 && !pins.includes(presented);
+  };
+  // The ledger is read again only when the pins this node knows refuse the caller (a node that
+  // joined or changed its certificate since the last look); the route's own work reads it anyway.
+  if (!refused()) return;
+  await vault.peers.refresh();
+  if (refused()) {
     fail('AUTH_INVALID', 'a node-to-node call without the TLS client certificate the ledger names for its signer');
   }
 }
