@@ -196,6 +196,23 @@ export function isDiskFull(err: unknown): boolean {
   );
 }
 
+/** Whether `err` is the disk failing a read, write or sync (EIO; SQLite's SQLITE_IOERR family). */
+export function isIoFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; errcode?: unknown } | null;
+  return e?.code === 'EIO' || (typeof e?.errcode === 'number' && (e.errcode & 0xff) === 10);
+}
+
+/**
+ * `err` as STORAGE_FULL naming `what` when it means a full disk, IO_ERROR when the disk failed
+ * a write or a sync (nothing of the step is kept); otherwise `err` itself.
+ */
+export function storageFailureAs(err: unknown, what: string): unknown {
+  if (isIoFailure(err)) {
+    return new MedvaultError('IO_ERROR', `${what} failed a write or sync: ${(err as Error).message}`, { cause: err });
+  }
+  return diskFullAs(err, `${what} is full`);
+}
+
 /** `err` as STORAGE_FULL naming `what` when it means a full disk; otherwise `err` itself. */
 export function diskFullAs(err: unknown, what: string): unknown {
   return isDiskFull(err)

@@ -5,6 +5,7 @@
  * public key can check which id it belongs to.
  */
 import { createPrivateKey, createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { check } from '../errors.ts';
 import { sha256 } from './merkle.ts';
 import { random } from './primitives.ts';
@@ -18,9 +19,18 @@ export function keyFingerprint(publicKey: Uint8Array): string {
   return Buffer.from(sha256(FINGERPRINT_LABEL, publicKey).subarray(0, 16)).toString('hex');
 }
 
+/** Public key objects of the keys verified lately (members and nodes: few, used on every request). */
+const VERIFYING = new LRUCache<string, KeyObject>({ max: 1024 });
+
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
   check(publicKey.length === KEY_LENGTH, 'KEY_INVALID', 'an Ed25519 public key is 32 bytes');
-  return createPublicKey({ key: Buffer.concat([SPKI_ED25519, publicKey]), format: 'der', type: 'spki' });
+  const id = Buffer.from(publicKey).toString('hex');
+  let key = VERIFYING.get(id);
+  if (!key) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, publicKey]), format: 'der', type: 'spki' });
+    VERIFYING.set(id, key);
+  }
+  return key;
 }
 
 export class SigningKey {

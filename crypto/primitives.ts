@@ -9,6 +9,7 @@ import {
   createPrivateKey,
   createPublicKey,
   diffieHellman,
+  generateKeyPairSync,
   hkdfSync,
   type KeyObject,
   randomBytes,
@@ -89,20 +90,29 @@ export function x25519PublicKeyObject(publicKey: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.concat([SPKI_X25519, publicKey]), format: 'der', type: 'spki' });
 }
 
-/** The raw 32-byte public key of an X25519 private key object. */
-export function x25519RawPublic(privateKey: KeyObject): Uint8Array {
-  const spki = createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
-  return new Uint8Array(spki.subarray(SPKI_X25519.length));
+/** The raw 32-byte public key of an X25519 key object (private or public). */
+export function x25519RawPublic(key: KeyObject): Uint8Array {
+  // The JWK export is the cheapest way out of OpenSSL (a third of a DER export's time).
+  const { x } = (key.type === 'public' ? key : createPublicKey(key)).export({ format: 'jwk' });
+  return new Uint8Array(Buffer.from(x as string, 'base64url'));
+}
+
+/** A fresh X25519 key pair (a stanza's ephemeral share): OpenSSL makes it, no DER round trip. */
+export function x25519Ephemeral(): { privateKey: KeyObject; share: Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  return { privateKey, share: x25519RawPublic(publicKey) };
 }
 
 /**
  * X25519(secret, point). Returns `null` when the result is all zeros (a
  * low-order point), which OpenSSL refuses and age requires aborting on.
+ * `publicKey` may be a key object already made (a recipient's, used again).
  */
-export function x25519(privateKey: KeyObject, publicKey: Uint8Array): Uint8Array | null {
+export function x25519(privateKey: KeyObject, publicKey: Uint8Array | KeyObject): Uint8Array | null {
   let shared: Buffer;
   try {
-    shared = diffieHellman({ privateKey, publicKey: x25519PublicKeyObject(publicKey) });
+    const point = publicKey instanceof Uint8Array ? x25519PublicKeyObject(publicKey) : publicKey;
+    shared = diffieHellman({ privateKey, publicKey: point });
   } catch {
     return null;
   }

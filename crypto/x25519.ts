@@ -16,7 +16,9 @@ import {
   random,
   TAG_LENGTH,
   x25519,
+  x25519Ephemeral,
   x25519PrivateKey,
+  x25519PublicKeyObject,
   x25519RawPublic,
 } from './primitives.ts';
 
@@ -50,6 +52,8 @@ function wrapKey(shared: Uint8Array, share: Uint8Array, recipient: Uint8Array): 
 
 export class X25519Recipient implements Recipient {
   readonly publicKey: Uint8Array;
+  /** The key as OpenSSL's object, made at the first wrap and used for every later one. */
+  #point: KeyObject | null = null;
 
   constructor(publicKey: Uint8Array) {
     check(publicKey.length === KEY_LENGTH, 'KEY_INVALID', 'an X25519 public key is 32 bytes');
@@ -65,9 +69,15 @@ export class X25519Recipient implements Recipient {
   }
 
   wrapFileKey(fileKey: Uint8Array): Stanza[] {
-    const ephemeral = x25519PrivateKey(random(KEY_LENGTH));
-    const share = x25519RawPublic(ephemeral);
-    const shared = x25519(ephemeral, this.publicKey);
+    const { privateKey: ephemeral, share } = x25519Ephemeral();
+    if (!this.#point) {
+      try {
+        this.#point = x25519PublicKeyObject(this.publicKey);
+      } catch {
+        fail('KEY_INVALID', 'recipient is not an X25519 point');
+      }
+    }
+    const shared = x25519(ephemeral, this.#point);
     check(shared !== null, 'KEY_INVALID', 'recipient is a low-order point');
     const body = aeadSeal(wrapKey(shared, share, this.publicKey), fileKey);
     return [{ type: STANZA_TYPE, args: [encodeUnpadded(share)], body }];

@@ -12,6 +12,7 @@
  * where that matters; the erasure certificate names the backend used.
  */
 
+import { LRUCache } from 'lru-cache';
 import type { StreamCore } from '../crypto/age.ts';
 import { keyFingerprint, SigningKey } from '../crypto/ed25519.ts';
 import type { Recipient } from '../crypto/header.ts';
@@ -68,12 +69,19 @@ export interface MemberKeys {
   identity: X25519Identity;
 }
 
+/** Custodian key objects kept in memory at most (a few MiB of OpenSSL key objects). */
+const IDENTITY_CACHE = 4096;
+
 export class LocalKms implements Kms {
   readonly backend = 'local';
   readonly #path: string;
   readonly #secret: SealingSecret;
   #store: Keystore;
   #tail: Promise<unknown> = Promise.resolve();
+  /** Custodian key objects recently used, by subject, oldest first (destroy drops its subject's). */
+  readonly #identities = new LRUCache<string, { identity: X25519Identity; keyId: string; secret: string }>({
+    max: IDENTITY_CACHE,
+  });
 
   private constructor(path: string, secret: SealingSecret, store: Keystore) {
     this.#path = path;
@@ -106,7 +114,13 @@ export class LocalKms implements Kms {
     refuseDestroyed(this.#store, subject);
     const entry = this.#store.custodians[subject];
     if (!entry) fail('KMS_NO_KEY');
-    return { identity: new X25519Identity(Buffer.from(entry.secret, 'base64')), keyId: entry.keyId };
+    // An upload uses its subject's key three times (custodian, rewrap, payload check): the key
+    // object is made once and kept while the keystore holds that very secret.
+    const cached = this.#identities.get(subject);
+    if (cached?.secret === entry.secret) return cached;
+    const made = { identity: new X25519Identity(Buffer.from(entry.secret, 'base64')), keyId: entry.keyId };
+    this.#identities.set(subject, { ...made, secret: entry.secret });
+    return made;
   }
 
   async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
@@ -257,7 +271,7 @@ export class LocalKms implements Kms {
 
   async destroy(subject: string): Promise<DestroyResult> {
     checkSubject(subject);
-    return this.#change((store) => {
+    const result = await this.#change((store) => {
       const entry = store.custodians[subject];
       const keyId = entry?.keyId ?? destroyedKeyId(store, subject) ?? 'none';
       if (entry) {
@@ -273,5 +287,7 @@ export class LocalKms implements Kms {
           : 'local: no such key (already destroyed or never made)',
       };
     });
+    this.#identities.delete(subject); // nothing of a destroyed key stays in this process
+    return result;
   }
 }

@@ -62,6 +62,12 @@ export function x25519RawPublic(privateKey: Uint8Array): Uint8Array {
   return curve.getPublicKey(privateKey);
 }
 
+/** A fresh X25519 key pair: the secret and its public share. */
+export function x25519Ephemeral(): { privateKey: Uint8Array; share: Uint8Array } {
+  const privateKey = random(32);
+  return { privateKey, share: curve.getPublicKey(privateKey) };
+}
+
 /** X25519(secret, point); `null` for an all-zero result (a low-order point), as age requires. */
 export function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
   let shared: Uint8Array;

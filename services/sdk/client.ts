@@ -301,7 +301,9 @@ export class VaultClient {
       custodian = await this.custodian(options.subject);
       this.#custodians.set(options.subject, custodian);
     }
-    recipients.push(X25519Recipient.parse(custodian.recipient));
+    // The custodian's stanza first: the node opens the header with that key (twice per upload),
+    // trying stanzas in order, and age's stanzas carry no key id to skip the others by.
+    recipients.unshift(X25519Recipient.parse(custodian.recipient));
     const sealed = coreReadable(
       new AgeEncryptor(recipients),
       source instanceof Readable

@@ -123,14 +123,17 @@ export class VaultCore {
    * here does not fail the action (the access happened; the ledger says so): the entry is
    * kept in memory and written again at the next chance (retryIndex), and logged.
    */
-  indexAnchored(key: string, receipt: Receipt): void {
+  async indexAnchored(key: string, receipt: Receipt): Promise<void> {
     this.retryIndex();
     try {
-      this.m.transaction(() => this.index(key, receipt));
+      await this.m.grouped(() => this.index(key, receipt)); // one commit for the accesses anchored together
     } catch (err) {
-      if (!isMedvaultError(err, 'STORAGE_FULL')) throw err;
+      if (!isMedvaultError(err, 'STORAGE_FULL') && !isMedvaultError(err, 'IO_ERROR')) throw err;
       this.#unindexed.push({ key, receipt });
-      logger.warn({ key, height: receipt.block.height }, 'anchored event not indexed yet (disk full): retried later');
+      logger.warn(
+        { key, height: receipt.block.height, code: err.code },
+        'anchored event not indexed yet (disk full or failing): retried later',
+      );
     }
   }
 
@@ -141,7 +144,7 @@ export class VaultCore {
       try {
         this.m.transaction(() => this.index(key, receipt));
       } catch (err) {
-        if (!isMedvaultError(err, 'STORAGE_FULL')) throw err;
+        if (!isMedvaultError(err, 'STORAGE_FULL') && !isMedvaultError(err, 'IO_ERROR')) throw err;
         this.#unindexed.push(...waiting.slice(i));
         return;
       }

@@ -321,7 +321,7 @@ export class Erasures {
     const settled = await Promise.allSettled(
       records.map(async (record) => {
         // A tombstone anchored before a crash is reused, not anchored twice.
-        const anchored = this.#c.m.anchors(record.id).find((a) => a.type === 'record.erased');
+        const anchored = this.#c.m.anchors(record.id, 'record.erased')[0];
         if (anchored) return this.#c.receiptAt(anchored.height, anchored.leaf);
         // One whose outcome is unknown is not tried again until the ledger settles it.
         if (pending.has(record.id))
@@ -341,7 +341,7 @@ export class Erasures {
     const refused = settled.find((r) => r.status === 'rejected');
     if (refused) throw refused.reason;
     const receipts = settled.map((r) => (r as PromiseFulfilledResult<Receipt>).value);
-    const filedRow = this.#c.m.anchors(requestId).find((a) => a.type === 'erasure.filed');
+    const filedRow = this.#c.m.anchors(requestId, 'erasure.filed')[0];
     if (!filedRow) fail('LEDGER_CORRUPT', `erasure ${requestId} has no erasure.filed indexed`);
     const filed = await this.#c.receiptAt(filedRow.height, filedRow.leaf);
     // One cache of the blocks' trees: a subject's records share a few blocks.
@@ -415,7 +415,7 @@ export class Erasures {
 
   /** The receipt of a record's record.created, when this node indexed it. */
   async #createdReceipt(recordId: string, trees: TreeCache): Promise<Receipt | undefined> {
-    const row = this.#c.m.anchors(recordId).find((a) => a.type === 'record.created');
+    const row = this.#c.m.anchors(recordId, 'record.created')[0];
     return row ? this.#c.receiptAt(row.height, row.leaf, trees) : undefined;
   }
 

@@ -18,6 +18,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { type Block, eventsTree } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { makeReceipt, type Receipt } from '../../anchor/receipt.ts';
@@ -517,7 +518,7 @@ export class Vault {
           info: { recordId: first.id },
         });
       }
-      const created = this.#c.m.anchors(first.id).find((a) => a.type === 'record.created');
+      const created = this.#c.m.anchors(first.id, 'record.created')[0];
       if (!created) fail('LEDGER_CORRUPT', `record ${first.id} has no record.created indexed`);
       const receipt = await this.#c.receiptAt(created.height, created.leaf);
       return { record: this.#view(first, true, receipt), receipt, repeated: true };
@@ -612,20 +613,28 @@ export class Vault {
   ): Promise<{ record: RecordView; receipt: Receipt }> {
     const { id, at, put, header, custodian, ledgerFrom, readers } = u;
     let receipts: Receipt[];
-    this.#c.m.insertRecord({
-      id,
-      subject: input.subject,
-      uploader: actor.id,
-      state: 'pending',
-      ciphertextHash: put.sha256,
-      size: put.size,
-      blobRef: put.ref,
-      header,
-      createdAt: at,
-      ledgerFrom,
-      erasedAt: null,
-      erasureId: null,
-      idempotencyKey: input.idempotencyKey ?? null,
+    // The pending row is durable before anything is anchored (a crash then leaves a row to settle,
+    // never an anchored record with no row); concurrent uploads share its commit.
+    const inserted = this.#c.m.grouped(() =>
+      this.#c.m.insertRecord({
+        id,
+        subject: input.subject,
+        uploader: actor.id,
+        state: 'pending',
+        ciphertextHash: put.sha256,
+        size: put.size,
+        blobRef: put.ref,
+        header,
+        createdAt: at,
+        ledgerFrom,
+        erasedAt: null,
+        erasureId: null,
+        idempotencyKey: input.idempotencyKey ?? null,
+      }),
+    );
+    await inserted.catch(async (err: unknown) => {
+      await this.#c.deleteBlobIfUnused(put.ref, id).catch(() => {}); // else start-up collects it
+      throw err;
     });
     crashPoint('upload.pending');
     const outcomes = await Promise.allSettled([
@@ -669,20 +678,30 @@ export class Vault {
       fail('OUTCOME_PENDING', `record ${id}`, { info: { recordId: id }, cause: failures[0] });
     }
     crashPoint('upload.anchored');
-    this.#c.m.transaction(() => {
-      this.#c.m.activate(id);
-      for (const r of readers) {
-        this.#c.m.upsertGrant({
-          recordId: id,
-          reader: r.id,
-          purpose: input.purpose,
-          grantedBy: actor.id,
-          grantedAt: at,
-          expiresAt: input.expiresAt,
+    // Activated in a commit shared with the uploads anchored alongside. Should it fail (a disk
+    // failing its sync), the record is anchored and its row pending: the settler completes it.
+    await this.#c.m
+      .grouped(() => {
+        this.#c.m.activate(id);
+        for (const r of readers) {
+          this.#c.m.upsertGrant({
+            recordId: id,
+            reader: r.id,
+            purpose: input.purpose,
+            grantedBy: actor.id,
+            grantedAt: at,
+            expiresAt: input.expiresAt,
+          });
+        }
+        for (const receipt of receipts) this.#c.index(id, receipt);
+      })
+      .catch((err: unknown) => {
+        logger.error({ err, recordId: id }, 'an anchored upload could not be activated; the settler completes it');
+        fail('OUTCOME_PENDING', `record ${id} (anchored; not yet recorded here)`, {
+          info: { recordId: id },
+          cause: err,
         });
-      }
-      for (const receipt of receipts) this.#c.index(id, receipt);
-    });
+      });
     crashPoint('upload.active');
     const created = receipts[0] as Receipt;
     return { record: this.#view(this.#c.m.record(id) as RecordRow, true, created), receipt: created };
@@ -774,7 +793,7 @@ export class Vault {
         reader: actor.id,
         node: this.#c.node.id,
       });
-      this.#c.indexAnchored(id, receipt); // anchored: the access is served even if the index must wait
+      await this.#c.indexAnchored(id, receipt); // anchored: the access is served even if the index must wait
       return { record, header: record.header as Uint8Array, blob, receipt, content };
     } catch (err) {
       blob.destroy();
@@ -1138,9 +1157,7 @@ export class Vault {
   // Internals.
 
   async #contentReceipt(record: RecordRow): Promise<Receipt> {
-    const rows = this.#c.m
-      .anchors(record.id)
-      .filter((a) => a.type === 'record.created' || a.type === 'record.reencrypted');
+    const rows = this.#c.m.anchors(record.id, 'record.created', 'record.reencrypted');
     const last = rows[rows.length - 1];
     if (!last) fail('LEDGER_CORRUPT', `record ${record.id} has no creation event indexed`);
     return this.#c.receiptAt(last.height, last.leaf);
@@ -1324,8 +1341,16 @@ function isLive(grant: GrantRow | undefined, now: number): boolean {
   return !!grant && grant.revokedAt === null && grant.expiresAt > now;
 }
 
+/** Recipients parsed lately, by their text: each keeps its key object for the next wrap to it. */
+const RECIPIENTS = new LRUCache<string, X25519Recipient>({ max: 4096 });
+
 function recipientOf(member: MemberRow): Recipient {
-  return X25519Recipient.parse(member.recipient);
+  let recipient = RECIPIENTS.get(member.recipient);
+  if (!recipient) {
+    recipient = X25519Recipient.parse(member.recipient);
+    RECIPIENTS.set(member.recipient, recipient);
+  }
+  return recipient;
 }
 
 function checkGrantTerms(purpose: unknown, expiresAt: unknown, now: number): void {

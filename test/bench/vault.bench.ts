@@ -1,5 +1,6 @@
 /**
- * npm run bench:vault [-- --seconds S --big MiB --parts small,fetch,big,erase,erase3 --keep --json]
+ * npm run bench:vault [-- --seconds S --big MiB --parts small,fetch,big,erase,erase3 --keep --json
+ *                        --sizes 1024,1048576 --clients 1,8,32]
  *
  * The vault end to end on the embedded defaults: a node (this process) and
  * its clients (a child process, so client-side encryption and the server
@@ -60,6 +61,8 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     big: { type: 'string', default: '256' },
     parts: { type: 'string', default: 'small,fetch,big,erase,erase3' },
+    sizes: { type: 'string', default: '1024,1048576' },
+    clients: { type: 'string', default: '1,8,32' },
     json: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     client: { type: 'string' },
@@ -71,8 +74,8 @@ const DAY = 86_400_000;
 // The node and its clients run as `medvault serve` and the CLI would: with chunk reclaim on.
 enableChunkReclaim();
 
-const SIZES = [1024, 1024 * 1024];
-const CONCURRENCY = [1, 8, 32];
+const SIZES = values.sizes.split(',').map(Number);
+const CONCURRENCY = values.clients.split(',').map(Number);
 /** The big upload and the disk copy are each run this many times; the medians are compared. */
 const ROUNDS = 3;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -328,11 +331,16 @@ try {
     execFile(
       process.execPath,
       [
+        ...process.execArgv, // a profiling flag given to the bench profiles the clients too
         new URL(import.meta.url).pathname,
         '--seconds',
         String(seconds),
         '--parts',
         values.parts,
+        '--sizes',
+        values.sizes,
+        '--clients',
+        values.clients,
         '--client',
         JSON.stringify(plan),
       ],

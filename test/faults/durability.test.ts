@@ -9,62 +9,22 @@
  * syncs fails this test (checked by doing it).
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, tempDir } from '../helpers.ts';
+import { type Call, isSync, isWrite, readCalls, straceFlags } from './strace.ts';
 
-interface Call {
-  call: string;
-  path: string;
-  text: string;
-}
-
-/** The completed calls strace saw, in order: syscall name, the file of its fd (or first path), the line. */
+/** What strace saw the fixture do. */
 function traced(dir: string): Call[] {
   const log = join(dir, 'strace.log');
   const run = spawnSync(
     'strace',
-    [
-      '-f',
-      '-y',
-      '-qq',
-      '-s',
-      '128',
-      '-e',
-      'trace=write,pwrite64,writev,pwritev,fsync,fdatasync,rename,renameat,renameat2',
-      '-o',
-      log,
-      process.execPath,
-      join(ROOT, 'test/faults/fixtures/durability.ts'),
-      dir,
-    ],
+    [...straceFlags(log), process.execPath, join(ROOT, 'test/faults/fixtures/durability.ts'), dir],
     { encoding: 'utf8', timeout: 60_000 },
   );
   if (run.status !== 0) throw new Error(`strace run failed (${run.status}): ${run.stderr}`);
-  const calls: Call[] = [];
-  // A call another thread's output interrupted is printed in two lines, `… <unfinished ...>` then
-  // `<... fdatasync resumed>…`: it counts where it completed, with the file named in its first line.
-  const unfinished = new Map<string, Call>();
-  for (const line of readFileSync(log, 'utf8').split('\n')) {
-    const resumed = /^(\d+)\s+<\.\.\. (\w+) resumed>/.exec(line);
-    if (resumed) {
-      const started = unfinished.get(`${resumed[1]} ${resumed[2]}`);
-      unfinished.delete(`${resumed[1]} ${resumed[2]}`);
-      if (started) calls.push({ ...started, text: `${started.text} ${line}` });
-      continue;
-    }
-    const m = /^(\d+)\s+(\w+)\((?:\d+<([^>]*)>|"([^"]*)")?/.exec(line);
-    if (!m) continue;
-    const call = { call: m[2] as string, path: (m[3] ?? m[4] ?? '') as string, text: line };
-    if (line.includes('<unfinished')) unfinished.set(`${m[1]} ${call.call}`, call);
-    else calls.push(call);
-  }
-  return calls;
+  return readCalls(log);
 }
-
-const isWrite = (c: Call) => /^p?writev?(64)?$/.test(c.call);
-const isSync = (c: Call) => c.call === 'fsync' || c.call === 'fdatasync';
 
 describe('durability: synced before acknowledged', () => {
   const dir = tempDir('medvault-durability-');

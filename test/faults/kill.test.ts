@@ -8,109 +8,31 @@
  * it dropped), no blob or temporary file is left that no record points at, and every
  * error a client saw is typed (never INTERNAL).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openLedger } from '../../anchor/open.ts';
 import { isMedvaultError } from '../../errors.ts';
-import {
-  generateMemberKeys,
-  type MemberCredentials,
-  memberKeyFileText,
-  memberPublic,
-  parseMemberKeyFile,
-} from '../../services/protocol/member-keys.ts';
-import { VaultClient } from '../../services/sdk/client.ts';
-import { initNode } from '../../services/vault/node.ts';
+import { memberKeyFileText } from '../../services/protocol/member-keys.ts';
 import { bytes, CLI, filesUnder, tempDir } from '../helpers.ts';
-import { freePort } from '../servers/ports.ts';
 import { DAY, SUBJECT } from '../services/vault-fixture.ts';
+import { ServedNode } from './served-node.ts';
 
 const root = tempDir('medvault-kill-');
-const data = join(root, 'node');
-let port: number;
-let url: string;
-let serve: ChildProcess | null = null;
-let hospitalKeys: MemberCredentials;
-let readerKeys: MemberCredentials;
-let readerId: string;
+let node: ServedNode;
 
-/** Starts `medvault serve` on the data directory (crash points armed by `crashAt`); resolves once it listens. */
-async function start(crashAt?: string): Promise<ChildProcess> {
-  const env = { ...process.env, ...(crashAt ? { MEDVAULT_TEST_CRASH_AT: crashAt } : {}) };
-  const child = spawn(process.execPath, [CLI, 'serve', '--data', data, '--port', String(port)], { env });
-  let logs = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    logs += chunk.toString('utf8');
-  });
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString('utf8');
-      if (out.includes('listening on')) resolve();
-    });
-    child.on('exit', (code, signal) => reject(new Error(`serve exited (${code ?? signal}): ${logs.slice(-2000)}`)));
-  });
-  serve = child;
-  return child;
-}
-
-/** SIGKILLs the node (if it did not kill itself) and waits until it is gone. */
-async function killed(child: ChildProcess): Promise<NodeJS.Signals | null> {
-  if (child.exitCode === null && child.signalCode === null) {
-    child.kill('SIGKILL');
-    await new Promise((r) => child.once('exit', r));
-  }
-  serve = null;
-  return child.signalCode;
-}
-
-const upload = (client: VaultClient, seed: number, idempotencyKey: string, size = 4000) =>
-  client.upload(bytes(size, seed), {
-    subject: SUBJECT,
-    readers: [readerId],
-    purpose: 'treatment',
-    expiresAt: Date.now() + DAY,
-    idempotencyKey,
-  });
-
-/**
- * What the node keeps (read stopped or running: the read-only ledger open takes no lock): record.created per record on the ledger,
- * and the blob files and temporaries in its store.
- */
-async function leftovers(): Promise<{ created: Map<string, number>; blobs: number; temporaries: number }> {
-  const ledger = await openLedger(`file:${join(data, 'ledger.mvl')}`, { readOnly: true });
-  const created = new Map<string, number>();
-  for await (const block of ledger.blocks(0)) {
-    for (const e of block.events) {
-      if (e.type === 'record.created') created.set(e.recordId as string, (created.get(e.recordId as string) ?? 0) + 1);
-    }
-  }
-  await ledger.close();
-  return {
-    created,
-    blobs: filesUnder(join(data, 'blobs', 'blobs')).length,
-    temporaries: filesUnder(join(data, 'blobs', 'tmp')).length,
-  };
-}
-
-/** The ids of every record the hospital's node lists, page after page. */
-async function recordIds(): Promise<Set<string>> {
-  const ids = new Set<string>();
-  for await (const r of new VaultClient(url, hospitalKeys).allRecords()) ids.add(r.id);
-  return ids;
-}
+/** Starts `medvault serve` with its crash points armed at `crashAt`; resolves once it listens. */
+const start = (crashAt?: string) => node.start(crashAt ? { env: { MEDVAULT_TEST_CRASH_AT: crashAt } } : {});
 
 /** Every record the node serves opens for the reader, and matches the ledger and the store one to one. */
 async function checkConsistent(expected: Set<string>): Promise<void> {
-  const records = [...(await recordIds())];
+  const records = [...(await node.recordIds())];
   expect(new Set(records)).toEqual(expected);
-  const reader = new VaultClient(url, readerKeys);
+  const reader = node.client(node.readerKeys);
   for (const id of records) {
     expect((await reader.fetch(id, { path: join(root, `check-${id}`) })).bytes).toBeGreaterThan(0);
   }
-  const left = await leftovers(); // beside the running node: a read-only ledger open takes no lock
+  const left = await node.leftovers(); // beside the running node: a read-only ledger open takes no lock
   expect(new Set(left.created.keys())).toEqual(expected); // nothing anchored that the node dropped
   expect([...left.created.values()].every((n) => n === 1)).toBe(true);
   expect(left.blobs).toBe(expected.size); // no orphan blob
@@ -118,21 +40,10 @@ async function checkConsistent(expected: Set<string>): Promise<void> {
 }
 
 beforeAll(async () => {
-  port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  const init = await initNode(data, { port });
-  // The load below makes more than the default 600 signed requests a minute.
-  const config = JSON.parse(readFileSync(join(data, 'medvault.json'), 'utf8'));
-  writeFileSync(join(data, 'medvault.json'), JSON.stringify({ ...config, rateLimit: 100_000 }));
-  const admin = new VaultClient(url, parseMemberKeyFile(readFileSync(init.adminKeyFile, 'utf8')));
-  hospitalKeys = generateMemberKeys();
-  readerKeys = generateMemberKeys();
-  await start();
-  await admin.addMember({ name: 'hospital', role: 'uploader', ...memberPublic(hospitalKeys) });
-  readerId = (await admin.addMember({ name: 'reader', role: 'reader', ...memberPublic(readerKeys) })).member.id;
+  node = await ServedNode.create(join(root, 'node'));
 }, 60_000);
 afterAll(async () => {
-  if (serve) await killed(serve);
+  await node.stop();
 });
 
 describe('the node SIGKILLed at each step of an upload', () => {
@@ -145,17 +56,16 @@ describe('the node SIGKILLed at each step of an upload', () => {
     ['upload.active', true],
   ] as const) {
     it(`at ${point}: the client gets NODE_UNAVAILABLE; after a restart a retry with its key ${anchored ? 'returns the record' : 'uploads it once'}`, async () => {
-      await killed(serve as ChildProcess);
-      const child = await start(point);
+      await node.stop();
+      await start(point);
       const key = `kill-${point.replace('.', '-')}`;
-      const hospital = new VaultClient(url, hospitalKeys);
-      const err = await upload(hospital, kept.size + 1, key).catch((e) => e);
+      const err = await node.upload(kept.size + 1, key).catch((e) => e);
       expect(isMedvaultError(err, 'NODE_UNAVAILABLE'), String(err)).toBe(true);
-      expect(await killed(child)).toBe('SIGKILL'); // it died at that point, by its own hand
-      const during = await leftovers();
+      expect(await node.stop()).toBe('SIGKILL'); // it died at that point, by its own hand
+      const during = await node.leftovers();
       expect(during.created.size).toBe(kept.size + (anchored ? 1 : 0));
       await start();
-      const again = await upload(hospital, kept.size + 1, key);
+      const again = await node.upload(kept.size + 1, key);
       expect(again.repeated === true).toBe(anchored);
       kept.add(again.record.id);
       await checkConsistent(kept);
@@ -163,26 +73,25 @@ describe('the node SIGKILLed at each step of an upload', () => {
   }
 
   it('while the body streams in: nothing is kept, anchored or left in the store', async () => {
-    const hospital = new VaultClient(url, hospitalKeys);
-    const before = await leftovers();
-    const child = serve as ChildProcess;
+    const hospital = node.client();
+    const before = await node.leftovers();
     const big = join(root, 'big.bin');
     writeFileSync(big, bytes(64 * 1024 * 1024, 9));
     const pending = hospital
       .upload(
         { path: big },
-        { subject: SUBJECT, readers: [readerId], purpose: 'treatment', expiresAt: Date.now() + DAY },
+        { subject: SUBJECT, readers: [node.readerId], purpose: 'treatment', expiresAt: Date.now() + DAY },
       )
       .catch((e) => e);
     // Killed once part of the body is in the store's temporary file.
     const deadline = Date.now() + 20_000;
-    while (filesUnder(join(data, 'blobs', 'tmp')).length === 0 && Date.now() < deadline) {
+    while (filesUnder(join(node.data, 'blobs', 'tmp')).length === 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 5));
     }
-    expect(filesUnder(join(data, 'blobs', 'tmp')).length).toBe(1);
-    await killed(child);
+    expect(filesUnder(join(node.data, 'blobs', 'tmp')).length).toBe(1);
+    await node.stop();
     expect((await pending).code).toBe('NODE_UNAVAILABLE');
-    expect((await leftovers()).created).toEqual(before.created);
+    expect((await node.leftovers()).created).toEqual(before.created);
     await start(); // start-up clears the cut-off temporary
     await checkConsistent(new Set(before.created.keys()));
   });
@@ -191,10 +100,10 @@ describe('the node SIGKILLed at each step of an upload', () => {
 describe('an uploading client SIGKILLed mid-body', () => {
   it('leaves nothing: no record, no anchor, no temporary', async () => {
     const keyFile = join(root, 'hospital.key');
-    writeFileSync(keyFile, memberKeyFileText('hospital', hospitalKeys), { mode: 0o600 });
+    writeFileSync(keyFile, memberKeyFileText('hospital', node.hospitalKeys), { mode: 0o600 });
     const big = join(root, 'big-client.bin');
     writeFileSync(big, bytes(64 * 1024 * 1024, 11));
-    const before = await recordIds();
+    const before = await node.recordIds();
     const client = spawn(
       process.execPath,
       [
@@ -204,7 +113,7 @@ describe('an uploading client SIGKILLed mid-body', () => {
         '--subject',
         SUBJECT,
         '--reader',
-        readerId,
+        node.readerId,
         '--purpose',
         'treatment',
         '--expires',
@@ -212,9 +121,9 @@ describe('an uploading client SIGKILLed mid-body', () => {
         '--key',
         keyFile,
       ],
-      { env: { ...process.env, MEDVAULT_NODE: url }, stdio: 'ignore' },
+      { env: { ...process.env, MEDVAULT_NODE: node.url }, stdio: 'ignore' },
     );
-    const tmp = join(data, 'blobs', 'tmp');
+    const tmp = join(node.data, 'blobs', 'tmp');
     const deadline = Date.now() + 20_000;
     while (filesUnder(tmp).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     expect(filesUnder(tmp).length).toBe(1); // the body was coming in
@@ -223,15 +132,14 @@ describe('an uploading client SIGKILLed mid-body', () => {
     // The node sees the connection drop and deletes what it had stored; nothing is anchored.
     while (filesUnder(tmp).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(filesUnder(tmp)).toEqual([]);
-    expect(await recordIds()).toEqual(before);
+    expect(await node.recordIds()).toEqual(before);
     await checkConsistent(before);
   });
 });
 
 describe('the node SIGKILLed again and again under uploading clients', () => {
   it('every acknowledged upload survives, each anchored once; no orphan; every error typed', async () => {
-    const hospital = new VaultClient(url, hospitalKeys);
-    const before = await recordIds();
+    const before = await node.recordIds();
     const acknowledged = new Set<string>();
     const codes = new Set<string>();
     let stop = false;
@@ -241,7 +149,7 @@ describe('the node SIGKILLed again and again under uploading clients', () => {
         const key = `load-${w}-${i}`;
         for (;;) {
           try {
-            acknowledged.add((await upload(hospital, 1000 * w + i, key)).record.id);
+            acknowledged.add((await node.upload(1000 * w + i, key)).record.id);
             break;
           } catch (err) {
             codes.add(isMedvaultError(err) ? err.code : `untyped: ${String(err)}`);
@@ -253,7 +161,7 @@ describe('the node SIGKILLed again and again under uploading clients', () => {
     const workers = Array.from({ length: 6 }, (_, w) => worker(w + 1));
     for (let kill = 0; kill < 4; kill++) {
       await new Promise((r) => setTimeout(r, 300 + Math.random() * 700));
-      await killed(serve as ChildProcess);
+      await node.stop();
       await start();
     }
     await new Promise((r) => setTimeout(r, 500));

@@ -85,6 +85,7 @@ export function kmsConformance(name: string, open: () => Promise<Kms>, reopen: (
       const { recipient } = await kms.custodian(s);
       await kms.custodian(other);
       const { header } = splitAgeFile(encrypt([recipient], bytes(100)));
+      await kms.rewrap(s, header, []); // in use up to the destruction (a backend may keep it at hand)
       const result = await kms.destroy(s);
       expect(result).toMatchObject({ subject: s, backend: kms.backend });
       expect(result.confirmed).toMatch(new RegExp(`^${kms.backend}: `));
