@@ -16,7 +16,7 @@
  * key rewrites its shard without it, leaving no copy in or beside the file.
  */
 import { mkdir, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fsyncDirectory } from '../durable.ts';
 import { destroyedTag } from './kms.ts';
 import { readSealed, writeSealed } from './sealed-file.ts';
@@ -49,11 +49,14 @@ export class CustodianShards {
     this.#key = { keyFile: key };
   }
 
-  /** Opens (creating) the shard directory `dir`, reading every shard sealed under `key`. */
+  /** Opens the shard directory `dir` (made at the first key), reading every shard sealed under `key`. */
   static async open(dir: string, key: Uint8Array): Promise<CustodianShards> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     const shards = new CustodianShards(dir, key);
-    for (const name of await readdir(dir)) {
+    const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    for (const name of names) {
       if (!SHARD_FILE.test(name)) continue;
       const shard = await readSealed<Shard>(join(dir, name), shards.#key);
       if (shard) shards.#shards.set(name.slice(0, 2), shard);
@@ -76,10 +79,13 @@ export class CustodianShards {
     return n;
   }
 
-  /** Keeps `entry` for `subject` unless one is kept already; resolves once its shard is durable. */
-  put(subject: string, entry: CustodianEntry): Promise<void> {
+  /**
+   * Keeps `entry` for `subject` unless one is kept already, or `refuse()` says no when its
+   * shard is written (a destruction marked meanwhile); resolves once the shard is durable.
+   */
+  put(subject: string, entry: CustodianEntry, refuse: () => boolean = () => false): Promise<void> {
     return this.#change(shardOf(subject), (shard) => {
-      shard[subject] ??= entry;
+      if (!refuse()) shard[subject] ??= entry;
     });
   }
 
@@ -117,9 +123,8 @@ export class CustodianShards {
         const next: Shard = { ...(this.#shards.get(id) ?? {}) };
         for (const change of batch) change.step(next);
         try {
-          const fresh = !this.#shards.has(id);
-          await writeSealed(join(this.#dir, `${id}.sealed`), this.#key, next);
-          if (fresh) await fsyncDirectory(this.#dir);
+          if (await mkdir(this.#dir, { recursive: true, mode: 0o700 })) await fsyncDirectory(dirname(this.#dir));
+          await writeSealed(join(this.#dir, `${id}.sealed`), this.#key, next); // file, rename, directory synced
           this.#shards.set(id, next);
           for (const change of batch) change.done();
         } catch (err) {

@@ -1,10 +1,14 @@
 /**
- * The local KMS: custodian keys, and each member's own Ed25519 signing key
- * and X25519 age identity, in a keystore file sealed with a passphrase or a
- * key file (kms/sealed-file.ts). Destroying a key rewrites the whole
- * file without it (atomically, fsync'd), so no copy of the key remains in the
- * file or beside it; the subject is remembered as destroyed by a one-way tag
- * (kms.ts markDestroyed), never by its pseudonym.
+ * The local KMS: each member's own Ed25519 signing key and X25519 age
+ * identity, the consortium's shared secrets and the backup keys, in a
+ * keystore file sealed with a passphrase or a key file (kms/sealed-file.ts);
+ * the custodian keys, one per subject, in 256 sealed shard files beside it
+ * (kms/custodian-shards.ts), sealed under a shard key the keystore holds.
+ * Destroying a key marks its subject destroyed in the keystore, then rewrites
+ * its shard without it (atomically, fsync'd), so no copy of the key remains in
+ * the file or beside it; the subject is remembered as destroyed by a one-way
+ * tag (kms.ts markDestroyed), never by its pseudonym. A keystore from before
+ * the shards has its custodian keys moved into them when opened.
  *
  * What this cannot promise: a filesystem may keep the blocks of the previous
  * file until they are reused, and whoever holds those blocks and the
@@ -21,6 +25,7 @@ import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { MEMBER_NAME } from '../formats.ts';
+import { type CustodianEntry, CustodianShards } from './custodian-shards.ts';
 import {
   checkPayloadWith,
   checkSubject,
@@ -38,7 +43,10 @@ import {
 import { readSealed, type SealingSecret, writeSealed } from './sealed-file.ts';
 
 interface Keystore extends DestroyedList {
-  custodians: Record<string, { keyId: string; secret: string; created: number }>;
+  /** Custodian keys of a keystore from before the shards (moved into them at open; empty after). */
+  custodians: Record<string, CustodianEntry>;
+  /** The random key the custodian shards are sealed under (base64). */
+  shardKey?: string;
   members?: Record<string, { signingSeed: string; ageSecret: string; created: number }>;
   /** The consortium's shared secrets this node was given (base64), e.g. the subject key. */
   shared?: Record<string, string>;
@@ -77,24 +85,48 @@ export class LocalKms implements Kms {
   readonly #path: string;
   readonly #secret: SealingSecret;
   #store: Keystore;
+  readonly #shards: CustodianShards;
   #tail: Promise<unknown> = Promise.resolve();
   /** Custodian key objects recently used, by subject, oldest first (destroy drops its subject's). */
   readonly #identities = new LRUCache<string, { identity: X25519Identity; keyId: string; secret: string }>({
     max: IDENTITY_CACHE,
   });
 
-  private constructor(path: string, secret: SealingSecret, store: Keystore) {
+  private constructor(path: string, secret: SealingSecret, store: Keystore, shards: CustodianShards) {
     this.#path = path;
     this.#secret = secret;
     this.#store = store;
+    this.#shards = shards;
   }
 
   /** Opens the keystore at `path`, creating it when absent. KMS_LOCKED for a wrong secret. */
   static async open(path: string, secret: SealingSecret): Promise<LocalKms> {
     const existing = await readSealed<Keystore>(path, secret);
     const store = existing ?? { custodians: {}, ...emptyDestroyed() };
-    if (!existing || upgradeDestroyed(store)) await writeSealed(path, secret, store);
-    return new LocalKms(path, secret, store);
+    const upgraded = upgradeDestroyed(store);
+    store.shardKey ??= Buffer.from(random(32)).toString('base64');
+    if (!existing || upgraded || !existing.shardKey) await writeSealed(path, secret, store);
+    const shards = await CustodianShards.open(`${path}.custodians`, Buffer.from(store.shardKey, 'base64'));
+    const kms = new LocalKms(path, secret, store, shards);
+    await kms.#settleShards();
+    return kms;
+  }
+
+  /**
+   * Moves an older keystore's custodian keys into the shards (then drops them from the
+   * keystore), and finishes a destruction a crash cut between marking and removing.
+   */
+  async #settleShards(): Promise<void> {
+    const legacy = Object.entries(this.#store.custodians);
+    if (legacy.length > 0) {
+      await this.#shards.putAll(legacy);
+      await this.#change((store) => {
+        store.custodians = {};
+      });
+    }
+    for (const [subject] of [...this.#shards.entries()]) {
+      if (destroyedKeyId(this.#store, subject) !== undefined) await this.#shards.remove(subject);
+    }
   }
 
   /** Runs a change of the keystore and writes it, one change at a time. */
@@ -112,7 +144,7 @@ export class LocalKms implements Kms {
 
   #identity(subject: string): { identity: X25519Identity; keyId: string } {
     refuseDestroyed(this.#store, subject);
-    const entry = this.#store.custodians[subject];
+    const entry = this.#shards.get(subject);
     if (!entry) fail('KMS_NO_KEY');
     // An upload uses its subject's key three times (custodian, rewrap, payload check): the key
     // object is made once and kept while the keystore holds that very secret.
@@ -125,13 +157,12 @@ export class LocalKms implements Kms {
 
   async custodian(subject: string): Promise<{ recipient: Recipient; keyId: string }> {
     refuseDestroyed(this.#store, subject);
-    if (!this.#store.custodians[subject]) {
-      await this.#change((store) => {
-        if (store.custodians[subject]) return;
-        const secret = random(32);
-        const keyId = keyFingerprint(new X25519Identity(secret).recipient.publicKey);
-        store.custodians[subject] = { keyId, secret: Buffer.from(secret).toString('base64'), created: Date.now() };
-      });
+    if (!this.#shards.get(subject)) {
+      const secret = random(32);
+      const keyId = keyFingerprint(new X25519Identity(secret).recipient.publicKey);
+      // Kept unless one was made meanwhile, or the subject was destroyed meanwhile.
+      const entry = { keyId, secret: Buffer.from(secret).toString('base64'), created: Date.now() };
+      await this.#shards.put(subject, entry, () => destroyedKeyId(this.#store, subject) !== undefined);
     }
     const { identity, keyId } = this.#identity(subject);
     return { recipient: identity.recipient, keyId };
@@ -259,35 +290,33 @@ export class LocalKms implements Kms {
   }
 
   async holds(subject: string): Promise<string[]> {
-    const entry = this.#store.custodians[subject];
+    const entry = this.#shards.get(subject);
     return entry ? [`keystore: custodian secret ${entry.keyId}`] : [];
   }
 
   async holdsKey(keyId: string): Promise<string[]> {
-    return Object.values(this.#store.custodians)
-      .filter((entry) => entry.keyId === keyId)
+    return [...this.#shards.entries()]
+      .filter(([, entry]) => entry.keyId === keyId)
       .map(() => `keystore: custodian secret ${keyId}`);
   }
 
   async destroy(subject: string): Promise<DestroyResult> {
     checkSubject(subject);
-    const result = await this.#change((store) => {
-      const entry = store.custodians[subject];
-      const keyId = entry?.keyId ?? destroyedKeyId(store, subject) ?? 'none';
-      if (entry) {
-        delete store.custodians[subject];
-        markDestroyed(store, subject, keyId);
-      }
-      return {
-        subject,
-        keyId,
-        backend: this.backend,
-        confirmed: entry
-          ? "local: keystore rewritten without the key, fsync'd, renamed over the old file"
-          : 'local: no such key (already destroyed or never made)',
-      };
-    });
+    const entry = this.#shards.get(subject);
+    const keyId = entry?.keyId ?? destroyedKeyId(this.#store, subject) ?? 'none';
+    // Marked first: from then on nothing uses or makes the subject's key, here or after a
+    // crash (opening finishes a removal the crash cut off).
+    if (entry) await this.#change((store) => markDestroyed(store, subject, keyId));
+    const removed = await this.#shards.remove(subject);
     this.#identities.delete(subject); // nothing of a destroyed key stays in this process
-    return result;
+    return {
+      subject,
+      keyId,
+      backend: this.backend,
+      confirmed:
+        entry || removed
+          ? "local: the key's keystore shard rewritten without it, fsync'd, renamed over the old file"
+          : 'local: no such key (already destroyed or never made)',
+    };
   }
 }

@@ -2,7 +2,7 @@
  * A vault node's data directory and how to open one.
  *
  *   DATA/medvault.json     configuration: node name, ledger URI, blob store, listen address
- *   DATA/keystore.sealed   the local KMS (custodian keys and the node's own keys), sealed
+ *   DATA/keystore.sealed   the local KMS (the node's own keys; custodian keys in keystore.sealed.custodians/), sealed
  *   DATA/keystore.key      the random key that seals it (0600), unless MEDVAULT_KEYSTORE_PASSPHRASE is set
  *   DATA/metadata.db       SQLite: members, records, grants, ledger index, reviews, erasures
  *   DATA/ledger.mvl        the embedded ledger (default)

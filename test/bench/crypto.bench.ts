@@ -8,9 +8,13 @@
  * output is fsync'd before the clock stops (medvault does it itself; the
  * others are followed by `sync FILE`). Reports the median MB/s per direction
  * and the peak RSS (GNU time). With --json the last line is one JSON object.
- * --tools medvault,age runs a subset (the ratio line needs both).
+ * --tools medvault,age runs a subset (the ratio line needs both). Each tool's
+ * CPU time (user + system, GNU time) per direction is reported beside its
+ * speed. --busy starts a CPU-bound neighbour process (one busy loop) for the
+ * whole run, as a node shares its cores with other work: the ratios are then
+ * those of a busy machine, where spare cores cannot hide CPU spent.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +29,7 @@ const { values } = parseArgs({
     dir: { type: 'string' },
     json: { type: 'boolean', default: false },
     tools: { type: 'string', default: 'medvault,age,typage' },
+    busy: { type: 'boolean', default: false },
   },
 });
 const sizeMiB = Number(values.size);
@@ -53,15 +58,15 @@ function command(tool: Tool, mode: 'encrypt' | 'decrypt', input: string, output:
   }
 }
 
-/** Runs one timed command from a clean state; returns seconds and peak RSS. */
-function timed(cmd: string, output: string): { seconds: number; rssMiB: number } {
+/** Runs one timed command from a clean state; returns seconds, CPU seconds and peak RSS. */
+function timed(cmd: string, output: string): { seconds: number; cpu: number; rssMiB: number } {
   rmSync(output, { force: true });
   execFileSync('sync');
   const stats = join(dir, 'time.txt');
-  const run = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', stats, 'sh', '-c', cmd], { stdio: 'inherit' });
+  const run = spawnSync('/usr/bin/time', ['-f', '%e %M %U %S', '-o', stats, 'sh', '-c', cmd], { stdio: 'inherit' });
   if (run.status !== 0) throw new Error(`failed: ${cmd}`);
-  const [seconds, kib] = readFileSync(stats, 'utf8').trim().split(/\s+/).map(Number);
-  return { seconds: seconds as number, rssMiB: (kib as number) / 1024 };
+  const [seconds, kib, user, system] = readFileSync(stats, 'utf8').trim().split(/\s+/).map(Number);
+  return { seconds: seconds as number, cpu: (user as number) + (system as number), rssMiB: (kib as number) / 1024 };
 }
 
 async function sha256(path: string): Promise<string> {
@@ -93,41 +98,76 @@ log(`writing ${sizeMiB} MiB of random data to ${plain}`);
 const plainHash = await sha256(plain);
 const bytes = sizeMiB * 1024 * 1024;
 
-const samples = Object.fromEntries(TOOLS.map((t) => [t, { enc: [] as number[], dec: [] as number[], rss: 0 }]));
-for (let round = 0; round < rounds; round++) {
-  // Rotate the order each round so no tool always runs first.
-  const order = TOOLS.map((_, i) => TOOLS[(i + round) % TOOLS.length] as Tool);
-  for (const tool of order) {
-    const enc = join(dir, `${tool}.age`);
-    const dec = join(dir, `${tool}.out`);
-    const e = timed(command(tool, 'encrypt', plain, enc), enc);
-    const d = timed(command(tool, 'decrypt', enc, dec), dec);
-    if (round === 0 && (await sha256(dec)) !== plainHash) throw new Error(`${tool} round trip mismatch`);
-    const s = samples[tool] as { enc: number[]; dec: number[]; rss: number };
-    s.enc.push(e.seconds);
-    s.dec.push(d.seconds);
-    s.rss = Math.max(s.rss, e.rssMiB, d.rssMiB);
-    log(`round ${round + 1} ${tool.padEnd(8)} encrypt ${e.seconds.toFixed(2)} s  decrypt ${d.seconds.toFixed(2)} s`);
-    rmSync(enc, { force: true });
-    rmSync(dec, { force: true });
-  }
+interface Samples {
+  enc: number[];
+  dec: number[];
+  encCpu: number[];
+  decCpu: number[];
+  rss: number;
 }
-rmSync(dir, { recursive: true, force: true });
+const samples = Object.fromEntries(
+  TOOLS.map((t) => [t, { enc: [], dec: [], encCpu: [], decCpu: [], rss: 0 } as Samples]),
+);
+// The neighbour: one busy loop for the whole run (--busy), stopped by its PID at the end.
+const neighbour = values.busy ? spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }) : null;
+if (neighbour) log(`a CPU-bound neighbour runs as PID ${neighbour.pid}`);
+try {
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so no tool always runs first.
+    const order = TOOLS.map((_, i) => TOOLS[(i + round) % TOOLS.length] as Tool);
+    for (const tool of order) {
+      const enc = join(dir, `${tool}.age`);
+      const dec = join(dir, `${tool}.out`);
+      const e = timed(command(tool, 'encrypt', plain, enc), enc);
+      const d = timed(command(tool, 'decrypt', enc, dec), dec);
+      if (round === 0 && (await sha256(dec)) !== plainHash) throw new Error(`${tool} round trip mismatch`);
+      const s = samples[tool] as Samples;
+      s.enc.push(e.seconds);
+      s.dec.push(d.seconds);
+      s.encCpu.push(e.cpu);
+      s.decCpu.push(d.cpu);
+      s.rss = Math.max(s.rss, e.rssMiB, d.rssMiB);
+      log(
+        `round ${round + 1} ${tool.padEnd(8)} encrypt ${e.seconds.toFixed(2)} s (CPU ${e.cpu.toFixed(2)} s)  decrypt ${d.seconds.toFixed(2)} s (CPU ${d.cpu.toFixed(2)} s)`,
+      );
+      rmSync(enc, { force: true });
+      rmSync(dec, { force: true });
+    }
+  }
+} finally {
+  neighbour?.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+}
 
 const mbps = (seconds: number) => Math.round(bytes / 1e6 / seconds);
 const result = Object.fromEntries(
   TOOLS.map((t) => {
-    const s = samples[t] as { enc: number[]; dec: number[]; rss: number };
-    return [t, { encryptMBps: mbps(median(s.enc)), decryptMBps: mbps(median(s.dec)), peakRssMiB: Math.round(s.rss) }];
+    const s = samples[t] as Samples;
+    const cpu = (xs: number[]) => Math.round(median(xs) * 100) / 100;
+    return [
+      t,
+      {
+        encryptMBps: mbps(median(s.enc)),
+        decryptMBps: mbps(median(s.dec)),
+        peakRssMiB: Math.round(s.rss),
+        encryptCpuSeconds: cpu(s.encCpu),
+        decryptCpuSeconds: cpu(s.decCpu),
+      },
+    ];
   }),
-) as Record<Tool, { encryptMBps: number; decryptMBps: number; peakRssMiB: number }>;
+) as Record<
+  Tool,
+  { encryptMBps: number; decryptMBps: number; peakRssMiB: number; encryptCpuSeconds: number; decryptCpuSeconds: number }
+>;
 
-console.log(`\n${sizeMiB} MiB file to file, fsync'd, median of ${rounds} alternating rounds`);
-console.log('tool       encrypt MB/s  decrypt MB/s  peak RSS MiB');
+console.log(
+  `\n${sizeMiB} MiB file to file, fsync'd, median of ${rounds} alternating rounds${values.busy ? ', beside a CPU-bound neighbour' : ''}`,
+);
+console.log('tool       encrypt MB/s  decrypt MB/s  peak RSS MiB  encrypt CPU s  decrypt CPU s');
 for (const t of TOOLS) {
   const r = result[t];
   console.log(
-    `${t.padEnd(10)} ${String(r.encryptMBps).padStart(12)}  ${String(r.decryptMBps).padStart(12)}  ${String(r.peakRssMiB).padStart(12)}`,
+    `${t.padEnd(10)} ${String(r.encryptMBps).padStart(12)}  ${String(r.decryptMBps).padStart(12)}  ${String(r.peakRssMiB).padStart(12)}  ${r.encryptCpuSeconds.toFixed(2).padStart(13)}  ${r.decryptCpuSeconds.toFixed(2).padStart(13)}`,
   );
 }
 const ratio = (a: number, b: number) => (a / b).toFixed(2);

@@ -3,13 +3,14 @@
  *
  * Put and get throughput and peak RSS for each blob store, each measured in
  * its own child process: a put of SIZE MiB (default 256) streamed from
- * memory, then a get of it, read to the end. With --json the last line is
+ * memory (data that does not repeat, made as it is sent), then a get of it,
+ * read to the end. With --json the last line is
  * {"fs":{putMBps,getMBps,peakRssMiB},"ipfs":…,"s3":…}. s3 runs against the
  * test server (s3rver behind a SigV4 verifier, started here), not MinIO; ipfs
  * against the test node (js-ipfs, started here), not kubo.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,10 +31,13 @@ const bytes = Number(values.size) * 1024 * 1024;
 if (values.child) {
   // In the child: measure one store.
   const store = await openBlobStore(JSON.parse(values.child) as StoreConfig);
-  const piece = randomBytes(1 << 20);
+  // Data that never repeats (a keystream: ChaCha20 of zeros under a random key), as ciphertext
+  // is: a repeated 1 MiB buffer let IPFS store 4 unique blocks for 256 MiB and flattered it.
+  const keystream = createCipheriv('chacha20', randomBytes(32), randomBytes(16));
+  const zeros = Buffer.alloc(1 << 20);
   async function* source(): AsyncGenerator<Buffer> {
-    for (let sent = 0; sent < bytes; sent += piece.length)
-      yield piece.subarray(0, Math.min(piece.length, bytes - sent));
+    for (let sent = 0; sent < bytes; sent += zeros.length)
+      yield keystream.update(zeros.subarray(0, Math.min(zeros.length, bytes - sent)));
   }
   let t = performance.now();
   const { ref } = await store.put(source());

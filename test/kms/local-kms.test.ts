@@ -4,7 +4,7 @@
  * leaves no copy of the key in or beside the keystore file.
  */
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
@@ -15,6 +15,7 @@ import { destroyedTag } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import { readSealed, writeSealed } from '../../kms/sealed-file.ts';
 import { bytes, codeOf, tempDir } from '../helpers.ts';
+import { openKeystoreFiles } from './keystore-files.ts';
 import { kmsConformance } from './kms-conformance.ts';
 
 const dir = tempDir('medvault-kms-');
@@ -91,32 +92,38 @@ describe('custody', () => {
     expect(Buffer.compare(decrypt([first], Buffer.concat([again, payload])), plain)).toBe(0);
   });
 
-  it('destroy: the key is gone from the keystore and no copy is left beside it; other subjects keep theirs', async () => {
+  it('destroy: the key is gone from the keystore and its shard, no copy is left beside them; other subjects keep theirs', async () => {
     const path = join(dir, 'erase.keystore');
     const kms = await LocalKms.open(path, passphrase);
     const [gone, kept] = [subject(), subject()];
     const { recipient, keyId } = await kms.custodian(gone);
     await kms.custodian(kept);
     const { header } = splitAgeFile(encrypt([recipient], Buffer.from('note')));
-    const before = await readSealed<{ custodians: Record<string, { secret: string }> }>(path, passphrase);
-    const secret = before?.custodians[gone]?.secret as string;
+    const before = await openKeystoreFiles(path, passphrase);
+    const secret = before.custodians[gone]?.secret as string;
     expect(secret).toBeDefined();
+    const shards = `${path}.custodians`;
+    const shardFiles = readdirSync(shards).sort();
 
     const result = await kms.destroy(gone);
     expect(result).toMatchObject({ subject: gone, keyId, backend: 'local' });
 
-    const after = await readSealed<{ custodians: Record<string, unknown>; destroyed: Record<string, unknown> }>(
-      path,
-      passphrase,
-    );
-    expect(Object.keys(after?.custodians ?? {})).toEqual([kept]);
-    expect(after?.destroyed[destroyedTag(gone)]).toMatchObject({ keyId });
-    expect(JSON.stringify(after)).not.toContain(gone); // listed by tag, not by pseudonym
-    expect(JSON.stringify(after)).not.toContain(secret);
-    const raw = readFileSync(path);
-    expect(raw.includes(Buffer.from(secret, 'base64'))).toBe(false);
-    expect(raw.toString().includes(secret)).toBe(false);
-    expect(readdirSync(dir).filter((f) => f.includes('erase.keystore'))).toEqual(['erase.keystore']);
+    const after = await openKeystoreFiles(path, passphrase);
+    expect(Object.keys(after.custodians)).toEqual([kept]);
+    expect(after.keystore.destroyed[destroyedTag(gone)]).toMatchObject({ keyId });
+    expect(after.text).not.toContain(gone); // listed by tag, not by pseudonym
+    expect(after.text).not.toContain(secret);
+    for (const file of [path, ...readdirSync(shards).map((f) => join(shards, f))]) {
+      const raw = readFileSync(file);
+      expect(raw.includes(Buffer.from(secret, 'base64'))).toBe(false);
+      expect(raw.toString().includes(secret)).toBe(false);
+    }
+    // No copy beside the files: only the keystore, its shard directory and the same shard files.
+    expect(readdirSync(dir).filter((f) => f.includes('erase.keystore'))).toEqual([
+      'erase.keystore',
+      'erase.keystore.custodians',
+    ]);
+    expect(readdirSync(shards).sort()).toEqual(shardFiles);
 
     const reopened = await LocalKms.open(path, passphrase);
     for (const op of [() => kms.rewrap(gone, header, []), () => kms.custodian(gone), () => reopened.custodian(gone)]) {
@@ -166,5 +173,77 @@ describe('member identities', () => {
     expect(isMedvaultError(await errorOf(kms.createMember('lab-1')), 'KMS_MEMBER_EXISTS')).toBe(true);
     expect(codeOf(() => kms.memberKeys('nobody'))).toBe('KMS_NO_MEMBER');
     expect(isMedvaultError(await errorOf(kms.createMember('Dr. Jane Doe')), 'INVALID_ARGUMENT')).toBe(true);
+  });
+});
+
+describe('custodian keys in shards', () => {
+  const keyFile = { keyFile: randomBytes(32) };
+  /** Each file of the keystore, with its inode and modification time (a rewrite renames a new file in). */
+  const files = (path: string) => {
+    const shards = `${path}.custodians`;
+    const names = [path, ...(existsSync(shards) ? readdirSync(shards).map((f) => join(shards, f)) : [])];
+    return new Map(names.map((f) => [f, `${statSync(f).ino}:${statSync(f).mtimeMs}`]));
+  };
+
+  it('a new subject rewrites one shard file, never the keystore nor the other subjects’ shards', async () => {
+    const path = join(dir, 'sharded.keystore');
+    const kms = await LocalKms.open(path, keyFile);
+    for (let i = 0; i < 40; i++) await kms.custodian(subject());
+    const before = files(path);
+    const fresh = subject();
+    await kms.custodian(fresh);
+    const after = files(path);
+    const changed = [...after].filter(([f, v]) => before.get(f) !== v).map(([f]) => f);
+    expect(changed).toHaveLength(1);
+    expect(after.size).toBeGreaterThan(20); // 41 subjects spread over many shards
+    expect(changed[0]).toMatch(/sharded\.keystore\.custodians\/[0-9a-f]{2}\.sealed$/);
+    expect((await openKeystoreFiles(path, keyFile)).custodians[fresh]).toBeDefined();
+  });
+
+  it('concurrent new subjects are all kept, each once, the same after reopening', async () => {
+    const path = join(dir, 'concurrent.keystore');
+    const kms = await LocalKms.open(path, keyFile);
+    const subjects = Array.from({ length: 300 }, subject); // with 256 shards, some share one
+    const made = await Promise.all(subjects.map((s) => kms.custodian(s)));
+    const again = await LocalKms.open(path, keyFile);
+    for (const [i, s] of subjects.entries()) {
+      expect((await again.custodian(s)).keyId).toBe(made[i]?.keyId);
+    }
+    expect(Object.keys((await openKeystoreFiles(path, keyFile)).custodians)).toHaveLength(300);
+  });
+
+  it('a keystore from before the shards has its keys moved into them when opened, recipients unchanged', async () => {
+    const path = join(dir, 'unsharded.keystore');
+    const s = subject();
+    const identity = X25519Identity.generate();
+    const entry = { keyId: 'b'.repeat(32), secret: Buffer.from(identity.secretBytes()).toString('base64'), created: 1 };
+    await writeSealed(path, keyFile, { custodians: { [s]: entry }, destroyed: {}, tagged: true });
+    const kms = await LocalKms.open(path, keyFile);
+    expect(String((await kms.custodian(s)).recipient)).toBe(String(identity.recipient));
+    const opened = await openKeystoreFiles(path, keyFile);
+    expect(opened.keystore.custodians).toEqual({}); // the keystore no longer holds it
+    expect(opened.custodians[s]?.secret).toBe(entry.secret);
+    expect(String((await (await LocalKms.open(path, keyFile)).custodian(s)).recipient)).toBe(
+      String(identity.recipient),
+    );
+  });
+
+  it('a destruction a crash cut after marking the subject is finished when the keystore is opened', async () => {
+    const path = join(dir, 'cut.keystore');
+    const kms = await LocalKms.open(path, keyFile);
+    const [gone, kept] = [subject(), subject()];
+    const { keyId } = await kms.custodian(gone);
+    await kms.custodian(kept);
+    // What a crash between the two steps of destroy leaves: marked in the keystore, still in its shard.
+    const keystore = (await readSealed<Record<string, unknown>>(path, keyFile)) as { destroyed: object };
+    await writeSealed(path, keyFile, {
+      ...keystore,
+      destroyed: { ...keystore.destroyed, [destroyedTag(gone)]: { keyId, at: 1 } },
+    });
+    expect((await openKeystoreFiles(path, keyFile)).custodians[gone]).toBeDefined();
+    const reopened = await LocalKms.open(path, keyFile);
+    expect((await openKeystoreFiles(path, keyFile)).custodians[gone]).toBeUndefined();
+    expect((await openKeystoreFiles(path, keyFile)).custodians[kept]).toBeDefined();
+    expect(isMedvaultError(await errorOf(reopened.custodian(gone)), 'KMS_KEY_DESTROYED')).toBe(true);
   });
 });

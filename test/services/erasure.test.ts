@@ -14,9 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitAgeFile } from '../../crypto/age.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { destroyedTag } from '../../kms/kms.ts';
-import { readSealed } from '../../kms/sealed-file.ts';
 import { signCertificate, verifyCertificate } from '../../services/protocol/certificate.ts';
 import { bytes, CLI, codeOf, filesUnder, flipBits, tempDir } from '../helpers.ts';
+import { openKeystoreFiles } from '../kms/keystore-files.ts';
 import { DAY, served, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
 const run = promisify(execFile);
@@ -78,8 +78,8 @@ describe('erasure of a subject', () => {
       headers.push(Buffer.from(header));
       payloads.push(Buffer.from(payload));
     }
-    const store = await readSealed<{ custodians: Record<string, { secret: string }> }>(keystore(), keyFile());
-    custodianSecret = Buffer.from(store?.custodians[SUBJECT]?.secret ?? '', 'base64');
+    const { custodians } = await openKeystoreFiles(keystore(), keyFile());
+    custodianSecret = Buffer.from(custodians[SUBJECT]?.secret ?? '', 'base64');
     expect(custodianSecret.length).toBe(32);
     certificate = await dpo.client.erase({ subject: SUBJECT });
   });
@@ -99,14 +99,11 @@ describe('erasure of a subject', () => {
   });
 
   it("the custodian key's bytes are in no file of the data directory, the opened keystore included", async () => {
-    const store = await readSealed<{ custodians: Record<string, unknown>; destroyed: Record<string, unknown> }>(
-      keystore(),
-      keyFile(),
-    );
-    expect(store?.custodians[SUBJECT]).toBeUndefined();
-    expect(store?.destroyed[destroyedTag(SUBJECT)]).toBeDefined();
-    expect(JSON.stringify(store)).not.toContain(SUBJECT); // listed by tag, not by pseudonym
-    expect(JSON.stringify(store)).not.toContain(custodianSecret.toString('base64'));
+    const opened = await openKeystoreFiles(keystore(), keyFile());
+    expect(opened.custodians[SUBJECT]).toBeUndefined();
+    expect(opened.keystore.destroyed[destroyedTag(SUBJECT)]).toBeDefined();
+    expect(opened.text).not.toContain(SUBJECT); // listed by tag, not by pseudonym
+    expect(opened.text).not.toContain(custodianSecret.toString('base64'));
     for (const file of filesUnder(node.data)) {
       const content = readFileSync(file);
       expect(content.indexOf(custodianSecret), file).toBe(-1);
