@@ -82,9 +82,15 @@ export function makeReceipt(block: Block, tree: MerkleTree, leafIndex: number): 
  * Verifies a receipt offline. Throws RECEIPT_INVALID saying what failed;
  * with `trusted`, the block's signer must be one of those key fingerprints.
  */
+/** Headers (canonical JSON, signature included) whose signature was checked already. */
+export interface HeaderMemo {
+  has(header: string): boolean;
+  add(header: string): unknown;
+}
+
 export function verifyReceipt(
   receipt: unknown,
-  options: { trusted?: Iterable<string>; verifiedHeaders?: Set<string> } = {},
+  options: { trusted?: Iterable<string>; verifiedHeaders?: HeaderMemo } = {},
 ): VerifiedReceipt {
   if (!validateShape(receipt)) {
     const [first] = validateShape.errors ?? [];

@@ -15,6 +15,7 @@ import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { LRUCache } from 'lru-cache';
 import type { Dispatcher } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
@@ -124,6 +125,15 @@ export class VaultClient {
   #members: { at: number; rows: MemberRow[] } | undefined;
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
   readonly #custodians = new Map<string, { recipient: string; keyId: string }>();
+  /**
+   * Block headers this client has checked the signature of, byte for byte: concurrent fetches'
+   * receipts share a few blocks (a record's creation, a batch of accesses), so each header's
+   * Ed25519 check is done once. Every receipt's own audit path is still checked.
+   */
+  readonly #verifiedHeaders = ((cache) => ({
+    has: (header: string) => cache.has(header),
+    add: (header: string) => cache.set(header, true),
+  }))(new LRUCache<string, true>({ max: 1024 }));
 
   readonly #dispatcher: Dispatcher | undefined;
   readonly #uploadAgent: HttpAgent;
@@ -209,7 +219,7 @@ export class VaultClient {
 
   /** Verifies a receipt offline against the trusted node keys and returns it. */
   async verify(receipt: Receipt): Promise<Receipt> {
-    verifyReceipt(receipt, { trusted: await this.#trust() });
+    verifyReceipt(receipt, { trusted: await this.#trust(), verifiedHeaders: this.#verifiedHeaders });
     return receipt;
   }
 

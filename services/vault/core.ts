@@ -5,6 +5,7 @@
  * flows (vault.ts) and the erasure flows (erasure.ts) each hold one.
  */
 import { randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { Batcher, type BatcherOptions } from '../../anchor/batcher.ts';
 import { type BlockHeader, blockHash, eventsTree } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
@@ -60,7 +61,12 @@ export interface CoreDeps {
   clock?: () => number;
 }
 
-export type TreeCache = Map<number, { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree }>;
+type TreeEntry = { block: NonNullable<Awaited<ReturnType<Ledger['get']>>>; tree: MerkleTree };
+/** Blocks read and their trees, by height (a block never changes once appended). */
+export interface TreeCache {
+  get(height: number): TreeEntry | undefined;
+  set(height: number, entry: TreeEntry): unknown;
+}
 
 export class VaultCore {
   readonly m: Metadata;
@@ -72,6 +78,11 @@ export class VaultCore {
   readonly #batcher: Batcher;
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #unindexed: Array<{ key: string; receipt: Receipt }> = [];
+  /**
+   * The blocks receipts were made from lately: every fetch of a record serves the receipt of its
+   * creation, from the same block each time, and a batch of accesses shares one block.
+   */
+  readonly #trees: TreeCache = new LRUCache<number, TreeEntry>({ max: 256 });
 
   constructor(deps: CoreDeps) {
     this.m = deps.metadata;
@@ -163,7 +174,7 @@ export class VaultCore {
   }
 
   /** The receipt of the event at (height, leaf), rebuilt from the ledger. */
-  async receiptAt(height: number, leaf: number, cache: TreeCache = new Map()): Promise<Receipt> {
+  async receiptAt(height: number, leaf: number, cache: TreeCache = this.#trees): Promise<Receipt> {
     let entry = cache.get(height);
     if (!entry) {
       const block = await this.ledger.get(height);
