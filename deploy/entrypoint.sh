@@ -11,12 +11,17 @@
 #                   to appear at MEDVAULT_JOIN, joins, and serves.
 #
 # Later starts only serve. MEDVAULT_DATA (default /data), MEDVAULT_NODE_NAME,
-# MEDVAULT_PORT (default 7400) and MEDVAULT_URL (what the other nodes reach this
-# one at) are read here; the rest (ledger, store, keystore) by medvault itself.
+# MEDVAULT_PORT (default 7400), MEDVAULT_URL (what the other nodes reach this
+# one at) and MEDVAULT_TLS_CERT / MEDVAULT_TLS_KEY (serve HTTPS with them; the
+# certificate is announced on the ledger) are read here; the rest (ledger,
+# store, keystore) by medvault itself.
 set -eu
 data="${MEDVAULT_DATA:-/data}"
 init_args="--data $data --name ${MEDVAULT_NODE_NAME:-node} --port ${MEDVAULT_PORT:-7400}"
 if [ -n "${MEDVAULT_URL:-}" ]; then init_args="$init_args --url $MEDVAULT_URL"; fi
+if [ -n "${MEDVAULT_TLS_CERT:-}" ]; then
+  init_args="$init_args --tls-cert $MEDVAULT_TLS_CERT --tls-key ${MEDVAULT_TLS_KEY:?MEDVAULT_TLS_KEY with MEDVAULT_TLS_CERT}"
+fi
 
 if [ ! -f "$data/medvault.json" ]; then
   if [ -z "${MEDVAULT_JOIN:-}" ]; then

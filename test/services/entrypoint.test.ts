@@ -6,11 +6,15 @@
  * for the invite, joins the consortium and serves. On a real etcd ledger.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
 import { CLI, ROOT, tempDir } from '../helpers.ts';
+import { makeCa } from '../servers/certs.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { freePort } from '../servers/ports.ts';
 
@@ -106,4 +110,33 @@ describe('the container entrypoint', () => {
     ]);
     await stop(restarted);
   }, 90_000);
+
+  it('with MEDVAULT_TLS_CERT and MEDVAULT_TLS_KEY (as docker-compose.yml sets them) the node serves HTTPS with them', async () => {
+    const ca = makeCa();
+    const { cert, key } = ca.issue('hospital-tls');
+    const data = join(dir, 'tls');
+    const port = await freePort();
+    const child = await start(
+      { MEDVAULT_DATA: data, MEDVAULT_TLS_CERT: cert, MEDVAULT_TLS_KEY: key, MEDVAULT_LEDGER: `${cluster.uri}/tls` },
+      port,
+    );
+    const served = await new Promise<string>((resolve, reject) => {
+      const attempt = (left: number) => {
+        const request = httpsGet(`https://127.0.0.1:${port}/healthz`, { ca: readFileSync(ca.cert) }, (res) => {
+          res.resume();
+          resolve(
+            createHash('sha256')
+              .update((res.socket as TLSSocket).getPeerCertificate().raw)
+              .digest('hex'),
+          );
+        });
+        request.on('error', (err) => (left > 0 ? setTimeout(() => attempt(left - 1), 100) : reject(err)));
+      };
+      attempt(300);
+    });
+    const der = new X509Certificate(readFileSync(cert)).raw;
+    expect(served).toBe(createHash('sha256').update(der).digest('hex'));
+    expect(JSON.parse(readFileSync(join(data, 'medvault.json'), 'utf8')).tls).toBeDefined();
+    await stop(child);
+  }, 60_000);
 });
