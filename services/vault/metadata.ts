@@ -498,6 +498,10 @@ export class Metadata {
     this.#run('UPDATE members SET emergency_access = ? WHERE id = ?', granted ? 1 : 0, id);
   }
 
+  renameMember(id: string, name: string): void {
+    this.#run('UPDATE members SET name = ? WHERE id = ?', name, id);
+  }
+
   removeMember(id: string, at: number): void {
     this.#run('UPDATE members SET removed_at = ? WHERE id = ? AND removed_at IS NULL', at, id);
   }

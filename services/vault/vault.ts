@@ -369,7 +369,11 @@ export class Vault {
     );
     const recipient = X25519Recipient.parse(input.recipient); // KEY_INVALID when malformed
     const id = keyFingerprint(key);
-    if (this.#c.m.member(id) || this.#c.m.memberByName(input.name)) fail('MEMBER_EXISTS', input.name);
+    // A key is enrolled once, ever (a removed key stays removed); a name is free again once its
+    // member was removed: the new member is another id, with its own keys and grants.
+    if (this.#c.m.member(id)) fail('MEMBER_EXISTS', `${input.name}: that signing key was enrolled before`);
+    const named = this.#c.m.memberByName(input.name);
+    if (named && named.removedAt === null) fail('MEMBER_EXISTS', input.name);
     const at = this.#c.now();
     const receipt = await this.#c.anchor({
       type: 'member.added',
@@ -400,6 +404,9 @@ export class Vault {
       emergencyAccess: false,
     };
     this.#c.m.transaction(() => {
+      // The removed holder of the name keeps its row (reports and audits name it) under
+      // `NAME~removed-TIME`, which no enrolled name can be ('~' is not allowed in one).
+      if (named) this.#c.m.renameMember(named.id, `${named.name}~removed-${named.removedAt}`);
       this.#c.m.addMember(member);
       this.#c.index(id, receipt);
     });

@@ -231,6 +231,29 @@ describe('authorisation matrix', () => {
     expect(await outcome(() => m.admin.client.removeMember(m.admin.id))).toBe('FORBIDDEN'); // the last admin stays
   });
 
+  it("a removed member's name can be enrolled again, as a new member; its key never", async () => {
+    const first = await node.addMember('rejoiner', 'reader');
+    await m.admin.client.removeMember(first.id);
+    const keys = generateMemberKeys();
+    const again = await m.admin.client.addMember({ name: 'rejoiner', role: 'reader', ...memberPublic(keys) });
+    expect(again.member.id).not.toBe(first.id);
+    const members = await m.admin.client.members();
+    expect(members.find((x) => x.id === again.member.id)).toMatchObject({ name: 'rejoiner', removedAt: null });
+    const old = members.find((x) => x.id === first.id);
+    expect(old?.name).toMatch(/^rejoiner~removed-\d+$/);
+    expect(old?.removedAt).not.toBeNull();
+    // The new member reads what it is granted; the old key stays out.
+    await m.owner.client.grant(record, again.member.id, { purpose: 'treatment', expiresAt: Date.now() + DAY });
+    const reader = new VaultClient(node.url, keys);
+    expect((await reader.fetch(record, { path: join(out, 'rejoiner.bin') })).bytes).toBeGreaterThan(0);
+    expect(await outcome(() => first.client.fetch(record, { path: join(out, 'old.bin') }))).toBe('AUTH_INVALID');
+    // A live name, and a key enrolled before (even removed), are refused.
+    const dup = { name: 'rejoiner', role: 'reader' as const, ...memberPublic(generateMemberKeys()) };
+    expect(await outcome(() => m.admin.client.addMember(dup))).toBe('MEMBER_EXISTS');
+    const oldKey = { name: 'someone-else', role: 'reader' as const, ...memberPublic(first.keys) };
+    expect(await outcome(() => m.admin.client.addMember(oldKey))).toBe('MEMBER_EXISTS');
+  });
+
   it('a key that was never added is refused', async () => {
     const stranger = new VaultClient(node.url, generateMemberKeys());
     expect(await outcome(() => stranger.members())).toBe('AUTH_INVALID');
