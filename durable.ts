@@ -2,7 +2,7 @@
  * Durability helpers every layer uses (ledger, stores, keystore, CLI output).
  */
 import { randomBytes } from 'node:crypto';
-import { constants, open, rename, rm } from 'node:fs/promises';
+import { constants, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** fsyncs a directory, so a file created, renamed or removed in it survives a crash. */
@@ -34,4 +34,32 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
     await rm(temp, { force: true });
     throw err;
   }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes the lock file `path` for this process (it holds the process id), or calls `held` with
+ * the id of the live process that holds it. A lock whose process is gone is stale and taken over.
+ */
+export async function takeLock(path: string, held: (pid: number | null) => never): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(path, String(process.pid), { flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) held(pid);
+      await rm(path, { force: true }); // stale: its process is gone
+    }
+  }
+  held(null);
 }

@@ -23,10 +23,10 @@
  * (`tornTail`) instead of cutting it.
  * A lock file keeps a second writer from appending to the same file.
  */
-import { type FileHandle, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { fsyncDirectory } from '../durable.ts';
+import { fsyncDirectory, takeLock } from '../durable.ts';
 import { check, fail, isDiskFull } from '../errors.ts';
 import { type Logger, logger as processLogger } from '../log.ts';
 import { type Block, type BlockHeader, blockHash, GENESIS_PREV, serializeBlock } from './block.ts';
@@ -104,15 +104,6 @@ async function completeRecordAfter(handle: FileHandle, from: number, to: number)
   return null;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 const REPAIR =
   '; the file is left as it is: `medvault ledger repair --ledger file:PATH -o COPY` copies the intact blocks aside';
 
@@ -126,18 +117,9 @@ function checkAcknowledged(path: string, blocks: number, acknowledged: number | 
 }
 
 async function acquireLock(lockPath: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(lockPath, String(process.pid), { flag: 'wx' });
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
-      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) fail('LEDGER_LOCKED', `held by process ${pid}`);
-      await rm(lockPath, { force: true }); // stale: its process is gone
-    }
-  }
-  fail('LEDGER_LOCKED', 'could not take the lock');
+  await takeLock(lockPath, (pid) =>
+    fail('LEDGER_LOCKED', pid === null ? 'could not take the lock' : `held by process ${pid}`),
+  );
 }
 
 /**

@@ -83,7 +83,7 @@ const IDENTITY_CACHE = 4096;
 export class LocalKms implements Kms {
   readonly backend = 'local';
   readonly #path: string;
-  readonly #secret: SealingSecret;
+  #secret: SealingSecret;
   #store: Keystore;
   readonly #shards: CustodianShards;
   #tail: Promise<unknown> = Promise.resolve();
@@ -127,6 +127,19 @@ export class LocalKms implements Kms {
     for (const [subject] of [...this.#shards.entries()]) {
       if (destroyedKeyId(this.#store, subject) !== undefined) await this.#shards.remove(subject);
     }
+  }
+
+  /**
+   * Seals the keystore anew under `secret` (a passphrase change), after any change under way.
+   * The custodian shards are sealed under the shard key the keystore holds: they are unchanged.
+   */
+  async reseal(secret: SealingSecret): Promise<void> {
+    const run = this.#tail.then(async () => {
+      await writeSealed(this.#path, secret, this.#store);
+      this.#secret = secret;
+    });
+    this.#tail = run.catch(() => {});
+    await run;
   }
 
   /** Runs a change of the keystore and writes it, one change at a time. */

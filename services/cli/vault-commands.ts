@@ -726,6 +726,29 @@ export function addVaultCommands(program: Command): void {
     if (report.findings.length > 0) process.exitCode = 2;
   });
 
+  program
+    .command('keystore')
+    .description("a stopped node's keystore")
+    .command('passphrase')
+    .description(
+      'seal the keystore with a new passphrase (the node stopped; the current secret as serve takes it: ' +
+        'MEDVAULT_KEYSTORE_PASSPHRASE[_FILE] or keystore.key, which is then removed)',
+    )
+    .requiredOption('--data <dir>', "the node's data directory")
+    .requiredOption(
+      '--new-passphrase-file <file>',
+      'a file holding the new passphrase (one line, 12 characters or more)',
+    )
+    .action(async (opts: { data: string; newPassphraseFile: string }) => {
+      const { changeKeystorePassphrase } = await import('../vault/node.ts');
+      const passphrase = (await readText(opts.newPassphraseFile, 'passphrase file')).trim();
+      const { keyFileRemoved } = await changeKeystorePassphrase(opts.data, passphrase);
+      process.stdout.write(
+        `keystore sealed with the new passphrase${keyFileRemoved ? '; keystore.key removed' : ''}: start the node with ` +
+          'MEDVAULT_KEYSTORE_PASSPHRASE_FILE naming a file that holds it\n',
+      );
+    });
+
   const backup = program
     .command('backup')
     .description('back up the node (admin): its secrets and database sealed to a backup key that rotates and expires');

@@ -24,7 +24,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { blockHash } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
-import { fsyncDirectory, writeFileAtomic } from '../../durable.ts';
+import { fsyncDirectory, takeLock, writeFileAtomic } from '../../durable.ts';
 import { check, fail, isMedvaultError } from '../../errors.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
@@ -116,6 +116,40 @@ export async function openKeystore(data: string): Promise<LocalKms> {
   const path = join(resolve(data), 'keystore.sealed');
   check(existsSync(path), 'INVALID_ARGUMENT', `${data} is not a medvault data directory (no keystore)`);
   return LocalKms.open(path, await keystoreSecret(resolve(data)));
+}
+
+/**
+ * Seals a stopped node's keystore with a new passphrase (`medvault keystore passphrase`): the
+ * current secret is what `serve` would use (MEDVAULT_KEYSTORE_PASSPHRASE[_FILE], else
+ * keystore.key); DATA_IN_USE while a node serves the directory. A key file that sealed it is
+ * removed: the node then starts only with the passphrase. Copies of the old keystore (backups)
+ * stay sealed with the old secret.
+ */
+export async function changeKeystorePassphrase(dir: string, passphrase: string): Promise<{ keyFileRemoved: boolean }> {
+  const data = resolve(dir);
+  const path = join(data, 'keystore.sealed');
+  check(existsSync(path), 'INVALID_ARGUMENT', `${dir} is not a medvault data directory (no keystore)`);
+  check(passphrase.length >= 12, 'INVALID_ARGUMENT', 'a keystore passphrase is at least 12 characters');
+  const lock = join(data, NODE_LOCK);
+  await takeLock(lock, (pid) =>
+    fail(
+      'DATA_IN_USE',
+      pid === null ? `${data}: could not take ${NODE_LOCK}` : `${data} is served by process ${pid}: stop it first`,
+    ),
+  );
+  try {
+    const kms = await LocalKms.open(path, await keystoreSecret(data)); // KMS_LOCKED: the current secret is wrong
+    await kms.reseal({ passphrase });
+    const keyFile = join(data, 'keystore.key');
+    const keyFileRemoved = existsSync(keyFile);
+    if (keyFileRemoved) {
+      await rm(keyFile);
+      await fsyncDirectory(data);
+    }
+    return { keyFileRemoved };
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 async function keystoreSecret(data: string): Promise<SealingSecret> {
@@ -344,10 +378,46 @@ function envJson(name: string): unknown {
   }
 }
 
-/** Opens the vault in a data directory. */
+/** The lock a serving node holds on its data directory (its process id): one node per directory. */
+export const NODE_LOCK = 'node.lock';
+
+/**
+ * Opens the vault in a data directory, holding its lock until the vault is closed: a second
+ * node (or `medvault keystore passphrase`) on the same directory is refused DATA_IN_USE.
+ */
 export async function openNode(data: string, overrides: NodeOverrides = {}): Promise<Vault> {
   data = resolve(data);
   const config = await readConfig(data);
+  const reserveMiB = config.diskReserveMiB ?? DEFAULT_RESERVE_MIB;
+  check(
+    Number.isSafeInteger(reserveMiB) && reserveMiB >= 0 && reserveMiB <= 1024,
+    'INVALID_ARGUMENT',
+    'diskReserveMiB is a whole number of MiB, 0 to 1024',
+  );
+  // Before anything writes here, the lock included: on a full disk the reserve makes room to
+  // start (read-only for new documents).
+  const reserve = await DiskReserve.open(data, reserveMiB * 1024 * 1024);
+  const lock = join(data, NODE_LOCK);
+  await takeLock(lock, (pid) =>
+    fail('DATA_IN_USE', pid === null ? `${data}: could not take ${NODE_LOCK}` : `${data} is served by process ${pid}`),
+  );
+  const release = () => rm(lock, { force: true });
+  try {
+    const vault = await openLocked(data, config, overrides, reserve);
+    vault.onClose(release);
+    return vault;
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+async function openLocked(
+  data: string,
+  config: NodeConfig,
+  overrides: NodeOverrides,
+  reserve: DiskReserve,
+): Promise<Vault> {
   // Checked before anything is opened: a bad peer list refuses the start and holds nothing.
   const peers = checkPeers(
     overrides.peers ?? (process.env.MEDVAULT_PEERS ? envJson('MEDVAULT_PEERS') : undefined) ?? config.peers ?? [],
@@ -360,15 +430,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
     'INVALID_ARGUMENT',
     'breakGlass.perDay is a whole number of accesses',
   );
-  const reserveMiB = config.diskReserveMiB ?? DEFAULT_RESERVE_MIB;
-  check(
-    Number.isSafeInteger(reserveMiB) && reserveMiB >= 0 && reserveMiB <= 1024,
-    'INVALID_ARGUMENT',
-    'diskReserveMiB is a whole number of MiB, 0 to 1024',
-  );
   const tls = overrides.tls ?? (config.tls ? await readTls(data, config.tls) : undefined);
-  // Before anything writes here: on a full disk the reserve makes room to start (read-only for new documents).
-  const reserve = await DiskReserve.open(data, reserveMiB * 1024 * 1024);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   await adoptLooseSubjectKey(data, kms);
   const node = kms.memberKeys(NODE_KEY).signing;

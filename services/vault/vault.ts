@@ -225,6 +225,7 @@ export class Vault {
   readonly #diskPaths: readonly string[];
   readonly #reserve: DiskReserve | undefined;
   readonly #emergencyListeners: Array<(alert: EmergencyAlert) => void> = [];
+  readonly #onClose: Array<() => Promise<void>> = [];
   /** Uploads of this process still waiting for their anchors' answers: not the settler's. */
   readonly #inFlight = new Set<string>();
   #settling: Promise<number> | null = null;
@@ -1159,6 +1160,12 @@ export class Vault {
   async close(): Promise<void> {
     await this.peers.close();
     await this.#c.close();
+    for (const step of this.#onClose.splice(0)) await step();
+  }
+
+  /** Runs `step` once the vault is closed (the node's data-directory lock is released so). */
+  onClose(step: () => Promise<void>): void {
+    this.#onClose.push(step);
   }
 
   // Internals.

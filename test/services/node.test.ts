@@ -1,13 +1,23 @@
 /** A node's data directory: init, reopen, the keystore secret from a file, and refusals. */
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { initNode, openNode, readConfig } from '../../services/vault/node.ts';
-import { tempDir } from '../helpers.ts';
+import {
+  changeKeystorePassphrase,
+  initNode,
+  NODE_LOCK,
+  openKeystore,
+  openNode,
+  readConfig,
+} from '../../services/vault/node.ts';
+import { runCli, tempDir } from '../helpers.ts';
 
 const root = tempDir('medvault-nodes-');
 afterEach(() => {
   delete process.env.MEDVAULT_KEYSTORE_PASSPHRASE_FILE;
+  delete process.env.MEDVAULT_KEYSTORE_PASSPHRASE;
   delete process.env.MEDVAULT_PEERS;
 });
 
@@ -28,6 +38,65 @@ describe('a node data directory', () => {
     await vault.close();
     await expect(initNode(data)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(openNode(join(root, 'nothing-here'))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it("one node per data directory: a second open is DATA_IN_USE while the first runs; a dead holder's lock is taken over", async () => {
+    const data = join(root, 'locked');
+    await initNode(data);
+    const first = await openNode(data);
+    const second = await openNode(data).catch((e) => e);
+    expect(second).toMatchObject({ code: 'DATA_IN_USE' });
+    expect(String(second.message)).toContain(`process ${process.pid}`);
+    expect(readFileSync(join(data, NODE_LOCK), 'utf8')).toBe(String(process.pid)); // the refusal left it alone
+    await first.close();
+    expect(existsSync(join(data, NODE_LOCK))).toBe(false);
+    // A node killed without closing leaves its lock: a process that no longer exists holds nothing.
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    writeFileSync(join(data, NODE_LOCK), gone.stdout);
+    const again = await openNode(data);
+    expect(readFileSync(join(data, NODE_LOCK), 'utf8')).toBe(String(process.pid));
+    await again.close();
+  });
+
+  it('the keystore passphrase changes with the node stopped; the old secret no longer opens it; custody is unchanged', async () => {
+    const data = join(root, 'rekey');
+    const { nodeId } = await initNode(data);
+    const subject = randomBytes(32).toString('hex');
+    const custodian = String((await (await openKeystore(data)).custodian(subject)).recipient);
+    const before = await openNode(data);
+    // While the node serves the directory: refused, and nothing changed.
+    await expect(changeKeystorePassphrase(data, 'first passphrase, long enough')).rejects.toMatchObject({
+      code: 'DATA_IN_USE',
+    });
+    expect(existsSync(join(data, 'keystore.key'))).toBe(true);
+    await before.close();
+    // From the key file to a passphrase: the key file goes.
+    expect(await changeKeystorePassphrase(data, 'first passphrase, long enough')).toEqual({ keyFileRemoved: true });
+    expect(existsSync(join(data, 'keystore.key'))).toBe(false);
+    await expect(openNode(data)).rejects.toBeDefined();
+    process.env.MEDVAULT_KEYSTORE_PASSPHRASE = 'first passphrase, long enough';
+    // From one passphrase to the next: the old one opens nothing any more.
+    expect(await changeKeystorePassphrase(data, 'second passphrase, longer')).toEqual({ keyFileRemoved: false });
+    await expect(openNode(data)).rejects.toMatchObject({ code: 'KMS_LOCKED' });
+    process.env.MEDVAULT_KEYSTORE_PASSPHRASE = 'second passphrase, longer';
+    const after = await openNode(data);
+    expect(after.nodeId).toBe(nodeId); // the node's own keys, unchanged
+    await after.close();
+    expect(String((await (await openKeystore(data)).custodian(subject)).recipient)).toBe(custodian); // custody too
+    await expect(changeKeystorePassphrase(data, 'short')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    // The command: the new passphrase from a file, the current one as serve takes it.
+    writeFileSync(join(root, 'third.txt'), 'third passphrase, longest\n');
+    const cli = await runCli(
+      ['keystore', 'passphrase', '--data', data, '--new-passphrase-file', join(root, 'third.txt')],
+      {
+        ...process.env,
+        MEDVAULT_KEYSTORE_PASSPHRASE: 'second passphrase, longer',
+      },
+    );
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain('keystore sealed with the new passphrase');
+    process.env.MEDVAULT_KEYSTORE_PASSPHRASE = 'third passphrase, longest';
+    await (await openNode(data)).close();
   });
 
   it('a node whose ledger lost a block it acknowledged refuses to start, and cuts nothing', async () => {
