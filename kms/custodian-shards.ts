@@ -43,6 +43,8 @@ export class CustodianShards {
   /** Changes waiting for their shard's next rewrite, and the rewrite running, by shard. */
   readonly #waiting = new Map<string, Change[]>();
   readonly #writing = new Set<string>();
+  /** Whether the shard directory exists (made, and its parent synced, at the first write). */
+  #made = false;
 
   private constructor(dir: string, key: Uint8Array) {
     this.#dir = dir;
@@ -71,12 +73,6 @@ export class CustodianShards {
   /** Every key held, with its subject. */
   *entries(): Iterable<[string, CustodianEntry]> {
     for (const shard of this.#shards.values()) yield* Object.entries(shard);
-  }
-
-  get size(): number {
-    let n = 0;
-    for (const shard of this.#shards.values()) n += Object.keys(shard).length;
-    return n;
   }
 
   /**
@@ -123,7 +119,10 @@ export class CustodianShards {
         const next: Shard = { ...(this.#shards.get(id) ?? {}) };
         for (const change of batch) change.step(next);
         try {
-          if (await mkdir(this.#dir, { recursive: true, mode: 0o700 })) await fsyncDirectory(dirname(this.#dir));
+          if (!this.#made) {
+            if (await mkdir(this.#dir, { recursive: true, mode: 0o700 })) await fsyncDirectory(dirname(this.#dir));
+            this.#made = true;
+          }
           await writeSealed(join(this.#dir, `${id}.sealed`), this.#key, next); // file, rename, directory synced
           this.#shards.set(id, next);
           for (const change of batch) change.done();

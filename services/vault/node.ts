@@ -130,13 +130,7 @@ export async function changeKeystorePassphrase(dir: string, passphrase: string):
   const path = join(data, 'keystore.sealed');
   check(existsSync(path), 'INVALID_ARGUMENT', `${dir} is not a medvault data directory (no keystore)`);
   check(passphrase.length >= 12, 'INVALID_ARGUMENT', 'a keystore passphrase is at least 12 characters');
-  const lock = join(data, NODE_LOCK);
-  await takeLock(lock, (pid) =>
-    fail(
-      'DATA_IN_USE',
-      pid === null ? `${data}: could not take ${NODE_LOCK}` : `${data} is served by process ${pid}: stop it first`,
-    ),
-  );
+  const release = await lockDataDirectory(data);
   try {
     const kms = await LocalKms.open(path, await keystoreSecret(data)); // KMS_LOCKED: the current secret is wrong
     await kms.reseal({ passphrase });
@@ -148,8 +142,17 @@ export async function changeKeystorePassphrase(dir: string, passphrase: string):
     }
     return { keyFileRemoved };
   } finally {
-    await rm(lock, { force: true });
+    await release();
   }
+}
+
+/** Takes the data directory's lock (DATA_IN_USE while a node serves it); resolves with its release. */
+async function lockDataDirectory(data: string): Promise<() => Promise<void>> {
+  const lock = join(data, NODE_LOCK);
+  await takeLock(lock, (pid) =>
+    fail('DATA_IN_USE', pid === null ? `${data}: could not take ${NODE_LOCK}` : `${data} is served by process ${pid}`),
+  );
+  return () => rm(lock, { force: true });
 }
 
 async function keystoreSecret(data: string): Promise<SealingSecret> {
@@ -397,11 +400,7 @@ export async function openNode(data: string, overrides: NodeOverrides = {}): Pro
   // Before anything writes here, the lock included: on a full disk the reserve makes room to
   // start (read-only for new documents).
   const reserve = await DiskReserve.open(data, reserveMiB * 1024 * 1024);
-  const lock = join(data, NODE_LOCK);
-  await takeLock(lock, (pid) =>
-    fail('DATA_IN_USE', pid === null ? `${data}: could not take ${NODE_LOCK}` : `${data} is served by process ${pid}`),
-  );
-  const release = () => rm(lock, { force: true });
+  const release = await lockDataDirectory(data);
   try {
     const vault = await openLocked(data, config, overrides, reserve);
     vault.onClose(release);
