@@ -86,6 +86,7 @@ export const ERRORS = {
   NO_GRANT: { status: 403, message: 'no live grant for this member on this record' },
   MEMBER_NOT_FOUND: { status: 404, message: 'no such member' },
   MEMBER_EXISTS: { status: 409, message: 'a member with this name or key already exists' },
+  KEY_PROOF_INVALID: { status: 400, message: 'the new key did not sign its rotation' },
   RECORD_NOT_FOUND: { status: 404, message: 'no such record' },
   SUBJECT_NOT_FOUND: { status: 404, message: 'this node holds no record or key of that subject' },
   RECORD_ERASED: { status: 410, message: 'the record was erased' },
@@ -165,7 +166,7 @@ export function check(condition: unknown, code: ErrorCode, detail?: string): ass
  */
 export function answerError(
   status: number,
-  body: { code?: string; message?: string; recordId?: string; requestId?: string },
+  body: { code?: string; message?: string; recordId?: string; requestId?: string; memberId?: string },
 ): MedvaultError {
   const untyped = [502, 503, 504].includes(status) ? 'NODE_UNAVAILABLE' : 'INTERNAL';
   const code = (body.code && body.code in ERRORS ? body.code : untyped) as ErrorCode;
@@ -173,6 +174,7 @@ export function answerError(
     status,
     ...(body.recordId ? { recordId: body.recordId } : {}),
     ...(body.requestId ? { requestId: body.requestId } : {}),
+    ...(body.memberId ? { memberId: body.memberId } : {}),
   };
   const error = new MedvaultError(code, undefined, { info });
   if (body.message) (error as { message: string }).message = body.message;

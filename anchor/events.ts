@@ -24,11 +24,13 @@ const TIME = { type: 'integer', minimum: 0, maximum: 8.64e15 }; // milliseconds 
  * - record.created: `subject` only in events written before subjects left the ledger
  *   (accepted when read, never written now); `custodian` in every event written since.
  * - node.joined: `tls` only for a node that serves TLS.
+ * - key.rotated: the new public keys only for a reader in the consortium's directory.
  */
 const OPTIONAL_GROUPS: Partial<Record<string, readonly (readonly string[])[]>> = {
   'member.added': [['signingKey', 'recipient', 'node']],
   'record.created': [['subject'], ['custodian']],
   'node.joined': [['tls']],
+  'key.rotated': [['signingKey', 'recipient']],
 };
 const OPTIONAL: Partial<Record<string, readonly string[]>> = Object.fromEntries(
   Object.entries(OPTIONAL_GROUPS).map(([type, groups]) => [type, (groups ?? []).flat()]),
@@ -89,7 +91,11 @@ const FIELDS = {
   'member.capability': { member: ID, capability: { enum: ['emergency'] }, granted: { type: 'boolean' }, by: ID },
   // A DPO closed the review of a break-glass access, with its outcome (no free text).
   'review.closed': { recordId: ID, reviewId: ID, dpo: ID, outcome: { enum: ['justified', 'unjustified'] } },
-  'key.rotated': { member: ID, previousKey: ID, newKey: ID },
+  // A member's signing and decryption keys replaced (by itself, or by an admin for a lost key):
+  // its id stays, its grants carry over (each header rewrapped to the new recipient), the
+  // previous key signs nothing again. The keys' fingerprints; for a reader in the directory
+  // (member.added), its new public keys too, so the nodes it is granted records at rewrap them.
+  'key.rotated': { member: ID, previousKey: ID, newKey: ID, by: ID, signingKey: HASH, recipient: HASH },
   // The consortium's nodes (services/vault/consortium.ts). A node of the consortium invites
   // another node's key (admin `by`), committing to the sealed invite it handed over
   // (SHA-256 of its plaintext, which holds a secret: nothing can be learned from the digest);

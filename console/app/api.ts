@@ -8,7 +8,7 @@ import type { Receipt } from '../../anchor/receipt.ts';
 import { verifyReceipt } from '../../anchor/receipt.ts';
 import { answerError, MedvaultError } from '../../errors.ts';
 import { openSecret } from '../../services/protocol/invites.ts';
-import type { MemberCredentials } from '../../services/protocol/member-keys.ts';
+import { type MemberCredentials, memberIdOf } from '../../services/protocol/member-keys.ts';
 import { pseudonym } from '../../services/protocol/pseudonym.ts';
 import { signRequest, signRequestHash } from '../../services/protocol/signing.ts';
 import type { MemberRow, NodeInfo } from '../../services/protocol/views.ts';
@@ -30,7 +30,7 @@ export class Api {
   async signIn(): Promise<MemberRow> {
     this.#node = await this.publicJson<NodeInfo>('/v1/node');
     await this.refreshMembers();
-    const me = this.#members.find((m) => m.id === this.keys.signing.id && m.removedAt === null);
+    const me = this.#members.find((m) => m.id === memberIdOf(this.keys) && m.removedAt === null);
     if (!me) throw new MedvaultError('AUTH_INVALID', 'this key is not an active member of this node');
     this.me = me;
     return me;

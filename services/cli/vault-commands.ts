@@ -374,6 +374,43 @@ export function addVaultCommands(program: Command): void {
     },
   );
   withClientOptions(
+    member
+      .command('rotate-key')
+      .description(
+        "replace a member's keys: your own, or (admin) another member's whose key was lost; it keeps its id and grants",
+      )
+      .argument('[member]', 'id, name or age recipient (default: yourself)')
+      .requiredOption(
+        '-o, --output <file>',
+        'write the new member key file here (0600); the old one signs nothing again',
+      ),
+  ).action(async (ref: string | undefined, opts: ClientOptions & { output: string }) => {
+    const { generateMemberKeys, memberKeyFileText } = await import('../sdk/client.ts');
+    const vault = await client(opts);
+    const target = ref === undefined ? null : await vault.resolveMember(ref);
+    const id = target?.id ?? vault.memberId;
+    const next = generateMemberKeys();
+    const name = target?.name ?? (await vault.resolveMember(id)).name;
+    // The key file first: a rotation is never applied whose only key could not be kept.
+    await writeNewFile(opts.output, memberKeyFileText(name, { ...next, member: id }));
+    let rotated: Awaited<ReturnType<VaultClient['rotateKeys']>>;
+    try {
+      rotated = await vault.rotateKeys(next, id);
+    } catch (err) {
+      // OUTCOME_PENDING: applied, the ledger settles it: the new file is the member's key now.
+      if (!(err instanceof Error && 'code' in err && err.code === 'OUTCOME_PENDING')) {
+        await rm(opts.output, { force: true });
+      }
+      throw err;
+    }
+    const rest = rotated.rewrapsPending ? '; the node finishes the rest' : '';
+    print(
+      opts,
+      { member: rotated.member, receipt: rotated.receipt, rewrapped: rotated.rewrapped },
+      `${name} (${id}) has new keys in ${opts.output}: ${rotated.rewrapped} records rewrapped to them${rest} (${where(rotated.receipt)})`,
+    );
+  });
+  withClientOptions(
     member.command('remove').description('remove a member (admin)').argument('<member>', 'id, name or age recipient'),
   ).action(async (ref: string, opts: ClientOptions) => {
     const vault = await client(opts);

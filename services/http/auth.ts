@@ -89,7 +89,7 @@ export async function precheck(request: FastifyRequest, vault: Vault, state: Aut
   }
   const key = values.key as string;
   if (via !== undefined) await vault.learnMember(key, via);
-  const member = vault.member(key);
+  const member = vault.memberByKey(key);
   if (!member) fail('AUTH_INVALID', 'the key is not an active member key');
   return member;
 }

@@ -14,6 +14,7 @@ export const ERROR = {
     message: { type: 'string' },
     recordId: { type: 'string', description: 'OUTCOME_PENDING: the record to ask about later' },
     requestId: { type: 'string', description: 'OUTCOME_PENDING: the erasure request to ask about later' },
+    memberId: { type: 'string', description: 'OUTCOME_PENDING: the member whose key rotation the ledger settles' },
   },
   required: ['code', 'message'],
 };
@@ -24,6 +25,7 @@ export const MEMBER = {
     name: { type: 'string' },
     role: ROLE,
     signingKey: { type: 'string' },
+    keyId: { ...ID, description: 'the id of the key it signs with now (its id until it rotates its keys)' },
     recipient: { type: 'string' },
     node: { type: ['string', 'null'], description: "a member of another node: that node's id" },
     addedAt: TIME,

@@ -107,9 +107,11 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     if (!request.raw.complete) void reply.header('connection', 'close');
     if (mv.status >= 500) request.log.error({ code: mv.code, err: mv.cause ?? mv }, 'request failed');
     else request.log.info({ code: mv.code }, 'request refused');
-    // The record or erasure request an answer is about (OUTCOME_PENDING: what to ask about later).
+    // The record, erasure request or member an answer is about (OUTCOME_PENDING: what to ask about later).
     const about = Object.fromEntries(
-      (['recordId', 'requestId'] as const).flatMap((k) => (typeof mv.info?.[k] === 'string' ? [[k, mv.info[k]]] : [])),
+      (['recordId', 'requestId', 'memberId'] as const).flatMap((k) =>
+        typeof mv.info?.[k] === 'string' ? [[k, mv.info[k]]] : [],
+      ),
     );
     void reply.code(mv.status).send({ code: mv.code, message: mv.message, ...about });
   });

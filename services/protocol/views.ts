@@ -23,6 +23,8 @@ export interface MemberRow {
   name: string;
   role: Role;
   signingKey: string;
+  /** The id of the key it signs with now: its `id` until it rotates its keys (key.rotated). */
+  keyId: string;
   recipient: string;
   /** The node a remote member belongs to (its requests come forwarded by that node); null: this node's own. */
   node: string | null;

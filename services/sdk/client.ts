@@ -27,9 +27,11 @@ import { checkJoinRequest, type JoinRequest, openSecret } from '../protocol/invi
 import {
   generateMemberKeys,
   type MemberCredentials,
+  memberIdOf,
   memberKeyFileText,
   memberPublic,
   parseMemberKeyFile,
+  rotationRequest,
 } from '../protocol/member-keys.ts';
 import { BODY_TRAILER, bodyMessage, HEADER, signRequest, UNSIGNED_PAYLOAD } from '../protocol/signing.ts';
 import { type SubjectReport, verifySubjectReport } from '../protocol/subject-report.ts';
@@ -118,7 +120,7 @@ export interface RecordFilters {
 
 export class VaultClient {
   readonly #base: string;
-  readonly #keys: MemberCredentials;
+  #keys: MemberCredentials;
   #trusted: string[] | undefined;
   readonly #trustGiven: boolean;
   #subjectKey: Promise<Uint8Array> | undefined;
@@ -155,7 +157,7 @@ export class VaultClient {
   }
 
   get memberId(): string {
-    return this.#keys.signing.id;
+    return memberIdOf(this.#keys);
   }
 
   async #request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Response> {
@@ -273,6 +275,39 @@ export class VaultClient {
     );
     if (result.receipt) await this.verify(result.receipt);
     return result;
+  }
+
+  /**
+   * Replaces member `id`'s keys with `next` (generateMemberKeys()): this client's own member's
+   * by default, or, an admin, another member's of its node whose key was lost. Anchored as
+   * key.rotated; the member keeps its id and grants, the previous key signs nothing again.
+   * Returns `next` with the member's id: write it to the member's key file
+   * (memberKeyFileText). A client rotating its own keys signs with the new ones from then
+   * on, also when the answer is OUTCOME_PENDING (the node applied the rotation while the
+   * ledger settles it): keep `next` whatever the answer but a refusal.
+   */
+  async rotateKeys(
+    next: MemberCredentials,
+    id: string = this.memberId,
+  ): Promise<{
+    member: MemberRow;
+    receipt: Receipt;
+    rewrapped: number;
+    rewrapsPending: boolean;
+    keys: MemberCredentials;
+  }> {
+    const keys: MemberCredentials = { signing: next.signing, identity: next.identity, member: id };
+    const self = id === this.memberId;
+    let result: { member: MemberRow; receipt: Receipt; rewrapped: number; rewrapsPending: boolean };
+    try {
+      result = await this.#json('PUT', `/v1/members/${id}/keys`, rotationRequest(id, next));
+    } catch (err) {
+      if (self && (err as MedvaultError).code === 'OUTCOME_PENDING') this.#keys = keys;
+      throw err;
+    }
+    if (self) this.#keys = keys;
+    await this.verify(result.receipt);
+    return { ...result, keys };
   }
 
   /** A member's id from its id, name or age recipient. */

@@ -16,8 +16,8 @@
  * is that node's id, and its signature verifies), and the key it publishes
  * must be the member's id. Another node anchoring "a member of node B"
  * cannot put one into anybody's directory. Only readers are taken (a member
- * of another node is only ever granted records here), and a member.removed
- * counts only from that member's own node.
+ * of another node is only ever granted records here), and a member.removed or
+ * a key.rotated (its new keys) counts only from that member's own node.
  *
  * The consortium's nodes come from the ledger the same way, by a chain of
  * trust from block 0: the node that signed block 0 founded the consortium; a
@@ -32,7 +32,7 @@ import type { LedgerEvent } from '../../anchor/events.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
-import type { ConsortiumNodeRow, LedgerFinding, Metadata } from './metadata.ts';
+import type { ConsortiumNodeRow, LedgerFinding, Metadata, NewMember } from './metadata.ts';
 
 /** Findings are saved every so many while a long read goes on, so it keeps what it has read. */
 const SAVE_EVERY = 10_000;
@@ -95,6 +95,11 @@ export class ConsortiumIndex {
         } else if (event.type === 'member.added' && event.node !== this.#self && event.node === signer) {
           const member = publishedMember(event);
           if (member && bySigner()) found.push({ kind: 'member', member });
+        } else if (event.type === 'key.rotated' && signer !== this.#self) {
+          const keys = publishedKeys(event, event.newKey);
+          if (keys && bySigner()) {
+            found.push({ kind: 'rotation', id: event.member as string, node: signer, ...keys, at: event.at });
+          }
         } else if (event.type === 'member.removed' && signer !== this.#self && bySigner()) {
           found.push({ kind: 'removal', id: event.member as string, node: signer, at: event.at });
         } else if (event.type.startsWith('node.') && bySigner()) {
@@ -118,22 +123,32 @@ export class ConsortiumIndex {
 }
 
 /** The reader a node published in member.added, as a member row here; null when the event publishes none. */
-function publishedMember(event: LedgerEvent): Parameters<Metadata['addMember']>[0] | null {
-  if (event.role !== 'reader' || typeof event.signingKey !== 'string' || typeof event.recipient !== 'string') {
-    return null;
-  }
-  const key = Buffer.from(event.signingKey, 'hex');
-  if (keyFingerprint(key) !== event.member) return null;
+function publishedMember(event: LedgerEvent): NewMember | null {
+  const keys = event.role === 'reader' ? publishedKeys(event, event.member) : null;
+  if (!keys) return null;
   const node = event.node as string;
+  // Names stay off the ledger: another node's member is known here by its ids.
   return {
     id: event.member as string,
-    // Names stay off the ledger: another node's member is known here by its ids.
     name: `${event.member}@${node}`,
     role: 'reader',
-    signingKey: key.toString('base64'),
-    recipient: new X25519Recipient(new Uint8Array(Buffer.from(event.recipient, 'hex'))).toString(),
+    ...keys,
     node,
     addedAt: event.at,
+  };
+}
+
+/**
+ * The public keys an event publishes (hex), as a member row holds them; null when it
+ * publishes none, or a signing key whose fingerprint is not `keyId` (the id the event gives it).
+ */
+function publishedKeys(event: LedgerEvent, keyId: unknown): { signingKey: string; recipient: string } | null {
+  if (typeof event.signingKey !== 'string' || typeof event.recipient !== 'string') return null;
+  const key = Buffer.from(event.signingKey, 'hex');
+  if (keyFingerprint(key) !== keyId) return null;
+  return {
+    signingKey: key.toString('base64'),
+    recipient: new X25519Recipient(new Uint8Array(Buffer.from(event.recipient, 'hex'))).toString(),
   };
 }
 

@@ -7,8 +7,16 @@
  */
 import { logger } from '../../log.ts';
 
-/** The steps of an upload, in order: blob stored; row kept pending; anchored; active (before the answer). */
-export type CrashPoint = 'upload.stored' | 'upload.pending' | 'upload.anchored' | 'upload.active';
+/**
+ * The steps of an upload, in order: blob stored; row kept pending; anchored; active (before the
+ * answer). A key rotation anchored and applied, its first header rewrapped and the rest not.
+ */
+export type CrashPoint =
+  | 'upload.stored'
+  | 'upload.pending'
+  | 'upload.anchored'
+  | 'upload.active'
+  | 'rotation.rewrapping';
 
 const armed = new Set((process.env.MEDVAULT_TEST_CRASH_AT ?? '').split(',').filter(Boolean));
 if (armed.size > 0)

@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { storageFailureAs } from '../../errors.ts';
 
 import { ROLES_SQL } from '../../formats.ts';
@@ -19,11 +20,15 @@ import type { ConsortiumNode, ErasureRow, ErasureState, MemberRow, ReviewRow, Ro
 export type { ErasureRow, ErasureState, MemberRow, ReviewRow, Role };
 export type ConsortiumNodeRow = ConsortiumNode;
 
+/** A member as it is added: its key id is its signing key's fingerprint, kept by the store. */
+export type NewMember = Omit<MemberRow, 'removedAt' | 'emergencyAccess' | 'keyId'>;
+
 /** What the ledger index (services/vault/consortium-index.ts) found in a block. */
 export type LedgerFinding =
   | { kind: 'location'; recordId: string; node: string; height: number }
-  | { kind: 'member'; member: Omit<MemberRow, 'removedAt' | 'emergencyAccess'> }
+  | { kind: 'member'; member: NewMember }
   | { kind: 'removal'; id: string; node: string; at: number }
+  | { kind: 'rotation'; id: string; node: string; signingKey: string; recipient: string; at: number }
   | { kind: 'node'; node: ConsortiumNodeRow };
 
 export type RecordSummaryRow = Pick<
@@ -51,9 +56,9 @@ export interface RecordQuery {
 /** A change whose anchoring outcome is not known yet (services/vault/outcomes.ts). */
 export interface PendingChangeRow {
   id: string;
-  /** The record it is about; for an erasure's filing or cancellation, the request's id. */
+  /** The record it is about; for an erasure's filing or cancellation, the request's id; for a key rotation, the member's. */
   recordId: string;
-  kind: 'grant' | 'revoke' | 'access' | 'erasure' | 'cancel' | 'tombstone';
+  kind: 'grant' | 'revoke' | 'access' | 'erasure' | 'cancel' | 'tombstone' | 'rotation';
   /** The event's canonical JSON, as appended. */
   event: string;
   /** The lowest height the append tried: once the ledger holds a block there without it, it never landed. */
@@ -320,6 +325,34 @@ const MIGRATIONS = [
   // goes: SQLite would keep scanning it for its order (height, leaf) instead of seeking by type.
   `DROP INDEX anchors_record;
    CREATE INDEX anchors_record_type ON anchors (record_id, type, height, leaf);`,
+  // 16: member key rotation (key.rotated). A member's id stays its first key's fingerprint; the
+  // key it signs with now is key_id (requests name it). Every key a member held and replaced
+  // is kept, so no key is ever enrolled twice; a member whose headers are still to be
+  // rewrapped to its new recipient is queued until they all are (a crash finishes at open).
+  `ALTER TABLE members ADD COLUMN key_id TEXT;
+   UPDATE members SET key_id = id;
+   CREATE UNIQUE INDEX members_key_id ON members (key_id);
+   CREATE TABLE retired_keys (
+     key_id TEXT PRIMARY KEY,
+     member_id TEXT NOT NULL,
+     retired_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE key_rewraps (
+     member_id TEXT PRIMARY KEY,
+     since INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE pending_changes_16 (
+     id TEXT PRIMARY KEY,
+     record_id TEXT NOT NULL,
+     kind TEXT NOT NULL CHECK (kind IN ('grant', 'revoke', 'access', 'erasure', 'cancel', 'tombstone', 'rotation')),
+     event TEXT NOT NULL,
+     settle_after INTEGER NOT NULL,
+     settle_prev TEXT,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO pending_changes_16 SELECT * FROM pending_changes;
+   DROP TABLE pending_changes;
+   ALTER TABLE pending_changes_16 RENAME TO pending_changes;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -467,9 +500,9 @@ export class Metadata {
   // Members.
 
   /** Adds a member; with `ifAbsent`, nothing happens when its id, name or key is already here. */
-  addMember(m: Omit<MemberRow, 'removedAt' | 'emergencyAccess'>, options: { ifAbsent?: boolean } = {}): void {
+  addMember(m: NewMember, options: { ifAbsent?: boolean } = {}): void {
     this.#run(
-      `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)${
+      `INSERT INTO members (id, name, role, signing_key, recipient, node, added_at, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)${
         options.ifAbsent ? ' ON CONFLICT DO NOTHING' : ''
       }`,
       m.id,
@@ -479,11 +512,59 @@ export class Metadata {
       m.recipient,
       m.node,
       m.addedAt,
+      keyFingerprint(Buffer.from(m.signingKey, 'base64')),
     );
   }
 
   member(id: string): MemberRow | undefined {
     return memberRow(this.#one('SELECT * FROM members WHERE id = ?', id));
+  }
+
+  /** The member whose current signing key has this id (what a request names). */
+  memberByKey(keyId: string): MemberRow | undefined {
+    return memberRow(this.#one('SELECT * FROM members WHERE key_id = ?', keyId));
+  }
+
+  /** Whether a key with this id was ever enrolled here: a member's first, current or a replaced one. */
+  keyEverUsed(keyId: string): boolean {
+    return (
+      this.#one(
+        `SELECT 1 AS hit FROM members WHERE id = ?1 OR key_id = ?1
+         UNION ALL SELECT 1 FROM retired_keys WHERE key_id = ?1 LIMIT 1`,
+        keyId,
+      ) !== undefined
+    );
+  }
+
+  /**
+   * Replaces a member's keys (its id stays): the previous key is retired for good and the
+   * member queued for its headers to be rewrapped (keyRewraps). `node`: only a member of that
+   * node (a rotation read from the ledger); false when no such active member has other keys.
+   */
+  rotateMemberKeys(id: string, keys: { signingKey: string; recipient: string }, at: number, node?: string): boolean {
+    const member = this.member(id);
+    if (!member || member.removedAt !== null || (node !== undefined && member.node !== node)) return false;
+    const keyId = keyFingerprint(Buffer.from(keys.signingKey, 'base64'));
+    if (member.keyId === keyId || this.keyEverUsed(keyId)) return false;
+    this.#run('INSERT INTO retired_keys (key_id, member_id, retired_at) VALUES (?, ?, ?)', member.keyId, id, at);
+    this.#run(
+      'UPDATE members SET signing_key = ?, recipient = ?, key_id = ? WHERE id = ?',
+      keys.signingKey,
+      keys.recipient,
+      keyId,
+      id,
+    );
+    this.#run('INSERT INTO key_rewraps (member_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING', id, at);
+    return true;
+  }
+
+  /** Members whose headers are still to be rewrapped to their new recipient. */
+  keyRewraps(): string[] {
+    return this.#all<{ memberId: string }>('SELECT member_id FROM key_rewraps ORDER BY since').map((r) => r.memberId);
+  }
+
+  keyRewrapDone(memberId: string): void {
+    this.#run('DELETE FROM key_rewraps WHERE member_id = ?', memberId);
   }
 
   memberByName(name: string): MemberRow | undefined {
@@ -534,6 +615,8 @@ export class Metadata {
           );
         } else if (f.kind === 'member') {
           this.addMember(f.member, { ifAbsent: true });
+        } else if (f.kind === 'rotation') {
+          this.rotateMemberKeys(f.id, f, f.at, f.node);
         } else if (f.kind === 'node') {
           const n = f.node;
           this.#run(

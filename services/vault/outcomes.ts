@@ -69,10 +69,9 @@ export async function anchorChange(
       onUnknown?.();
       keepPending(core, kind, id, event, err);
     });
-    const request = ABOUT_REQUEST.has(kind);
-    fail('OUTCOME_PENDING', `the ${kind} on ${request ? 'erasure request' : 'record'} ${id} (the ledger settles it)`, {
-      info: request ? { requestId: id } : { recordId: id },
-    });
+    const about = ABOUT_REQUEST.has(kind) ? 'requestId' : kind === 'rotation' ? 'memberId' : 'recordId';
+    const what = { requestId: 'erasure request', memberId: 'member', recordId: 'record' }[about];
+    fail('OUTCOME_PENDING', `the ${kind} on ${what} ${id} (the ledger settles it)`, { info: { [about]: id } });
   }
 }
 

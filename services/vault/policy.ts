@@ -83,6 +83,17 @@ export interface RecordFacts {
   liveGrant: boolean;
 }
 
+/**
+ * Throws FORBIDDEN unless `actor` may replace `member`'s keys: its own, or (a key that was
+ * lost) an admin's for any member of this node.
+ */
+export function authorizeKeyRotation(actor: MemberRow, member: MemberRow): void {
+  if (actor.removedAt !== null) fail('FORBIDDEN', `member ${actor.id} was removed`);
+  if (actor.id !== member.id && actor.role !== 'admin') {
+    fail('FORBIDDEN', "a member rotates its own keys; an admin another member's");
+  }
+}
+
 /** Throws FORBIDDEN or NO_GRANT unless `actor` may do `action` (on `on`, when given). */
 export function authorize(actor: MemberRow, action: Action, on?: RecordFacts): void {
   if (actor.removedAt !== null) fail('FORBIDDEN', `member ${actor.id} was removed`);

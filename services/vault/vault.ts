@@ -42,6 +42,7 @@ import { ConsortiumIndex } from './consortium-index.ts';
 import { type CoreDeps, checkSubject, ID, newId, VaultCore } from './core.ts';
 import { crashPoint } from './crash-points.ts';
 import { Erasures } from './erasure.ts';
+import { KeyRotations, signingKeyOf } from './key-rotation.ts';
 import type {
   ConsortiumNodeRow,
   GrantRow,
@@ -218,6 +219,8 @@ export class Vault {
   readonly reports: SubjectReports;
   /** Backups of this node (services/vault/backup.ts); absent for a vault opened without its data directory. */
   backups: Backups | undefined;
+  /** Members replacing their keys (key.rotated), and the rewraps that carry their grants over. */
+  readonly rotations: KeyRotations;
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
@@ -245,6 +248,7 @@ export class Vault {
       backupsUntil: () => latestExpiry(deps.keystore?.backupKeys() ?? []),
     });
     this.checkpoints = new Checkpoints(this.#c, this.peers);
+    this.rotations = new KeyRotations(this.#c, (id) => this.#rewrapToReaders(id));
     this.reports = new SubjectReports(this.#c, this.peers, (record) => this.#summary(record, true));
     this.consortium = new Consortium(
       this.#c,
@@ -304,9 +308,15 @@ export class Vault {
 
   // Members.
 
-  /** The active member with this key id, for authentication. */
+  /** The active member with this id. */
   member(id: string): MemberRow | undefined {
     const row = this.#c.m.member(id);
+    return row && row.removedAt === null ? row : undefined;
+  }
+
+  /** The active member whose current signing key has this id, for authentication (a request names its key). */
+  memberByKey(keyId: string): MemberRow | undefined {
+    const row = this.#c.m.memberByKey(keyId);
     return row && row.removedAt === null ? row : undefined;
   }
 
@@ -328,8 +338,13 @@ export class Vault {
    * that node this node has not seen yet may have been published on the
    * ledger since the last read.
    */
-  async learnMember(id: string, via: string): Promise<void> {
-    if (!this.peers.get(via) || !this.#c.m.member(id)) await this.#index.catchUp();
+  async learnMember(keyId: string, via: string): Promise<void> {
+    if (this.peers.get(via) && this.#c.m.memberByKey(keyId)) return;
+    await this.#index.catchUp();
+    // A member that rotated its keys at its node: its records here are rewrapped to its new
+    // recipient before this request of its is served.
+    const member = this.#c.m.memberByKey(keyId);
+    if (member) await this.rotations.finish(member.id);
   }
 
   /** The nodes that joined the consortium and have not left, but this one, as peers. */
@@ -362,17 +377,12 @@ export class Vault {
       check(input.node !== this.nodeId, 'REQUEST_INVALID', 'node names another node, not this one');
       check(input.role === 'reader', 'REQUEST_INVALID', "a member of another node is added as a 'reader'");
     }
-    const key = Buffer.from(input.signingKey, 'base64');
-    check(
-      key.length === 32 && key.toString('base64') === input.signingKey,
-      'REQUEST_INVALID',
-      'signingKey is a base64 Ed25519 key',
-    );
+    const key = signingKeyOf(input.signingKey);
     const recipient = X25519Recipient.parse(input.recipient); // KEY_INVALID when malformed
     const id = keyFingerprint(key);
-    // A key is enrolled once, ever (a removed key stays removed); a name is free again once its
-    // member was removed: the new member is another id, with its own keys and grants.
-    if (this.#c.m.member(id)) fail('MEMBER_EXISTS', `${input.name}: that signing key was enrolled before`);
+    // A key is enrolled once, ever (a removed or replaced key stays unusable); a name is free
+    // again once its member was removed: the new member is another id, with its own keys and grants.
+    if (this.#c.m.keyEverUsed(id)) fail('MEMBER_EXISTS', `${input.name}: that signing key was enrolled before`);
     const named = this.#c.m.memberByName(input.name);
     if (named && named.removedAt === null) fail('MEMBER_EXISTS', input.name);
     const at = this.#c.now();
@@ -398,6 +408,7 @@ export class Vault {
       name: input.name,
       role: input.role,
       signingKey: input.signingKey,
+      keyId: id,
       recipient: recipient.toString(),
       node: input.node ?? null,
       addedAt: at,
@@ -977,9 +988,9 @@ export class Vault {
   readonly #changes: ChangeHandlers = {
     landed: async (change, event, receipt) => {
       if (isErasureChange(change.kind)) return this.erasures.changes.landed(change, event, receipt);
-      if (change.kind === 'revoke' || change.kind === 'access') {
-        // A revocation: in effect since it was made. An access: nothing was served, but the
-        // ledger holds it, so the record's trail (audit, the subject report) shows it too.
+      if (change.kind === 'revoke' || change.kind === 'access' || change.kind === 'rotation') {
+        // A revocation or key rotation: in effect since it was made. An access: nothing was served,
+        // but the ledger holds it, so the record's trail (audit, the subject report) shows it too.
         this.#c.index(change.recordId, receipt);
         return;
       }
@@ -1065,6 +1076,17 @@ export class Vault {
     const ids = this.#c.m.recordsWithExpiredStanzas(this.#c.now());
     for (const id of ids) await this.#dropExpiredStanzas(id);
     return ids.length;
+  }
+
+  /** Rewraps record `id`'s header to its live readers' recipients as their member rows say now. */
+  async #rewrapToReaders(id: string): Promise<void> {
+    await this.#c.locked(id, async () => {
+      const record = this.#c.m.record(id);
+      if (record?.state !== 'active') return;
+      const readers = this.#liveReaders(id, this.#c.now());
+      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
+      this.#c.m.setHeader(id, header);
+    });
   }
 
   async #dropExpiredStanzas(id: string): Promise<void> {
@@ -1241,6 +1263,7 @@ export class Vault {
 
   async #settle(): Promise<number> {
     this.#c.retryIndex();
+    await this.rotations.resume();
     const pending = this.#c.m.pendingRecords().filter((r) => !this.#inFlight.has(r.id));
     const changes = this.#c.m.pendingChanges().length;
     if (pending.length === 0 && changes === 0) return 0;

@@ -36,7 +36,7 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'erasure.cancelled': { requestId: id(), by: id() },
     'member.added': { member: id(), role: 'reader', by: id() },
     'member.removed': { member: id(), by: id() },
-    'key.rotated': { member: id(), previousKey: id(), newKey: id() },
+    'key.rotated': { member: id(), previousKey: id(), newKey: id(), by: id() },
     'member.capability': { member: id(), capability: 'emergency', granted: true, by: id() },
     'review.closed': { recordId: id(), reviewId: id(), dpo: id(), outcome: 'justified' },
     'node.invited': { node: id(), by: id(), invite: hash() },

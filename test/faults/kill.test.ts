@@ -6,15 +6,17 @@
  * idempotency keys. After each restart: every acknowledged upload is there and opens,
  * the ledger holds exactly one record.created per upload the node keeps (none for one
  * it dropped), no blob or temporary file is left that no record points at, and every
- * error a client saw is typed (never INTERNAL).
+ * error a client saw is typed (never INTERNAL). A node killed half-way through a member's
+ * key rotation has kept it, and finishes rewrapping the member's headers when it starts.
  */
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decrypt } from '../../crypto/age.ts';
 import { isMedvaultError } from '../../errors.ts';
-import { memberKeyFileText } from '../../services/protocol/member-keys.ts';
-import { bytes, CLI, filesUnder, tempDir } from '../helpers.ts';
+import { generateMemberKeys, memberKeyFileText } from '../../services/protocol/member-keys.ts';
+import { bytes, CLI, codeOf, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT } from '../services/vault-fixture.ts';
 import { ServedNode } from './served-node.ts';
 
@@ -175,4 +177,34 @@ describe('the node SIGKILLed again and again under uploading clients', () => {
     expect(codes.has('NODE_UNAVAILABLE')).toBe(true); // the kills did land mid-request
     await checkConsistent(new Set([...before, ...acknowledged]));
   }, 60_000);
+});
+
+describe('the node SIGKILLed half-way through a key rotation', () => {
+  it('kept the rotation, and rewraps the rest of the member’s headers when it starts again', async () => {
+    const ids = await node.recordIds();
+    expect(ids.size).toBeGreaterThan(2); // every record is the reader's: most are left when it dies
+    const old = node.readerKeys;
+    const next = generateMemberKeys();
+    await node.stop();
+    await start('rotation.rewrapping');
+    const err = await node
+      .client(old)
+      .rotateKeys(next)
+      .catch((e) => e);
+    expect(isMedvaultError(err, 'NODE_UNAVAILABLE'), String(err)).toBe(true);
+    expect(await node.stop()).toBe('SIGKILL'); // after the first header, by its own hand
+    await start();
+    await expect(node.client(old).members()).rejects.toMatchObject({ code: 'AUTH_INVALID' });
+    node.readerKeys = { ...next, member: node.readerId };
+    const reader = node.client(node.readerKeys);
+    for (const id of ids) {
+      const { stream } = await reader.fetchEncrypted(id);
+      const parts: Buffer[] = [];
+      for await (const chunk of stream) parts.push(Buffer.from(chunk));
+      const file = Buffer.concat(parts);
+      expect(codeOf(() => decrypt([old.identity], file))).toBe('AGE_NO_IDENTITY');
+      expect(decrypt([next.identity], file).length).toBeGreaterThan(0);
+    }
+    await checkConsistent(ids);
+  });
 });

@@ -19,6 +19,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Block } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
 import { fail } from '../../errors.ts';
+import { generateMemberKeys } from '../../services/protocol/member-keys.ts';
+import { VaultClient } from '../../services/sdk/client.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
@@ -272,6 +274,38 @@ describe('a grant or revocation whose anchoring outcome is unknown', () => {
     expect(await node.vault.settlePending()).toBe(0);
     expect(await aclOnLedger(record.id, reader.id)).toEqual(['acl.granted', 'acl.revoked']);
   });
+});
+
+describe('a key rotation whose anchoring outcome is unknown', () => {
+  /** The key.rotated events on the ledger for `memberId`, their new key ids in order. */
+  async function rotationsOnLedger(memberId: string): Promise<string[]> {
+    const found: string[] = [];
+    for await (const block of ledger.blocks(0)) {
+      for (const e of block.events)
+        if (e.type === 'key.rotated' && e.member === memberId) found.push(e.newKey as string);
+    }
+    return found;
+  }
+
+  for (const fault of ['commit-then-unknown', 'unknown-never-commits'] as const) {
+    it(`(${fault}) takes effect at once, records open with the new key, and is anchored exactly once`, async () => {
+      const member = await node.addMember(`rotating-${fault}`, 'reader');
+      const { record } = await hospital.client.upload(bytes(3_000, 40), treatment([member.id]));
+      const old = new VaultClient(node.url, member.keys);
+      const next = generateMemberKeys();
+      ledger.next = fault;
+      const err = await member.client.rotateKeys(next).catch((e) => e);
+      expect(err).toMatchObject({ code: 'OUTCOME_PENDING', info: { memberId: member.id } });
+      // Fail closed: the previous key is refused while unsure; the new one reads the member's records.
+      await expect(old.members()).rejects.toMatchObject({ code: 'AUTH_INVALID' });
+      expect(member.client.memberId).toBe(member.id);
+      expect((await member.client.fetch(record.id, { path: join(out, `rot-${fault}`) })).bytes).toBe(3_000);
+      await upload(41); // the ledger moves past the height the append tried
+      expect(await node.vault.settlePending()).toBe(0);
+      expect(await rotationsOnLedger(member.id)).toEqual([next.signing.id]);
+      await expect(old.members()).rejects.toMatchObject({ code: 'AUTH_INVALID' });
+    });
+  }
 });
 
 describe('an access whose anchoring outcome is unknown', () => {

@@ -8,17 +8,18 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decrypt } from '../../crypto/age.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import { readSealed, writeSealed } from '../../kms/sealed-file.ts';
 import { inviteDigest, makeInvite, openInvite, openSecret, sealInvite } from '../../services/protocol/invites.ts';
 import { signRequest } from '../../services/protocol/signing.ts';
 import type { MemberRow } from '../../services/protocol/views.ts';
-import { parseMemberKeyFile } from '../../services/sdk/client.ts';
+import { generateMemberKeys, parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
 import { subjectOf } from '../../services/sdk/pseudonym.ts';
 import { initNode, joinRequest, openNode } from '../../services/vault/node.ts';
-import { codeOf, tempDir } from '../helpers.ts';
+import { bytes, codeOf, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
-import { joinNode, startNode, type TestNode } from './vault-fixture.ts';
+import { joinNode, served, startNode, type TestNode, treatment } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
 let a: TestNode;
@@ -167,6 +168,27 @@ describe('leaving', () => {
     const checkpoint = await a.admin.client.checkpoint();
     expect(checkpoint.signatures.map((x) => x.signer).sort()).toEqual([a.vault.nodeId, b.vault.nodeId].sort());
     await expect(c.admin.client.leaveConsortium()).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+  });
+});
+
+describe('a reader of one node rotating its keys', () => {
+  it('keeps its grants at the other node, which takes its new keys from the ledger and rewraps', async () => {
+    const uploader = await a.addMember('rotation-uploader', 'uploader');
+    const reader = await b.addMember('rotation-reader', 'reader');
+    const document = bytes(4_000, 60);
+    const { record } = await uploader.client.upload(document, treatment([reader.id]));
+    const old = reader.keys;
+    expect(Buffer.from(decrypt([old.identity], await served(reader, record.id))).equals(document)).toBe(true);
+    const { keys } = await reader.client.rotateKeys(generateMemberKeys());
+    // Its next fetch, through node B, reaches node A signed by the new key: A reads the rotation
+    // from the ledger (signed by B), and rewraps its header before serving it.
+    const file = await served(reader, record.id);
+    expect(codeOf(() => decrypt([old.identity], file))).toBe('AGE_NO_IDENTITY');
+    expect(Buffer.from(decrypt([keys.identity], file)).equals(document)).toBe(true);
+    expect(a.vault.member(reader.id)?.keyId).toBe(keys.signing.id);
+    await expect(new VaultClient(b.url, old).fetch(record.id, { path: join(tempDir(), 'old') })).rejects.toMatchObject({
+      code: 'AUTH_INVALID',
+    });
   });
 });
 

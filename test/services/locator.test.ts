@@ -93,18 +93,30 @@ function published(node: SigningKey, role = 'reader') {
   return { key, identity, event };
 }
 
-describe('consortium index: members of other nodes', () => {
-  it('takes the readers a node publishes in its own blocks, and their removal by that node only', async () => {
-    const dirB = tempDir('medvault-directory-');
-    const own = await FileLedger.open(join(dirB, 'ledger.mvl'));
-    const add = async (events: LedgerEvent[], by: SigningKey) => {
+/**
+ * A ledger of its own read by a fresh index for this node: two other nodes, B and C, to sign
+ * blocks, and `add` appending events in a block signed by one of them.
+ */
+async function directory(prefix: string) {
+  const dir = tempDir(prefix);
+  const own = await FileLedger.open(join(dir, 'ledger.mvl'));
+  const metadata = new Metadata(join(dir, 'metadata.db'));
+  return {
+    own,
+    metadata,
+    index: new ConsortiumIndex(own, metadata, SELF),
+    nodeB: SigningKey.generate(),
+    nodeC: SigningKey.generate(),
+    add: async (events: LedgerEvent[], by: SigningKey) => {
       const { block } = buildBlock((await own.head()) ?? null, events, by);
       await own.append([block]);
-    };
-    const nodeB = SigningKey.generate();
-    const nodeC = SigningKey.generate();
-    const metadata = new Metadata(join(dirB, 'metadata.db'));
-    const index = new ConsortiumIndex(own, metadata, SELF);
+    },
+  };
+}
+
+describe('consortium index: members of other nodes', () => {
+  it('takes the readers a node publishes in its own blocks, and their removal by that node only', async () => {
+    const { own, metadata, index, nodeB, nodeC, add } = await directory('medvault-directory-');
     try {
       const reader = published(nodeB);
       const uploader = published(nodeB, 'uploader'); // only readers are ever members of another node here
@@ -147,6 +159,60 @@ describe('consortium index: members of other nodes', () => {
       await add([{ type: 'member.removed', at: removedAt, member: reader.key.id, by: id() } as LedgerEvent], nodeB);
       await index.catchUp();
       expect(metadata.member(reader.key.id)?.removedAt).toBe(removedAt);
+    } finally {
+      metadata.close();
+      await own.close();
+    }
+  });
+});
+
+describe('consortium index: key rotations of other nodes’ members', () => {
+  const rotated = (
+    member: string,
+    previousKey: string,
+    next = SigningKey.generate(),
+    identity = X25519Identity.generate(),
+  ) => ({
+    next,
+    identity,
+    event: {
+      type: 'key.rotated',
+      at: Date.now(),
+      member,
+      previousKey,
+      newKey: next.id,
+      by: member,
+      signingKey: Buffer.from(next.publicKey).toString('hex'),
+      recipient: Buffer.from(identity.recipient.publicKey).toString('hex'),
+    } as LedgerEvent,
+  });
+
+  it('takes a reader’s new keys from its own node only, retires the old key and queues its rewraps', async () => {
+    const { own, metadata, index, nodeB, nodeC, add } = await directory('medvault-rotations-');
+    try {
+      const reader = published(nodeB);
+      await add([reader.event], nodeB);
+      const forged = rotated(reader.key.id, reader.key.id); // node C speaking for node B's member
+      const mismatched = rotated(reader.key.id, reader.key.id);
+      mismatched.event.newKey = id(); // the published key is not the new key it names
+      await add([forged.event], nodeC);
+      await add([mismatched.event], nodeB);
+      await index.catchUp();
+      expect(metadata.member(reader.key.id)?.keyId).toBe(reader.key.id);
+      expect(metadata.keyRewraps()).toEqual([]);
+
+      const real = rotated(reader.key.id, reader.key.id);
+      await add([real.event], nodeB);
+      await index.catchUp();
+      expect(metadata.member(reader.key.id)).toMatchObject({
+        keyId: real.next.id,
+        signingKey: Buffer.from(real.next.publicKey).toString('base64'),
+        recipient: real.identity.recipient.toString(),
+      });
+      expect(metadata.memberByKey(reader.key.id)).toBeUndefined(); // the old key names nobody now
+      expect(metadata.memberByKey(real.next.id)?.id).toBe(reader.key.id);
+      expect(metadata.keyEverUsed(reader.key.id)).toBe(true);
+      expect(metadata.keyRewraps()).toEqual([reader.key.id]);
     } finally {
       metadata.close();
       await own.close();

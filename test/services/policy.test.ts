@@ -15,6 +15,7 @@ const member = (role: MemberRow['role'], removedAt: number | null, more: Partial
   name: 'someone',
   role,
   signingKey: 'k',
+  keyId: 'a'.repeat(32),
   recipient: 'r',
   node: null,
   addedAt: 1,
