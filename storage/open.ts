@@ -6,6 +6,7 @@ import { fail } from '../errors.ts';
 import type { BlobStore } from './blob-store.ts';
 import { FsBlobStore } from './fs-store.ts';
 import { IpfsBlobStore, type IpfsStoreOptions } from './ipfs-store.ts';
+import { measuredStore, type StoreMeter } from './measured-store.ts';
 import { ReplicatedBlobStore } from './replicated-store.ts';
 import { S3BlobStore, type S3StoreOptions } from './s3-store.ts';
 
@@ -15,17 +16,24 @@ export type StoreConfig =
   | ({ kind: 'ipfs' } & IpfsStoreOptions)
   | { kind: 'replicated'; replicas: Array<{ name: string; config: StoreConfig }>; minCopies?: number };
 
-export async function openBlobStore(config: StoreConfig): Promise<BlobStore> {
+/**
+ * `meter`: each store's operations are timed and reported to it (storage/measured-store.ts),
+ * a replicated store's replica by replica, labelled KIND/NAME; a single store by its kind.
+ */
+export async function openBlobStore(config: StoreConfig, meter?: StoreMeter, label?: string): Promise<BlobStore> {
+  const measured = (store: BlobStore) => (meter ? measuredStore(store, label ?? config.kind, meter) : store);
   switch (config.kind) {
     case 'fs':
-      return FsBlobStore.open(config.root);
+      return measured(await FsBlobStore.open(config.root));
     case 's3':
-      return new S3BlobStore(config);
+      return measured(new S3BlobStore(config));
     case 'ipfs':
-      return new IpfsBlobStore(config);
+      return measured(new IpfsBlobStore(config));
     case 'replicated': {
       const replicas = [];
-      for (const r of config.replicas) replicas.push({ name: r.name, store: await openBlobStore(r.config) });
+      for (const r of config.replicas) {
+        replicas.push({ name: r.name, store: await openBlobStore(r.config, meter, `${r.config.kind}/${r.name}`) });
+      }
       return new ReplicatedBlobStore(replicas, config.minCopies === undefined ? {} : { minCopies: config.minCopies });
     }
     default:

@@ -17,6 +17,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     member: MemberRow | null;
     rawBody: Buffer | null;
+    /** The code of the error the request was answered with (the operations metric's outcome). */
+    errorCode: string | null;
   }
   interface FastifyContextConfig {
     public?: boolean;

@@ -75,6 +75,19 @@ export function createMetrics(node?: NodeState) {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
       registers: [registry],
     }),
+    store: new Histogram({
+      name: 'medvault_store_operation_seconds',
+      help: "Blob store operations by backend (a replicated store's replicas one by one: KIND/NAME), operation and outcome ('ok' or the error code)",
+      labelNames: ['backend', 'operation', 'outcome'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60],
+      registers: [registry],
+    }),
+    operations: new Counter({
+      name: 'medvault_operations_total',
+      help: "What members asked of this node, by operation (upload, fetch, grant, revoke, break_glass, erasure, key_rotation) and outcome ('ok' or the error code)",
+      labelNames: ['operation', 'outcome'],
+      registers: [registry],
+    }),
     openReviews: new Gauge({
       name: 'medvault_reviews_open',
       help: 'Break-glass accesses waiting for a DPO review',
@@ -100,3 +113,14 @@ export function counted(stream: Readable, counter: { inc(n: number): void }): Re
   stream.on('data', (chunk: Buffer) => counter.inc(chunk.length));
   return stream;
 }
+
+/** The routes whose outcomes medvault_operations_total counts, by method and route. */
+export const OPERATIONS: Readonly<Record<string, string>> = {
+  'POST /v1/records': 'upload',
+  'GET /v1/records/:id/content': 'fetch',
+  'POST /v1/records/:id/grants': 'grant',
+  'DELETE /v1/records/:id/grants/:reader': 'revoke',
+  'POST /v1/records/:id/emergency': 'break_glass',
+  'POST /v1/erasures': 'erasure',
+  'PUT /v1/members/:id/keys': 'key_rotation',
+};

@@ -19,7 +19,7 @@ import { authenticate, precheck } from './auth.ts';
 import { consoleDirectory, consoleRoutes } from './console.ts';
 import type { RouteContext } from './context.ts';
 import { clientErrorHandler, installLimits, type LimitOptions } from './limits.ts';
-import { createMetrics } from './metrics.ts';
+import { createMetrics, OPERATIONS } from './metrics.ts';
 import { completeDocument, OPENAPI_INFO, routeTransform } from './openapi.ts';
 import { backupRoutes } from './routes/backups.ts';
 import { checkpointRoutes } from './routes/checkpoints.ts';
@@ -84,9 +84,13 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     },
   });
   vault.onAnchored((seconds, outcome) => metrics.anchors.observe({ outcome }, seconds));
+  vault.onStoreOperation((operation, backend, outcome, seconds) =>
+    metrics.store.observe({ backend, operation, outcome }, seconds),
+  );
 
   app.decorateRequest('member', null);
   app.decorateRequest('rawBody', null);
+  app.decorateRequest('errorCode', null);
 
   // JSON: keep the raw bytes, whose hash the signature covers.
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
@@ -102,6 +106,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
 
   app.setErrorHandler((err: unknown, request, reply) => {
     const mv = toMedvaultError(err);
+    request.errorCode = mv.code;
     // An upload refused before its body was read: close the connection after the answer instead
     // of waiting for (or reading) the rest of a body that may be gigabytes long.
     if (!request.raw.complete) void reply.header('connection', 'close');
@@ -137,10 +142,15 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
     request.member = authenticate(request, vault, auth, request.member as MemberRow);
   });
   app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
     metrics.requests.observe(
-      { route: request.routeOptions.url ?? 'unknown', method: request.method, status: String(reply.statusCode) },
+      { route, method: request.method, status: String(reply.statusCode) },
       reply.elapsedTime / 1000,
     );
+    const operation = OPERATIONS[`${request.method} ${route}`];
+    if (operation) {
+      metrics.operations.inc({ operation, outcome: reply.statusCode < 400 ? 'ok' : (request.errorCode ?? 'INTERNAL') });
+    }
   });
 
   await app.register(fastifySwagger, {

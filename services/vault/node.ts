@@ -30,6 +30,7 @@ import type { Kms } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import type { SealingSecret } from '../../kms/sealed-file.ts';
 import { logger } from '../../log.ts';
+import { StoreMeter } from '../../storage/measured-store.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
 import { checkTlsIdentity, type TlsIdentity } from '../protocol/tls.ts';
@@ -453,7 +454,8 @@ async function openLocked(
     { ledger: redactUri(ledgerUri), ledgerKind: ledger.kind, store: describeStore(storeConfig) },
     'node opened: the ledger and the store it serves',
   );
-  const store = await openBlobStore(inStore(data, storeConfig));
+  const storeMeter = new StoreMeter();
+  const store = await openBlobStore(inStore(data, storeConfig), storeMeter);
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
   const sweepFiles = async () => ({
     // Everything in the data directory but the blob store (the sweep asks the stores themselves).
@@ -478,6 +480,7 @@ async function openLocked(
     keystore: kms,
     consortium: { ledger: ledgerUri, genesis: config.ledgerGenesis },
     ...(tls ? { tls } : {}),
+    storeMeter,
   });
   if (webhook) vault.onEmergency(webhookAlerts(webhook, vault.nodeId));
   vault.backups = new Backups({

@@ -32,6 +32,7 @@ import { check, fail, isMedvaultError, type MedvaultError } from '../../errors.t
 import { PURPOSE } from '../../formats.ts';
 import type { LocalKms } from '../../kms/local-kms.ts';
 import { logger } from '../../log.ts';
+import type { StoreListener, StoreMeter } from '../../storage/measured-store.ts';
 import { forwardMessage } from '../protocol/signing.ts';
 import type { TlsIdentity } from '../protocol/tls.ts';
 import type { RecordPage, RecordSummary, RecordView } from '../protocol/views.ts';
@@ -124,6 +125,8 @@ export interface VaultDeps extends CoreDeps {
   consortium?: ConsortiumInfo;
   /** The certificate the node serves with and presents to its peers (services/protocol/tls.ts). */
   tls?: TlsIdentity;
+  /** Where the store's operations are reported, if it was opened measured (storage/measured-store.ts). */
+  storeMeter?: StoreMeter;
 }
 
 /** What the DPO is told of a break-glass access the moment it happens. */
@@ -224,6 +227,7 @@ export class Vault {
   /** Which node holds a record and which members other nodes have, as the ledger says. */
   readonly #index: ConsortiumIndex;
 
+  readonly #storeMeter: StoreMeter | undefined;
   readonly #emergencyPerDay: number;
   readonly #diskPaths: readonly string[];
   readonly #reserve: DiskReserve | undefined;
@@ -236,6 +240,7 @@ export class Vault {
   private constructor(deps: VaultDeps) {
     this.#c = new VaultCore(deps);
     this.#emergencyPerDay = deps.emergencyPerDay ?? DEFAULT_EMERGENCY_PER_DAY;
+    this.#storeMeter = deps.storeMeter;
     this.#diskPaths = deps.diskPaths ?? [];
     this.#reserve = deps.reserve;
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id, (nodes) => this.#announce(nodes));
@@ -878,6 +883,11 @@ export class Vault {
   /** Calls `listener` with each anchor's duration (s) and outcome ('ok' or its error code). */
   onAnchored(listener: (seconds: number, outcome: string) => void): void {
     this.#c.onAnchored = listener;
+  }
+
+  /** Calls `listener` with each blob store operation's backend, outcome and duration (a store opened measured). */
+  onStoreOperation(listener: StoreListener): void {
+    if (this.#storeMeter) this.#storeMeter.listener = listener;
   }
 
   async #emergency(actor: MemberRow, id: string, reason: string): Promise<Opened & { reviewId: string }> {

@@ -227,6 +227,52 @@ describe('operations', () => {
     expect((await call('GET', '/docs')).status).toBeLessThan(400);
   });
 
+  it('metrics count each operation by outcome, and time each store operation by backend and outcome', async () => {
+    const scrape = async () => (await call('GET', '/metrics')).text;
+    /** The value of metric `name` with exactly these labels (0 when it has no such sample yet). */
+    const sample = (text: string, name: string, labels: Record<string, string>) => {
+      const line = text.split('\n').find((l) => {
+        const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(l);
+        if (match?.[1] !== name) return false;
+        const pairs = Object.fromEntries((match[2] as string).split(',').map((p) => p.split('=')));
+        const wanted = Object.entries(labels).map(([k, v]) => [k, `"${v}"`]);
+        return Object.keys(pairs).length === wanted.length && wanted.every(([k, v]) => pairs[k as string] === v);
+      });
+      return line ? Number(line.split(' ').at(-1)) : 0;
+    };
+    const ops = (text: string, operation: string, outcome: string) =>
+      sample(text, 'medvault_operations_total', { operation, outcome });
+    const store = (text: string, operation: string, outcome: string) =>
+      sample(text, 'medvault_store_operation_seconds_count', { backend: 'fs', operation, outcome });
+    const before = await scrape();
+    const stranger = await node.addMember('metrics-stranger', 'reader');
+    const { record: doomed } = await hospital.client.upload(bytes(2_000, 77), {
+      subject: SUBJECT,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    await reader.client.fetch(doomed.id, { path: `${node.data}/metrics-fetch` });
+    await expect(stranger.client.fetch(doomed.id, { path: `${node.data}/x` })).rejects.toMatchObject({
+      code: 'NO_GRANT',
+    });
+    // The blob gone from under the node (a disk fault, an operator's mistake): the store says so.
+    const [blob] = filesUnder(`${node.data}/blobs/blobs`).filter((f) => f.endsWith(doomed.ciphertextHash));
+    const { rmSync } = await import('node:fs');
+    rmSync(blob as string);
+    await expect(reader.client.fetch(doomed.id, { path: `${node.data}/gone` })).rejects.toMatchObject({
+      code: 'STORE_NOT_FOUND',
+    });
+    const after = await scrape();
+    expect(ops(after, 'upload', 'ok') - ops(before, 'upload', 'ok')).toBe(1);
+    expect(ops(after, 'fetch', 'ok') - ops(before, 'fetch', 'ok')).toBe(1);
+    expect(ops(after, 'fetch', 'NO_GRANT') - ops(before, 'fetch', 'NO_GRANT')).toBe(1);
+    expect(store(after, 'put', 'ok') - store(before, 'put', 'ok')).toBe(1);
+    expect(store(after, 'get', 'ok') - store(before, 'get', 'ok')).toBe(1);
+    expect(store(after, 'get', 'STORE_NOT_FOUND') - store(before, 'get', 'STORE_NOT_FOUND')).toBe(1);
+    expect(ops(after, 'fetch', 'STORE_NOT_FOUND') - ops(before, 'fetch', 'STORE_NOT_FOUND')).toBe(1);
+  });
+
   it('the OpenAPI document is a contract: signing scheme, real success codes, every error, the upload body', async () => {
     const api = JSON.parse((await call('GET', '/docs/json')).text);
     expect(api.components.securitySchemes.medvaultSignature).toMatchObject({
