@@ -112,6 +112,10 @@ const FIELDS = {
     tls: HASH,
   },
   'node.left': { node: ID },
+  // A joined node's vote (its admin `by`) to remove another joined node from the consortium: once
+  // more than half of the other joined nodes voted, in blocks each signed itself, the node is
+  // removed (services/vault/consortium-index.ts); nobody takes it as a peer any more.
+  'node.removal': { node: ID, by: ID },
 } as const;
 
 export type EventType = keyof typeof FIELDS;

@@ -242,6 +242,28 @@ export function addVaultCommands(program: Command): void {
     const { receipt } = await (await client(opts)).leaveConsortium();
     print(opts, { receipt }, `this node left the consortium (${where(receipt)})`);
   });
+  withClientOptions(
+    consortium
+      .command('remove')
+      .description(
+        "this node votes (admin) to remove another node: once more than half of the other joined nodes voted, it is no node's peer",
+      )
+      .argument('<node-id>', "the node's id (consortium nodes lists them)")
+      .option('--yes', "yes: its readers' fetches and its records' erasure orders no longer reach it"),
+  ).action(async (id: string, opts: ClientOptions & { yes?: boolean }) => {
+    check(
+      opts.yes === true,
+      'INVALID_ARGUMENT',
+      'a removed node is nobody’s peer: its readers no longer reach other nodes’ records, and erasures filed elsewhere no longer reach its records; give --yes',
+    );
+    const vote = await (await client(opts)).voteNodeRemoval(id);
+    const anchored = where(vote.receipt);
+    const text =
+      vote.state === 'removed'
+        ? `node ${id} is removed from the consortium (${anchored})`
+        : `voted to remove node ${id}: ${vote.votes} of the ${vote.needed} votes it takes (${anchored})`;
+    print(opts, vote, text);
+  });
   withClientOptions(consortium.command('nodes').description("the consortium's nodes, as the ledger says")).action(
     async (opts: ClientOptions) => {
       const nodes = await (await client(opts)).consortiumNodes();

@@ -37,7 +37,8 @@ export interface MemberRow {
 /** A node of the consortium as the ledger says (services/vault/consortium-index.ts). */
 export interface ConsortiumNode {
   id: string;
-  state: 'invited' | 'joined' | 'left';
+  /** removed: by the votes of a majority of the other joined nodes (node.removal). */
+  state: 'invited' | 'joined' | 'left' | 'removed';
   /** The node that invited it (null for the founder). */
   invitedBy: string | null;
   /** SHA-256 of the invite handed over (services/protocol/invites.ts inviteDigest). */

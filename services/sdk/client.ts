@@ -675,6 +675,23 @@ export class VaultClient {
   }
 
   /**
+   * The node this client talks to votes (admin) to remove node `id` from the consortium; the
+   * verified receipt of node.removal, and where the removal stands (state, votes, needed).
+   */
+  async voteNodeRemoval(
+    id: string,
+  ): Promise<{ receipt: Receipt; state: ConsortiumNode['state']; votes: number; needed: number }> {
+    const result = await this.#json<{
+      receipt: Receipt;
+      state: ConsortiumNode['state'];
+      votes: number;
+      needed: number;
+    }>('POST', `/v1/consortium/nodes/${id}/removal`);
+    await this.verify(result.receipt);
+    return result;
+  }
+
+  /**
    * The consortium's subject key, which turns patient identifiers into subjects on this
    * machine: sealed by the node to this member's own key, opened here, kept in memory.
    */

@@ -24,8 +24,11 @@
  * node.invited counts only in a block signed by a node that has joined; a
  * node.joined only in a block signed by that very node (its key's fingerprint
  * is its id), and only if it founded the consortium or was invited; a
- * node.left only from the node itself. A ledger writer outside the
- * consortium cannot make itself anybody's peer.
+ * node.left only from the node itself; a node.removal is a joined node's
+ * vote against another joined node, which is removed once more than half of
+ * the other joined nodes voted (each vote counted once; a node invited again
+ * starts with none). A ledger writer outside the consortium cannot make
+ * itself anybody's peer, nor put a node out.
  */
 import { headerSignatureValid } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
@@ -83,6 +86,7 @@ export class ConsortiumIndex {
     let found: LedgerFinding[] = [];
     let nodesChanged = false;
     const nodes = new Map(this.#m.consortiumNodes().map((n) => [n.id, n]));
+    const votes = this.#m.nodeVotes();
     let founder: string | undefined;
     const founderId = async () => (founder ??= (await this.#ledger.get(0))?.header.signer);
     for await (const block of this.#ledger.blocks(from)) {
@@ -104,11 +108,17 @@ export class ConsortiumIndex {
           found.push({ kind: 'removal', id: event.member as string, node: signer, at: event.at });
         } else if (event.type.startsWith('node.') && bySigner()) {
           if (height === 0) founder = signer;
-          const node = nodeChange(event, signer, nodes, await founderId());
+          const vote = event.type === 'node.removal' ? countVote(event, signer, nodes, votes) : null;
+          if (vote) found.push({ kind: 'vote', node: event.node as string, voter: signer, at: event.at });
+          const node = vote ? vote.removed : nodeChange(event, signer, nodes, await founderId());
           if (node) {
             nodes.set(node.id, node);
             found.push({ kind: 'node', node });
             nodesChanged = true;
+          }
+          // A node invited again (after it was removed) starts with no votes against it.
+          if (node?.state === 'invited' && votes.delete(node.id)) {
+            found.push({ kind: 'vote', node: node.id, voter: null, at: event.at });
           }
         }
       }
@@ -192,4 +202,25 @@ function nodeChange(
   }
   if (event.type === 'node.left' && row?.state === 'joined') return { ...row, state: 'left', since: event.at };
   return null;
+}
+
+/**
+ * A node.removal in a block signed by `signer`: null when it does not count (the voter or the
+ * node it names is not a joined node, or it names the voter itself); else the node it names,
+ * removed once more than half of the other joined nodes voted (`votes`, updated), or null.
+ */
+function countVote(
+  event: LedgerEvent,
+  signer: string,
+  nodes: ReadonlyMap<string, ConsortiumNodeRow>,
+  votes: Map<string, Set<string>>,
+): { removed: ConsortiumNodeRow | null } | null {
+  const id = event.node as string;
+  const row = nodes.get(id);
+  if (nodes.get(signer)?.state !== 'joined' || signer === id || row?.state !== 'joined') return null;
+  const voters = votes.get(id) ?? new Set<string>();
+  votes.set(id, voters.add(signer));
+  const others = [...nodes.values()].filter((n) => n.state === 'joined' && n.id !== id);
+  const count = others.filter((n) => voters.has(n.id)).length;
+  return { removed: count * 2 > others.length ? { ...row, state: 'removed', since: event.at } : null };
 }

@@ -195,6 +195,36 @@ export class Consortium {
     return { receipt };
   }
 
+  /**
+   * This node votes (admin) to remove node `id` from the consortium: anchors node.removal. Once
+   * more than half of the other joined nodes voted, the node is removed (the ledger index
+   * counts the votes: services/vault/consortium-index.ts) and no node takes it as a peer; this
+   * answers where it stands: its state, the votes counted and how many it takes.
+   */
+  async voteRemoval(
+    actor: MemberRow,
+    id: string,
+  ): Promise<{ receipt: Receipt; state: ConsortiumNodeRow['state']; votes: number; needed: number }> {
+    authorize(actor, 'consortium.remove');
+    check(id !== this.#c.node.id, 'REQUEST_INVALID', 'a node leaves by itself (consortium leave), it is not voted out');
+    if ((await this.#own())?.state !== 'joined') fail('REQUEST_INVALID', 'this node is not a member of a consortium');
+    const target = (await this.nodes()).find((n) => n.id === id);
+    if (target?.state !== 'joined') fail('PEER_UNKNOWN', `node ${id} is not a joined node of the consortium`);
+    const receipt = await this.#c.anchor({ type: 'node.removal', at: this.#c.now(), node: id, by: actor.id });
+    await this.#catchUp();
+    const nodes = await this.nodes();
+    const others = nodes.filter((n) => n.state === 'joined' && n.id !== id).map((n) => n.id);
+    const voters = this.#c.m.nodeVotes().get(id) ?? new Set<string>();
+    const state = nodes.find((n) => n.id === id)?.state ?? 'joined';
+    logger.warn({ node: id, by: actor.id, state }, 'this node voted to remove a node from the consortium');
+    return {
+      receipt,
+      state,
+      votes: others.filter((n) => voters.has(n)).length,
+      needed: Math.floor(others.length / 2) + 1,
+    };
+  }
+
   /** The consortium's subject key sealed to `actor`'s own age recipient (uploaders, DPOs, admins). */
   subjectKeyFor(actor: MemberRow): { sealed: string } {
     authorize(actor, 'subject-key');

@@ -29,7 +29,9 @@ export type LedgerFinding =
   | { kind: 'member'; member: NewMember }
   | { kind: 'removal'; id: string; node: string; at: number }
   | { kind: 'rotation'; id: string; node: string; signingKey: string; recipient: string; at: number }
-  | { kind: 'node'; node: ConsortiumNodeRow };
+  | { kind: 'node'; node: ConsortiumNodeRow }
+  /** A joined node's vote to remove another (node.removal); `voter` null: the node's votes are void (invited again). */
+  | { kind: 'vote'; node: string; voter: string | null; at: number };
 
 export type RecordSummaryRow = Pick<
   RecordRow,
@@ -353,6 +355,29 @@ const MIGRATIONS = [
    INSERT INTO pending_changes_16 SELECT * FROM pending_changes;
    DROP TABLE pending_changes;
    ALTER TABLE pending_changes_16 RENAME TO pending_changes;`,
+  // 17: a node removed by the votes of a majority of the other joined nodes (node.removal), and
+  // the votes counted so far (a vote read in one read of the ledger counts with those of later ones).
+  `CREATE TABLE consortium_nodes_17 (
+     id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN ('invited', 'joined', 'left', 'removed')),
+     invited_by TEXT,
+     invite TEXT,
+     signing_key TEXT,
+     recipient TEXT,
+     url TEXT,
+     since INTEGER NOT NULL,
+     tls TEXT
+   ) STRICT;
+   INSERT INTO consortium_nodes_17 (id, state, invited_by, invite, signing_key, recipient, url, since, tls)
+     SELECT id, state, invited_by, invite, signing_key, recipient, url, since, tls FROM consortium_nodes;
+   DROP TABLE consortium_nodes;
+   ALTER TABLE consortium_nodes_17 RENAME TO consortium_nodes;
+   CREATE TABLE node_votes (
+     node TEXT NOT NULL,
+     voter TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     PRIMARY KEY (node, voter)
+   ) STRICT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -615,6 +640,9 @@ export class Metadata {
           );
         } else if (f.kind === 'member') {
           this.addMember(f.member, { ifAbsent: true });
+        } else if (f.kind === 'vote') {
+          if (f.voter === null) this.#run('DELETE FROM node_votes WHERE node = ?', f.node);
+          else this.#run('INSERT OR IGNORE INTO node_votes (node, voter, at) VALUES (?, ?, ?)', f.node, f.voter, f.at);
         } else if (f.kind === 'rotation') {
           this.rotateMemberKeys(f.id, f, f.at, f.node);
         } else if (f.kind === 'node') {
@@ -643,6 +671,15 @@ export class Metadata {
       }
       this.#run('UPDATE record_locator SET next_height = ? WHERE next_height < ?', nextHeight, nextHeight);
     });
+  }
+
+  /** The votes to remove each node counted so far: voters by node. */
+  nodeVotes(): Map<string, Set<string>> {
+    const votes = new Map<string, Set<string>>();
+    for (const v of this.#all<{ node: string; voter: string }>('SELECT node, voter FROM node_votes')) {
+      votes.set(v.node, (votes.get(v.node) ?? new Set()).add(v.voter));
+    }
+    return votes;
   }
 
   /** The consortium's nodes the ledger has named, in the order they were first named. */

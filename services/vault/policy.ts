@@ -29,6 +29,7 @@ export type Action =
   | 'backup'
   | 'consortium.invite'
   | 'consortium.leave'
+  | 'consortium.remove'
   | 'record.search'
   | 'subject.report'
   | 'subject-key';
@@ -72,6 +73,8 @@ export const ACTION_ROLES: Record<Action, readonly Role[]> = {
   // Inviting another node into the consortium: an admin of a member node.
   'consortium.invite': ['admin'],
   'consortium.leave': ['admin'],
+  // Voting to remove another node (node.removal): an admin of a joined node.
+  'consortium.remove': ['admin'],
   // The consortium's subject key, sealed to the member: those who turn patient ids into
   // subjects on their own machines (uploading, filing erasures, administering); never a reader.
   'subject-key': ['uploader', 'dpo', 'admin'],

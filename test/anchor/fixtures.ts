@@ -42,6 +42,7 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'node.invited': { node: id(), by: id(), invite: hash() },
     'node.joined': { node: id(), signingKey: hash(), recipient: hash(), url: 'https://node-b.example:7400' },
     'node.left': { node: id() },
+    'node.removal': { node: id(), by: id() },
   };
   return { type, at, ...fields[type] } as LedgerEvent;
 }

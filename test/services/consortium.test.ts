@@ -171,6 +171,37 @@ describe('leaving', () => {
   });
 });
 
+describe('a node removed by a vote of the others', () => {
+  it('stays a peer until more than half of the other joined nodes voted; then its readers reach nothing', async () => {
+    const d = await joinNode(a);
+    stopped.push(d);
+    const uploader = await a.addMember('removal-uploader', 'uploader');
+    const readerD = await d.addMember('removal-reader', 'reader');
+    const { record } = await uploader.client.upload(bytes(2_000, 61), treatment([readerD.id]));
+    const fetchAtA = () => readerD.client.fetch(record.id, { path: join(tempDir(), 'f') });
+    expect((await fetchAtA()).bytes).toBe(2_000); // forwarded by D to A
+    // Who may not vote: a non-admin, a node about itself, about a node that is not joined.
+    await expect(uploader.client.voteNodeRemoval(d.vault.nodeId)).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await expect(a.admin.client.voteNodeRemoval(a.vault.nodeId)).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+    await expect(a.admin.client.voteNodeRemoval('c'.repeat(32))).rejects.toMatchObject({ code: 'PEER_UNKNOWN' });
+    // The other joined nodes are A and B: one vote is not enough.
+    const first = await a.admin.client.voteNodeRemoval(d.vault.nodeId);
+    expect(first).toMatchObject({ state: 'joined', votes: 1, needed: 2 });
+    expect(first.receipt.event).toMatchObject({ type: 'node.removal', node: d.vault.nodeId, by: a.admin.id });
+    await a.vault.peers.refresh();
+    expect(a.vault.peers.ids).toContain(d.vault.nodeId);
+    expect((await fetchAtA()).bytes).toBe(2_000);
+    const second = await b.admin.client.voteNodeRemoval(d.vault.nodeId);
+    expect(second).toMatchObject({ state: 'removed', votes: 2, needed: 2 });
+    await a.vault.peers.refresh();
+    expect(a.vault.peers.ids).not.toContain(d.vault.nodeId);
+    expect((await a.admin.client.consortiumNodes()).find((n) => n.id === d.vault.nodeId)?.state).toBe('removed');
+    // D's reader no longer reaches A's record through D; D votes no more.
+    await expect(fetchAtA()).rejects.toMatchObject({ code: 'AUTH_INVALID' });
+    await expect(d.admin.client.voteNodeRemoval(b.vault.nodeId)).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+  });
+});
+
 describe('a reader of one node rotating its keys', () => {
   it('keeps its grants at the other node, which takes its new keys from the ledger and rewraps', async () => {
     const uploader = await a.addMember('rotation-uploader', 'uploader');

@@ -78,6 +78,20 @@ describe('a local consortium in one command', () => {
     expect(again.code, again.stderr).toBe(0);
     await new VaultClient(b.url, readerKeys).fetch(record.id, { path: join(out, 'after-restart') });
     expect(readFileSync(join(out, 'after-restart')).equals(Buffer.from(content))).toBe(true);
+    // C voted out from the command line by the admins of A and B: the first vote is not enough.
+    const [a2, b2, c2] = state().nodes as Array<LocalConsortium['nodes'][number]>;
+    const cId = ids[2] as string;
+    const remove = (n: typeof a, ...more: string[]) =>
+      medvault('consortium', 'remove', cId, '--node', n.url, '--key', n.adminKey, ...more);
+    const unconfirmed = await remove(a2 as typeof a);
+    expect(unconfirmed.code).not.toBe(0);
+    expect(unconfirmed.stderr).toMatch(/--yes/);
+    const oneVote = await remove(a2 as typeof a, '--yes', '--json');
+    expect(oneVote.code, oneVote.stderr).toBe(0);
+    expect(JSON.parse(oneVote.stdout)).toMatchObject({ state: 'joined', votes: 1, needed: 2 });
+    const twoVotes = await remove(b2 as typeof a, '--yes');
+    expect(twoVotes.stdout).toContain(`node ${cId} is removed from the consortium`);
+    expect((await adminOf(c2 as typeof a).consortiumNodes()).find((n) => n.id === cId)?.state).toBe('removed');
     // `up` on a running consortium is refused; `down` stops it all.
     expect((await medvault('consortium', 'up', '--dir', dir)).stderr).toMatch(/is running/);
     const restarted = [...state().etcd, ...state().nodes].map((p) => p.pid);

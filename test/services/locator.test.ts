@@ -303,4 +303,58 @@ describe('consortium index: the nodes, by a chain of trust from block 0', () => 
       await own.close();
     }
   });
+
+  it('removes a node once more than half of the other joined nodes voted, each once, in their own blocks', async () => {
+    const { own, metadata, add } = await directory('medvault-votes-');
+    const [founder, b, c, d, outsider] = Array.from({ length: 5 }, () => SigningKey.generate()) as [
+      SigningKey,
+      SigningKey,
+      SigningKey,
+      SigningKey,
+      SigningKey,
+    ];
+    const vote = (node: SigningKey) =>
+      ({ type: 'node.removal', at: Date.now(), node: node.id, by: id() }) as LedgerEvent;
+    const state = () => Object.fromEntries(metadata.consortiumNodes().map((n) => [n.id, n.state]));
+    // Each read by a fresh index: votes read in one read count with those of later ones.
+    const read = () => new ConsortiumIndex(own, metadata, SELF).catchUp();
+    try {
+      await add([joined(founder, 'http://127.0.0.1:7400')], founder);
+      await add([invited(b), invited(c), invited(d)], founder);
+      for (const [n, port] of [
+        [b, 7401],
+        [c, 7402],
+        [d, 7403],
+      ] as const) {
+        await add([joined(n, `http://127.0.0.1:${port}`)], n);
+      }
+      // Against D: the other joined nodes are the founder, B and C, so it takes two votes.
+      await add([vote(d)], d); // a node does not vote itself out
+      await add([vote(d)], outsider); // nor does a writer outside the consortium
+      await add([vote(d), vote(d)], founder); // counted once
+      await read();
+      expect(state()[d.id]).toBe('joined');
+      expect([...(metadata.nodeVotes().get(d.id) ?? [])]).toEqual([founder.id]);
+      await add([vote(d)], b);
+      await read();
+      expect(state()[d.id]).toBe('removed');
+      // A removed node neither comes back by announcing itself nor votes.
+      await add([joined(d, 'http://127.0.0.1:7403')], d);
+      await add([vote(c)], d);
+      await add([vote(c)], founder);
+      await read();
+      expect(state()).toMatchObject({ [d.id]: 'removed', [c.id]: 'joined' });
+      // Invited again, it starts with no votes against it: one more is not enough.
+      await add([invited(d, '5'.repeat(64))], b);
+      await add([joined(d, 'http://127.0.0.1:7403')], d);
+      await read();
+      expect(metadata.nodeVotes().get(d.id)).toBeUndefined();
+      await add([vote(d)], c);
+      await read();
+      expect(state()[d.id]).toBe('joined');
+    } finally {
+      metadata.close();
+      await own.close();
+    }
+  });
 });

@@ -1,13 +1,13 @@
 /** The consortium: its nodes as the ledger says, invites (admin), and the subject key sealed to a member. */
 import type { FastifyInstance } from 'fastify';
-import { member, type RouteContext } from '../context.ts';
-import { errors, ID, STANDARD_ERRORS, TIME } from '../schemas.ts';
+import { idParam, member, type RouteContext } from '../context.ts';
+import { errors, ID, ID_PARAMS, STANDARD_ERRORS, TIME } from '../schemas.ts';
 
 const NODE = {
   type: 'object',
   properties: {
     id: ID,
-    state: { enum: ['invited', 'joined', 'left'] },
+    state: { enum: ['invited', 'joined', 'left', 'removed'] },
     invitedBy: { type: ['string', 'null'], description: 'the node that invited it (null: the founder)' },
     signingKey: { type: ['string', 'null'] },
     recipient: { type: ['string', 'null'] },
@@ -79,6 +79,29 @@ export async function consortiumRoutes(app: FastifyInstance, { vault }: RouteCon
       },
     },
     async (request) => vault.consortium.leave(member(request)),
+  );
+  app.post(
+    '/v1/consortium/nodes/:id/removal',
+    {
+      schema: {
+        summary:
+          'This node votes to remove another joined node (admin); anchored as node.removal. Once more than half of the other joined nodes voted, it is removed: no node takes it as a peer',
+        params: ID_PARAMS,
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              receipt: { type: 'object', additionalProperties: true },
+              state: NODE.properties.state,
+              votes: { type: 'integer', description: 'votes of the other joined nodes counted so far' },
+              needed: { type: 'integer', description: 'how many it takes: more than half of the other joined nodes' },
+            },
+          },
+          ...STANDARD_ERRORS,
+        },
+      },
+    },
+    async (request) => vault.consortium.voteRemoval(member(request), idParam(request)),
   );
   app.get(
     '/v1/consortium/subject-key',
