@@ -63,6 +63,10 @@ export const ERRORS = {
   STORE_AUTH: { status: 502, message: 'the blob store refused the credentials' },
   STORE_INTEGRITY: { status: 502, message: 'the blob store returned bytes that do not match their hash' },
   STORE_BAD_REF: { status: 400, message: 'malformed blob reference' },
+  UPLOAD_CONFLICT: {
+    status: 409,
+    message: 'the upload collided with a failing upload of the same bytes; upload again',
+  },
 
   // Key custody (KMS).
   KMS_LOCKED: { status: 403, message: 'the keystore cannot be opened with this passphrase or key file' },

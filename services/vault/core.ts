@@ -83,6 +83,12 @@ export class VaultCore {
    * creation, from the same block each time, and a batch of accesses shares one block.
    */
   readonly #trees: TreeCache = new LRUCache<number, TreeEntry>({ max: 256 });
+  /**
+   * When each blob was last deleted here (performance.now(), once the store said so). Blobs are
+   * content-addressed: two uploads of the same bytes share one, and one that fails deletes it
+   * if no row uses it, maybe just after the other stored it; checkBlobKept finds that out.
+   */
+  readonly #deletedAt = new LRUCache<string, number>({ max: 10_000 });
 
   constructor(deps: CoreDeps) {
     this.m = deps.metadata;
@@ -206,8 +212,29 @@ export class VaultCore {
 
   /** Deletes a blob from the store unless another record still points at it. */
   async deleteBlobIfUnused(ref: string, recordId: string): Promise<{ removed: boolean; confirmed: string }> {
-    if (this.m.blobUsers(ref, recordId) > 0) return { removed: false, confirmed: 'kept: another record uses it' };
-    return this.store.delete(ref);
+    return this.locked(`blob:${ref}`, async () => {
+      if (this.m.blobUsers(ref, recordId) > 0) return { removed: false, confirmed: 'kept: another record uses it' };
+      try {
+        return await this.store.delete(ref);
+      } finally {
+        this.#deletedAt.set(ref, performance.now()); // failed or not, it may be gone
+      }
+    });
+  }
+
+  /**
+   * Once an upload's row is durable (from then on no deletion takes its blob): throws
+   * UPLOAD_CONFLICT if its blob was deleted since its put began (`putStartedAt`,
+   * performance.now()) and is not in the store any more, the row's upload to be dropped. A
+   * deletion that checked for rows before this one was kept has finished by now (both hold
+   * the blob's lock); the store is asked only when such a deletion happened.
+   */
+  async checkBlobKept(ref: string, putStartedAt: number): Promise<void> {
+    await this.locked(`blob:${ref}`, async () => {
+      const deleted = this.#deletedAt.get(ref);
+      if (deleted === undefined || deleted < putStartedAt || (await this.store.has(ref))) return;
+      fail('UPLOAD_CONFLICT', 'an upload of the same bytes failed at the same moment and its blob was removed');
+    });
   }
 
   async close(): Promise<void> {

@@ -30,6 +30,7 @@ import type { Kms } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import type { SealingSecret } from '../../kms/sealed-file.ts';
 import { logger } from '../../log.ts';
+import type { BlobStore } from '../../storage/blob-store.ts';
 import { StoreMeter } from '../../storage/measured-store.ts';
 import { openBlobStore, type StoreConfig } from '../../storage/open.ts';
 import { generateMemberKeys, memberKeyFileText, memberPublic } from '../protocol/member-keys.ts';
@@ -371,6 +372,8 @@ export interface NodeOverrides {
   tls?: TlsIdentity;
   /** Wraps the opened ledger: the fault tests put a ledger that fails on cue between the node and it. */
   wrapLedger?: (ledger: Ledger) => Ledger;
+  /** Wraps the opened blob store: the fault tests hold an operation back on cue. */
+  wrapStore?: (store: BlobStore) => BlobStore;
 }
 
 /** An environment variable holding JSON; INVALID_ARGUMENT when it does not parse. */
@@ -455,7 +458,8 @@ async function openLocked(
     'node opened: the ledger and the store it serves',
   );
   const storeMeter = new StoreMeter();
-  const store = await openBlobStore(inStore(data, storeConfig), storeMeter);
+  const opened = await openBlobStore(inStore(data, storeConfig), storeMeter);
+  const store = overrides.wrapStore ? overrides.wrapStore(opened) : opened;
   const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
   const sweepFiles = async () => ({
     // Everything in the data directory but the blob store (the sweep asks the stores themselves).

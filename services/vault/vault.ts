@@ -594,6 +594,7 @@ export class Vault {
     // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
     const ledgerFrom = ((await this.#c.ledger.head())?.height ?? -1) + 1;
     const probe = new PayloadProbe();
+    const putStartedAt = performance.now();
     const put = await this.#c.store.put(checkPayload(rest, probe));
     const id = newId();
     try {
@@ -609,7 +610,16 @@ export class Vault {
     const at = this.#c.now();
     this.#inFlight.add(id); // the settler leaves it alone until its anchors have answered
     try {
-      return await this.#anchorUpload(actor, input, { id, at, put, header, custodian, ledgerFrom, readers });
+      return await this.#anchorUpload(actor, input, {
+        id,
+        at,
+        put,
+        putStartedAt,
+        header,
+        custodian,
+        ledgerFrom,
+        readers,
+      });
     } finally {
       this.#inFlight.delete(id);
     }
@@ -629,6 +639,7 @@ export class Vault {
       id: string;
       at: number;
       put: { ref: string; sha256: string; size: number };
+      putStartedAt: number;
       header: Uint8Array;
       custodian: string;
       ledgerFrom: number;
@@ -658,6 +669,11 @@ export class Vault {
     );
     await inserted.catch(async (err: unknown) => {
       await this.#c.deleteBlobIfUnused(put.ref, id).catch(() => {}); // else start-up collects it
+      throw err;
+    });
+    // Nothing is anchored for a blob a failing upload of the same bytes removed meanwhile.
+    await this.#c.checkBlobKept(put.ref, u.putStartedAt).catch((err: unknown) => {
+      this.#c.m.deleteRecord(id);
       throw err;
     });
     crashPoint('upload.pending');

@@ -15,12 +15,17 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Block } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
+import { encrypt } from '../../crypto/age.ts';
+import { X25519Recipient } from '../../crypto/x25519.ts';
 import { fail } from '../../errors.ts';
 import { generateMemberKeys } from '../../services/protocol/member-keys.ts';
+import type { MemberRow } from '../../services/protocol/views.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
+import type { BlobStore } from '../../storage/blob-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
 
@@ -99,6 +104,30 @@ async function createdOnLedger(): Promise<Map<string, number>> {
 
 const blobs = () => filesUnder(join(node.data, 'blobs')).length;
 
+/** The next put to finish tells `stored` and answers only once `go` resolves (null: none held). */
+let heldPut: { stored: () => void; go: Promise<void> } | null = null;
+
+/** The node's store with its next put held back after storing, as heldPut says. */
+const holdingPuts = (inner: BlobStore): BlobStore =>
+  new Proxy(inner, {
+    get(target, key) {
+      if (key === 'put') {
+        return async (source: AsyncIterable<Uint8Array>) => {
+          const result = await target.put(source);
+          const held = heldPut;
+          heldPut = null;
+          if (held) {
+            held.stored();
+            await held.go;
+          }
+          return result;
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+
 beforeAll(async () => {
   node = await startNode({
     overrides: {
@@ -106,6 +135,7 @@ beforeAll(async () => {
         ledger = new FaultyLedger(inner);
         return ledger;
       },
+      wrapStore: holdingPuts,
     },
   });
   hospital = await node.addMember('hospital', 'uploader');
@@ -273,6 +303,39 @@ describe('a grant or revocation whose anchoring outcome is unknown', () => {
     await upload(26);
     expect(await node.vault.settlePending()).toBe(0);
     expect(await aclOnLedger(record.id, reader.id)).toEqual(['acl.granted', 'acl.revoked']);
+  });
+});
+
+describe('two uploads of the same bytes at once', () => {
+  it('one that fails and removes the blob never leaves the other acknowledged without it', async () => {
+    // The same age file twice (a client sending it again): one blob, content-addressed.
+    const { recipient } = await hospital.client.custodian(SUBJECT);
+    const readerRecipient = (node.vault.member(reader.id) as MemberRow).recipient;
+    const file = encrypt([X25519Recipient.parse(recipient), X25519Recipient.parse(readerRecipient)], bytes(6_000, 95));
+    const actor = node.vault.member(hospital.id) as MemberRow;
+    const terms = treatment([reader.id]);
+    const send = () => node.vault.upload(actor, terms, Readable.from([file]));
+    const [blobsBefore, createdBefore] = [blobs(), (await createdOnLedger()).size];
+    const pendingBefore = node.vault.operatorState().pendingUploads;
+    let stored = () => {};
+    const reached = new Promise<void>((resolve) => {
+      stored = resolve;
+    });
+    let go = () => {};
+    heldPut = { stored, go: new Promise<void>((resolve) => (go = resolve)) };
+    const second = send().catch((e) => e);
+    await reached; // its blob is in the store; no row of it yet
+    ledger.next = 'unavailable';
+    await expect(send()).rejects.toMatchObject({ code: 'LEDGER_UNAVAILABLE' }); // drops the blob: no row uses it
+    go();
+    // The second finds its blob gone before anything is anchored: refused, nothing kept.
+    expect(await second).toMatchObject({ code: 'UPLOAD_CONFLICT' });
+    expect(blobs()).toBe(blobsBefore);
+    expect((await createdOnLedger()).size).toBe(createdBefore);
+    expect(node.vault.operatorState().pendingUploads).toBe(pendingBefore); // no row left to settle
+    // Sent again, it is kept, anchored and opens.
+    const { record } = await send();
+    expect((await reader.client.fetch(record.id, { path: join(out, 'conflict-again') })).bytes).toBe(6_000);
   });
 });
 
