@@ -20,7 +20,7 @@ import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fsyncDirectory } from '../durable.ts';
-import { check, diskFullAs, fail } from '../errors.ts';
+import { check, fail, storageFailureAs } from '../errors.ts';
 import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
 import { resolveRange, SHA256_REF } from './blob-store.ts';
 
@@ -53,7 +53,7 @@ export class FsBlobStore implements BlobStore {
     const hash = createHash('sha256');
     let size = 0;
     let handle: FileHandle | null = await open(temp, 'wx', 0o600).catch((err: unknown) => {
-      throw diskFullAs(err, `the blob store at ${this.#root} is full`);
+      throw storageFailureAs(err, `the blob store at ${this.#root}`);
     });
     // Slots 0 and 1: the staging buffers' writes; slot 2: the running datasync.
     const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve(), Promise.resolve()];
@@ -140,7 +140,7 @@ export class FsBlobStore implements BlobStore {
       await Promise.allSettled(writing); // no write may still be running when the file is closed
       await handle?.close().catch(() => {});
       await rm(temp, { force: true });
-      throw diskFullAs(err, `the blob store at ${this.#root} is full`);
+      throw storageFailureAs(err, `the blob store at ${this.#root}`);
     }
   }
 

@@ -10,6 +10,7 @@
  * - strace attached to a running node makes every sync of the metadata WAL fail (EIO, by
  *   strace's fault injection, only for that file): every upload of the batch fails IO_ERROR,
  *   none is anchored, no blob or row is left; once the disk behaves, uploads succeed again.
+ *   The same with every fsync failing (the blob store's: each blob and its directory).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -133,49 +134,62 @@ describe('group commit: replies only once blob, row and anchor are synced', () =
   });
 });
 
-describe('group commit: a failing WAL sync', () => {
-  it('fails every upload of its batch IO_ERROR, anchors none and keeps nothing; the node then recovers', async () => {
-    const before = await node.leftovers();
-    const listed = await node.recordIds();
-    const rowsBefore = rowCount();
-    const pid = node.pid;
-    const wal = join(node.data, 'metadata.db-wal');
-    const strace: ChildProcess = spawn(
-      'strace',
-      [
-        '-f',
-        '-qq',
-        '-p',
-        String(pid),
-        '-P',
-        wal,
-        '-e',
-        'trace=fsync,fdatasync',
-        '-e',
-        'inject=fsync,fdatasync:error=EIO',
-      ],
-      { stdio: 'ignore' },
-    );
-    try {
-      await until('strace is attached', () => traced(pid));
-      const outcomes = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => node.upload(500 + i)));
-      for (const o of outcomes) {
-        expect(o.status).toBe('rejected');
-        const err = (o as PromiseRejectedResult).reason;
-        expect(isMedvaultError(err, 'IO_ERROR'), String(err)).toBe(true);
-      }
-    } finally {
-      strace.kill('SIGINT'); // strace detaches; the node runs on
-      await new Promise((r) => strace.once('exit', r));
+/**
+ * Attaches strace to the running node, failing every `calls` syscall with EIO (only on `paths`,
+ * when given), sends a batch of 12 uploads and expects each to fail IO_ERROR with a message
+ * matching `blame`; then detaches, and checks that none was anchored and nothing was kept
+ * (blob, temporary, row), and that the node uploads again.
+ */
+async function batchUnderEio(calls: string, paths: string[], blame: RegExp, seed: number): Promise<void> {
+  const before = await node.leftovers();
+  const listed = await node.recordIds();
+  const rowsBefore = rowCount();
+  const pid = node.pid;
+  const strace: ChildProcess = spawn(
+    'strace',
+    [
+      '-f',
+      '-qq',
+      '-p',
+      String(pid),
+      ...paths.flatMap((p) => ['-P', p]),
+      '-e',
+      `trace=${calls}`,
+      '-e',
+      `inject=${calls}:error=EIO`,
+    ],
+    { stdio: 'ignore' },
+  );
+  try {
+    await until('strace is attached', () => traced(pid));
+    const outcomes = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => node.upload(seed + i)));
+    for (const o of outcomes) {
+      expect(o.status).toBe('rejected');
+      const err = (o as PromiseRejectedResult).reason;
+      expect(isMedvaultError(err, 'IO_ERROR'), String(err)).toBe(true);
+      expect(String(err.message)).toMatch(blame);
     }
-    await until('strace has detached', () => !traced(pid));
-    const after = await node.leftovers();
-    expect(after.created).toEqual(before.created); // none anchored
-    expect(after.blobs).toBe(before.blobs); // no blob left
-    expect(after.temporaries).toBe(0);
-    expect(await node.recordIds()).toEqual(listed);
-    expect(rowCount()).toBe(rowsBefore); // no row, pending or not
-    const again = await node.upload(600);
-    expect((await node.leftovers()).created.get(again.record.id)).toBe(1);
+  } finally {
+    strace.kill('SIGINT'); // strace detaches; the node runs on
+    await new Promise((r) => strace.once('exit', r));
+  }
+  await until('strace has detached', () => !traced(pid));
+  const after = await node.leftovers();
+  expect(after.created).toEqual(before.created); // none anchored
+  expect(after.blobs).toBe(before.blobs); // no blob left
+  expect(after.temporaries).toBe(0);
+  expect(await node.recordIds()).toEqual(listed);
+  expect(rowCount()).toBe(rowsBefore); // no row, pending or not
+  const again = await node.upload(seed + 100);
+  expect((await node.leftovers()).created.get(again.record.id)).toBe(1);
+}
+
+describe('group commit: a failing disk', () => {
+  it('a failing WAL sync fails every upload of its batch IO_ERROR, anchors none and keeps nothing; the node then recovers', async () => {
+    await batchUnderEio('fsync,fdatasync', [join(node.data, 'metadata.db-wal')], /metadata database/, 500);
+  }, 60_000);
+
+  it('a failing blob sync (fsync: the blob and its directory) does the same, IO_ERROR naming the blob store', async () => {
+    await batchUnderEio('fsync', [], /blob store/, 700);
   }, 60_000);
 });
