@@ -579,8 +579,13 @@ export class Metadata {
       keyId,
       id,
     );
-    this.#run('INSERT INTO key_rewraps (member_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING', id, at);
+    this.queueKeyRewrap(id, at);
     return true;
+  }
+
+  /** Queues member `id` for its headers to be rewrapped to its recipient (keyRewraps). */
+  queueKeyRewrap(id: string, at: number): void {
+    this.#run('INSERT INTO key_rewraps (member_id, since) VALUES (?, ?) ON CONFLICT DO NOTHING', id, at);
   }
 
   /** Members whose headers are still to be rewrapped to their new recipient. */

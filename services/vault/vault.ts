@@ -743,6 +743,9 @@ export class Vault {
         });
       });
     crashPoint('upload.active');
+    // A reader that rotated its keys after its recipient was read for this header: its rotation's
+    // rewraps ran before this record was active and did not see it, so it is rewrapped now.
+    if (readers.some((r) => this.#c.m.member(r.id)?.recipient !== r.recipient)) await this.#rewrapAfterRotation(id);
     const created = receipts[0] as Receipt;
     return { record: this.#view(this.#c.m.record(id) as RecordRow, true, created), receipt: created };
   }
@@ -1104,6 +1107,22 @@ export class Vault {
     return ids.length;
   }
 
+  /**
+   * Rewraps a record that became active after a reader's key rotation ran its rewraps; should
+   * that fail, its readers are queued for the rotation rewraps the settler finishes.
+   */
+  async #rewrapAfterRotation(id: string): Promise<void> {
+    try {
+      await this.#rewrapToReaders(id);
+    } catch (err) {
+      for (const g of this.#c.m.liveGrants(id, this.#c.now())) this.#c.m.queueKeyRewrap(g.reader, this.#c.now());
+      logger.warn(
+        { recordId: id, code: isMedvaultError(err) ? err.code : 'INTERNAL' },
+        'a new record not yet rewrapped to a rotated key; finished at the next settling',
+      );
+    }
+  }
+
   /** Rewraps record `id`'s header to its live readers' recipients as their member rows say now. */
   async #rewrapToReaders(id: string): Promise<void> {
     await this.#c.locked(id, async () => {
@@ -1366,6 +1385,8 @@ export class Vault {
         }
       });
       logger.warn({ recordId: record.id }, 'pending upload completed: it was anchored');
+      // Its header was made when it was uploaded: a reader may have rotated its keys since.
+      await this.#rewrapAfterRotation(record.id);
     }
     return left;
   }

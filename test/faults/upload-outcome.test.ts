@@ -19,15 +19,23 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Block } from '../../anchor/block.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
-import { encrypt } from '../../crypto/age.ts';
+import { decrypt, encrypt } from '../../crypto/age.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { fail } from '../../errors.ts';
 import { generateMemberKeys } from '../../services/protocol/member-keys.ts';
 import type { MemberRow } from '../../services/protocol/views.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
 import type { BlobStore } from '../../storage/blob-store.ts';
-import { bytes, filesUnder, tempDir } from '../helpers.ts';
-import { DAY, SUBJECT, startNode, type TestMember, type TestNode, treatment } from '../services/vault-fixture.ts';
+import { bytes, codeOf, filesUnder, tempDir } from '../helpers.ts';
+import {
+  DAY,
+  SUBJECT,
+  served,
+  startNode,
+  type TestMember,
+  type TestNode,
+  treatment,
+} from '../services/vault-fixture.ts';
 
 type Fault = 'commit-then-unknown' | 'unknown-never-commits' | 'unavailable' | null;
 
@@ -106,6 +114,17 @@ const blobs = () => filesUnder(join(node.data, 'blobs')).length;
 
 /** The next put to finish tells `stored` and answers only once `go` resolves (null: none held). */
 let heldPut: { stored: () => void; go: Promise<void> } | null = null;
+
+/** Holds the next put back once stored: `reached` resolves then, and it answers once `go()` is called. */
+function holdNextPut(): { reached: Promise<void>; go: () => void } {
+  let stored = () => {};
+  const reached = new Promise<void>((resolve) => {
+    stored = resolve;
+  });
+  let go = () => {};
+  heldPut = { stored, go: new Promise<void>((resolve) => (go = resolve)) };
+  return { reached, go };
+}
 
 /** The node's store with its next put held back after storing, as heldPut says. */
 const holdingPuts = (inner: BlobStore): BlobStore =>
@@ -317,12 +336,7 @@ describe('two uploads of the same bytes at once', () => {
     const send = () => node.vault.upload(actor, terms, Readable.from([file]));
     const [blobsBefore, createdBefore] = [blobs(), (await createdOnLedger()).size];
     const pendingBefore = node.vault.operatorState().pendingUploads;
-    let stored = () => {};
-    const reached = new Promise<void>((resolve) => {
-      stored = resolve;
-    });
-    let go = () => {};
-    heldPut = { stored, go: new Promise<void>((resolve) => (go = resolve)) };
+    const { reached, go } = holdNextPut();
     const second = send().catch((e) => e);
     await reached; // its blob is in the store; no row of it yet
     ledger.next = 'unavailable';
@@ -336,6 +350,38 @@ describe('two uploads of the same bytes at once', () => {
     // Sent again, it is kept, anchored and opens.
     const { record } = await send();
     expect((await reader.client.fetch(record.id, { path: join(out, 'conflict-again') })).bytes).toBe(6_000);
+  });
+});
+
+describe('an upload to a reader that rotates its keys meanwhile', () => {
+  it('is rewrapped to the new key once it is active: the old identity opens nothing', async () => {
+    const member = await node.addMember('rotating-mid-upload', 'reader');
+    const { reached, go } = holdNextPut();
+    const uploading = hospital.client.upload(bytes(3_000, 97), treatment([member.id]));
+    await reached; // its header is wrapped to the reader's old recipient; the record is not active yet
+    const old = member.keys;
+    const rotated = await member.client.rotateKeys(generateMemberKeys());
+    expect(rotated.rewrapped).toBe(0); // nothing of it to rewrap yet
+    go();
+    const { record } = await uploading;
+    const file = await served(member, record.id);
+    expect(Buffer.from(decrypt([rotated.keys.identity], file)).equals(bytes(3_000, 97))).toBe(true);
+    expect(codeOf(() => decrypt([old.identity], file))).toBe('AGE_NO_IDENTITY');
+  });
+
+  it('one whose outcome was unknown is rewrapped when the settler completes it', async () => {
+    const member = await node.addMember('rotating-while-pending', 'reader');
+    ledger.next = 'commit-then-unknown';
+    const err = await hospital.client.upload(bytes(3_000, 98), treatment([member.id])).catch((e) => e);
+    expect(err).toMatchObject({ code: 'OUTCOME_PENDING' });
+    const recordId = err.info.recordId as string;
+    const old = member.keys;
+    const rotated = await member.client.rotateKeys(generateMemberKeys());
+    expect(rotated.rewrapped).toBe(0); // pending: not granted here yet
+    expect(await node.vault.settlePending()).toBe(0);
+    const file = await served(member, recordId);
+    expect(Buffer.from(decrypt([rotated.keys.identity], file)).equals(bytes(3_000, 98))).toBe(true);
+    expect(codeOf(() => decrypt([old.identity], file))).toBe('AGE_NO_IDENTITY');
   });
 });
 
