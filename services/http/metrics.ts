@@ -8,6 +8,8 @@ export type Metrics = ReturnType<typeof createMetrics>;
 export interface NodeState {
   operatorState(): { pendingUploads: number; pendingChanges: number; scheduledErasures: number; peers: number };
   ledgerHeight(): Promise<number>;
+  /** Each peer and whether it answered its liveness check just now. */
+  peersReachable(): Promise<Array<{ id: string; up: boolean }>>;
 }
 
 export function createMetrics(node?: NodeState) {
@@ -42,6 +44,16 @@ export function createMetrics(node?: NodeState) {
       () => node.operatorState().scheduledErasures,
     );
     gauge('medvault_peers', 'The consortium nodes this node knows as peers', () => node.operatorState().peers);
+    new Gauge({
+      name: 'medvault_peer_up',
+      help: 'Whether each peer answered its liveness check (GET /healthz, 1 s) at this scrape: 1 up, 0 not',
+      labelNames: ['peer'],
+      registers: [registry],
+      async collect() {
+        this.reset(); // a peer no longer in the consortium is no longer reported
+        for (const { id, up } of await node.peersReachable()) this.set({ peer: id }, up ? 1 : 0);
+      },
+    });
   }
   return {
     registry,

@@ -78,6 +78,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   installLimits(app, options);
   const metrics = createMetrics({
     operatorState: () => vault.operatorState(),
+    peersReachable: () => vault.peers.reachable(),
     ledgerHeight: async () => {
       const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timeout')), 1000).unref());
       return (await Promise.race([vault.ledger.head(), timeout]))?.height ?? -1;

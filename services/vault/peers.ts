@@ -124,6 +124,27 @@ export class Peers {
     return this.#list;
   }
 
+  /**
+   * Whether each peer answers its liveness check (GET /healthz, over its pinned TLS when it
+   * has one) within `timeoutMs`: what /metrics reports as medvault_peer_up.
+   */
+  async reachable(timeoutMs = 1_000): Promise<Array<{ id: string; up: boolean }>> {
+    return Promise.all(
+      this.#list.map(async (peer) => {
+        try {
+          const response = await fetch(`${peer.url.replace(/\/$/, '')}/healthz`, {
+            signal: AbortSignal.timeout(timeoutMs),
+            dispatcher: this.dispatcher(peer),
+          } as RequestInit);
+          await response.body?.cancel();
+          return { id: peer.id, up: response.ok };
+        } catch {
+          return { id: peer.id, up: false };
+        }
+      }),
+    );
+  }
+
   get ids(): string[] {
     return this.#list.map((p) => p.id);
   }

@@ -19,6 +19,7 @@ import { subjectOf } from '../../services/sdk/pseudonym.ts';
 import { initNode, joinRequest, openNode } from '../../services/vault/node.ts';
 import { bytes, codeOf, tempDir } from '../helpers.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
+import { freePort } from '../servers/ports.ts';
 import { joinNode, served, startNode, type TestNode, treatment } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
@@ -168,6 +169,26 @@ describe('leaving', () => {
     const checkpoint = await a.admin.client.checkpoint();
     expect(checkpoint.signatures.map((x) => x.signer).sort()).toEqual([a.vault.nodeId, b.vault.nodeId].sort());
     await expect(c.admin.client.leaveConsortium()).rejects.toMatchObject({ code: 'REQUEST_INVALID' });
+  });
+});
+
+describe('peers in the metrics', () => {
+  /** medvault_peer_up of `node`'s /metrics, by peer id. */
+  const peerUp = async (node: TestNode) => {
+    const text = await (await fetch(`${node.url}/metrics`)).text();
+    return Object.fromEntries(
+      [...text.matchAll(/^medvault_peer_up\{peer="([0-9a-f]{32})"\} (\d)$/gm)].map((m) => [m[1], Number(m[2])]),
+    );
+  };
+
+  it('each peer is up (1) when it answers its liveness check, down (0) when nothing answers', async () => {
+    expect((await peerUp(a))[b.vault.nodeId]).toBe(1);
+    const silent = 'ab'.repeat(16);
+    const lonely = await startNode({
+      overrides: { peers: [{ id: silent, url: `http://127.0.0.1:${await freePort()}` }] },
+    });
+    stopped.push(lonely);
+    expect(await peerUp(lonely)).toEqual({ [silent]: 0 });
   });
 });
 
