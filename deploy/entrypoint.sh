@@ -13,14 +13,19 @@
 # Later starts only serve. MEDVAULT_DATA (default /data), MEDVAULT_NODE_NAME,
 # MEDVAULT_PORT (default 7400), MEDVAULT_URL (what the other nodes reach this
 # one at) and MEDVAULT_TLS_CERT / MEDVAULT_TLS_KEY (serve HTTPS with them; the
-# certificate is announced on the ledger) are read here; the rest (ledger,
-# store, keystore) by medvault itself.
+# certificate is announced on the ledger) and MEDVAULT_PKCS11_LIBRARY /
+# MEDVAULT_PKCS11_TOKEN (the subjects' custodian keys on that PKCS#11 token; its
+# PIN in MEDVAULT_PKCS11_PIN_FILE or MEDVAULT_PKCS11_PIN) are read here; the
+# rest (ledger, store, keystore, the PIN) by medvault itself.
 set -eu
 data="${MEDVAULT_DATA:-/data}"
 init_args="--data $data --name ${MEDVAULT_NODE_NAME:-node} --port ${MEDVAULT_PORT:-7400}"
 if [ -n "${MEDVAULT_URL:-}" ]; then init_args="$init_args --url $MEDVAULT_URL"; fi
 if [ -n "${MEDVAULT_TLS_CERT:-}" ]; then
   init_args="$init_args --tls-cert $MEDVAULT_TLS_CERT --tls-key ${MEDVAULT_TLS_KEY:?MEDVAULT_TLS_KEY with MEDVAULT_TLS_CERT}"
+fi
+if [ -n "${MEDVAULT_PKCS11_LIBRARY:-}" ]; then
+  init_args="$init_args --pkcs11-library $MEDVAULT_PKCS11_LIBRARY --pkcs11-token ${MEDVAULT_PKCS11_TOKEN:?MEDVAULT_PKCS11_TOKEN with MEDVAULT_PKCS11_LIBRARY}"
 fi
 
 if [ ! -f "$data/medvault.json" ]; then

@@ -76,7 +76,7 @@ export interface NodeConfig {
   checkpointMinutes?: number;
   /** Log files the post-erasure sweep also searches (MEDVAULT_SWEEP_LOGS adds more, colon-separated). */
   sweepLogs?: string[];
-  /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN from MEDVAULT_PKCS11_PIN). */
+  /** Custody of the subjects' keys: the sealed keystore (default) or a PKCS#11 token (PIN: MEDVAULT_PKCS11_PIN_FILE or MEDVAULT_PKCS11_PIN). */
   kms?: { backend: 'local' } | { backend: 'pkcs11'; library: string; token: string };
   /**
    * Break-glass: accesses one member may make in 24 hours (default 3), and a URL each
@@ -554,8 +554,13 @@ async function openCustody(
   config: NodeConfig['kms'] | NodeOverrides['kms'],
 ): Promise<Kms> {
   if (!config || config.backend === 'local') return local;
-  const pin = 'pin' in config ? config.pin : process.env.MEDVAULT_PKCS11_PIN;
-  if (!pin) fail('INVALID_ARGUMENT', 'the pkcs11 custody needs the token PIN in MEDVAULT_PKCS11_PIN');
+  const pin = 'pin' in config ? config.pin : await pkcs11Pin();
+  if (!pin) {
+    fail(
+      'INVALID_ARGUMENT',
+      'the pkcs11 custody needs the token PIN in MEDVAULT_PKCS11_PIN_FILE or MEDVAULT_PKCS11_PIN',
+    );
+  }
   const { Pkcs11Kms } = await import('../../kms/pkcs11-kms.ts');
   return Pkcs11Kms.open({
     library: config.library,
@@ -563,6 +568,16 @@ async function openCustody(
     pin,
     wrappedFile: join(data, 'custodians.pkcs11.json'),
   });
+}
+
+/** The token PIN: the first line of MEDVAULT_PKCS11_PIN_FILE (a container secret), else MEDVAULT_PKCS11_PIN. */
+async function pkcs11Pin(): Promise<string | undefined> {
+  const file = process.env.MEDVAULT_PKCS11_PIN_FILE;
+  if (!file) return process.env.MEDVAULT_PKCS11_PIN;
+  const text = await readFile(file, 'utf8').catch((err: Error) =>
+    fail('INVALID_ARGUMENT', `MEDVAULT_PKCS11_PIN_FILE: ${err.message}`),
+  );
+  return text.split('\n')[0]?.trim() || undefined;
 }
 
 function inPath(data: string, path: string): string {

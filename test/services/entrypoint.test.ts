@@ -4,19 +4,23 @@
  * directory and serves, a restart serves the same node without making it
  * again, and a joining node's first start prints its join request, waits
  * for the invite, joins the consortium and serves. On a real etcd ledger.
+ * With TLS files it serves HTTPS; with a PKCS#11 library and token (SoftHSM2)
+ * the subjects' custodian keys live on the token.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
-import { CLI, ROOT, tempDir } from '../helpers.ts';
+import { generateMemberKeys, memberPublic, parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
+import { bytes, CLI, ROOT, runCli, tempDir } from '../helpers.ts';
 import { makeCa } from '../servers/certs.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { freePort } from '../servers/ports.ts';
+import { freshToken } from '../servers/softhsm.ts';
+import { treatment } from './vault-fixture.ts';
 
 let cluster: EtcdCluster;
 const dir = tempDir('medvault-entrypoint-');
@@ -138,5 +142,43 @@ describe('the container entrypoint', () => {
     expect(served).toBe(createHash('sha256').update(der).digest('hex'));
     expect(JSON.parse(readFileSync(join(data, 'medvault.json'), 'utf8')).tls).toBeDefined();
     await stop(child);
+  }, 60_000);
+
+  it('with MEDVAULT_PKCS11_LIBRARY, _TOKEN and _PIN_FILE the custodian keys live on that token (SoftHSM2)', async () => {
+    const token = freshToken('medvault-entrypoint'); // SOFTHSM2_CONF, set here, reaches the children
+    const pinFile = join(dir, 'pkcs11.pin');
+    writeFileSync(pinFile, `${token.pin}\n`, { mode: 0o600 });
+    const data = join(dir, 'hsm');
+    const port = await freePort();
+    const pkcs11 = {
+      MEDVAULT_PKCS11_LIBRARY: token.library,
+      MEDVAULT_PKCS11_TOKEN: token.token,
+      MEDVAULT_PKCS11_PIN_FILE: pinFile,
+    };
+    const child = await start({ MEDVAULT_DATA: data, MEDVAULT_LEDGER: 'file:ledger.mvl', ...pkcs11 }, port);
+    await healthy(port);
+    const config = JSON.parse(readFileSync(join(data, 'medvault.json'), 'utf8'));
+    expect(config.kms).toEqual({ backend: 'pkcs11', library: token.library, token: token.token });
+    const url = `http://127.0.0.1:${port}`;
+    const admin = new VaultClient(url, parseMemberKeyFile(readFileSync(join(data, 'admin.key'), 'utf8')));
+    const [hospital, reader] = [generateMemberKeys(), generateMemberKeys()];
+    await admin.addMember({ name: 'hospital', role: 'uploader', ...memberPublic(hospital) });
+    const { member } = await admin.addMember({ name: 'reader', role: 'reader', ...memberPublic(reader) });
+    const document = bytes(4_000, 33);
+    const { record } = await new VaultClient(url, hospital).upload(document, treatment([member.id]));
+    const out = join(dir, 'hsm-fetched');
+    await new VaultClient(url, reader).fetch(record.id, { path: out });
+    expect(readFileSync(out).equals(document)).toBe(true);
+    expect(existsSync(join(data, 'custodians.pkcs11.json'))).toBe(true); // the token's wrapped custodian keys
+    await stop(child);
+    // Without its PIN the node does not start, and says why.
+    const refused = await runCli(['serve', '--data', data, '--port', String(port)], {
+      ...process.env,
+      MEDVAULT_PKCS11_PIN_FILE: join(dir, 'no-such-pin'),
+    });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(
+      /MEDVAULT_PKCS11_PIN_FILE.*INVALID_ARGUMENT|INVALID_ARGUMENT.*MEDVAULT_PKCS11_PIN_FILE/s,
+    );
   }, 60_000);
 });
