@@ -222,5 +222,8 @@ function countVote(
   votes.set(id, voters.add(signer));
   const others = [...nodes.values()].filter((n) => n.state === 'joined' && n.id !== id);
   const count = others.filter((n) => voters.has(n.id)).length;
-  return { removed: count * 2 > others.length ? { ...row, state: 'removed', since: event.at } : null };
+  return { removed: count >= votesNeeded(others.length) ? { ...row, state: 'removed', since: event.at } : null };
 }
+
+/** The votes that remove a node: more than half of the `others` joined nodes. */
+export const votesNeeded = (others: number): number => Math.floor(others / 2) + 1;

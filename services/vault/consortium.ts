@@ -37,6 +37,7 @@ import {
   sealSecret,
 } from '../protocol/invites.ts';
 import { certFingerprint, type TlsIdentity } from '../protocol/tls.ts';
+import { votesNeeded } from './consortium-index.ts';
 import type { VaultCore } from './core.ts';
 import type { ConsortiumNodeRow, MemberRow } from './metadata.ts';
 import { authorize } from './policy.ts';
@@ -221,7 +222,7 @@ export class Consortium {
       receipt,
       state,
       votes: others.filter((n) => voters.has(n)).length,
-      needed: Math.floor(others.length / 2) + 1,
+      needed: votesNeeded(others.length),
     };
   }
 

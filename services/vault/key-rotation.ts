@@ -163,7 +163,7 @@ export class KeyRotations {
   }
 
   async #rewrapAll(id: string): Promise<number> {
-    if (!this.#c.m.keyRewraps().includes(id)) return 0;
+    if (!this.#c.m.keyRewrapQueued(id)) return 0;
     const records = this.#c.m.recordsGrantedTo(id);
     for (const recordId of records) {
       await this.#rewrapRecord(recordId);

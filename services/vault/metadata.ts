@@ -593,6 +593,10 @@ export class Metadata {
     return this.#all<{ memberId: string }>('SELECT member_id FROM key_rewraps ORDER BY since').map((r) => r.memberId);
   }
 
+  keyRewrapQueued(memberId: string): boolean {
+    return this.#one('SELECT 1 AS hit FROM key_rewraps WHERE member_id = ?', memberId) !== undefined;
+  }
+
   keyRewrapDone(memberId: string): void {
     this.#run('DELETE FROM key_rewraps WHERE member_id = ?', memberId);
   }

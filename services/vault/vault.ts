@@ -1123,20 +1123,11 @@ export class Vault {
     }
   }
 
-  /** Rewraps record `id`'s header to its live readers' recipients as their member rows say now. */
-  async #rewrapToReaders(id: string): Promise<void> {
-    await this.#c.locked(id, async () => {
-      const record = this.#c.m.record(id);
-      if (record?.state !== 'active') return;
-      const readers = this.#liveReaders(id, this.#c.now());
-      const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
-      this.#c.m.setHeader(id, header);
-    });
-  }
-
-  async #dropExpiredStanzas(id: string): Promise<void> {
-    const now = this.#c.now();
-    if (!this.#c.m.hasExpiredStanza(id, now)) return;
+  /**
+   * Rewraps active record `id`'s header to its live readers' recipients as their member rows say
+   * at `now`; `also` is written in the same transaction as the new header.
+   */
+  async #rewrapToReaders(id: string, now = this.#c.now(), also?: () => void): Promise<void> {
     await this.#c.locked(id, async () => {
       const record = this.#c.m.record(id);
       if (record?.state !== 'active') return;
@@ -1144,9 +1135,15 @@ export class Vault {
       const header = await this.#c.kms.rewrap(record.subject, record.header as Uint8Array, readers.map(recipientOf));
       this.#c.m.transaction(() => {
         this.#c.m.setHeader(id, header);
-        this.#c.m.markDropped(id, now);
+        also?.();
       });
     });
+  }
+
+  async #dropExpiredStanzas(id: string): Promise<void> {
+    const now = this.#c.now();
+    if (!this.#c.m.hasExpiredStanza(id, now)) return;
+    await this.#rewrapToReaders(id, now, () => this.#c.m.markDropped(id, now));
   }
 
   // Audit and review.
