@@ -18,6 +18,7 @@ import { SCHEMA } from '../formats.ts';
 import { blockHash } from './block.ts';
 import { canonicalJson } from './events.ts';
 import type { Ledger } from './ledger.ts';
+import { type Trust, trustOf } from './trusted-keys.ts';
 
 const DOMAIN = 'medvault-ledger-checkpoint-v1\n';
 
@@ -98,14 +99,14 @@ export interface VerifiedCheckpoint {
  */
 export function verifyCheckpoint(
   value: unknown,
-  options: { trusted?: Iterable<string>; quorum?: number } = {},
+  options: { trusted?: Trust; quorum?: number } = {},
 ): VerifiedCheckpoint {
   if (!validateShape(value)) {
     const [first] = validateShape.errors ?? [];
     fail('CHECKPOINT_INVALID', `not a checkpoint: ${first?.instancePath || 'checkpoint'} ${first?.message ?? ''}`);
   }
   const checkpoint = value as unknown as Checkpoint;
-  const trusted = options.trusted ? new Set(options.trusted) : undefined;
+  const trusted = trustOf(options.trusted);
   const signers: string[] = [];
   for (const { sig, ...signer } of checkpoint.signatures) {
     const key = new Uint8Array(Buffer.from(signer.signerKey, 'base64'));
@@ -114,8 +115,8 @@ export function verifyCheckpoint(
     if (!verifySignature(key, signedBytes(checkpoint, signer), new Uint8Array(Buffer.from(sig, 'base64')))) {
       fail('CHECKPOINT_INVALID', `the signature by ${signer.signer} does not verify`);
     }
-    if (trusted && !trusted.has(signer.signer)) {
-      fail('CHECKPOINT_INVALID', `signed by ${signer.signer}, which is not a trusted node key`);
+    if (trusted && !trusted.allows(signer.signer, checkpoint.height)) {
+      fail('CHECKPOINT_INVALID', `signed by ${signer.signer}, which is not a trusted node key at that height`);
     }
     signers.push(signer.signer);
   }

@@ -116,6 +116,15 @@ const FIELDS = {
   // more than half of the other joined nodes voted, in blocks each signed itself, the node is
   // removed (services/vault/consortium-index.ts); nobody takes it as a peer any more.
   'node.removal': { node: ID, by: ID },
+  // A node replaces its key (anchor/trusted-keys.ts), in a block its old key signs: the new key's
+  // id and public keys (hex), and the new key's signature accepting the hand-over (hex).
+  'node.key': {
+    node: ID,
+    successor: ID,
+    signingKey: HASH,
+    recipient: HASH,
+    proof: { type: 'string', pattern: '^[0-9a-f]{128}$' },
+  },
 } as const;
 
 export type EventType = keyof typeof FIELDS;

@@ -6,6 +6,7 @@
 import { fail } from '../errors.ts';
 import { type Block, type BlockHeader, blockHash, verifyBlock } from './block.ts';
 import type { Receipt } from './receipt.ts';
+import { keyLink, type Trust, TrustedKeys } from './trusted-keys.ts';
 
 export interface Ledger {
   readonly kind: 'file' | 'etcd' | 'evm';
@@ -60,12 +61,13 @@ export interface ChainSummary {
 
 /**
  * Walks the whole ledger and checks every block: links, Merkle roots, counts
- * and signatures. With `trusted`, every signer must be one of those key ids.
+ * and signatures. With `trusted`, every signer must be one of those key ids, or
+ * a key one of them handed over to on the way (node.key).
  */
 export async function verifyChain(
   ledger: Ledger,
   options: {
-    trusted?: Set<string>;
+    trusted?: Trust;
     /** Start after this (already verified) header instead of at block 0. */
     after?: BlockHeader | null;
     /** Stop after this height instead of at the head. */
@@ -73,6 +75,8 @@ export async function verifyChain(
   } = {},
 ): Promise<ChainSummary> {
   let previous: BlockHeader | null = options.after ?? null;
+  // Copied: the walk follows the node.key hand-overs it meets (anchor/trusted-keys.ts).
+  const trusted = options.trusted === undefined ? undefined : new TrustedKeys(TrustedKeys.of(options.trusted).ids());
   let blocks = 0;
   let events = 0;
   for await (const block of ledger.blocks(previous ? previous.height + 1 : 0)) {
@@ -82,11 +86,16 @@ export async function verifyChain(
     } catch (err) {
       fail('LEDGER_CORRUPT', (err as Error).message, { cause: err });
     }
-    if (options.trusted && !options.trusted.has(block.header.signer)) {
+    if (trusted && !trusted.allows(block.header.signer, block.header.height)) {
       fail(
         'LEDGER_CORRUPT',
-        `block ${block.header.height} is signed by ${block.header.signer}, not a trusted member key`,
+        `block ${block.header.height} is signed by ${block.header.signer}, not a trusted node key at that height`,
       );
+    }
+    // A trusted node replacing its key: its successor signs the blocks after this one, it none.
+    if (trusted) {
+      const { signer, height } = block.header;
+      trusted.follow(block.events.flatMap((event) => keyLink(event, signer, height) ?? []));
     }
     previous = block.header;
     blocks++;

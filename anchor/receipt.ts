@@ -16,6 +16,7 @@ import { fail, isMedvaultError } from '../errors.ts';
 import { SCHEMA } from '../formats.ts';
 import { type Block, type BlockHeader, blockHash, headerSignatureValid } from './block.ts';
 import { canonicalJson, encodeEvent, type LedgerEvent } from './events.ts';
+import { type Trust, trustOf } from './trusted-keys.ts';
 
 export interface Receipt {
   v: 1;
@@ -80,7 +81,8 @@ export function makeReceipt(block: Block, tree: MerkleTree, leafIndex: number): 
 
 /**
  * Verifies a receipt offline. Throws RECEIPT_INVALID saying what failed;
- * with `trusted`, the block's signer must be one of those key fingerprints.
+ * with `trusted`, the block's signer must be one of those key fingerprints
+ * (followed through their key history: it signs that height).
  */
 /** Headers (canonical JSON, signature included) whose signature was checked already. */
 export interface HeaderMemo {
@@ -90,7 +92,7 @@ export interface HeaderMemo {
 
 export function verifyReceipt(
   receipt: unknown,
-  options: { trusted?: Iterable<string>; verifiedHeaders?: HeaderMemo } = {},
+  options: { trusted?: Trust; verifiedHeaders?: HeaderMemo } = {},
 ): VerifiedReceipt {
   if (!validateShape(receipt)) {
     const [first] = validateShape.errors ?? [];
@@ -116,8 +118,14 @@ export function verifyReceipt(
     if (!headerSignatureValid(r.block)) fail('RECEIPT_INVALID', 'the block header signature does not verify');
     options.verifiedHeaders?.add(header);
   }
-  if (options.trusted && ![...options.trusted].includes(r.block.signer)) {
-    fail('RECEIPT_INVALID', `the block was signed by ${r.block.signer}, which is not a trusted member key`);
+  const trusted = trustOf(options.trusted);
+  if (trusted && !trusted.allows(r.block.signer, r.block.height)) {
+    fail(
+      'RECEIPT_INVALID',
+      trusted.allows(r.block.signer)
+        ? `block ${r.block.height} was signed by ${r.block.signer}, a node key that did not sign at that height (replaced)`
+        : `the block was signed by ${r.block.signer}, which is not a trusted member key`,
+    );
   }
   return { event: r.event, height: r.block.height, blockHash: blockHash(r.block), signer: r.block.signer };
 }

@@ -226,6 +226,23 @@ export class LocalKms implements Kms {
     };
   }
 
+  hasMember(name: string): boolean {
+    return this.#store.members?.[name] !== undefined;
+  }
+
+  /**
+   * Member `name` takes the keys of member `from`, which is gone (one rewrite of the keystore):
+   * `name`'s previous keys are no longer kept anywhere in it. KMS_NO_MEMBER when `from` has none.
+   */
+  async replaceMember(name: string, from: string): Promise<void> {
+    await this.#change((store) => {
+      const entry = store.members?.[from];
+      if (!store.members || !entry) fail('KMS_NO_MEMBER', from);
+      store.members[name] = entry;
+      delete store.members[from];
+    });
+  }
+
   /** A consortium secret kept here (KMS_NO_KEY when the node was never given it). Never log it. */
   sharedSecret(name: string): Uint8Array {
     const value = this.#store.shared?.[name];

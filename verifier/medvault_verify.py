@@ -5,9 +5,9 @@ Written from docs/formats.md alone (not from medvault's code): Python's standard
 and pyca/cryptography for Ed25519. Exit status 0: valid; 1: invalid (the reason on stderr);
 2: usage.
 
-  medvault_verify.py receipt FILE [--trust NODE-ID ...]
-  medvault_verify.py checkpoint FILE [--trust NODE-ID ...] [--quorum N]
-  medvault_verify.py certificate FILE [--trust NODE-ID ...]
+  medvault_verify.py receipt FILE [--trust NODE-ID ...] [--keys HISTORY]
+  medvault_verify.py checkpoint FILE [--trust NODE-ID ...] [--keys HISTORY] [--quorum N]
+  medvault_verify.py certificate FILE [--trust NODE-ID ...] [--keys HISTORY]
   medvault_verify.py vectors FILE          (test/formats/vectors/formats.json)
   medvault_verify.py sign-request KEYFILE METHOD PATH [BODYFILE]
       prints, as JSON, the headers that sign a request with a member key file
@@ -68,9 +68,77 @@ def check_signature(signer, signer_key, message, signature, what):
         raise Invalid(f"{what}: the signature does not verify") from err
 
 
-def trusted_signer(signer, trusted, what):
-    if trusted is not None and signer not in trusted:
-        raise Invalid(f"{what}: signed by {signer}, which is not a trusted node key")
+class Trusted:
+    """Trusted node keys, each with the block heights it signs at, followed through node key
+    hand-overs (docs/formats.md, "Node key history"): a list of ids to begin with."""
+
+    def __init__(self, ids):
+        self.keys = {i: [0, float("inf"), i] for i in ids}  # id: [from, until, root]
+
+    def allows(self, signer, height=None):
+        key = self.keys.get(signer)
+        return key is not None and (height is None or key[0] <= height <= key[1])
+
+    def follow(self, links):
+        """links: (node, successor, height) hand-overs, followed earliest first until nothing changes."""
+        changed = True
+        while changed:
+            changed = False
+            for node, successor, height in sorted(links, key=lambda link: link[2]):
+                old, new = self.keys.get(node), self.keys.get(successor)
+                if old is None and new is not None:  # backward: the trusted successor accepted it
+                    self.keys[node] = [0, height, new[2]]
+                    new[0] = max(new[0], height + 1)
+                    changed = True
+                elif old is not None and old[0] <= height <= old[1]:  # forward
+                    if old[1] != height:
+                        old[1], changed = height, True
+                    if new is None:
+                        self.keys[successor], changed = [height + 1, float("inf"), old[2]], True
+                    elif new[0] <= height:
+                        new[0], changed = height + 1, True
+
+
+def as_trusted(trusted):
+    return trusted if trusted is None or isinstance(trusted, Trusted) else Trusted(trusted)
+
+
+def trusted_signer(signer, trusted, what, height=None):
+    trusted = as_trusted(trusted)
+    if trusted is not None and not trusted.allows(signer, height):
+        raise Invalid(f"{what}: signed by {signer}, which is not a trusted node key" + ("" if height is None else f" at block {height}"))
+
+
+def key_link(event, signer, height):
+    """The hand-over a node.key event in a block signed by `signer` makes, or None."""
+    if event.get("type") != "node.key" or event.get("node") != signer or event.get("successor") == signer:
+        return None
+    key = bytes.fromhex(event["signingKey"])
+    if len(key) != 32 or key_id(key) != event["successor"]:
+        return None
+    message = f"medvault-node-key-v1\n{signer}\n{event['successor']}\n{event['recipient']}".encode()
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(bytes.fromhex(event["proof"]), message)
+    except InvalidSignature:
+        return None
+    return (signer, event["successor"], height)
+
+
+def follow_history(ids, history):
+    """The trusted ids followed through a key history: node.key receipts (or a node's GET /v1/node answer)."""
+    entries = history.get("keyHistory") if isinstance(history, dict) else history
+    if not isinstance(entries, list):
+        raise Invalid("a key history is a list of node.key receipts")
+    links = []
+    for i, receipt in enumerate(entries):
+        event = verify_receipt(receipt, None, f"key history entry {i}")
+        link = key_link(event, receipt["block"]["signer"], receipt["block"]["height"])
+        if link is None:
+            raise Invalid(f"key history entry {i}: not a node key hand-over signed by the key it replaces")
+        links.append(link)
+    trusted = Trusted(ids)
+    trusted.follow(links)
+    return trusted
 
 
 # Merkle trees (RFC 9162 section 2.1).
@@ -120,7 +188,7 @@ def check_header(header, trusted, what="block"):
         raise Invalid(f"{what}: not a block header")
     unsigned = {k: v for k, v in header.items() if k != "sig"}
     check_signature(header["signer"], header["signerKey"], b"medvault/block/v1\n" + canonical(unsigned), header["sig"], what)
-    trusted_signer(header["signer"], trusted, what)
+    trusted_signer(header["signer"], trusted, what, header["height"])
 
 
 def block_hash(header):
@@ -165,7 +233,7 @@ def verify_checkpoint(checkpoint, trusted=None, quorum=None):
         signer = {k: s[k] for k in ("signer", "signerKey", "at")}
         message = b"medvault-ledger-checkpoint-v1\n" + canonical({"checkpoint": body, "signer": signer})
         check_signature(s["signer"], s["signerKey"], message, s["sig"], f"checkpoint signature by {s['signer']}")
-        trusted_signer(s["signer"], trusted, "checkpoint")
+        trusted_signer(s["signer"], trusted, "checkpoint", checkpoint["height"])
         if s["signer"] in signers:
             raise Invalid(f"checkpoint: {s['signer']} signed twice")
         signers.append(s["signer"])
@@ -342,11 +410,15 @@ def main(argv):
     parser.add_argument("file")
     parser.add_argument("--trust", action="append", help="a node key id to trust (repeat)")
     parser.add_argument("--quorum", type=int)
+    parser.add_argument("--keys", help="the node key history (a node's GET /v1/node answer, or its keyHistory list)")
     args = parser.parse_args(argv)
     with open(args.file, encoding="utf-8") as f:
         document = json.load(f)
     trusted = args.trust
     try:
+        if args.keys and trusted:
+            with open(args.keys, encoding="utf-8") as f:
+                trusted = follow_history(trusted, json.load(f))
         if args.kind == "receipt":
             event = verify_receipt(document, trusted)
             print(f"valid receipt: {event['type']} in block {document['block']['height']}")

@@ -4,8 +4,10 @@
  * node sends back verified here before it is shown: receipts against the node's and its peers'
  * keys, served ciphertext against its anchored hash, certificates, reports, blocks.
  */
+import { followHistory } from '../../anchor/key-history.ts';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { verifyReceipt } from '../../anchor/receipt.ts';
+import type { TrustedKeys } from '../../anchor/trusted-keys.ts';
 import { answerError, MedvaultError } from '../../errors.ts';
 import { openSecret } from '../../services/protocol/invites.ts';
 import { type MemberCredentials, memberIdOf } from '../../services/protocol/member-keys.ts';
@@ -19,6 +21,7 @@ export class Api {
   readonly keys: MemberCredentials;
   me: MemberRow | undefined;
   #node: NodeInfo | undefined;
+  #trusted: TrustedKeys | undefined;
   #members: MemberRow[] = [];
   #subjectKey: Uint8Array | undefined;
 
@@ -29,6 +32,7 @@ export class Api {
   /** Signs in: the node must know this key as an active member. */
   async signIn(): Promise<MemberRow> {
     this.#node = await this.publicJson<NodeInfo>('/v1/node');
+    this.#trusted = undefined;
     await this.refreshMembers();
     const me = this.#members.find((m) => m.id === memberIdOf(this.keys) && m.removedAt === null);
     if (!me) throw new MedvaultError('AUTH_INVALID', 'this key is not an active member of this node');
@@ -40,9 +44,13 @@ export class Api {
     return this.#node as NodeInfo;
   }
 
-  /** The node keys whose receipts this page accepts: the node and the peers it names. */
-  get trusted(): string[] {
-    return [this.node.id, ...(this.node.peers ?? [])];
+  /**
+   * The node keys whose receipts this page accepts: the node and the peers it names, followed
+   * through the key hand-overs it names (each checked here).
+   */
+  get trusted(): TrustedKeys {
+    this.#trusted ??= followHistory([this.node.id, ...(this.node.peers ?? [])], this.node.keyHistory ?? []);
+    return this.#trusted;
   }
 
   async refreshMembers(): Promise<MemberRow[]> {

@@ -6,6 +6,7 @@
 import type { Block } from '../../anchor/block.ts';
 import { eventsTree, headerSignatureValid, verifyBlock } from '../../anchor/block.ts';
 import { verifyCheckpoint } from '../../anchor/checkpoint.ts';
+import type { TrustedKeys } from '../../anchor/trusted-keys.ts';
 import type { ConsortiumNode } from '../../services/protocol/views.ts';
 import type { Api } from './api.ts';
 import { receiptPanel } from './records.ts';
@@ -115,7 +116,7 @@ function blockProblem(
   block: Block,
   below: Block | undefined,
   above: Block | undefined,
-  trusted: string[],
+  trusted: TrustedKeys,
 ): string | null {
   try {
     if (below || block.header.height === 0) verifyBlock(block, below ? below.header : null);
@@ -126,7 +127,8 @@ function blockProblem(
   } catch (err) {
     return describe(err);
   }
-  return trusted.includes(block.header.signer) ? null : `signed by ${block.header.signer}, not a node this node knows`;
+  const { signer, height } = block.header;
+  return trusted.allows(signer, height) ? null : `signed by ${signer}, not a node key this node knows at that height`;
 }
 
 export function statusScreen(api: Api, main: HTMLElement): void {

@@ -12,6 +12,7 @@ import { FileLedger } from '../../anchor/file-ledger.ts';
 import { checkReceiptsOnLedger, type Ledger, verifyChain } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import type { Trust } from '../../anchor/trusted-keys.ts';
 import { AgeDecryptor, AgeEncryptor } from '../../crypto/age.ts';
 import type { Identity, Recipient } from '../../crypto/header.ts';
 import { enableChunkReclaim } from '../../crypto/reclaim.ts';
@@ -156,11 +157,16 @@ export function buildProgram(): Command {
       collect,
       [],
     )
-    .action(async (file: string, opts: { ledger?: string; trust: string[] }) => {
+    .option(
+      '--keys <file>',
+      "the consortium's node key history (a node's GET /v1/node answer, or its keyHistory list): trust a " +
+        '--trust key replaced since, or a key replaced by one, for the blocks it signed',
+    )
+    .action(async (file: string, opts: { ledger?: string; trust: string[]; keys?: string }) => {
       const text = await readText(file, 'receipt, certificate, checkpoint or report');
       const { embeddedReport } = await import('./report-html.ts');
       const document = text.trimStart().startsWith('<') ? embeddedReport(text) : parseJsonFile(text, file);
-      const trust = opts.trust.length > 0 ? { trusted: opts.trust } : {};
+      const trust = opts.trust.length > 0 ? { trusted: await trustedKeys(opts.trust, opts.keys) } : {};
       const receipts: Receipt[] = [];
       let line: string;
       const type = (document as { type?: unknown } | null)?.type;
@@ -283,6 +289,13 @@ async function withLedger(uri: string, use: (ledger: Ledger) => Promise<void>): 
   } finally {
     await ledger.close();
   }
+}
+
+/** The --trust ids, followed through the node key history in `keysFile` when one is given. */
+async function trustedKeys(ids: string[], keysFile: string | undefined): Promise<Trust> {
+  if (!keysFile) return ids;
+  const { followHistory, historyOf } = await import('../../anchor/key-history.ts');
+  return followHistory(ids, historyOf(parseJsonFile(await readText(keysFile, 'key history'), keysFile)));
 }
 
 /** Formats any error as the one line the CLI prints. */

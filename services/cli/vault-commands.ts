@@ -808,6 +808,24 @@ export function addVaultCommands(program: Command): void {
       );
     });
 
+  program
+    .command('node')
+    .description("the node's own key")
+    .command('rotate-key')
+    .description(
+      "replace the node's signing key (the node stopped): anchored as node.key in a block the old key signs; " +
+        'the node is then known by its new id, and verifiers follow the hand-over (GET /v1/node keyHistory)',
+    )
+    .requiredOption('--data <dir>', "the node's data directory")
+    .action(async (opts: { data: string }) => {
+      const { rotateNodeKey } = await import('../vault/node.ts');
+      const { previous, node } = await rotateNodeKey(opts.data);
+      process.stdout.write(
+        `node key ${previous} handed over to ${node}: start the node again; auditors that pin node ids ` +
+          'verify with --trust and the key history (medvault verify --keys)\n',
+      );
+    });
+
   const backup = program
     .command('backup')
     .description('back up the node (admin): its secrets and database sealed to a backup key that rotates and expires');

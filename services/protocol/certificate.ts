@@ -11,6 +11,7 @@
 import { Ajv } from 'ajv';
 import { canonicalJson } from '../../anchor/events.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { type Trust, type TrustedKeys, trustOf } from '../../anchor/trusted-keys.ts';
 import { keyFingerprint, type SigningKey, verifySignature } from '../../crypto/ed25519.ts';
 import { fail, isMedvaultError } from '../../errors.ts';
 import { SCHEMA } from '../../formats.ts';
@@ -242,12 +243,12 @@ export interface VerifiedCertificate {
 /**
  * Verifies a certificate offline; throws CERTIFICATE_INVALID saying what
  * failed. With `trusted`, the signer and every tombstone's block signer must
- * be among those key ids; with `cosigners`, every cosigner must be one of
+ * be among those key ids (followed through their key history: anchor/trusted-keys.ts); with `cosigners`, every cosigner must be one of
  * those (every cosignature is verified either way; see `cosigners` in the result).
  */
 export function verifyCertificate(
   value: unknown,
-  options: { trusted?: Iterable<string>; cosigners?: Iterable<string>; verifiedHeaders?: Set<string> } = {},
+  options: { trusted?: Trust; cosigners?: Iterable<string>; verifiedHeaders?: Set<string> } = {},
 ): VerifiedCertificate {
   // The block headers checked while verifying this certificate (its parts included).
   const verifiedHeaders = options.verifiedHeaders ?? new Set<string>();
@@ -261,8 +262,8 @@ export function verifyCertificate(
   if (!verifySignature(signerKey, signedBytes(cert), new Uint8Array(Buffer.from(cert.sig, 'base64')))) {
     fail('CERTIFICATE_INVALID', 'the signature does not verify');
   }
-  const trusted = options.trusted ? [...options.trusted] : undefined;
-  if (trusted && !trusted.includes(cert.signer)) {
+  const trusted = trustOf(options.trusted);
+  if (trusted && !trusted.allows(cert.signer)) {
     fail('CERTIFICATE_INVALID', `signed by ${cert.signer}, which is not a trusted member key`);
   }
   const filed = receiptEvent(cert.filed, trusted, 'filing', verifiedHeaders);
@@ -383,7 +384,7 @@ export function missingNodes(
 /** A receipt's event, verified offline; CERTIFICATE_INVALID naming `what` when it does not verify. */
 function receiptEvent(
   receipt: Receipt,
-  trusted: string[] | undefined,
+  trusted: TrustedKeys | undefined,
   what: string,
   verifiedHeaders: Set<string>,
 ): Receipt['event'] {

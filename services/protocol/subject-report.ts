@@ -6,6 +6,7 @@
  * nodes did not answer.
  */
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import { type Trust, TrustedKeys, trustOf } from '../../anchor/trusted-keys.ts';
 import { check } from '../../errors.ts';
 import type { RecordSummary } from './views.ts';
 
@@ -32,13 +33,15 @@ export interface SubjectReport {
 
 /**
  * Checks a report offline: every receipt verifies and is signed by the node whose part holds
- * it, and is about a record of that part; with `trusted`, every part's node is one of them.
+ * it (under any of its keys `trusted` follows), and is about a record of that part; with `trusted`,
+ * every part's node is one of them.
  * Returns how many records and receipts it checked.
  */
 export function verifySubjectReport(
   value: unknown,
-  options: { trusted?: string[] } = {},
+  options: { trusted?: Trust } = {},
 ): { records: number; receipts: number } {
+  const trusted = trustOf(options.trusted);
   const report = value as SubjectReport;
   check(
     report?.type === 'medvault.subject-report' && Array.isArray(report.parts),
@@ -48,13 +51,21 @@ export function verifySubjectReport(
   let records = 0;
   let receipts = 0;
   for (const part of report.parts) {
-    if (options.trusted) {
-      check(options.trusted.includes(part.node), 'RECEIPT_INVALID', `a part from node ${part.node}, not a trusted one`);
+    if (trusted) {
+      check(trusted.allows(part.node), 'RECEIPT_INVALID', `a part from node ${part.node}, not a trusted one`);
     }
+    // The part's node under any of its keys (a receipt from before it replaced its key).
+    const keys = trusted ?? new TrustedKeys([part.node]);
+    const node = keys.nodeOf(part.node);
     for (const { record, events } of part.records) {
       records++;
       for (const receipt of events) {
-        verifyReceipt(receipt, { trusted: [part.node] });
+        const { signer } = verifyReceipt(receipt, { trusted: keys });
+        check(
+          keys.nodeOf(signer) === node,
+          'RECEIPT_INVALID',
+          `a receipt in node ${part.node}'s part signed by another node`,
+        );
         check(
           receipt.event.recordId === record.id,
           'RECEIPT_INVALID',

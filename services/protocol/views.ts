@@ -16,6 +16,8 @@ export interface NodeInfo {
   ledger: string;
   height: number | null;
   peers?: string[];
+  /** The receipts of node key hand-overs (node.key), earliest first (anchor/trusted-keys.ts). */
+  keyHistory?: Receipt[];
 }
 
 export interface MemberRow {

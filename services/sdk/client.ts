@@ -18,7 +18,9 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { LRUCache } from 'lru-cache';
 import type { Dispatcher } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
+import { followHistory } from '../../anchor/key-history.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
+import type { TrustedKeys } from '../../anchor/trusted-keys.ts';
 import { AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { answerError, check, fail, MedvaultError } from '../../errors.ts';
@@ -121,8 +123,8 @@ export interface RecordFilters {
 export class VaultClient {
   readonly #base: string;
   #keys: MemberCredentials;
-  #trusted: string[] | undefined;
-  readonly #trustGiven: boolean;
+  #trusted: TrustedKeys | undefined;
+  readonly #trustRoots: string[] | undefined;
   #subjectKey: Promise<Uint8Array> | undefined;
   #members: { at: number; rows: MemberRow[] } | undefined;
   /** Custodian recipients by subject: one per subject for the node's lifetime, until erasure. */
@@ -142,14 +144,13 @@ export class VaultClient {
 
   /**
    * `trusted`: the node key ids whose receipts to accept; default: the node answering and its
-   * peers, as it says. `ca`: the CA (PEM) that signed the node's TLS certificate, for a node
+   * peers, as it says; either followed through the node key hand-overs the node names. `ca`: the CA (PEM) that signed the node's TLS certificate, for a node
    * at https:// whose certificate a public CA did not sign.
    */
   constructor(baseUrl: string, keys: MemberCredentials, options: { trusted?: string[]; ca?: Buffer } = {}) {
     this.#base = baseUrl.replace(/\/$/, '');
     this.#keys = keys;
-    this.#trusted = options.trusted;
-    this.#trustGiven = options.trusted !== undefined;
+    this.#trustRoots = options.trusted;
     this.#dispatcher = options.ca ? caAgent(options.ca) : undefined;
     this.#uploadAgent = this.#base.startsWith('https:')
       ? new HttpsAgent({ keepAlive: true, ...(options.ca ? { ca: options.ca } : {}) })
@@ -210,11 +211,13 @@ export class VaultClient {
     return (response.status === 204 ? undefined : await response.json()) as T;
   }
 
-  async #trust(): Promise<string[]> {
+  async #trust(): Promise<TrustedKeys> {
     if (!this.#trusted) {
-      // The node and the peers it names: a record held by a peer comes with that peer's receipts.
+      // The node and the peers it names: a record held by a peer comes with that peer's receipts;
+      // followed through the node key hand-overs the node names, each checked here.
       const node = await this.node();
-      this.#trusted = [node.id, ...(node.peers ?? [])];
+      const roots = this.#trustRoots ?? [node.id, ...(node.peers ?? [])];
+      this.#trusted = followHistory(roots, node.keyHistory ?? []);
     }
     return this.#trusted;
   }
@@ -711,7 +714,7 @@ export class VaultClient {
    */
   async subjectReport(subject: string): Promise<SubjectReport> {
     const report = await this.#json<SubjectReport>('POST', '/v1/subject-reports', { subject });
-    if (!this.#trustGiven) this.#trusted = undefined; // the node asked its peers just now: ask it again
+    this.#trusted = undefined; // the node asked its peers just now: ask it again
     verifySubjectReport(report, { trusted: await this.#trust() });
     return report;
   }

@@ -29,10 +29,18 @@
  * the other joined nodes voted (each vote counted once; a node invited again
  * starts with none). A ledger writer outside the consortium cannot make
  * itself anybody's peer, nor put a node out.
+ *
+ * A node that replaces its key (node.key, in a block its old key signs, the
+ * new key's acceptance checked: anchor/trusted-keys.ts) is known by its new
+ * id from then on, everywhere this store names it (its row, its readers, the
+ * records it holds, its votes); the first hand-over of a key counts, and a
+ * block its old key signs after it counts for nothing.
  */
-import { headerSignatureValid } from '../../anchor/block.ts';
+import { type Block, eventsTree, headerSignatureValid } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
 import type { Ledger } from '../../anchor/ledger.ts';
+import { makeReceipt } from '../../anchor/receipt.ts';
+import { keyLink } from '../../anchor/trusted-keys.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import type { ConsortiumNodeRow, LedgerFinding, Metadata, NewMember } from './metadata.ts';
@@ -87,13 +95,18 @@ export class ConsortiumIndex {
     let nodesChanged = false;
     const nodes = new Map(this.#m.consortiumNodes().map((n) => [n.id, n]));
     const votes = this.#m.nodeVotes();
+    // Node keys handed over (node.key): a replaced key speaks for no node again.
+    const retired = new Set(this.#m.nodeKeyHistory().map((k) => k.node));
     let founder: string | undefined;
     const founderId = async () => (founder ??= (await this.#ledger.get(0))?.header.signer);
     for await (const block of this.#ledger.blocks(from)) {
       const { height, signer } = block.header;
       let signed: boolean | undefined; // checked once per block, and only for blocks with member events
       const bySigner = () => (signed ??= headerSignatureValid(block.header));
+      // A key handed over (node.key) speaks for nobody after its hand-over.
+      const byRetired = retired.has(signer);
       for (const event of block.events) {
+        if (byRetired) break;
         if (event.type === 'record.created') {
           found.push({ kind: 'location', recordId: event.recordId as string, node: event.node as string, height });
         } else if (event.type === 'member.added' && event.node !== this.#self && event.node === signer) {
@@ -106,6 +119,25 @@ export class ConsortiumIndex {
           }
         } else if (event.type === 'member.removed' && signer !== this.#self && bySigner()) {
           found.push({ kind: 'removal', id: event.member as string, node: signer, at: event.at });
+        } else if (event.type === 'node.key' && bySigner()) {
+          const handOver = nodeKeyHandOver(block, event, nodes, retired);
+          if (handOver) {
+            retired.add(handOver.node);
+            const row = nodes.get(handOver.node);
+            if (row) {
+              nodes.delete(handOver.node);
+              const { signingKey, recipient } = handOver;
+              nodes.set(handOver.successor, { ...row, id: handOver.successor, signingKey, recipient });
+              nodesChanged = true;
+            }
+            for (const voters of votes.values()) if (voters.delete(handOver.node)) voters.add(handOver.successor);
+            const against = votes.get(handOver.node);
+            if (against) {
+              votes.set(handOver.successor, against);
+              votes.delete(handOver.node);
+            }
+            found.push(handOver);
+          }
         } else if (event.type.startsWith('node.') && bySigner()) {
           if (height === 0) founder = signer;
           const vote = event.type === 'node.removal' ? countVote(event, signer, nodes, votes) : null;
@@ -130,6 +162,25 @@ export class ConsortiumIndex {
     }
     if (nodesChanged) this.#onNodes(this.#m.consortiumNodes());
   }
+}
+
+/**
+ * What a node.key event in `block` (its signature checked) does: the node that signed it hands
+ * its key over (anchor/trusted-keys.ts keyLink), once, to a key no node has; null otherwise.
+ */
+function nodeKeyHandOver(
+  block: Block,
+  event: LedgerEvent,
+  nodes: ReadonlyMap<string, ConsortiumNodeRow>,
+  retired: ReadonlySet<string>,
+): Extract<LedgerFinding, { kind: 'nodeKey' }> | null {
+  const { signer, height } = block.header;
+  const link = keyLink(event, signer, height);
+  if (!link || retired.has(link.node) || retired.has(link.successor) || nodes.has(link.successor)) return null;
+  const keys = publishedKeys(event, link.successor);
+  if (!keys) return null;
+  const receipt = makeReceipt(block, eventsTree(block.events), block.events.indexOf(event));
+  return { kind: 'nodeKey', ...link, ...keys, receipt };
 }
 
 /** The reader a node published in member.added, as a member row here; null when the event publishes none. */

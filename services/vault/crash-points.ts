@@ -10,13 +10,16 @@ import { logger } from '../../log.ts';
 /**
  * The steps of an upload, in order: blob stored; row kept pending; anchored; active (before the
  * answer). A key rotation anchored and applied, its first header rewrapped and the rest not.
+ * A node key hand-over with the next keys kept and nothing anchored; anchored, the keys not switched.
  */
 export type CrashPoint =
   | 'upload.stored'
   | 'upload.pending'
   | 'upload.anchored'
   | 'upload.active'
-  | 'rotation.rewrapping';
+  | 'rotation.rewrapping'
+  | 'node-key.prepared'
+  | 'node-key.anchored';
 
 const armed = new Set((process.env.MEDVAULT_TEST_CRASH_AT ?? '').split(',').filter(Boolean));
 if (armed.size > 0)

@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import type { Receipt } from '../../anchor/receipt.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { storageFailureAs } from '../../errors.ts';
 
@@ -31,7 +32,17 @@ export type LedgerFinding =
   | { kind: 'rotation'; id: string; node: string; signingKey: string; recipient: string; at: number }
   | { kind: 'node'; node: ConsortiumNodeRow }
   /** A joined node's vote to remove another (node.removal); `voter` null: the node's votes are void (invited again). */
-  | { kind: 'vote'; node: string; voter: string | null; at: number };
+  | { kind: 'vote'; node: string; voter: string | null; at: number }
+  /** A node's key handed over (node.key): its new keys (a member row's forms), and the receipt. */
+  | {
+      kind: 'nodeKey';
+      node: string;
+      successor: string;
+      height: number;
+      signingKey: string;
+      recipient: string;
+      receipt: Receipt;
+    };
 
 export type RecordSummaryRow = Pick<
   RecordRow,
@@ -378,6 +389,14 @@ const MIGRATIONS = [
      at INTEGER NOT NULL,
      PRIMARY KEY (node, voter)
    ) STRICT;`,
+  // 18: nodes that replaced their keys (node.key): the first hand-over of each key, and its receipt,
+  // which verifiers follow (anchor/trusted-keys.ts).
+  `CREATE TABLE node_keys (
+     node TEXT PRIMARY KEY,
+     successor TEXT NOT NULL UNIQUE,
+     height INTEGER NOT NULL,
+     receipt TEXT NOT NULL
+   ) STRICT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -654,6 +673,8 @@ export class Metadata {
           else this.#run('INSERT OR IGNORE INTO node_votes (node, voter, at) VALUES (?, ?, ?)', f.node, f.voter, f.at);
         } else if (f.kind === 'rotation') {
           this.rotateMemberKeys(f.id, f, f.at, f.node);
+        } else if (f.kind === 'nodeKey') {
+          this.#handOverNodeKey(f);
         } else if (f.kind === 'node') {
           const n = f.node;
           this.#run(
@@ -680,6 +701,46 @@ export class Metadata {
       }
       this.#run('UPDATE record_locator SET next_height = ? WHERE next_height < ?', nextHeight, nextHeight);
     });
+  }
+
+  /**
+   * A node's key handed over (the first hand-over of that key only): the node is known by its
+   * new id wherever this store names it (its row, its readers, its records, its votes, the
+   * erasures it ordered here).
+   */
+  #handOverNodeKey(f: Extract<LedgerFinding, { kind: 'nodeKey' }>): void {
+    const { node, successor } = f;
+    const taken = this.#run(
+      'INSERT OR IGNORE INTO node_keys (node, successor, height, receipt) VALUES (?, ?, ?, ?)',
+      node,
+      successor,
+      f.height,
+      JSON.stringify(f.receipt),
+    );
+    if (taken === 0) return;
+    this.#run(
+      'UPDATE consortium_nodes SET id = ?, signing_key = ?, recipient = ? WHERE id = ?',
+      successor,
+      f.signingKey,
+      f.recipient,
+      node,
+    );
+    for (const [table, column] of [
+      ['members', 'node'],
+      ['record_locations', 'node'],
+      ['node_votes', 'node'],
+      ['node_votes', 'voter'],
+      ['erasures', 'origin'],
+    ]) {
+      this.#run(`UPDATE ${table} SET ${column} = ? WHERE ${column} = ?`, successor, node);
+    }
+  }
+
+  /** The node keys handed over (node.key), earliest first: each old id, its successor, and the receipt. */
+  nodeKeyHistory(): Array<{ node: string; successor: string; height: number; receipt: Receipt }> {
+    return this.#all<{ node: string; successor: string; height: number; receipt: string }>(
+      'SELECT node, successor, height, receipt FROM node_keys ORDER BY height',
+    ).map((row) => ({ ...row, receipt: JSON.parse(row.receipt) as Receipt }));
   }
 
   /** The votes to remove each node counted so far: voters by node. */

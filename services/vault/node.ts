@@ -47,6 +47,7 @@ import {
   SUBJECT_KEY,
 } from './consortium.ts';
 import { Metadata } from './metadata.ts';
+import { finishNodeKey, prepareNodeKey } from './node-key.ts';
 import { checkPeers } from './peers.ts';
 import { DEFAULT_RESERVE_MIB, DiskReserve, RESERVE_FILE } from './reserve.ts';
 import { type Peer, Vault } from './vault.ts';
@@ -143,6 +144,36 @@ export async function changeKeystorePassphrase(dir: string, passphrase: string):
       await fsyncDirectory(data);
     }
     return { keyFileRemoved };
+  } finally {
+    await release();
+  }
+}
+
+/**
+ * A stopped node replaces its key (`medvault node rotate-key`; services/vault/node-key.ts): made
+ * and kept, anchored as node.key in a block the old key signs, then the node's. Finishes one a
+ * crash cut short instead of starting another. DATA_IN_USE while a node serves the directory.
+ */
+export async function rotateNodeKey(dir: string): Promise<{ previous: string; node: string }> {
+  const data = resolve(dir);
+  const config = await readConfig(data);
+  const release = await lockDataDirectory(data);
+  try {
+    const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
+    const ledgerUri = process.env.MEDVAULT_LEDGER ?? config.ledger;
+    const ledger = await openLedger(inData(data, ledgerUri));
+    const metadata = new Metadata(join(data, 'metadata.db'));
+    try {
+      await checkGenesis(ledger, ledgerUri, config.ledgerGenesis);
+      await prepareNodeKey(kms);
+      // The node's ledger index has read below this height: a hand-over cut short is above it.
+      const rotated = await finishNodeKey(kms, ledger, metadata.locatorNextHeight());
+      if (!rotated) fail('INTERNAL', 'the node key hand-over was not made');
+      return rotated;
+    } finally {
+      metadata.close();
+      await ledger.close();
+    }
   } finally {
     await release();
   }
@@ -436,7 +467,6 @@ async function openLocked(
   const tls = overrides.tls ?? (config.tls ? await readTls(data, config.tls) : undefined);
   const kms = await LocalKms.open(join(data, 'keystore.sealed'), await keystoreSecret(data));
   await adoptLooseSubjectKey(data, kms);
-  const node = kms.memberKeys(NODE_KEY).signing;
   const ledgerUri = overrides.ledger ?? process.env.MEDVAULT_LEDGER ?? config.ledger;
   const storeConfig =
     overrides.store ?? (process.env.MEDVAULT_STORE ? (envJson('MEDVAULT_STORE') as StoreConfig) : config.store);
@@ -449,10 +479,13 @@ async function openLocked(
     ledger = await openLedger(inData(data, ledgerUri), acknowledged === undefined ? {} : { acknowledged });
     if (overrides.wrapLedger) ledger = overrides.wrapLedger(ledger);
     await checkGenesis(ledger, ledgerUri, config.ledgerGenesis);
+    // A key hand-over a crash cut short (medvault node rotate-key) is finished before the node signs anything.
+    await finishNodeKey(kms, ledger, metadata.locatorNextHeight());
   } catch (err) {
     metadata.close();
     throw err;
   }
+  const node = kms.memberKeys(NODE_KEY).signing;
   logger.info(
     { ledger: redactUri(ledgerUri), ledgerKind: ledger.kind, store: describeStore(storeConfig) },
     'node opened: the ledger and the store it serves',

@@ -283,6 +283,20 @@ export class Vault {
     return Buffer.from(this.#c.node.sign(forwardMessage(this.nodeId, member, memberSignature))).toString('base64');
   }
 
+  /**
+   * The receipts of every node key hand-over (node.key) the ledger holds, earliest first: what
+   * verifiers follow to trust a receipt signed by a node's earlier or later key.
+   */
+  async nodeKeyHistory(): Promise<Receipt[]> {
+    await this.#index.catchUp().catch((err: unknown) => {
+      logger.warn(
+        { code: isMedvaultError(err) ? err.code : 'INTERNAL' },
+        'node key history given without a read of the ledger',
+      );
+    });
+    return this.#c.m.nodeKeyHistory().map((k) => k.receipt);
+  }
+
   get nodeKey(): string {
     return Buffer.from(this.#c.node.publicKey).toString('base64');
   }

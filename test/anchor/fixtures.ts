@@ -43,6 +43,7 @@ export function sampleEvent(type: EventType = 'record.created', at = Date.now())
     'node.joined': { node: id(), signingKey: hash(), recipient: hash(), url: 'https://node-b.example:7400' },
     'node.left': { node: id() },
     'node.removal': { node: id(), by: id() },
+    'node.key': { node: id(), successor: id(), signingKey: hash(), recipient: hash(), proof: hash() + hash() },
   };
   return { type, at, ...fields[type] } as LedgerEvent;
 }

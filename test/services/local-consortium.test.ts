@@ -4,8 +4,8 @@
  * through the CLI as a developer would: nodes found and join by invite, a
  * reader of one node fetches another node's record through its own, a node
  * added later is a peer of every node (they cosign its checkpoint), the
- * whole consortium stops and starts again on the same data, and `down`
- * leaves no process behind.
+ * whole consortium stops and starts again on the same data (one node with
+ * a new key, `medvault node rotate-key`), and `down` leaves no process behind.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -45,7 +45,7 @@ describe('a local consortium in one command', () => {
     const hospitalKeys = generateMemberKeys();
     const readerKeys = generateMemberKeys();
     await adminOf(a).addMember({ name: 'hospital', role: 'uploader', ...memberPublic(hospitalKeys) });
-    const { member: reader } = await adminOf(b).addMember({
+    const { member: reader, receipt: enrolled } = await adminOf(b).addMember({
       name: 'insurer',
       role: 'reader',
       ...memberPublic(readerKeys),
@@ -70,15 +70,30 @@ describe('a local consortium in one command', () => {
     expect(checkpoint.signatures.map((s) => s.signer).sort()).toEqual([...ids].sort());
     expect((await adminOf(a).consortiumNodes()).map((n) => n.state)).toEqual(['joined', 'joined', 'joined']);
 
-    // Down, up again on the same data: the record is still there, fetched through B.
+    // B stopped replaces its key (the ledger up); down, up again on the same data: the record is
+    // still there, fetched through B, which forwards under its new key; every node knows B by it.
     const pids = [...state().etcd, ...state().nodes].map((p) => p.pid);
-    expect((await medvault('consortium', 'down', '--dir', dir)).stdout).toContain('stopped 6 processes');
+    const bPid = state().nodes[1]?.pid as number;
+    process.kill(bPid, 'SIGTERM');
+    while (running([bPid]).length > 0) await new Promise((r) => setTimeout(r, 50));
+    const rotated = await medvault('node', 'rotate-key', '--data', b.dataDir);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect((await medvault('consortium', 'down', '--dir', dir)).stdout).toContain('stopped 5 processes');
     expect(running(pids)).toEqual([]);
     const again = await medvault('consortium', 'up', '--dir', dir);
     expect(again.code, again.stderr).toBe(0);
     await new VaultClient(b.url, readerKeys).fetch(record.id, { path: join(out, 'after-restart') });
     expect(readFileSync(join(out, 'after-restart')).equals(Buffer.from(content))).toBe(true);
-    // C voted out from the command line by the admins of A and B: the first vote is not enough.
+    const bId = (await adminOf(b).node()).id;
+    expect(rotated.stdout).toContain(`handed over to ${bId}`);
+    for (const n of state().nodes) {
+      const known = (await adminOf(n).consortiumNodes()).map((row) => row.id);
+      expect(known).toContain(bId);
+      expect(known).not.toContain(ids[1]);
+    }
+    // The reader's enrolment, signed by B's old key, verifies against B's id today.
+    await expect(new VaultClient(b.url, readerKeys).verify(enrolled)).resolves.toBeDefined();
+    // C voted out from the command line by the admins of A and B (B under its new key): the first vote is not enough.
     const [a2, b2, c2] = state().nodes as Array<LocalConsortium['nodes'][number]>;
     const cId = ids[2] as string;
     const remove = (n: typeof a, ...more: string[]) =>

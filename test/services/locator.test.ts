@@ -8,10 +8,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type Block, buildBlock } from '../../anchor/block.ts';
 import type { LedgerEvent } from '../../anchor/events.ts';
 import { FileLedger } from '../../anchor/file-ledger.ts';
+import { verifyReceipt } from '../../anchor/receipt.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { ConsortiumIndex } from '../../services/vault/consortium-index.ts';
 import { Metadata } from '../../services/vault/metadata.ts';
+import { nodeKeyEvent } from '../../services/vault/node-key.ts';
 import { id, sampleEvent } from '../anchor/fixtures.ts';
 import { tempDir } from '../helpers.ts';
 
@@ -352,6 +354,56 @@ describe('consortium index: the nodes, by a chain of trust from block 0', () => 
       await add([vote(d)], c);
       await read();
       expect(state()[d.id]).toBe('joined');
+    } finally {
+      metadata.close();
+      await own.close();
+    }
+  });
+  it('follows a node key hand-over once, in a block the old key signs; the old key speaks for nobody after', async () => {
+    const { own, metadata, add } = await directory('medvault-node-keys-');
+    const keysOf = () => ({ signing: SigningKey.generate(), identity: X25519Identity.generate() });
+    const [f, b, b2, c, y] = [keysOf(), keysOf(), keysOf(), keysOf(), keysOf()];
+    const vote = (node: SigningKey) =>
+      ({ type: 'node.removal', at: Date.now(), node: node.id, by: id() }) as LedgerEvent;
+    const state = () => Object.fromEntries(metadata.consortiumNodes().map((n) => [n.id, n.state]));
+    const read = () => new ConsortiumIndex(own, metadata, SELF).catchUp();
+    try {
+      await add([joined(f.signing, 'http://127.0.0.1:7400')], f.signing);
+      await add([invited(b.signing), invited(c.signing)], f.signing);
+      await add([joined(b.signing, 'http://127.0.0.1:7401')], b.signing);
+      await add([joined(c.signing, 'http://127.0.0.1:7402')], c.signing);
+      const record = { ...created(), node: b.signing.id };
+      const reader = published(b.signing);
+      await add([record, reader.event, vote(c.signing)], b.signing); // B votes against C before its hand-over
+      await add([nodeKeyEvent(b, y, Date.now())], f.signing); // F cannot hand B's key over
+      await add([nodeKeyEvent(b, b2, Date.now())], b.signing);
+      await read();
+      expect(state()).toEqual({ [f.signing.id]: 'joined', [b2.signing.id]: 'joined', [c.signing.id]: 'joined' });
+      expect(metadata.consortiumNodes().find((n) => n.id === b2.signing.id)).toMatchObject({
+        url: 'http://127.0.0.1:7401',
+        signingKey: Buffer.from(b2.signing.publicKey).toString('base64'),
+        recipient: b2.identity.recipient.toString(),
+      });
+      expect(metadata.recordLocation(record.recordId)).toBe(b2.signing.id);
+      expect(metadata.member(reader.key.id)?.node).toBe(b2.signing.id);
+      expect([...(metadata.nodeVotes().get(c.signing.id) ?? [])]).toEqual([b2.signing.id]);
+      const history = metadata.nodeKeyHistory();
+      expect(history.map((k) => [k.node, k.successor])).toEqual([[b.signing.id, b2.signing.id]]);
+      expect(verifyReceipt(history[0]?.receipt).signer).toBe(b.signing.id);
+
+      // The retired key: no second hand-over, no announcement, no reader, no vote.
+      const later = published(b.signing);
+      await add([nodeKeyEvent(b, y, Date.now()), joined(b.signing, 'http://127.0.0.1:7409')], b.signing);
+      await add([later.event, vote(f.signing)], b.signing);
+      await read();
+      expect(state()).toEqual({ [f.signing.id]: 'joined', [b2.signing.id]: 'joined', [c.signing.id]: 'joined' });
+      expect(metadata.member(later.key.id)).toBeUndefined();
+      expect(metadata.nodeVotes().get(f.signing.id)).toBeUndefined();
+      expect(metadata.nodeKeyHistory()).toHaveLength(1);
+      // B's vote, carried to its new id, counts with F's: C is removed (2 of F and B).
+      await add([vote(c.signing)], f.signing);
+      await read();
+      expect(state()[c.signing.id]).toBe('removed');
     } finally {
       metadata.close();
       await own.close();

@@ -82,6 +82,11 @@ export async function joinNode(founder: TestNode, options: NodeOptions = {}): Pr
 /** The same node stopped and started again on its data directory (a new port; members' clients must follow). */
 export async function restartNode(node: TestNode, options: NodeOptions = {}): Promise<TestNode> {
   await node.stop();
+  return serveAgain(node, options);
+}
+
+/** A node stopped before (node.stop()) serving again on its data directory, on a new port. */
+export function serveAgain(node: TestNode, options: NodeOptions = {}): Promise<TestNode> {
   return serveNode(node.data, { adminId: node.admin.id, adminKeyFile: node.admin.keyFile }, options);
 }
 

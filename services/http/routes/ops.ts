@@ -69,6 +69,8 @@ export async function opsRoutes(app: FastifyInstance, { vault, metrics, metricsA
         height: head?.height ?? null,
         // The consortium's other nodes: receipts of records they hold reach this node's readers forwarded.
         peers: vault.peers.ids,
+        // Node keys replaced (node.key receipts): verifiers follow them (anchor/trusted-keys.ts).
+        keyHistory: await vault.nodeKeyHistory(),
       };
     },
   );
