@@ -53,6 +53,10 @@ export const ERRORS = {
   LEDGER_REWRITTEN: { status: 409, message: 'the ledger no longer holds a block a checkpoint confirmed' },
   LEDGER_LOCKED: { status: 503, message: 'the ledger file is in use by another process' },
   DATA_IN_USE: { status: 503, message: 'the data directory is in use by another process (a node serving it)' },
+  NODE_KEY_RETIRED: {
+    status: 409,
+    message: "this node's key was handed over to another (node.key): it signs nothing (a keystore from before?)",
+  },
   LEDGER_UNAUTHORIZED: { status: 403, message: 'this node may not append to the ledger' },
   LEDGER_FULL: { status: 507, message: 'the ledger has reached its storage quota' },
 

@@ -267,11 +267,43 @@ export class Vault {
   static async open(deps: VaultDeps): Promise<Vault> {
     await checkLedgerHolds(deps);
     const vault = new Vault(deps);
+    try {
+      await vault.#refuseRetiredKey();
+    } catch (err) {
+      await vault.close();
+      throw err;
+    }
     await vault.settlePending();
     await vault.erasures.resume();
     if (deps.ownsStore) await vault.#collectGarbage();
     await vault.collectStrays();
     return vault;
+  }
+
+  /**
+   * NODE_KEY_RETIRED when the ledger says this node's key was handed over to another (node.key):
+   * a keystore restored from before `medvault node rotate-key` would sign blocks nobody takes.
+   * With the ledger unreachable, checked at the next read (logged).
+   */
+  async #refuseRetiredKey(): Promise<void> {
+    try {
+      await this.#index.catchUp();
+    } catch (err) {
+      if (!isMedvaultError(err, 'LEDGER_UNAVAILABLE')) throw err;
+      logger.warn(
+        { code: err.code },
+        'the ledger could not be read at start-up: whether the node key is current is not known',
+      );
+      return;
+    }
+    const handedOver = this.#c.m.nodeKeyHistory().find((k) => k.node === this.nodeId);
+    if (handedOver) {
+      fail(
+        'NODE_KEY_RETIRED',
+        `node key ${this.nodeId} was handed over to ${handedOver.successor} in block ${handedOver.height}: ` +
+          'restore the keystore from after that rotation',
+      );
+    }
   }
 
   get nodeId(): string {

@@ -3,16 +3,17 @@
  * real node over HTTP: refused while the node serves; after it, blocks are signed by the new
  * key, the node is known by its new id, and receipts from either side of the hand-over verify
  * against either id, through the key history the node names: in the SDK, `medvault verify
- * --keys`, `medvault ledger verify --trust` and the Python verifier. A rotation SIGKILLed
- * before or after its anchor is finished by the node's next start, anchored exactly once.
+ * --keys`, `medvault ledger verify --trust` and the Python verifier. A keystore from before
+ * the rotation is refused at start; a rotation SIGKILLed before or after its anchor is
+ * finished by the node's next start, anchored exactly once.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
-import { rotateNodeKey } from '../../services/vault/node.ts';
+import { openNode, rotateNodeKey } from '../../services/vault/node.ts';
 import { bytes, ROOT, runCli, tempDir } from '../helpers.ts';
 import { serveAgain, startNode, type TestMember, type TestNode, treatment } from './vault-fixture.ts';
 
@@ -97,6 +98,22 @@ describe('a node replacing its own key', () => {
       }).status;
     expect(python('--trust', old)).toBe(1);
     expect(python('--trust', old, '--keys', nodeFile)).toBe(0);
+  }, 60_000);
+
+  it('refuses to start with a keystore from before a rotation: the old key signs nothing', async () => {
+    const keystore = join(node.data, 'keystore.sealed');
+    const saved = readFileSync(keystore);
+    await node.stop();
+    const rotated = await rotateNodeKey(node.data);
+    const current = readFileSync(keystore);
+    writeFileSync(keystore, saved); // as a restore of an older backup would
+    await expect(openNode(node.data)).rejects.toMatchObject({
+      code: 'NODE_KEY_RETIRED',
+      message: expect.stringContaining(`handed over to ${rotated.node}`),
+    });
+    writeFileSync(keystore, current);
+    node = await serveAgain(node);
+    expect(node.vault.nodeId).toBe(rotated.node);
   }, 60_000);
 
   for (const point of ['node-key.prepared', 'node-key.anchored'] as const) {
