@@ -27,8 +27,9 @@
  * node.left only from the node itself; a node.removal is a joined node's
  * vote against another joined node, which is removed once more than half of
  * the other joined nodes voted (each vote counted once; a node invited again
- * starts with none). A ledger writer outside the consortium cannot make
- * itself anybody's peer, nor put a node out.
+ * starts with none; counted again when a joined node leaves or is removed,
+ * as the others are then fewer). A ledger writer outside the consortium
+ * cannot make itself anybody's peer, nor put a node out.
  *
  * A node that replaces its key (node.key, in a block its old key signs, the
  * new key's acceptance checked: anchor/trusted-keys.ts) is known by its new
@@ -143,9 +144,11 @@ export class ConsortiumIndex {
           const vote = event.type === 'node.removal' ? countVote(event, signer, nodes, votes) : null;
           if (vote) found.push({ kind: 'vote', node: event.node as string, voter: signer, at: event.at });
           const node = vote ? vote.removed : nodeChange(event, signer, nodes, await founderId());
-          if (node) {
-            nodes.set(node.id, node);
-            found.push({ kind: 'node', node });
+          // A node no longer joined is one voter fewer: votes already cast may now be enough.
+          const changed = node ? [node, ...(node.state === 'joined' ? [] : recount(nodes, votes, node, event.at))] : [];
+          for (const row of changed) {
+            nodes.set(row.id, row);
+            found.push({ kind: 'node', node: row });
             nodesChanged = true;
           }
           // A node invited again (after it was removed) starts with no votes against it.
@@ -271,9 +274,39 @@ function countVote(
   if (nodes.get(signer)?.state !== 'joined' || signer === id || row?.state !== 'joined') return null;
   const voters = votes.get(id) ?? new Set<string>();
   votes.set(id, voters.add(signer));
-  const others = [...nodes.values()].filter((n) => n.state === 'joined' && n.id !== id);
-  const count = others.filter((n) => voters.has(n.id)).length;
-  return { removed: count >= votesNeeded(others.length) ? { ...row, state: 'removed', since: event.at } : null };
+  return { removed: voted(row, voters, nodes) ? { ...row, state: 'removed', since: event.at } : null };
+}
+
+/** True when more than half of the joined nodes other than `row`'s are among `voters`. */
+function voted(row: ConsortiumNodeRow, voters: ReadonlySet<string>, nodes: ReadonlyMap<string, ConsortiumNodeRow>) {
+  const others = [...nodes.values()].filter((n) => n.state === 'joined' && n.id !== row.id);
+  return others.filter((n) => voters.has(n.id)).length >= votesNeeded(others.length);
+}
+
+/**
+ * The joined nodes removed because `gone` (its new row) is no longer joined: the votes against
+ * them now reach the quorum of the fewer others (and so on, as each removal makes one fewer).
+ */
+function recount(
+  nodes: ReadonlyMap<string, ConsortiumNodeRow>,
+  votes: ReadonlyMap<string, ReadonlySet<string>>,
+  gone: ConsortiumNodeRow,
+  at: number,
+): ConsortiumNodeRow[] {
+  const now = new Map(nodes).set(gone.id, gone);
+  const removed: ConsortiumNodeRow[] = [];
+  for (let more = true; more; ) {
+    more = false;
+    for (const [id, voters] of votes) {
+      const row = now.get(id);
+      if (row?.state !== 'joined' || !voted(row, voters, now)) continue;
+      const out = { ...row, state: 'removed' as const, since: at };
+      now.set(id, out);
+      removed.push(out);
+      more = true;
+    }
+  }
+  return removed;
 }
 
 /** The votes that remove a node: more than half of the `others` joined nodes. */

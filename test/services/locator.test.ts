@@ -306,7 +306,7 @@ describe('consortium index: the nodes, by a chain of trust from block 0', () => 
     }
   });
 
-  it('removes a node once more than half of the other joined nodes voted, each once, in their own blocks', async () => {
+  it('removes a node once more than half of the other joined nodes voted, each once, in their own blocks, counted again as nodes leave', async () => {
     const { own, metadata, add } = await directory('medvault-votes-');
     const [founder, b, c, d, outsider] = Array.from({ length: 5 }, () => SigningKey.generate()) as [
       SigningKey,
@@ -354,6 +354,15 @@ describe('consortium index: the nodes, by a chain of trust from block 0', () => 
       await add([vote(d)], c);
       await read();
       expect(state()[d.id]).toBe('joined');
+      // Fewer others, the same votes: B leaves (C's vote is 1 of the 2 needed of the founder and
+      // C), then the founder does: C's vote is all it takes of C alone, counted without a new vote.
+      const left = (node: SigningKey) => ({ type: 'node.left', at: Date.now(), node: node.id }) as LedgerEvent;
+      await add([left(b)], b);
+      await read();
+      expect(state()).toMatchObject({ [b.id]: 'left', [d.id]: 'joined' });
+      await add([left(founder)], founder);
+      await read();
+      expect(state()).toMatchObject({ [founder.id]: 'left', [c.id]: 'joined', [d.id]: 'removed' });
     } finally {
       metadata.close();
       await own.close();
