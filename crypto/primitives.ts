@@ -1,6 +1,12 @@
 /**
  * The primitives of age v1, all through node:crypto (OpenSSL): HKDF-SHA-256,
  * HMAC-SHA-256, single-shot ChaCha20-Poly1305 for key wrapping, and X25519.
+ *
+ * Secret keys reach node:crypto as key objects (`secretKey`): given raw bytes,
+ * createHmac, createCipheriv and hkdfSync first ask whether they are a
+ * KeyObject or a CryptoKey, which costs more than the work itself on a small
+ * input (Node 24 here: HMAC 12.7 µs with bytes, 2.3 µs with a key object made
+ * in 1.7 µs; a cipher 13.4 against 1.7 µs; HKDF 11.3 against 5.4 µs).
  */
 import {
   createCipheriv,
@@ -8,6 +14,7 @@ import {
   createHmac,
   createPrivateKey,
   createPublicKey,
+  createSecretKey,
   diffieHellman,
   generateKeyPairSync,
   hkdfSync,
@@ -15,6 +22,7 @@ import {
   randomBytes,
   timingSafeEqual,
 } from 'node:crypto';
+import { check } from '../errors.ts';
 
 export const FILE_KEY_LENGTH = 16;
 export const TAG_LENGTH = 16;
@@ -28,11 +36,16 @@ export function random(length: number): Uint8Array {
 
 /** HKDF-SHA-256 with 32 bytes of output, as every age derivation uses (age's labels are text). */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array | null, info: string | Uint8Array): Uint8Array {
-  return new Uint8Array(hkdfSync('sha256', ikm, salt ?? EMPTY, info, 32));
+  return new Uint8Array(hkdfSync('sha256', secretKey(ikm), salt ?? EMPTY, info, 32));
 }
 
 export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHmac('sha256', key).update(data).digest());
+  return new Uint8Array(createHmac('sha256', secretKey(key)).update(data).digest());
+}
+
+/** `key` as a secret key object (module comment: the cheap way into node:crypto). */
+export function secretKey(key: Uint8Array | KeyObject): KeyObject {
+  return key instanceof Uint8Array ? createSecretKey(key) : key;
 }
 
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -46,7 +59,7 @@ export function aeadSeal(
   nonce: Uint8Array = ZERO_NONCE,
   aad?: Uint8Array,
 ): Uint8Array {
-  const cipher = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
+  const cipher = createCipheriv('chacha20-poly1305', secretKey(key), nonce, { authTagLength: TAG_LENGTH });
   if (aad && aad.length > 0) cipher.setAAD(aad, { plaintextLength: plaintext.length });
   const head = cipher.update(plaintext);
   cipher.final();
@@ -65,7 +78,7 @@ export function aeadOpen(
 ): Buffer | null {
   if (sealed.length < TAG_LENGTH) return null;
   const cut = sealed.length - TAG_LENGTH;
-  const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_LENGTH });
+  const decipher = createDecipheriv('chacha20-poly1305', secretKey(key), nonce, { authTagLength: TAG_LENGTH });
   decipher.setAuthTag(sealed.subarray(cut));
   if (aad && aad.length > 0) decipher.setAAD(aad, { plaintextLength: cut });
   const plain = decipher.update(sealed.subarray(0, cut));
@@ -77,17 +90,19 @@ export function aeadOpen(
   return plain;
 }
 
-// DER prefixes of an X25519 private key (PKCS#8) and public key (SPKI), so raw
-// 32-byte keys can be handed to OpenSSL.
+// The DER prefix of an X25519 private key (PKCS#8), so a raw
+// 32-byte secret can be handed to OpenSSL.
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
 
 export function x25519PrivateKey(secret: Uint8Array): KeyObject {
   return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, secret]), format: 'der', type: 'pkcs8' });
 }
 
 export function x25519PublicKeyObject(publicKey: Uint8Array): KeyObject {
-  return createPublicKey({ key: Buffer.concat([SPKI_X25519, publicKey]), format: 'der', type: 'spki' });
+  check(publicKey.length === 32, 'KEY_INVALID', 'an X25519 public key is 32 bytes');
+  // As a JWK: 20 µs here against 32 µs for the same key as DER (an ephemeral share in every stanza).
+  const x = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 }
 
 /** The raw 32-byte public key of an X25519 key object (private or public). */
