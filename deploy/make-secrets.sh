@@ -4,8 +4,9 @@
 # files are kept, so running it again changes nothing.
 #
 #   DIR/deploy/certs/ca.pem, ca-key.pem    a private CA for the consortium's hops
-#   DIR/deploy/certs/NAME.pem, NAME-key.pem   a certificate per etcd member, MinIO
-#                                          and node (server and client use)
+#   DIR/deploy/certs/NAME.pem, NAME-key.pem   a certificate per etcd member, MinIO,
+#                                          node (server and client use) and kubo TLS
+#                                          proxy (also NAME.bundle.pem: both in one)
 #   DIR/deploy/swarm.key                   the private IPFS swarm's key
 #   DIR/deploy/NODE.passphrase             each node's keystore passphrase
 #   DIR/.env                               MinIO's root credentials and one S3
@@ -37,6 +38,12 @@ issue() {
   rm -f "$certs/$name.csr" "$certs/$name.ext"
 }
 for name in etcd1 etcd2 etcd3 minio hospital-a insurer lab; do issue "$name"; done
+# The TLS proxy in front of each kubo's RPC API (deploy/kubo-tls.cfg) takes its certificate
+# and key in one file.
+for org in hospital-a insurer lab; do
+  issue "kubo-$org-tls"
+  cat "$certs/kubo-$org-tls.pem" "$certs/kubo-$org-tls-key.pem" > "$certs/kubo-$org-tls.bundle.pem"
+done
 # The containers run as their own users: certificates and keys readable by them.
 chmod 644 "$certs"/*.pem
 chmod 600 "$certs/ca-key.pem"

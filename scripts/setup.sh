@@ -11,8 +11,9 @@ NODE_PACKAGE_VERSION=24.21.0
 # softhsm2: the PKCS#11 token the tests use; strace: the durability test watches syncs with it;
 # g++ make python3: node-gyp builds pkcs11js; openssl: the TLS tests make their certificates with it;
 # chromium: the web console's tests drive it with playwright-core (nothing is downloaded);
-# python3-cryptography: the independent verifier (verifier/medvault_verify.py) checks Ed25519 with it.
-APT_PACKAGES=(age time etcd-server etcd-client softhsm2 strace g++ make python3 openssl chromium python3-cryptography)
+# python3-cryptography: the independent verifier (verifier/medvault_verify.py) checks Ed25519 with it;
+# haproxy: the TLS proxy in front of the IPFS node's RPC API (deploy/kubo-tls.cfg, as docker-compose.yml runs it).
+APT_PACKAGES=(age time etcd-server etcd-client softhsm2 strace g++ make python3 openssl chromium python3-cryptography haproxy)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
