@@ -5,6 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { bech32 } from '@scure/base';
+import { LRUCache } from 'lru-cache';
 import { check, fail } from '../errors.ts';
 import { decodeUnpaddedExact, encodeUnpadded } from './base64.ts';
 import type { Identity, Recipient, Stanza } from './header.ts';
@@ -50,6 +51,27 @@ function wrapKey(shared: Uint8Array, share: Uint8Array, recipient: Uint8Array): 
   return hkdf(shared, Buffer.concat([share, recipient]), INFO);
 }
 
+/**
+ * Recipients' key objects by public key: a reader is encrypted to again and again, each time
+ * from a recipient parsed anew (an SDK upload, a header rewrap), and making the object costs
+ * more than the agreement itself. Public keys only: nothing secret is kept.
+ */
+const POINTS = new LRUCache<string, KeyObject>({ max: 4096 });
+
+function recipientPoint(publicKey: Uint8Array): KeyObject {
+  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.length).toString('hex');
+  let point = POINTS.get(id);
+  if (!point) {
+    try {
+      point = x25519PublicKeyObject(publicKey);
+    } catch {
+      return fail('KEY_INVALID', 'recipient is not an X25519 point');
+    }
+    POINTS.set(id, point);
+  }
+  return point;
+}
+
 export class X25519Recipient implements Recipient {
   readonly publicKey: Uint8Array;
   /** The key as OpenSSL's object, made at the first wrap and used for every later one. */
@@ -70,13 +92,7 @@ export class X25519Recipient implements Recipient {
 
   wrapFileKey(fileKey: Uint8Array): Stanza[] {
     const { privateKey: ephemeral, share } = x25519Ephemeral();
-    if (!this.#point) {
-      try {
-        this.#point = x25519PublicKeyObject(this.publicKey);
-      } catch {
-        fail('KEY_INVALID', 'recipient is not an X25519 point');
-      }
-    }
+    this.#point ??= recipientPoint(this.publicKey);
     const shared = x25519(ephemeral, this.#point);
     check(shared !== null, 'KEY_INVALID', 'recipient is a low-order point');
     const body = aeadSeal(wrapKey(shared, share, this.publicKey), fileKey);
