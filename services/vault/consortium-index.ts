@@ -124,19 +124,7 @@ export class ConsortiumIndex {
           const handOver = nodeKeyHandOver(block, event, nodes, retired);
           if (handOver) {
             retired.add(handOver.node);
-            const row = nodes.get(handOver.node);
-            if (row) {
-              nodes.delete(handOver.node);
-              const { signingKey, recipient } = handOver;
-              nodes.set(handOver.successor, { ...row, id: handOver.successor, signingKey, recipient });
-              nodesChanged = true;
-            }
-            for (const voters of votes.values()) if (voters.delete(handOver.node)) voters.add(handOver.successor);
-            const against = votes.get(handOver.node);
-            if (against) {
-              votes.set(handOver.successor, against);
-              votes.delete(handOver.node);
-            }
+            nodesChanged = renameNode(handOver, nodes, votes) || nodesChanged;
             found.push(handOver);
           }
         } else if (event.type.startsWith('node.') && bySigner()) {
@@ -184,6 +172,28 @@ function nodeKeyHandOver(
   if (!keys) return null;
   const receipt = makeReceipt(block, eventsTree(block.events), block.events.indexOf(event));
   return { kind: 'nodeKey', ...link, ...keys, receipt };
+}
+
+/**
+ * The node that handed its key over known by its new id in what this read holds so far (the
+ * metadata store renames it when the finding is applied); true when it was a node of the consortium.
+ */
+function renameNode(
+  { node, successor, signingKey, recipient }: Extract<LedgerFinding, { kind: 'nodeKey' }>,
+  nodes: Map<string, ConsortiumNodeRow>,
+  votes: Map<string, Set<string>>,
+): boolean {
+  for (const voters of votes.values()) if (voters.delete(node)) voters.add(successor);
+  const against = votes.get(node);
+  if (against) {
+    votes.set(successor, against);
+    votes.delete(node);
+  }
+  const row = nodes.get(node);
+  if (!row) return false;
+  nodes.delete(node);
+  nodes.set(successor, { ...row, id: successor, signingKey, recipient });
+  return true;
 }
 
 /** The reader a node published in member.added, as a member row here; null when the event publishes none. */

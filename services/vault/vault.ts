@@ -283,7 +283,8 @@ export class Vault {
   /**
    * NODE_KEY_RETIRED when the ledger says this node's key was handed over to another (node.key):
    * a keystore restored from before `medvault node rotate-key` would sign blocks nobody takes.
-   * With the ledger unreachable, checked at the next read (logged).
+   * With the ledger unreachable at start-up the node starts unchecked (logged); its next start
+   * checks again.
    */
   async #refuseRetiredKey(): Promise<void> {
     try {
