@@ -159,3 +159,45 @@ describe('the layering of the sources', () => {
     }
   });
 });
+
+/**
+ * What loading a module loads at once: its static value imports (not `import type`, not
+ * `import()`), relative ones followed, packages named, over the whole closure.
+ */
+function eagerClosure(entry: string, read: (file: string) => string): { files: string[]; packages: string[] } {
+  const statement = /^import\s+(?!type\s)(?:[^'";]*?\sfrom\s*)?['"]([^'"]+)['"]/gm;
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const m of read(file).matchAll(statement)) {
+      const spec = m[1] as string;
+      if (spec.startsWith('.')) visit(normalize(join(dirname(file), spec)));
+      else if (!spec.startsWith('node:')) packages.add(spec.startsWith('@') ? spec : (spec.split('/')[0] as string));
+    }
+  };
+  visit(entry);
+  return { files: [...seen].sort(), packages: [...packages].sort() };
+}
+
+describe("the CLI's start-up", () => {
+  const read = (f: string) => readFileSync(join(ROOT, f), 'utf8');
+
+  it('loads no ledger, schema, etcd, HTTP or logging module before a command asks for one (encrypt and decrypt start in tens of ms)', () => {
+    const { files: loaded, packages } = eagerClosure('services/cli/main.ts', read);
+    expect(loaded).toContain('crypto/age.ts'); // the closure is followed at all
+    expect(loaded.filter((f) => f.startsWith('anchor/') || f.startsWith('services/vault/') || f === 'log.ts')).toEqual(
+      [],
+    );
+    expect(packages).toEqual(['@scure/base', 'commander', 'lru-cache']); // bech32, arguments, key-object caches
+  });
+
+  it('the check sees a heavy module imported eagerly', () => {
+    const planted = (f: string) =>
+      f === 'services/cli/io.ts' ? `import { openLedger } from '../../anchor/open.ts';\n${read(f)}` : read(f);
+    const { files: loaded, packages } = eagerClosure('services/cli/main.ts', planted);
+    expect(loaded).toContain('anchor/etcd-ledger.ts');
+    expect(packages).toContain('etcd3');
+  });
+});

@@ -9,7 +9,6 @@ import { rm, stat, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { check, fail } from '../../errors.ts';
 import { ROLES, type Role } from '../../formats.ts';
-import { logger } from '../../log.ts';
 // The SDK, the server and the node are imported when a command needs them, so
 // the age commands (encrypt, decrypt) start as fast as they did without them.
 import type { JoinRequest, Receipt, RecordFilters, RecordSummary, VaultClient } from '../sdk/client.ts';
@@ -280,6 +279,7 @@ export function addVaultCommands(program: Command): void {
     .option('--url <url>', 'the URL the other nodes reach this one at, if it changed (announced on the ledger)')
     .action(async (opts: { data: string; port?: string; host?: string; url?: string }) => {
       const { openNode, readConfig } = await import('../vault/node.ts');
+      const { logger } = await import('../../log.ts');
       const { buildServer } = await import('../http/server.ts');
       const config = await readConfig(opts.data);
       const vault = await openNode(opts.data);
