@@ -30,9 +30,18 @@ const SYNC_EVERY = 32 * 1024 * 1024;
 export class FsBlobStore implements BlobStore {
   readonly kind = 'fs';
   readonly #root: string;
+  readonly #blobs: string;
+  /**
+   * Shard directories whose entry in their parent this process has made durable (or is making):
+   * a blob renamed into a directory created a moment ago would be lost with it in a crash
+   * unless the parent is synced too. Each is created and synced once per process, so a put into
+   * an existing shard costs no mkdir.
+   */
+  readonly #shards = new Map<string, Promise<void>>();
 
   private constructor(root: string) {
     this.#root = root;
+    this.#blobs = join(root, 'blobs');
   }
 
   /** Opens (creating) a store in `root`, deleting temporaries a crash left behind. */
@@ -40,12 +49,47 @@ export class FsBlobStore implements BlobStore {
     await mkdir(join(root, 'blobs'), { recursive: true });
     await rm(join(root, 'tmp'), { recursive: true, force: true });
     await mkdir(join(root, 'tmp'), { recursive: true });
+    await fsyncDirectory(root); // the entries of blobs/ and tmp/
     return new FsBlobStore(root);
+  }
+
+  /** Creates the shard directory `dir` (and its parent shard) if missing, durably, once per process. */
+  #shard(dir: string): Promise<void> {
+    let made = this.#shards.get(dir);
+    if (!made) {
+      made = (async () => {
+        const parent = dirname(dir);
+        if (parent !== this.#blobs) await this.#shard(parent);
+        await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'EEXIST') throw err;
+        });
+        await fsyncDirectory(parent);
+      })();
+      this.#shards.set(dir, made);
+      made.catch(() => this.#shards.delete(dir)); // the next put tries again
+    }
+    return made;
+  }
+
+  /** Renames the finished temporary to `path`, its shard directory made first if missing. */
+  async #place(temp: string, path: string): Promise<void> {
+    const dir = dirname(path);
+    await this.#shard(dir);
+    try {
+      await rename(temp, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // The shard was removed behind this process's back: make it again.
+      this.#shards.delete(dir);
+      this.#shards.delete(dirname(dir));
+      await this.#shard(dir);
+      await rename(temp, path);
+    }
   }
 
   #path(ref: string): string {
     check(SHA256_REF.test(ref), 'STORE_BAD_REF', 'an fs blob ref is a SHA-256 in lower-case hex');
-    return join(this.#root, 'blobs', ref.slice(0, 2), ref.slice(2, 4), ref);
+    return join(this.#blobs, ref.slice(0, 2), ref.slice(2, 4), ref);
   }
 
   async put(source: AsyncIterable<Uint8Array>): Promise<PutResult> {
@@ -132,8 +176,7 @@ export class FsBlobStore implements BlobStore {
         await unlink(temp);
         return { ref, size, sha256: ref };
       }
-      await mkdir(dirname(path), { recursive: true });
-      await rename(temp, path);
+      await this.#place(temp, path);
       await fsyncDirectory(dirname(path));
       return { ref, size, sha256: ref };
     } catch (err) {
@@ -194,7 +237,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async *list(): AsyncIterable<string> {
-    const blobs = join(this.#root, 'blobs');
+    const blobs = this.#blobs;
     for (const a of (await readdir(blobs)).sort()) {
       for (const b of (await readdir(join(blobs, a))).sort()) {
         for (const ref of (await readdir(join(blobs, a, b))).sort()) if (SHA256_REF.test(ref)) yield ref;

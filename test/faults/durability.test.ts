@@ -5,11 +5,12 @@
  * the file it touched; each acknowledgement is a write to stdout. For each:
  * the data's last write is followed by a sync of that very file before the
  * acknowledgement, and a file renamed into place has its directory synced
- * after the rename and before the acknowledgement. Removing any of those
+ * after the rename and before the acknowledgement, and a directory made for it
+ * has its own entry synced into its parent. Removing any of those
  * syncs fails this test (checked by doing it).
  */
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, tempDir } from '../helpers.ts';
 import { type Call, isSync, isWrite, readCalls, straceFlags } from './strace.ts';
@@ -67,6 +68,24 @@ describe('durability: synced before acknowledged', () => {
       () => join(dir, 'blobs', 'blobs', ref.slice(0, 2), ref.slice(2, 4)),
       ack,
     );
+  });
+
+  it('the fs store: each shard directory a put creates has its entry synced into its parent before the put resolves', () => {
+    const ack = ackAt('blob');
+    const made = calls
+      .slice(0, ack)
+      .map((c, i) => ({ c, i }))
+      .filter(({ c }) => /^mkdir(at)?$/.test(c.call) && / = 0$/.test(c.text) && c.text.includes('/blobs/blobs/'));
+    // A fresh store: the blob's two shard levels (blobs/aa, blobs/aa/bb) are made by this put.
+    expect(made.length).toBe(2);
+    for (const { c, i } of made) {
+      const created = /"([^"]+)"/.exec(c.text)?.[1] as string;
+      const sync = calls.slice(i + 1, ack).find((s) => isSync(s) && s.path === dirname(created));
+      expect(
+        sync,
+        `a sync of ${dirname(created)} after ${created} was made and before the acknowledgement`,
+      ).toBeDefined();
+    }
   });
 
   it('the keystore: the sealed file is synced, renamed over the old one and its directory synced before the change resolves', () => {

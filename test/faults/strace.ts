@@ -13,7 +13,7 @@ export interface Call {
 }
 
 /** The syscalls the ordering tests look at. */
-export const TRACED = 'trace=write,pwrite64,writev,pwritev,fsync,fdatasync,rename,renameat,renameat2';
+export const TRACED = 'trace=write,pwrite64,writev,pwritev,fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat';
 
 /** strace's flags for a log `readCalls` can read: threads followed, fds named, quiet, strings up to `size` bytes. */
 export function straceFlags(log: string, size = 128): string[] {

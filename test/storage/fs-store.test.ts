@@ -1,6 +1,6 @@
 /** The embedded fs blob store: the shared contract, crash leftovers, proof of deletion on disk. */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsBlobStore } from '../../storage/fs-store.ts';
@@ -41,6 +41,24 @@ describe('fs blob store on disk', () => {
     expect(hashes).not.toContain(ref);
     expect(filesUnder(dir).some((f) => f.endsWith(ref))).toBe(false);
     expect(hashes).toHaveLength(1); // the other blob stays
+  });
+
+  it('a shard directory removed behind the running store is made again by the next put into it', async () => {
+    const dir = join(root, 'shard-gone');
+    const store = await FsBlobStore.open(dir);
+    const data = bytes(4096, 7);
+    const put = () =>
+      store.put(
+        (async function* () {
+          yield data;
+        })(),
+      );
+    const { ref } = await put();
+    rmSync(join(dir, 'blobs', ref.slice(0, 2)), { recursive: true }); // an operator's cleanup, say
+    expect(await store.has(ref)).toBe(false);
+    expect((await put()).ref).toBe(ref);
+    expect(readFileSync(join(dir, 'blobs', ref.slice(0, 2), ref.slice(2, 4), ref))).toEqual(Buffer.from(data));
+    expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
   });
 });
 
