@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
-import type { Recipient } from '../crypto/header.ts';
+import { type Recipient, serializeHeader } from '../crypto/header.ts';
 import { checkPayloadSample, type PayloadSample } from '../crypto/stream.ts';
 import type { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
@@ -110,12 +110,19 @@ export function upgradeDestroyed(list: DestroyedList): boolean {
   return true;
 }
 
-/** `rewrap` for a backend that holds the custodian identity for the call: same file key, new readers. */
+/**
+ * `rewrap` for a backend that holds the custodian identity for the call: same file key, new
+ * readers. A header whose only stanza the custodian key opens (what the SDK uploads) keeps that
+ * stanza as it is, so only the readers are wrapped; any other gets a new custodian stanza.
+ */
 export function rewrapWith(custodian: X25519Identity, header: Uint8Array, readers: readonly Recipient[]): Uint8Array {
-  const { fileKey } = openHeader(header, [custodian]);
-  const out = buildHeader(fileKey, [...readers, custodian.recipient]).bytes;
-  fileKey.fill(0);
-  return out;
+  const { header: opened, fileKey } = openHeader(header, [custodian]);
+  try {
+    const own = opened.stanzas.length === 1 ? opened.stanzas : custodian.recipient.wrapFileKey(fileKey);
+    return serializeHeader([...readers.flatMap((r) => r.wrapFileKey(fileKey)), ...own], fileKey).bytes;
+  } finally {
+    fileKey.fill(0);
+  }
 }
 
 /** `checkPayload` for a backend that holds the custodian identity for the call. */

@@ -1,6 +1,6 @@
 /**
- * Upload (uploader): the file is encrypted in this page (age, to the chosen readers, this
- * member and the subject's custodian key) as it is read, its SHA-256 taken as it goes; the
+ * Upload (uploader): the file is encrypted in this page (age, to the subject's custodian key;
+ * the node's KMS wraps it to the chosen readers and this member) as it is read, its SHA-256 taken as it goes; the
  * ciphertext is then sent with that hash signed. The node never sees the plaintext.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -101,17 +101,15 @@ interface UploadRequest {
 async function upload(api: Api, file: File, request: UploadRequest): Promise<{ record: RecordView; receipt: Receipt }> {
   const ids = [...new Set([...request.readers, api.me?.id as string])];
   const members = await api.refreshMembers();
-  const recipients = ids.map((id) => {
-    const m = members.find((x) => x.id === id && x.removedAt === null);
-    if (!m) throw new MedvaultError('MEMBER_NOT_FOUND', id);
-    return X25519Recipient.parse(m.recipient);
-  });
+  for (const id of ids) {
+    if (!members.some((x) => x.id === id && x.removedAt === null)) throw new MedvaultError('MEMBER_NOT_FOUND', id);
+  }
   const custodian = await api.json<{ recipient: string }>('GET', `/v1/subjects/${request.subject}/custodian`);
-  recipients.push(X25519Recipient.parse(custodian.recipient));
 
-  // Encrypting: the first half of the bar.
+  // Encrypting: the first half of the bar. To the custodian alone, as the SDK does: the node's
+  // KMS wraps the file key to each reader (it never keeps a reader stanza it cannot check).
   request.progress.max = file.size * 2 || 1;
-  const core = new AgeEncryptor(recipients);
+  const core = new AgeEncryptor([X25519Recipient.parse(custodian.recipient)]);
   const hash = sha256.create();
   const parts: Uint8Array[] = [];
   const keep = (out: Uint8Array[]) => {

@@ -327,8 +327,8 @@ export class VaultClient {
   }
 
   /**
-   * Encrypts `source` here, to its readers and the subject's custodian, and
-   * streams the ciphertext to the node. Resolves with the record and the
+   * Encrypts `source` here, to the subject's custodian (the node's KMS wraps its key to the
+   * readers), and streams the ciphertext to the node. Resolves with the record and the
    * verified receipt of record.created.
    */
   async upload(
@@ -339,21 +339,17 @@ export class VaultClient {
     const known = (rows: MemberRow[]) => ids.every((id) => rows.some((m) => m.id === id && m.removedAt === null));
     let members = await this.#directory();
     if (!known(members)) members = await this.#directory(true); // a reader published since the last look
-    const recipients = ids.map((id) => {
-      const m = members.find((x) => x.id === id && x.removedAt === null);
-      if (!m) fail('MEMBER_NOT_FOUND', id);
-      return X25519Recipient.parse(m.recipient);
-    });
+    for (const id of ids) if (!members.some((x) => x.id === id && x.removedAt === null)) fail('MEMBER_NOT_FOUND', id);
     let custodian = this.#custodians.get(options.subject);
     if (!custodian) {
       custodian = await this.custodian(options.subject);
       this.#custodians.set(options.subject, custodian);
     }
-    // The custodian's stanza first: the node opens the header with that key (twice per upload),
-    // trying stanzas in order, and age's stanzas carry no key id to skip the others by.
-    recipients.unshift(X25519Recipient.parse(custodian.recipient));
+    // Encrypted to the custodian alone: the node's KMS opens the header with that key and wraps
+    // the file key to each reader itself (it cannot check a stanza the client made for a reader,
+    // so it never keeps one), keeping this stanza as it is.
     const sealed = coreReadable(
-      new AgeEncryptor(recipients),
+      new AgeEncryptor([X25519Recipient.parse(custodian.recipient)]),
       source instanceof Readable
         ? { stream: source }
         : source instanceof Uint8Array

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { coreTransform, decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
+import { parseHeader } from '../../crypto/header.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { bytes } from '../helpers.ts';
@@ -47,6 +48,30 @@ export function kmsConformance(name: string, open: () => Promise<Kms>, reopen: (
       }
       const dropped = await kms.rewrap(s, rewrapped, [first.recipient]);
       expect(() => decrypt([second], Buffer.concat([dropped, payload]))).toThrow(/no identity/);
+    });
+
+    it("rewrap keeps a header's only stanza, the custodian's, as it is and never a stanza the client made for someone else", async () => {
+      const kms = await open();
+      const s = newSubject();
+      const { recipient } = await kms.custodian(s);
+      const reader = X25519Identity.generate();
+      const outsider = X25519Identity.generate();
+      const document = bytes(70_000, 13);
+      const stanzas = (header: Uint8Array) => parseHeader(header).stanzas.map((z) => `${z.type} ${z.args} ${z.body}`);
+
+      // What the SDK uploads: the custodian alone. Its stanza is kept; the reader's is the KMS's.
+      const alone = splitAgeFile(encrypt([recipient], document));
+      const kept = await kms.rewrap(s, alone.header, [reader.recipient]);
+      expect(stanzas(kept)).toHaveLength(2);
+      expect(stanzas(kept)[1]).toBe(stanzas(alone.header)[0]);
+      expect(Buffer.from(decrypt([reader], Buffer.concat([kept, alone.payload])))).toEqual(Buffer.from(document));
+
+      // A header with a stanza for someone not granted: nothing of the client's is kept.
+      const more = splitAgeFile(encrypt([outsider.recipient, recipient], document));
+      const fresh = await kms.rewrap(s, more.header, [reader.recipient]);
+      expect(stanzas(fresh).filter((z) => stanzas(more.header).includes(z))).toEqual([]);
+      expect(() => decrypt([outsider], Buffer.concat([fresh, more.payload]))).toThrow(/no identity/);
+      expect(Buffer.from(decrypt([reader], Buffer.concat([fresh, more.payload])))).toEqual(Buffer.from(document));
     });
 
     it('a header without the custodian stanza is refused (AGE_NO_IDENTITY)', async () => {
