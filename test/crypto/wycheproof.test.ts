@@ -104,6 +104,18 @@ describe('X25519 (recipient stanzas)', () => {
     expect(zero).toBeGreaterThan(5); // the low-order points are really in the file
   });
 
+  it("making the points' key objects leaves the process's stack traces as they were", () => {
+    const limit = Error.stackTraceLimit;
+    try {
+      Error.stackTraceLimit = 17;
+      for (const v of all) attempt(() => x25519(x25519PrivateKey(hex(v.private)), hex(v.public)));
+      expect(Error.stackTraceLimit).toBe(17);
+      expect(new Error('here').stack?.split('\n').length).toBeGreaterThan(2);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  });
+
   it('the @noble reference agrees (and refuses the all-zero secret too)', () => {
     for (const v of all) {
       const shared = attempt(() => nobleX25519.getSharedSecret(hex(v.private), hex(v.public)));
