@@ -2,7 +2,7 @@
  * Durability helpers every layer uses (ledger, stores, keystore, CLI output).
  */
 import { randomBytes } from 'node:crypto';
-import { constants, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { constants, type FileHandle, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** fsyncs a directory, so a file created, renamed or removed in it survives a crash. */
@@ -13,6 +13,31 @@ export async function fsyncDirectory(path: string): Promise<void> {
   } finally {
     await dir.close();
   }
+}
+
+/**
+ * Writes `pieces` at the file's position with writev, again for what a short write left;
+ * resolves with the bytes written. `position` (optional) writes from that offset instead.
+ */
+export async function writevAll(handle: FileHandle, pieces: readonly Uint8Array[], position?: number): Promise<number> {
+  let total = 0;
+  for (const piece of pieces) total += piece.length;
+  let rest = pieces;
+  let at = position;
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest as Uint8Array[], at);
+    if (at !== undefined) at += bytesWritten;
+    const next: Uint8Array[] = [];
+    for (const piece of rest) {
+      if (bytesWritten >= piece.length) bytesWritten -= piece.length;
+      else {
+        next.push(bytesWritten > 0 ? piece.subarray(bytesWritten) : piece);
+        bytesWritten = 0;
+      }
+    }
+    rest = next;
+  }
+  return total;
 }
 
 /**

@@ -13,7 +13,7 @@ import { constants, type FileHandle, open, rename, stat, unlink } from 'node:fs/
 import { basename, dirname, join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import type { StreamCore } from '../../crypto/age.ts';
-import { fsyncDirectory } from '../../durable.ts';
+import { fsyncDirectory, writevAll } from '../../durable.ts';
 import { MedvaultError } from '../../errors.ts';
 
 const BLOCK_SIZE = 1024 * 1024;
@@ -66,7 +66,7 @@ class FileWriter {
     if (this.#inFlight.length >= MAX_WRITES_IN_FLIGHT) await this.#inFlight.shift();
     // Writes are appended in order: each starts after the previous resolves.
     const previous = this.#inFlight.at(-1) ?? Promise.resolve();
-    const write = previous.then(() => writeAll(this.#handle, pieces)).then((n) => this.#wrote(n));
+    const write = previous.then(() => writevAll(this.#handle, pieces)).then((n) => this.#wrote(n));
     write.catch(() => {}); // observed by the await in write() or close()
     this.#inFlight.push(write);
   }
@@ -92,25 +92,6 @@ class FileWriter {
     await Promise.allSettled([...this.#inFlight, this.#flushing]);
     await this.#handle.close();
   }
-}
-
-async function writeAll(handle: FileHandle, pieces: Buffer[]): Promise<number> {
-  let total = 0;
-  for (const piece of pieces) total += piece.length;
-  let rest = pieces;
-  while (rest.length > 0) {
-    let { bytesWritten } = await handle.writev(rest);
-    const next: Buffer[] = [];
-    for (const piece of rest) {
-      if (bytesWritten >= piece.length) bytesWritten -= piece.length;
-      else {
-        next.push(bytesWritten > 0 ? piece.subarray(bytesWritten) : piece);
-        bytesWritten = 0;
-      }
-    }
-    rest = next;
-  }
-  return total;
 }
 
 async function writeStream(stream: Writable, pieces: Buffer[]): Promise<void> {
