@@ -25,6 +25,9 @@ export interface EtcdTls {
   client: { cert: string; key: string };
 }
 
+/** A member's process ended while the cluster was starting (its log's last lines in the message). */
+class MemberExited extends Error {}
+
 export class EtcdCluster {
   readonly members: EtcdMember[];
   readonly #root: string;
@@ -49,6 +52,21 @@ export class EtcdCluster {
    * cluster's own health checks use.
    */
   static async start(size = 3, flags: string[] = [], tls?: EtcdTls): Promise<EtcdCluster> {
+    // A free port can be taken by another suite between our look and etcd's bind: a member
+    // that exits while the cluster starts is taken for that, and the cluster tried again.
+    for (let attempt = 1; ; attempt++) {
+      const cluster = await EtcdCluster.#startOnce(size, flags, tls);
+      try {
+        await cluster.waitHealthy();
+        return cluster;
+      } catch (err) {
+        await cluster.stop();
+        if (!(err instanceof MemberExited) || attempt === 3) throw err;
+      }
+    }
+  }
+
+  static async #startOnce(size: number, flags: string[], tls?: EtcdTls): Promise<EtcdCluster> {
     const root = mkdtempSync(join(tmpdir(), 'medvault-etcd-'));
     const members: EtcdMember[] = [];
     const tlsFlags = tls
@@ -73,7 +91,6 @@ export class EtcdCluster {
     }
     const cluster = new EtcdCluster(root, members, [...flags, ...tlsFlags], tls);
     for (const m of members) cluster.#spawn(m, 'new');
-    await cluster.waitHealthy();
     return cluster;
   }
 
@@ -114,25 +131,35 @@ export class EtcdCluster {
     });
   }
 
-  /** Waits until a write through the whole cluster succeeds. */
+  /**
+   * Waits until a write through the whole cluster succeeds (a new client each try: a client's
+   * circuit breaker, open after the first refusals, would keep refusing); throws MemberExited
+   * at once when a member's process is gone.
+   */
   async waitHealthy(timeoutMs = 30_000): Promise<void> {
-    const client = this.client();
     const giveUp = Date.now() + timeoutMs;
-    try {
-      for (;;) {
-        try {
-          await client
-            .put('medvault-test/health')
-            .value('ok')
-            .options({ deadline: Date.now() + 1000 });
-          return;
-        } catch (err) {
-          if (Date.now() > giveUp) throw new Error(`etcd cluster not healthy: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, 100));
-        }
+    for (;;) {
+      const gone = this.members.find((m) => m.process && m.process.exitCode !== null);
+      if (gone) {
+        const log = readFileSync(join(this.#root, `${gone.name}.log`), 'utf8')
+          .split('\n')
+          .slice(-5)
+          .join('\n');
+        throw new MemberExited(`etcd member ${gone.name} exited (${gone.process?.exitCode}) while starting:\n${log}`);
       }
-    } finally {
-      client.close();
+      const client = this.client();
+      try {
+        await client
+          .put('medvault-test/health')
+          .value('ok')
+          .options({ deadline: Date.now() + 1000 });
+        return;
+      } catch (err) {
+        if (Date.now() > giveUp) throw new Error(`etcd cluster not healthy: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      } finally {
+        client.close();
+      }
     }
   }
 
