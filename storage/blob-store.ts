@@ -33,7 +33,11 @@ export interface DeleteResult {
 
 export interface BlobStore {
   readonly kind: string;
-  /** Streams `source` into the store. Idempotent: the same bytes give the same ref. */
+  /**
+   * Streams `source` into the store. Idempotent: the same bytes give the same ref. A chunk is
+   * the store's once yielded: its producer must not reuse or change it (a socket's chunks, a
+   * cipher's output; the fs store keeps a small blob's chunks and writes them at the end).
+   */
   put(source: AsyncIterable<Uint8Array>): Promise<PutResult>;
   /** Streams a blob, or a range of it. Throws STORE_NOT_FOUND. */
   get(ref: string, range?: ByteRange): Promise<Readable>;

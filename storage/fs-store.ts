@@ -141,25 +141,26 @@ export class FsBlobStore implements BlobStore {
         filled = 0;
         await writing[turn]; // the other buffer's write must finish before it is refilled
       };
-      for await (const chunk of source) {
-        hash.update(chunk);
-        size += chunk.length;
-        if (!staging) {
-          if (size <= SMALL_BLOB) {
-            head.push(chunk);
-            continue;
-          }
-          // Outgrown: what was kept goes out in one writev, the rest through the staging buffers.
-          position = await writevAll(file, head, 0);
-          head = [];
-          staging = [Buffer.allocUnsafe(STAGING_SIZE), Buffer.allocUnsafe(STAGING_SIZE)];
-        }
+      const stage = async (chunk: Uint8Array, buffers: Buffer[]) => {
         for (let offset = 0; offset < chunk.length; ) {
           const n = Math.min(STAGING_SIZE - filled, chunk.length - offset);
-          (staging[turn] as Buffer).set(chunk.subarray(offset, offset + n), filled);
+          (buffers[turn] as Buffer).set(chunk.subarray(offset, offset + n), filled);
           filled += n;
           offset += n;
           if (filled === STAGING_SIZE) await flush();
+        }
+      };
+      for await (const chunk of source) {
+        hash.update(chunk);
+        size += chunk.length;
+        if (staging) await stage(chunk, staging);
+        else if (size <= SMALL_BLOB) head.push(chunk);
+        else {
+          // Outgrown: what was kept, then the rest, goes through the staging buffers.
+          staging = [Buffer.allocUnsafe(STAGING_SIZE), Buffer.allocUnsafe(STAGING_SIZE)];
+          for (const early of head) await stage(early, staging);
+          head = [];
+          await stage(chunk, staging);
         }
       }
       if (head.length > 0) await writevAll(file, head, 0);
