@@ -4,7 +4,7 @@
  * restart that finds uploads a crash interrupted.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, truncateSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -87,6 +87,24 @@ describe('grant expiry', () => {
     const header = splitAgeFile(await served(reader, record.id)).header;
     expect(parseHeader(header).stanzas).toHaveLength(3);
     expect(() => openHeader(header, [insurer.keys.identity])).toThrow(/no identity/);
+  });
+});
+
+describe('a stored blob that lost bytes', () => {
+  it('a small record is refused STORE_INTEGRITY, not sent short of its length', async () => {
+    const { record } = await hospital.client.upload(bytes(2000, 9), {
+      subject: SUBJECT,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string;
+    truncateSync(blob, record.size - 10); // a disk that lost its tail
+    const failed = await reader.client.fetch(record.id, { path: join(out, 'short.bin') }).then(
+      () => 'no error',
+      (e: { code?: string }) => e.code,
+    );
+    expect(failed).toBe('STORE_INTEGRITY');
   });
 });
 

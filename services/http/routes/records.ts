@@ -254,16 +254,32 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
   );
 }
 
+/** A record up to this size is read whole and sent as one buffer, without a stream per response. */
+const WHOLE_BODY = 64 * 1024;
+
 /** Sends an opened record: header then blob, with the access and content receipts in headers. */
-function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
+async function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
   const header = Buffer.from(opened.header);
+  const length = header.length + opened.record.size;
   reply
     .header('content-type', 'application/octet-stream')
-    .header('content-length', String(header.length + opened.record.size))
+    .header('content-length', String(length))
     .header('medvault-header-length', String(header.length))
     .header('medvault-receipt', Buffer.from(JSON.stringify(opened.receipt)).toString('base64'))
     .header('medvault-content-receipt', Buffer.from(JSON.stringify(opened.content)).toString('base64'));
   const blob = opened.blob;
+  if (opened.record.size <= WHOLE_BODY) {
+    const parts: Buffer[] = [header];
+    for await (const chunk of blob) parts.push(chunk as Buffer);
+    const body = Buffer.concat(parts);
+    if (body.length !== length)
+      fail(
+        'STORE_INTEGRITY',
+        `record ${opened.record.id}: ${body.length - header.length} bytes stored, ${opened.record.size} recorded`,
+      );
+    metrics.bytes.labels('out').inc(body.length);
+    return reply.send(body);
+  }
   const body = Readable.from(
     (async function* () {
       yield header;
