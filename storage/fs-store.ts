@@ -102,7 +102,7 @@ export class FsBlobStore implements BlobStore {
       throw storageFailureAs(err, `the blob store at ${this.#root}`);
     });
     // Slots 0 and 1: the staging buffers' writes; slot 2: the running datasync.
-    const writing: Array<Promise<void>> = [Promise.resolve(), Promise.resolve(), Promise.resolve()];
+    const writing: Array<Promise<unknown>> = [Promise.resolve(), Promise.resolve(), Promise.resolve()];
     try {
       // Chunks (64 KiB from a socket) are copied into two 1 MiB staging buffers: one fills while
       // the other is written, so the disk sees large writes and receiving overlaps writing.
@@ -116,18 +116,13 @@ export class FsBlobStore implements BlobStore {
       let turn = 0;
       let filled = 0;
       let position = 0;
-      // Positional writes: two may be in flight, and each must land at its own offset.
-      const writeAll = async (buffer: Buffer, length: number, at: number) => {
-        for (let written = 0; written < length; ) {
-          written += (await file.write(buffer, written, length - written, at + written)).bytesWritten;
-        }
-      };
       // Written data is flushed to the disk every 32 MiB while more arrives, so the final
       // fsync has little left to do instead of stalling on the whole blob at the end.
       let synced = 0;
       const flush = async () => {
         if (filled === 0 || !staging) return;
-        const written = writeAll(staging[turn] as Buffer, filled, position);
+        // Positional: two writes may be in flight, and each must land at its own offset.
+        const written = writevAll(file, [(staging[turn] as Buffer).subarray(0, filled)], position);
         written.catch(() => {}); // observed below, or by Promise.all at the end; never unhandled meanwhile
         writing[turn] = written;
         position += filled;
