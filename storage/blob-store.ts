@@ -7,8 +7,9 @@
  * files and objects, a CID for IPFS. Backends throw STORE_* errors (see
  * errors.ts): NOT_FOUND, UNAVAILABLE, TIMEOUT, AUTH, INTEGRITY, BAD_REF.
  */
-import type { Readable } from 'node:stream';
-import { check } from '../errors.ts';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { check, fail } from '../errors.ts';
 
 export interface PutResult {
   ref: string;
@@ -69,4 +70,40 @@ export function resolveRange(range: ByteRange | undefined, size: number): { star
     `range ${start}..${end} is outside a blob of ${size} bytes`,
   );
   return { start, end };
+}
+
+/**
+ * A blob whole, as one buffer, checked: STORE_INTEGRITY unless the store gives exactly `size`
+ * bytes hashing to `sha256` (hex). For small blobs, read before anything is said of them.
+ */
+export async function readChecked(store: BlobStore, ref: string, size: number, sha256: string): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of await store.get(ref)) parts.push(chunk);
+  const bytes = Buffer.concat(parts);
+  if (bytes.length !== size) fail('STORE_INTEGRITY', `blob ${ref}: ${bytes.length} bytes stored, ${size} recorded`);
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (actual !== sha256) fail('STORE_INTEGRITY', `blob ${ref} hashes to ${actual}, recorded ${sha256}`);
+  return bytes;
+}
+
+/**
+ * A blob as a stream that ends only after exactly `size` bytes: one the store gives shorter or
+ * longer fails STORE_INTEGRITY at that point (a reply then breaks off rather than waits for bytes
+ * its length promised). Its hash is the reader's to check.
+ */
+export async function readSized(store: BlobStore, ref: string, size: number): Promise<Readable> {
+  const blob = await store.get(ref);
+  async function* exactly() {
+    let seen = 0;
+    for await (const chunk of blob) {
+      seen += chunk.length;
+      if (seen > size) break;
+      yield chunk;
+    }
+    if (seen !== size)
+      fail('STORE_INTEGRITY', `blob ${ref}: ${seen > size ? 'more than' : seen} bytes stored, ${size} recorded`);
+  }
+  const sized = Readable.from(exactly(), { objectMode: false });
+  sized.once('close', () => blob.destroy());
+  return sized;
 }

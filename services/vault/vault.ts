@@ -32,6 +32,7 @@ import { check, fail, isMedvaultError, type MedvaultError } from '../../errors.t
 import { PURPOSE } from '../../formats.ts';
 import type { LocalKms } from '../../kms/local-kms.ts';
 import { logger } from '../../log.ts';
+import { readChecked, readSized } from '../../storage/blob-store.ts';
 import type { StoreListener, StoreMeter } from '../../storage/measured-store.ts';
 import { forwardMessage } from '../protocol/signing.ts';
 import type { TlsIdentity } from '../protocol/tls.ts';
@@ -197,12 +198,20 @@ export interface Opened {
   record: RecordRow;
   /** The header to serve: the stored one, or for break-glass one with the requester added. */
   header: Uint8Array;
-  blob: Readable;
+  /**
+   * The blob: a small record's (up to WHOLE_BLOB bytes) whole, read and checked against its
+   * recorded size and hash before the access was anchored; a larger one's as a stream, which the
+   * reader checks against the content receipt.
+   */
+  blob: Buffer | Readable;
   /** The receipt of this access. */
   receipt: Receipt;
   /** The receipt that fixes the served ciphertext's hash (record.created or record.reencrypted). */
   content: Receipt;
 }
+
+/** A record up to this size is read whole and checked before its access is anchored, and sent as one buffer. */
+export const WHOLE_BLOB = 64 * 1024;
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -872,7 +881,7 @@ export class Vault {
     const record = this.#c.record(id);
     authorize(actor, 'fetch', this.#facts(record, actor));
     const content = await this.#contentReceipt(record);
-    const blob = await this.#c.store.get(record.blobRef as string);
+    const blob = await this.#blobOf(record);
     try {
       // An unknown outcome: nothing is served (OUTCOME_PENDING), and if the ledger turns out to
       // hold the access it joins the record's trail then (services/vault/outcomes.ts).
@@ -886,7 +895,7 @@ export class Vault {
       await this.#c.indexAnchored(id, receipt); // anchored: the access is served even if the index must wait
       return { record, header: record.header as Uint8Array, blob, receipt, content };
     } catch (err) {
-      blob.destroy();
+      if (!Buffer.isBuffer(blob)) blob.destroy();
       throw err;
     }
   }
@@ -969,7 +978,7 @@ export class Vault {
         X25519Recipient.parse(actor.recipient),
       ]);
       const content = await this.#contentReceipt(record);
-      const blob = await this.#c.store.get(record.blobRef as string);
+      const blob = await this.#blobOf(record);
       const salt = randomBytes(32).toString('hex');
       const reviewId = newId();
       try {
@@ -996,7 +1005,7 @@ export class Vault {
         });
         return { record, header, blob, receipt, content, reviewId };
       } catch (err) {
-        blob.destroy();
+        if (!Buffer.isBuffer(blob)) blob.destroy();
         throw err;
       }
     });
@@ -1280,6 +1289,17 @@ export class Vault {
   }
 
   // Internals.
+
+  /**
+   * What a fetch serves of `record`'s blob: a small one whole, so that a blob the store lost or
+   * changed is STORE_INTEGRITY before any access is anchored; a larger one as a stream of exactly
+   * its size (its access is anchored before it is read: one the store cut breaks off the reply).
+   */
+  async #blobOf(record: RecordRow): Promise<Buffer | Readable> {
+    const ref = record.blobRef as string;
+    if (record.size > WHOLE_BLOB) return readSized(this.#c.store, ref, record.size);
+    return readChecked(this.#c.store, ref, record.size, record.ciphertextHash);
+  }
 
   async #contentReceipt(record: RecordRow): Promise<Receipt> {
     const rows = this.#c.m.anchors(record.id, 'record.created', 'record.reencrypted');

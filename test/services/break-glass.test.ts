@@ -6,11 +6,12 @@
  * And removal that is clean: a removed member's stanzas leave every header
  * and never block the others' grants or break-glass.
  */
+import { truncateSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openHeader, splitAgeFile } from '../../crypto/age.ts';
-import { bytes, codeOf, tempDir } from '../helpers.ts';
+import { bytes, codeOf, filesUnder, tempDir } from '../helpers.ts';
 import { DAY, served, startNode, type TestMember, type TestNode, treatment } from './vault-fixture.ts';
 
 const REASON = 'patient unconscious in the ER, allergies unknown';
@@ -148,6 +149,23 @@ describe('break-glass is a capability an admin gives', () => {
     expect(await code(hospital.client.closeReview(first?.id as string, 'justified'))).toBe('FORBIDDEN');
     expect(await dpo.client.reviews()).toHaveLength(1);
     expect(await metric('medvault_reviews_open')).toBe(1);
+  });
+});
+
+describe('break-glass on a blob the store lost', () => {
+  it('is refused STORE_INTEGRITY before anything is anchored, queued or alerted', async () => {
+    const medic = await node.addMember('medic', 'reader');
+    await node.admin.client.setEmergencyAccess(medic.id, true);
+    const { record: lost } = await upload([insurer.id]);
+    const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(lost.ciphertextHash)) as string;
+    truncateSync(blob, 1000);
+    const head = await node.vault.ledger.head();
+    const [reviews, alerted] = [(await dpo.client.reviews()).length, alerts.length];
+    expect(await code(breakGlass(medic, lost.id))).toBe('STORE_INTEGRITY');
+    expect(await node.vault.ledger.head()).toEqual(head);
+    expect(await dpo.client.reviews()).toHaveLength(reviews);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(alerts).toHaveLength(alerted);
   });
 });
 

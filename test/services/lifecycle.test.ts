@@ -4,7 +4,7 @@
  * restart that finds uploads a crash interrupted.
  */
 
-import { readFileSync, truncateSync } from 'node:fs';
+import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -90,8 +90,10 @@ describe('grant expiry', () => {
   });
 });
 
-describe('a stored blob that lost bytes', () => {
-  it('a small record is refused STORE_INTEGRITY, not sent short of its length', async () => {
+describe('a stored blob the disk damaged', () => {
+  // A small record is read and checked whole before its access is anchored: a fetch the store
+  // cannot serve is refused STORE_INTEGRITY and leaves no access on the ledger or in the trail.
+  const damaged = async (damage: (path: string, size: number) => void) => {
     const { record } = await hospital.client.upload(bytes(2000, 9), {
       subject: SUBJECT,
       readers: [reader.id],
@@ -99,12 +101,53 @@ describe('a stored blob that lost bytes', () => {
       expiresAt: Date.now() + DAY,
     });
     const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string;
-    truncateSync(blob, record.size - 10); // a disk that lost its tail
-    const failed = await reader.client.fetch(record.id, { path: join(out, 'short.bin') }).then(
+    damage(blob, record.size);
+    const head = await node.vault.ledger.head();
+    const failed = await reader.client.fetch(record.id, { path: join(out, `damaged-${record.id}.bin`) }).then(
       () => 'no error',
       (e: { code?: string }) => e.code,
     );
+    const trail = (await hospital.client.audit(record.id)).map((r) => r.event.type);
+    return { failed, anchored: (await node.vault.ledger.head())?.height !== head?.height, trail };
+  };
+
+  it('one that lost its tail is refused STORE_INTEGRITY, with no access anchored', async () => {
+    const { failed, anchored, trail } = await damaged((path, size) => truncateSync(path, size - 10));
     expect(failed).toBe('STORE_INTEGRITY');
+    expect(anchored).toBe(false);
+    expect(trail).not.toContain('record.accessed');
+  });
+
+  it('a large one that lost its tail ends the fetch with an error, not a hang', async () => {
+    const { record } = await hospital.client.upload(bytes(300_000, 9), {
+      subject: SUBJECT,
+      readers: [reader.id],
+      purpose: 'treatment',
+      expiresAt: Date.now() + DAY,
+    });
+    const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string;
+    truncateSync(blob, record.size - 10);
+    const started = Date.now();
+    const path = join(out, 'large-short.bin');
+    const failed = await reader.client.fetch(record.id, { path }).then(
+      () => 'no error',
+      (e: { code?: string; message?: string }) => e.code ?? e.message,
+    );
+    // Its access was anchored before its blob was read: the reply breaks off (the SDK: cut off mid-body).
+    expect(failed).toBe('NODE_UNAVAILABLE');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it('one with a byte flipped is refused STORE_INTEGRITY, with no access anchored', async () => {
+    const { failed, anchored, trail } = await damaged((path) => {
+      const stored = readFileSync(path);
+      stored[100] = (stored[100] as number) ^ 1;
+      writeFileSync(path, stored);
+    });
+    expect(failed).toBe('STORE_INTEGRITY');
+    expect(anchored).toBe(false);
+    expect(trail).not.toContain('record.accessed');
   });
 });
 

@@ -254,23 +254,19 @@ export async function recordRoutes(app: FastifyInstance, { vault, metrics }: Rou
   );
 }
 
-/** A record up to this size is read whole and sent as one buffer, without a stream per response. */
-const WHOLE_BODY = 64 * 1024;
-
 /** Sends an opened record: header then blob, with the access and content receipts in headers. */
-async function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
+function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics) {
   const header = Buffer.from(opened.header);
-  const length = header.length + opened.record.size;
   const blob = opened.blob;
-  // Read before any header is set: a short blob is an error reply, with no receipt headers on it.
-  const whole = opened.record.size <= WHOLE_BODY ? await readWhole(header, blob, opened.record.id, length) : null;
   reply
     .header('content-type', 'application/octet-stream')
-    .header('content-length', String(length))
+    .header('content-length', String(header.length + opened.record.size))
     .header('medvault-header-length', String(header.length))
     .header('medvault-receipt', Buffer.from(JSON.stringify(opened.receipt)).toString('base64'))
     .header('medvault-content-receipt', Buffer.from(JSON.stringify(opened.content)).toString('base64'));
-  if (whole) {
+  if (Buffer.isBuffer(blob)) {
+    // A small record, read and checked whole before its access was anchored: one buffer, no stream.
+    const whole = Buffer.concat([header, blob]);
     metrics.bytes.labels('out').inc(whole.length);
     return reply.send(whole);
   }
@@ -282,20 +278,6 @@ async function sendOpened(reply: FastifyReply, opened: Opened, metrics: Metrics)
     { objectMode: false },
   );
   return reply.send(counted(body, metrics.bytes.labels('out')));
-}
-
-/** `header` and all of a small record's blob in one buffer; STORE_INTEGRITY when it is not `length` bytes. */
-async function readWhole(header: Buffer, blob: AsyncIterable<Uint8Array>, id: string, length: number): Promise<Buffer> {
-  const parts: Uint8Array[] = [header];
-  for await (const chunk of blob) parts.push(chunk);
-  const body = Buffer.concat(parts);
-  if (body.length !== length) {
-    fail(
-      'STORE_INTEGRITY',
-      `record ${id}: ${body.length - header.length} bytes stored, ${length - header.length} recorded`,
-    );
-  }
-  return body;
 }
 
 /** Every chunk of `body`, hashed into `hash` as it passes. */
