@@ -48,6 +48,8 @@ export function measuredStore(store: BlobStore, backend: string, meter: StoreMet
     list: () => store.list(),
     close: () => store.close(),
   };
+  const read = store.read?.bind(store);
+  if (read) measured.read = (ref: string, size: number) => timed('get', () => read(ref, size));
   const collect = store.collectStrays?.bind(store);
   if (collect) measured.collectStrays = collect;
   return measured;

@@ -1,7 +1,8 @@
 /**
  * The BlobStore contract as one suite, run against every backend: streaming
  * round trips, idempotent puts, ranges, missing blobs, delete then proven
- * gone, a failed put leaving nothing, and 1 GiB with bounded memory.
+ * gone, a failed put leaving nothing, small blobs read whole and checked,
+ * streams cut at their recorded size, and 1 GiB with bounded memory.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -10,7 +11,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { isMedvaultError } from '../../errors.ts';
-import type { BlobStore, PutResult } from '../../storage/blob-store.ts';
+import { type BlobStore, type PutResult, readChecked, readSized } from '../../storage/blob-store.ts';
 import type { StoreConfig } from '../../storage/open.ts';
 import { bytes, ROOT } from '../helpers.ts';
 
@@ -113,6 +114,33 @@ export function blobStoreConformance(name: string, open: () => Promise<BlobStore
       expect(await refs(store)).not.toContain(ref);
       expect(isMedvaultError(await store.get(ref).catch((e) => e), 'STORE_NOT_FOUND')).toBe(true);
       expect((await store.delete(ref)).removed).toBe(false);
+    });
+
+    it('a blob read whole (a small fetch) comes checked: another size or hash is STORE_INTEGRITY', async () => {
+      const store = await open();
+      const data = bytes(3000, 31);
+      const { ref, sha256 } = await store.put(pieces(data, 1000));
+      expect(Buffer.compare(await readChecked(store, ref, 3000, sha256), data)).toBe(0);
+      const code = (p: Promise<unknown>) =>
+        p.then(
+          () => 'no error',
+          (e: { code?: string }) => e.code,
+        );
+      expect(await code(readChecked(store, ref, 2999, sha256))).toBe('STORE_INTEGRITY'); // the blob is longer
+      expect(await code(readChecked(store, ref, 3001, sha256))).toBe('STORE_INTEGRITY'); // the blob is shorter
+      expect(await code(readChecked(store, ref, 3000, sha(bytes(3000, 32))))).toBe('STORE_INTEGRITY');
+      expect(await code(readChecked(store, options.missingRef(), 3000, sha256))).toBe('STORE_NOT_FOUND');
+    });
+
+    it('a blob streamed at its recorded size ends after exactly that many bytes, or fails STORE_INTEGRITY', async () => {
+      const store = await open();
+      const data = bytes(200_000, 33);
+      const { ref } = await store.put(pieces(data));
+      expect(Buffer.compare(await collect(await readSized(store, ref, 200_000)), data)).toBe(0);
+      for (const size of [199_999, 200_001]) {
+        const err = await collect(await readSized(store, ref, size)).catch((e) => e);
+        expect(isMedvaultError(err, 'STORE_INTEGRITY')).toBe(true);
+      }
     });
 
     it('a put whose source fails midway leaves nothing behind', async () => {

@@ -1,8 +1,9 @@
 /** The embedded fs blob store: the shared contract, crash leftovers, proof of deletion on disk. */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readChecked } from '../../storage/blob-store.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
 import { bytes, filesUnder, tempDir } from '../helpers.ts';
 import { blobStoreConformance } from './conformance.ts';
@@ -20,6 +21,19 @@ describe('fs blob store on disk', () => {
     writeFileSync(join(dir, 'tmp', 'half-written'), bytes(5000, 3));
     await FsBlobStore.open(dir);
     expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('a blob read whole that grew on disk is STORE_INTEGRITY, though its first bytes are right', async () => {
+    const dir = join(root, 'grown');
+    const store = await FsBlobStore.open(dir);
+    const { ref, sha256 } = await store.put(
+      (async function* () {
+        yield bytes(3000, 8);
+      })(),
+    );
+    appendFileSync(filesUnder(dir).find((f) => f.endsWith(ref)) as string, 'junk');
+    const err = await readChecked(store, ref, 3000, sha256).catch((e) => e);
+    expect(err).toMatchObject({ code: 'STORE_INTEGRITY', message: expect.stringContaining('more than') });
   });
 
   it('after delete, no file under the store holds the blob', async () => {
