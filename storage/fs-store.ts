@@ -166,12 +166,9 @@ export class FsBlobStore implements BlobStore {
       handle = null;
       const ref = hash.digest('hex');
       const path = this.#path(ref);
-      if (await this.has(ref)) {
-        await unlink(temp);
-        return { ref, size, sha256: ref };
-      }
-      await this.#place(temp, path);
-      await fsyncDirectory(dirname(path));
+      if (await this.has(ref)) await unlink(temp);
+      else await this.#place(temp, path);
+      await fsyncDirectory(dirname(path)); // also when held: the put that placed it may not have synced it yet
       return { ref, size, sha256: ref };
     } catch (err) {
       await Promise.allSettled(writing); // no write may still be running when the file is closed

@@ -70,6 +70,17 @@ describe('durability: synced before acknowledged', () => {
     );
   });
 
+  it('the fs store: a put of bytes already held syncs their directory before it resolves', () => {
+    // The put that placed them may not have synced their directory yet: the repeat is
+    // acknowledged on the same durability.
+    const first = ackAt('blob ');
+    const held = ackAt('blob held');
+    const ref = /"ACK blob ([0-9a-f]{64})/.exec(calls[first]?.text as string)?.[1] as string;
+    const directory = join(dir, 'blobs', 'blobs', ref.slice(0, 2), ref.slice(2, 4));
+    const sync = calls.slice(first + 1, held).find((c) => isSync(c) && c.path === directory);
+    expect(sync, `a sync of ${directory} between the two acknowledgements`).toBeDefined();
+  });
+
   it('the fs store: each shard directory a put creates has its entry synced into its parent before the put resolves', () => {
     const ack = ackAt('blob');
     const made = calls
