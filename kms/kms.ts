@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { buildHeader, generateFileKey, openHeader, PayloadReencryptor, type StreamCore } from '../crypto/age.ts';
-import { type Recipient, serializeHeader } from '../crypto/header.ts';
+import { type Recipient, type Stanza, serializeHeader } from '../crypto/header.ts';
 import { checkPayloadSample, type PayloadSample } from '../crypto/stream.ts';
 import type { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
@@ -42,11 +42,13 @@ export interface Kms {
     readers: readonly Recipient[],
   ): Promise<{ header: Uint8Array; core: StreamCore }>;
   /**
-   * Inside the KMS: opens the header's custodian stanza and with that file key the sampled
-   * first and last payload chunks (crypto/stream.ts checkPayloadSample), releasing nothing:
-   * an upload that could never be decrypted is refused (AGE_PAYLOAD_CORRUPT).
+   * Inside the KMS, for an upload: unwraps the header's custodian stanza, opens the sampled
+   * first and last payload chunks with that file key (crypto/stream.ts checkPayloadSample), so
+   * that an upload that could never be decrypted is refused (AGE_PAYLOAD_CORRUPT), and returns
+   * the header rewrapped to `readers` as `rewrap` does: one unwrap for both. The file key never
+   * leaves this call.
    */
-  checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void>;
+  admit(subject: string, header: Uint8Array, readers: readonly Recipient[], sample: PayloadSample): Promise<Uint8Array>;
   /** Destroys the subject's custodian key for good. */
   destroy(subject: string): Promise<DestroyResult>;
   /** What the backend still holds for `subject` (empty when nothing): for the post-erasure sweep. */
@@ -116,23 +118,44 @@ export function upgradeDestroyed(list: DestroyedList): boolean {
  * stanza as it is, so only the readers are wrapped; any other gets a new custodian stanza.
  */
 export function rewrapWith(custodian: X25519Identity, header: Uint8Array, readers: readonly Recipient[]): Uint8Array {
+  return withFileKey(custodian, header, (fileKey, stanzas) => rewrapped(custodian, fileKey, stanzas, readers));
+}
+
+/** `admit` for a backend that holds the custodian identity for the call. */
+export function admitWith(
+  custodian: X25519Identity,
+  header: Uint8Array,
+  readers: readonly Recipient[],
+  sample: PayloadSample,
+): Uint8Array {
+  return withFileKey(custodian, header, (fileKey, stanzas) => {
+    checkPayloadSample(fileKey, sample);
+    return rewrapped(custodian, fileKey, stanzas, readers);
+  });
+}
+
+/** Runs `use` with the file key `custodian` unwraps from `header`, zeroed after. */
+function withFileKey<T>(
+  custodian: X25519Identity,
+  header: Uint8Array,
+  use: (fileKey: Uint8Array, stanzas: readonly Stanza[]) => T,
+): T {
   const { header: opened, fileKey } = openHeader(header, [custodian]);
   try {
-    const own = opened.stanzas.length === 1 ? opened.stanzas : custodian.recipient.wrapFileKey(fileKey);
-    return serializeHeader([...readers.flatMap((r) => r.wrapFileKey(fileKey)), ...own], fileKey).bytes;
+    return use(fileKey, opened.stanzas);
   } finally {
     fileKey.fill(0);
   }
 }
 
-/** `checkPayload` for a backend that holds the custodian identity for the call. */
-export function checkPayloadWith(custodian: X25519Identity, header: Uint8Array, sample: PayloadSample): void {
-  const { fileKey } = openHeader(header, [custodian]);
-  try {
-    checkPayloadSample(fileKey, sample);
-  } finally {
-    fileKey.fill(0);
-  }
+function rewrapped(
+  custodian: X25519Identity,
+  fileKey: Uint8Array,
+  stanzas: readonly Stanza[],
+  readers: readonly Recipient[],
+): Uint8Array {
+  const own = stanzas.length === 1 ? stanzas : custodian.recipient.wrapFileKey(fileKey);
+  return serializeHeader([...readers.flatMap((r) => r.wrapFileKey(fileKey)), ...own], fileKey).bytes;
 }
 
 /** `reencrypt` for such a backend: a new file key, its header, and the payload re-encryption core. */

@@ -27,7 +27,7 @@ import { check, fail } from '../errors.ts';
 import { MEMBER_NAME } from '../formats.ts';
 import { type CustodianEntry, CustodianShards } from './custodian-shards.ts';
 import {
-  checkPayloadWith,
+  admitWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -185,8 +185,13 @@ export class LocalKms implements Kms {
     return rewrapWith(this.#identity(subject).identity, header, readers);
   }
 
-  async checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void> {
-    checkPayloadWith(this.#identity(subject).identity, header, sample);
+  async admit(
+    subject: string,
+    header: Uint8Array,
+    readers: readonly Recipient[],
+    sample: PayloadSample,
+  ): Promise<Uint8Array> {
+    return admitWith(this.#identity(subject).identity, header, readers, sample);
   }
 
   async reencrypt(

@@ -29,7 +29,7 @@ import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { fail, MedvaultError } from '../errors.ts';
 import {
-  checkPayloadWith,
+  admitWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -253,8 +253,13 @@ export class Pkcs11Kms implements Kms {
     return rewrapWith(this.#identity(subject), header, readers);
   }
 
-  async checkPayload(subject: string, header: Uint8Array, sample: PayloadSample): Promise<void> {
-    checkPayloadWith(this.#identity(subject), header, sample);
+  async admit(
+    subject: string,
+    header: Uint8Array,
+    readers: readonly Recipient[],
+    sample: PayloadSample,
+  ): Promise<Uint8Array> {
+    return admitWith(this.#identity(subject), header, readers, sample);
   }
 
   async reencrypt(

@@ -637,15 +637,6 @@ export class Vault {
     );
     const readers = await this.#readers([...new Set(input.readers)]);
     const { header: clientHeader, rest } = await readHeader(body);
-    let header: Uint8Array;
-    try {
-      header = await this.#c.kms.rewrap(input.subject, clientHeader, readers.map(recipientOf));
-    } catch (err) {
-      if (isMedvaultError(err) && err.code === 'AGE_NO_IDENTITY') {
-        fail('REQUEST_INVALID', "the header has no stanza for the subject's custodian key (encrypt to it)");
-      }
-      throw err;
-    }
     const { keyId: custodian } = await this.#c.kms.custodian(input.subject);
     // Read the ledger head first: with the ledger down, the upload is refused before any byte is stored.
     const ledgerFrom = ((await this.#c.ledger.head())?.height ?? -1) + 1;
@@ -653,11 +644,20 @@ export class Vault {
     const putStartedAt = performance.now();
     const put = await this.#c.store.put(checkPayload(rest, probe));
     const id = newId();
+    let header: Uint8Array;
     try {
       options.checkBody?.(); // the whole body is read: its signature, before anything is kept
-      // Inside the KMS, the custodian's file key opens the first and last chunks: a payload
-      // no reader could ever decrypt is refused now, not found out at the first fetch.
-      await this.#c.kms.checkPayload(input.subject, clientHeader, probe.sample());
+      // Inside the KMS, with one unwrap of the custodian's stanza: the file key opens the first
+      // and last chunks (a payload no reader could ever decrypt is refused now, not found out at
+      // the first fetch), and the header is rewrapped to the readers.
+      header = await this.#c.kms
+        .admit(input.subject, clientHeader, readers.map(recipientOf), probe.sample())
+        .catch((err: unknown) => {
+          if (isMedvaultError(err, 'AGE_NO_IDENTITY')) {
+            fail('REQUEST_INVALID', "the header has no stanza for the subject's custodian key (encrypt to it)");
+          }
+          throw err;
+        });
     } catch (err) {
       await this.#c.deleteBlobIfUnused(put.ref, id);
       throw err;

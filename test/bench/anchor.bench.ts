@@ -20,8 +20,7 @@
  * cluster show what that costs).
  */
 
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -35,6 +34,7 @@ import { SigningKey } from '../../crypto/ed25519.ts';
 import { sampleEvent } from '../anchor/fixtures.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { startEvmChain } from '../servers/evm.ts';
+import { processesCpuUs, processesRssMb } from './proc.ts';
 
 const { values } = parseArgs({
   options: {
@@ -81,25 +81,6 @@ interface ServerProbe {
   cpuUs: () => { all: number; system: number };
   rssMb: () => number;
 }
-
-// CPU time of processes, from /proc/<pid>/stat (utime + stime, in clock ticks), in µs.
-const ticksPerSecond = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
-function processesCpuUs(pids: number[]): { all: number; system: number } {
-  let user = 0;
-  let system = 0;
-  for (const pid of pids) {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    user += Number(fields[11]); // utime and stime: fields 14 and 15 of stat
-    system += Number(fields[12]);
-  }
-  return { all: ((user + system) * 1e6) / ticksPerSecond, system: (system * 1e6) / ticksPerSecond };
-}
-
-// Resident memory of processes, from /proc/<pid>/statm (pages), in MB.
-const processesRssMb = (pids: number[]) =>
-  Math.round(
-    pids.reduce((mb, pid) => mb + Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096, 0) / 1e6,
-  );
 
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;

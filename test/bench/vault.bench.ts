@@ -23,6 +23,8 @@
  *   that store, so the gap to the copy can be split into the store's share
  *   and the rest;
  * - fetches/s (fetch + local decryption + hash check) of a 1 KiB record;
+ * - with each upload and fetch figure, the CPU time per operation of the node (nodeCpuMs, of
+ *   which nodeSysMs in its kernel) and of the clients (clientCpuMs);
  * - (ingest, only when named in --parts: it takes minutes) N documents of 1 KiB (default
  *   100,000), ten per patient, uploaded 32 at a time by the SDK's uploadMany: files/s;
  * - the time to erase a subject with 1,000 records, certificate included;
@@ -70,6 +72,7 @@ import {
 } from '../../services/sdk/client.ts';
 import { initNode, openNode } from '../../services/vault/node.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
+import { processesCpuUs } from './proc.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -120,10 +123,21 @@ if (values.client) {
     hospital.upload(body, { subject: s, readers: [plan.readerId], purpose: 'treatment', expiresAt: Date.now() + DAY });
   const results: Record<string, unknown> = {};
 
-  async function run(concurrency: number, step: () => Promise<unknown>): Promise<{ ops: number; secs: number }> {
+  /**
+   * `concurrency` loops of `step` for the configured seconds: how many ran, in how long, and the
+   * CPU time per step, in ms, of the node (the parent process: all its threads, and of that its
+   * kernel time) and of these clients. CPU per step varies less than steps per second on a
+   * shared machine, and says where a step's cost is.
+   */
+  async function run(
+    concurrency: number,
+    step: () => Promise<unknown>,
+  ): Promise<{ ops: number; secs: number; cpu: { nodeCpuMs: number; nodeSysMs: number; clientCpuMs: number } }> {
     let ops = 0;
     const end = performance.now() + seconds * 1000;
     const t0 = performance.now();
+    const node0 = processesCpuUs([process.ppid]);
+    const client0 = process.cpuUsage();
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
         while (performance.now() < end) {
@@ -132,22 +146,33 @@ if (values.client) {
         }
       }),
     );
-    return { ops, secs: (performance.now() - t0) / 1000 };
+    const node = processesCpuUs([process.ppid]);
+    const client = process.cpuUsage(client0);
+    const perStep = (us: number) => us / 1000 / ops;
+    return {
+      ops,
+      secs: (performance.now() - t0) / 1000,
+      cpu: {
+        nodeCpuMs: perStep(node.all - node0.all),
+        nodeSysMs: perStep(node.system - node0.system),
+        clientCpuMs: perStep(client.user + client.system),
+      },
+    };
   }
 
   await upload(randomBytes(1024)); // warm up: custodian key, connections
   for (const size of parts.has('small') ? SIZES : []) {
     const body = randomBytes(size);
     for (const concurrency of CONCURRENCY) {
-      const { ops, secs } = await run(concurrency, () => upload(body));
-      results[`upload ${size} x${concurrency}`] = { perSecond: ops / secs, MBps: (ops * size) / secs / 1e6 };
+      const { ops, secs, cpu } = await run(concurrency, () => upload(body));
+      results[`upload ${size} x${concurrency}`] = { perSecond: ops / secs, MBps: (ops * size) / secs / 1e6, ...cpu };
     }
   }
   const small = (await upload(randomBytes(1024))).record.id;
   const sink = new (await import('node:stream')).Writable({ write: (_c, _e, done) => done() });
   for (const concurrency of parts.has('fetch') ? CONCURRENCY : []) {
-    const { ops, secs } = await run(concurrency, () => reader.fetch(small, { stream: sink }));
-    results[`fetch 1024 x${concurrency}`] = { perSecond: ops / secs };
+    const { ops, secs, cpu } = await run(concurrency, () => reader.fetch(small, { stream: sink }));
+    results[`fetch 1024 x${concurrency}`] = { perSecond: ops / secs, ...cpu };
   }
 
   if (parts.has('ingest')) {
@@ -450,7 +475,7 @@ try {
       .map(([a, b]) =>
         Array.isArray(b)
           ? `${a} ${b.map((x) => x.toFixed(2)).join(' ')}`
-          : `${a} ${b.toFixed(a === 'records' ? 0 : /seconds/i.test(a) ? 2 : 1)}`,
+          : `${a} ${b.toFixed(a === 'records' ? 0 : /seconds|Ms$/i.test(a) ? 2 : 1)}`,
       )
       .join(', ')}`;
   for (const [k, v] of Object.entries(results)) console.log(line(k, v));

@@ -1,13 +1,15 @@
 /**
  * The Kms contract as one suite, run against every backend (local, pkcs11):
  * a custodian per subject, stable across reopening; rewrap inside the KMS
- * for new readers over an untouched payload; re-encryption; destruction that
+ * for new readers over an untouched payload; an upload's admission (payload
+ * sample opened, then rewrap); re-encryption; destruction that
  * ends every later use of that subject's key and no other's.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { coreTransform, decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { parseHeader } from '../../crypto/header.ts';
+import { PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { bytes } from '../helpers.ts';
@@ -80,6 +82,32 @@ export function kmsConformance(name: string, open: () => Promise<Kms>, reopen: (
       await kms.custodian(s);
       const { header } = splitAgeFile(encrypt([X25519Identity.generate().recipient], bytes(10)));
       expect(await codeOfAsync(kms.rewrap(s, header, []))).toBe('AGE_NO_IDENTITY');
+    });
+
+    it("admit (an upload) rewraps as rewrap does once the payload's first and last chunks open, else AGE_PAYLOAD_CORRUPT", async () => {
+      const kms = await open();
+      const s = newSubject();
+      const { recipient } = await kms.custodian(s);
+      const reader = X25519Identity.generate();
+      const document = bytes(200_000, 14); // four chunks
+      const { header, payload } = splitAgeFile(encrypt([recipient], document));
+      const sample = (bytes: Uint8Array) => {
+        const probe = new PayloadProbe();
+        probe.take(bytes);
+        return probe.sample();
+      };
+      const admitted = await kms.admit(s, header, [reader.recipient], sample(payload));
+      expect(parseHeader(admitted).stanzas[1]).toEqual(parseHeader(header).stanzas[0]); // the lone stanza kept
+      expect(Buffer.from(decrypt([reader], Buffer.concat([admitted, payload])))).toEqual(Buffer.from(document));
+      for (const at of [100, payload.length - 5]) {
+        const flipped = Buffer.from(payload);
+        flipped[at] = (flipped[at] as number) ^ 1;
+        expect(await codeOfAsync(kms.admit(s, header, [reader.recipient], sample(flipped)))).toBe(
+          'AGE_PAYLOAD_CORRUPT',
+        );
+      }
+      const other = splitAgeFile(encrypt([X25519Identity.generate().recipient], document));
+      expect(await codeOfAsync(kms.admit(s, other.header, [], sample(other.payload)))).toBe('AGE_NO_IDENTITY');
     });
 
     it('reencrypt makes a new file key and payload that only the new header opens', async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encrypt } from '../../crypto/age.ts';
 import { SigningKey } from '../../crypto/ed25519.ts';
 import { X25519Identity, X25519Recipient } from '../../crypto/x25519.ts';
-import { signRequest, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
+import { signRequest } from '../../services/protocol/signing.ts';
 import { bytes, filesUnder } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
@@ -32,15 +32,16 @@ beforeAll(async () => {
 });
 afterAll(() => node?.stop());
 
-/** A request signed by `key` (or with `headers` as given), returning status and body. */
+/**
+ * A request signed by `key` (or with `headers` as given), returning status and body. Its body's
+ * SHA-256 is signed with it, an upload's (`stream`: an age file) too, as the web console does.
+ */
 async function call(
   method: string,
   path: string,
   options: { key?: SigningKey; body?: string | Uint8Array; headers?: Record<string, string>; stream?: boolean } = {},
 ) {
-  const signed = options.key
-    ? signRequest(options.key, method, path, options.stream ? UNSIGNED_PAYLOAD : options.body)
-    : {};
+  const signed = options.key ? signRequest(options.key, method, path, options.body) : {};
   const contentType = options.stream
     ? { 'content-type': 'application/octet-stream' }
     : options.body !== undefined
