@@ -21,7 +21,7 @@ import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { followHistory } from '../../anchor/key-history.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
 import type { TrustedKeys } from '../../anchor/trusted-keys.ts';
-import { AgeEncryptor, type StreamCore } from '../../crypto/age.ts';
+import { AgeEncryptor, encrypt, type StreamCore } from '../../crypto/age.ts';
 import { X25519Recipient } from '../../crypto/x25519.ts';
 import { answerError, check, fail, MedvaultError } from '../../errors.ts';
 import { type ErasureCertificate, verifyCertificate } from '../protocol/certificate.ts';
@@ -166,16 +166,19 @@ export class VaultClient {
     const signedPath = url.pathname + url.search;
     const json = typeof body === 'string' ? body : undefined;
     const stream = body instanceof Readable ? body : undefined;
+    // A binary body held whole (a small upload) signs its SHA-256 in the request itself, as the
+    // web console does: no trailer, so the node checks one signature instead of two.
+    const bytes = body instanceof Uint8Array ? body : undefined;
     const init: RequestInit & { duplex?: 'half' } = {
       method,
       headers: {
         ...headers,
-        ...signRequest(this.#keys.signing, method, signedPath, stream ? UNSIGNED_PAYLOAD : json),
+        ...signRequest(this.#keys.signing, method, signedPath, stream ? UNSIGNED_PAYLOAD : (json ?? bytes)),
         ...(json !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(stream ? { 'content-type': 'application/octet-stream' } : {}),
+        ...(stream || bytes ? { 'content-type': 'application/octet-stream' } : {}),
       },
     };
-    if (json !== undefined) init.body = json;
+    if (json !== undefined || bytes) init.body = json ?? bytes;
     let response: Response;
     try {
       response = stream
@@ -348,15 +351,23 @@ export class VaultClient {
     // Encrypted to the custodian alone: the node's KMS opens the header with that key and wraps
     // the file key to each reader itself (it cannot check a stanza the client made for a reader,
     // so it never keeps one), keeping this stanza as it is.
-    const sealed = coreReadable(
-      new AgeEncryptor([X25519Recipient.parse(custodian.recipient)]),
-      source instanceof Readable
-        ? { stream: source }
-        : source instanceof Uint8Array
-          ? { stream: Readable.from([Buffer.from(source)]) }
-          : source,
-      options.onProgress,
-    );
+    const to = [X25519Recipient.parse(custodian.recipient)];
+    let sealed: Uint8Array | Readable;
+    if (source instanceof Uint8Array && source.length <= WHOLE_UPLOAD) {
+      // A small document is encrypted whole and sent with its hash signed up front.
+      sealed = encrypt(to, source);
+      options.onProgress?.(source.length);
+    } else {
+      sealed = coreReadable(
+        new AgeEncryptor(to),
+        source instanceof Readable
+          ? { stream: source }
+          : source instanceof Uint8Array
+            ? { stream: Readable.from([Buffer.from(source)]) }
+            : source,
+        options.onProgress,
+      );
+    }
     const query = new URLSearchParams({
       subject: options.subject,
       readers: ids.join(','),
@@ -808,3 +819,6 @@ function streamUpload(
 }
 
 const uploadAgent = new HttpAgent({ keepAlive: true });
+
+/** A document given in memory up to this size is encrypted whole and its hash signed up front. */
+const WHOLE_UPLOAD = 64 * 1024;
