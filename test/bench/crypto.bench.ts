@@ -10,7 +10,9 @@
  * and the peak RSS (GNU time). With --json the last line is one JSON object.
  * --tools medvault,age runs a subset (the ratio line needs both). Each tool's
  * CPU time (user + system, GNU time) per direction is reported beside its
- * speed. --busy starts a CPU-bound neighbour process (one busy loop) for the
+ * speed, and its user-space part (on a VM whose host takes freed memory back, writing
+ * into pages it must back again costs kernel time that depends on timing, not on the tool;
+ * docs/benchmarks.md). --busy starts a CPU-bound neighbour process (one busy loop) for the
  * whole run, as a node shares its cores with other work: the ratios are then
  * those of a busy machine, where spare cores cannot hide CPU spent.
  */
@@ -58,15 +60,20 @@ function command(tool: Tool, mode: 'encrypt' | 'decrypt', input: string, output:
   }
 }
 
-/** Runs one timed command from a clean state; returns seconds, CPU seconds and peak RSS. */
-function timed(cmd: string, output: string): { seconds: number; cpu: number; rssMiB: number } {
+/** Runs one timed command from a clean state; returns seconds, CPU seconds (all, and in user space) and peak RSS. */
+function timed(cmd: string, output: string): { seconds: number; cpu: number; user: number; rssMiB: number } {
   rmSync(output, { force: true });
   execFileSync('sync');
   const stats = join(dir, 'time.txt');
   const run = spawnSync('/usr/bin/time', ['-f', '%e %M %U %S', '-o', stats, 'sh', '-c', cmd], { stdio: 'inherit' });
   if (run.status !== 0) throw new Error(`failed: ${cmd}`);
   const [seconds, kib, user, system] = readFileSync(stats, 'utf8').trim().split(/\s+/).map(Number);
-  return { seconds: seconds as number, cpu: (user as number) + (system as number), rssMiB: (kib as number) / 1024 };
+  return {
+    seconds: seconds as number,
+    cpu: (user as number) + (system as number),
+    user: user as number,
+    rssMiB: (kib as number) / 1024,
+  };
 }
 
 async function sha256(path: string): Promise<string> {
@@ -103,10 +110,12 @@ interface Samples {
   dec: number[];
   encCpu: number[];
   decCpu: number[];
+  encUser: number[];
+  decUser: number[];
   rss: number;
 }
 const samples = Object.fromEntries(
-  TOOLS.map((t) => [t, { enc: [], dec: [], encCpu: [], decCpu: [], rss: 0 } as Samples]),
+  TOOLS.map((t) => [t, { enc: [], dec: [], encCpu: [], decCpu: [], encUser: [], decUser: [], rss: 0 } as Samples]),
 );
 // The neighbour: one busy loop for the whole run (--busy), stopped by its PID at the end.
 const neighbour = values.busy ? spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }) : null;
@@ -126,9 +135,11 @@ try {
       s.dec.push(d.seconds);
       s.encCpu.push(e.cpu);
       s.decCpu.push(d.cpu);
+      s.encUser.push(e.user);
+      s.decUser.push(d.user);
       s.rss = Math.max(s.rss, e.rssMiB, d.rssMiB);
       log(
-        `round ${round + 1} ${tool.padEnd(8)} encrypt ${e.seconds.toFixed(2)} s (CPU ${e.cpu.toFixed(2)} s)  decrypt ${d.seconds.toFixed(2)} s (CPU ${d.cpu.toFixed(2)} s)`,
+        `round ${round + 1} ${tool.padEnd(8)} encrypt ${e.seconds.toFixed(2)} s (CPU ${e.cpu.toFixed(2)} s, user ${e.user.toFixed(2)})  decrypt ${d.seconds.toFixed(2)} s (CPU ${d.cpu.toFixed(2)} s, user ${d.user.toFixed(2)})`,
       );
       rmSync(enc, { force: true });
       rmSync(dec, { force: true });
@@ -152,22 +163,32 @@ const result = Object.fromEntries(
         peakRssMiB: Math.round(s.rss),
         encryptCpuSeconds: cpu(s.encCpu),
         decryptCpuSeconds: cpu(s.decCpu),
+        encryptUserSeconds: cpu(s.encUser),
+        decryptUserSeconds: cpu(s.decUser),
       },
     ];
   }),
 ) as Record<
   Tool,
-  { encryptMBps: number; decryptMBps: number; peakRssMiB: number; encryptCpuSeconds: number; decryptCpuSeconds: number }
+  {
+    encryptMBps: number;
+    decryptMBps: number;
+    peakRssMiB: number;
+    encryptCpuSeconds: number;
+    decryptCpuSeconds: number;
+    encryptUserSeconds: number;
+    decryptUserSeconds: number;
+  }
 >;
 
 console.log(
   `\n${sizeMiB} MiB file to file, fsync'd, median of ${rounds} alternating rounds${values.busy ? ', beside a CPU-bound neighbour' : ''}`,
 );
-console.log('tool       encrypt MB/s  decrypt MB/s  peak RSS MiB  encrypt CPU s  decrypt CPU s');
+console.log('tool       encrypt MB/s  decrypt MB/s  peak RSS MiB  encrypt CPU s  decrypt CPU s  (user: enc / dec)');
 for (const t of TOOLS) {
   const r = result[t];
   console.log(
-    `${t.padEnd(10)} ${String(r.encryptMBps).padStart(12)}  ${String(r.decryptMBps).padStart(12)}  ${String(r.peakRssMiB).padStart(12)}  ${r.encryptCpuSeconds.toFixed(2).padStart(13)}  ${r.decryptCpuSeconds.toFixed(2).padStart(13)}`,
+    `${t.padEnd(10)} ${String(r.encryptMBps).padStart(12)}  ${String(r.decryptMBps).padStart(12)}  ${String(r.peakRssMiB).padStart(12)}  ${r.encryptCpuSeconds.toFixed(2).padStart(13)}  ${r.decryptCpuSeconds.toFixed(2).padStart(13)}  (${r.encryptUserSeconds.toFixed(2)} / ${r.decryptUserSeconds.toFixed(2)})`,
   );
 }
 const ratio = (a: number, b: number) => (a / b).toFixed(2);
