@@ -93,14 +93,21 @@ describe('grant expiry', () => {
 describe('a stored blob the disk damaged', () => {
   // A small record is read and checked whole before its access is anchored: a fetch the store
   // cannot serve is refused STORE_INTEGRITY and leaves no access on the ledger or in the trail.
-  const damaged = async (damage: (path: string, size: number) => void) => {
-    const { record } = await hospital.client.upload(bytes(2000, 9), {
+  /** A record of `size` bytes uploaded for the reader, and its blob's file. */
+  const stored = async (size: number) => {
+    const { record } = await hospital.client.upload(bytes(size, 9), {
       subject: SUBJECT,
       readers: [reader.id],
       purpose: 'treatment',
       expiresAt: Date.now() + DAY,
     });
-    const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string;
+    return {
+      record,
+      blob: filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string,
+    };
+  };
+  const damaged = async (damage: (path: string, size: number) => void) => {
+    const { record, blob } = await stored(2000);
     damage(blob, record.size);
     const head = await node.vault.ledger.head();
     const failed = await reader.client.fetch(record.id, { path: join(out, `damaged-${record.id}.bin`) }).then(
@@ -119,13 +126,7 @@ describe('a stored blob the disk damaged', () => {
   });
 
   it('a large one that lost its tail ends the fetch with an error, not a hang', async () => {
-    const { record } = await hospital.client.upload(bytes(300_000, 9), {
-      subject: SUBJECT,
-      readers: [reader.id],
-      purpose: 'treatment',
-      expiresAt: Date.now() + DAY,
-    });
-    const blob = filesUnder(join(node.data, 'blobs')).find((p) => p.endsWith(record.ciphertextHash)) as string;
+    const { record, blob } = await stored(300_000);
     truncateSync(blob, record.size - 10);
     const started = Date.now();
     const path = join(out, 'large-short.bin');
