@@ -11,6 +11,7 @@
  */
 
 import { createHash, randomUUID } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
@@ -53,7 +54,7 @@ import type {
   SweepReport,
 } from '../protocol/views.ts';
 import { CheckedDecryptor, servedReceipt } from './checked-decryptor.ts';
-import { coreReadable, pump, type Sink } from './pump.ts';
+import { coreReadable, ioError, pump, type Sink } from './pump.ts';
 
 export type {
   ErasureCertificate,
@@ -352,6 +353,17 @@ export class VaultClient {
     // the file key to each reader itself (it cannot check a stanza the client made for a reader,
     // so it never keeps one), keeping this stanza as it is.
     const to = [X25519Recipient.parse(custodian.recipient)];
+    // A small file (a bulk ingest's letters and lab results) is read whole and sent as one;
+    // anything else, or a path that cannot be read, takes the streaming path and its errors.
+    if (!(source instanceof Readable || source instanceof Uint8Array)) {
+      const { path } = source;
+      const small = await stat(path).then(
+        (info) => info.isFile() && info.size <= WHOLE_UPLOAD,
+        () => false,
+      );
+      if (small)
+        source = await readFile(path).catch((err: unknown) => Promise.reject(ioError(err, `cannot read ${path}`)));
+    }
     let sealed: Uint8Array | Readable;
     if (source instanceof Uint8Array && source.length <= WHOLE_UPLOAD) {
       // A small document is encrypted whole and sent with its hash signed up front.

@@ -1,9 +1,11 @@
 /** End to end through HTTP with the SDK, on the embedded defaults: every flow. */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyCertificate } from '../../services/protocol/certificate.ts';
+import { HEADER, UNSIGNED_PAYLOAD } from '../../services/protocol/signing.ts';
 import { bytes, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT, startNode, type TestMember, type TestNode } from './vault-fixture.ts';
 
@@ -71,6 +73,34 @@ describe('the vault end to end', () => {
         { subject, readers: [radiologist.id], purpose: 'treatment', expiresAt: Date.now() + DAY },
       ),
     ).rejects.toMatchObject({ code: 'IO_ERROR' });
+  });
+
+  it('a small document, in memory or a file, is sent signed by its hash; a larger one streamed with a trailer', async () => {
+    // What the node was sent: each upload's signed body hash (UNSIGNED-PAYLOAD: a trailer signs it).
+    const signed: string[] = [];
+    const seen = (request: IncomingMessage) => {
+      if (request.method === 'POST' && request.url?.startsWith('/v1/records?')) {
+        signed.push(String(request.headers[HEADER.body]));
+      }
+    };
+    node.app.server.on('request', seen);
+    try {
+      const small = bytes(40_000, 6);
+      const path = join(out, 'letter.txt');
+      writeFileSync(path, small);
+      const terms = { subject: randomBytes(32).toString('hex'), readers: [radiologist.id], purpose: 'treatment' };
+      for (const source of [small, { path }, bytes(100_000, 7)]) {
+        const { record } = await hospital.client.upload(source, { ...terms, expiresAt: Date.now() + DAY });
+        const target = join(out, `${record.id}.bin`);
+        await radiologist.client.fetch(record.id, { path: target });
+        expect(readFileSync(target).length).toBe(source instanceof Uint8Array ? source.length : small.length);
+      }
+    } finally {
+      node.app.server.off('request', seen);
+    }
+    expect(signed).toHaveLength(3);
+    expect(signed.slice(0, 2).every((h) => /^[0-9a-f]{64}$/.test(h))).toBe(true);
+    expect(signed[2]).toBe(UNSIGNED_PAYLOAD);
   });
 
   it('grant: a new reader opens the same blob through a rewrapped header', async () => {
