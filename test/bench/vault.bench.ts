@@ -24,7 +24,9 @@
  *   and the rest;
  * - fetches/s (fetch + local decryption + hash check) of a 1 KiB record;
  * - with each upload and fetch figure, the CPU time per operation of the node (nodeCpuMs, of
- *   which nodeSysMs in its kernel) and of the clients (clientCpuMs);
+ *   which nodeSysMs in its kernel, and nodeMainMs on its main thread: the serial part, which
+ *   bounds one node process however many cores it has) and of the clients (clientCpuMs), and
+ *   the median and 99th percentile time of one operation as its client waits (p50Ms, p99Ms);
  * - (ingest, only when named in --parts: it takes minutes) N documents of 1 KiB (default
  *   100,000), ten per patient, uploaded 32 at a time by the SDK's uploadMany: files/s;
  * - the time to erase a subject with 1,000 records, certificate included;
@@ -72,7 +74,7 @@ import {
 } from '../../services/sdk/client.ts';
 import { initNode, openNode } from '../../services/vault/node.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
-import { processesCpuUs } from './proc.ts';
+import { mainThreadCpuUs, processesCpuUs } from './proc.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -123,39 +125,58 @@ if (values.client) {
     hospital.upload(body, { subject: s, readers: [plan.readerId], purpose: 'treatment', expiresAt: Date.now() + DAY });
   const results: Record<string, unknown> = {};
 
+  /** What `run` measures of each figure besides its count. */
+  interface StepCost {
+    nodeCpuMs: number;
+    nodeSysMs: number;
+    nodeMainMs: number;
+    clientCpuMs: number;
+    p50Ms: number;
+    p99Ms: number;
+  }
+
   /**
-   * `concurrency` loops of `step` for the configured seconds: how many ran, in how long, and the
-   * CPU time per step, in ms, of the node (the parent process: all its threads, and of that its
-   * kernel time) and of these clients. CPU per step varies less than steps per second on a
-   * shared machine, and says where a step's cost is.
+   * `concurrency` loops of `step` for the configured seconds: how many ran, in how long, the
+   * CPU time per step, in ms, of the node (the parent process: all its threads, of that its
+   * kernel time, and its main thread's) and of these clients, and the median and 99th
+   * percentile of a step's time as its caller waits for it. CPU per step varies less than
+   * steps per second on a shared machine, and says where a step's cost is.
    */
   async function run(
     concurrency: number,
     step: () => Promise<unknown>,
-  ): Promise<{ ops: number; secs: number; cpu: { nodeCpuMs: number; nodeSysMs: number; clientCpuMs: number } }> {
-    let ops = 0;
+  ): Promise<{ ops: number; secs: number; cpu: StepCost }> {
+    const times: number[] = [];
     const end = performance.now() + seconds * 1000;
     const t0 = performance.now();
     const node0 = processesCpuUs([process.ppid]);
+    const main0 = mainThreadCpuUs(process.ppid);
     const client0 = process.cpuUsage();
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
+        for (let started = performance.now(); started < end; started = performance.now()) {
           await step();
-          ops++;
+          times.push(performance.now() - started);
         }
       }),
     );
     const node = processesCpuUs([process.ppid]);
+    const main = mainThreadCpuUs(process.ppid);
     const client = process.cpuUsage(client0);
+    const ops = times.length;
     const perStep = (us: number) => us / 1000 / ops;
+    times.sort((a, b) => a - b);
+    const percentile = (p: number) => times[Math.min(ops - 1, Math.floor(ops * p))] as number;
     return {
       ops,
       secs: (performance.now() - t0) / 1000,
       cpu: {
         nodeCpuMs: perStep(node.all - node0.all),
         nodeSysMs: perStep(node.system - node0.system),
+        nodeMainMs: perStep(main - main0),
         clientCpuMs: perStep(client.user + client.system),
+        p50Ms: percentile(0.5),
+        p99Ms: percentile(0.99),
       },
     };
   }
