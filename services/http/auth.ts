@@ -6,7 +6,7 @@
  * node must come forwarded by that node, whose signature covers the member's.
  */
 import type { FastifyRequest } from 'fastify';
-import { verifySignature } from '../../crypto/ed25519.ts';
+import { verifySignature, verifySignatureAsync } from '../../crypto/ed25519.ts';
 import { fail } from '../../errors.ts';
 import { ID } from '../../formats.ts';
 import { bodyHash, FORWARD_HEADER, forwardMessage, HEADER, requestMessage } from '../protocol/signing.ts';
@@ -99,7 +99,12 @@ export async function precheck(request: FastifyRequest, vault: Vault, state: Aut
  * UNSIGNED-PAYLOAD and a trailer, or its hash, checked as it arrives), the signature verifies by the member's key, a member of another node
  * comes forwarded by that node, and the nonce is new.
  */
-export function authenticate(request: FastifyRequest, vault: Vault, state: AuthState, member: MemberRow): MemberRow {
+export async function authenticate(
+  request: FastifyRequest,
+  vault: Vault,
+  state: AuthState,
+  member: MemberRow,
+): Promise<MemberRow> {
   const header = (name: string) => request.headers[name] as string | undefined;
   const hash = header(HEADER.body) as string;
   const nonce = header(HEADER.nonce) as string;
@@ -115,7 +120,9 @@ export function authenticate(request: FastifyRequest, vault: Vault, state: AuthS
     nonce,
     bodyHash: hash,
   });
-  const valid = verifySignature(
+  // On the thread pool (the main thread serves other requests meanwhile); the nonce is checked
+  // and kept after it, with no await between, so one nonce passes once.
+  const valid = await verifySignatureAsync(
     Buffer.from(member.signingKey, 'base64'),
     message,
     new Uint8Array(Buffer.from(signature, 'base64')),

@@ -140,7 +140,7 @@ export async function buildServer(vault: Vault, options: ServerOptions = {}): Pr
   });
   app.addHook('preValidation', async (request) => {
     if (isPublic(request)) return;
-    request.member = authenticate(request, vault, auth, request.member as MemberRow);
+    request.member = await authenticate(request, vault, auth, request.member as MemberRow);
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unknown';

@@ -101,10 +101,10 @@ function decodeCursor(cursor: string): { createdAt: number; id: string } {
 export interface UploadOptions {
   /**
    * Called once the whole body was read and its payload stored, before the record is kept or
-   * anchored: throws to refuse the upload (its blob is then removed). The HTTP API checks the
+   * anchored: throws (or rejects) to refuse the upload (its blob is then removed). The HTTP API checks the
    * member's signature over the body's bytes here (services/protocol/signing.ts).
    */
-  checkBody?: () => void;
+  checkBody?: () => void | Promise<void>;
 }
 
 export interface VaultDeps extends CoreDeps {
@@ -646,7 +646,7 @@ export class Vault {
     const id = newId();
     let header: Uint8Array;
     try {
-      options.checkBody?.(); // the whole body is read: its signature, before anything is kept
+      await options.checkBody?.(); // the whole body is read: its signature, before anything is kept
       // Inside the KMS, with one unwrap of the custodian's stanza: the file key opens the first
       // and last chunks (a payload no reader could ever decrypt is refused now, not found out at
       // the first fetch), and the header is rewrapped to the readers.

@@ -15,7 +15,7 @@ import { hkdf as nobleHkdf } from '@noble/hashes/hkdf.js';
 import { hmac as nobleHmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
-import { verifySignature } from '../../crypto/ed25519.ts';
+import { verifySignature, verifySignatureAsync } from '../../crypto/ed25519.ts';
 import {
   aeadOpen,
   aeadSeal,
@@ -137,6 +137,13 @@ describe('Ed25519 (request, block, certificate and checkpoint signatures)', () =
       if (v.result === 'invalid') invalid++;
     }
     expect(invalid).toBeGreaterThan(50);
+  });
+
+  it('the thread-pool check (every request signature) gives the same answers', async () => {
+    const answers = await Promise.all(all.map(({ key, v }) => verifySignatureAsync(key, hex(v.msg), hex(v.sig))));
+    expect(answers.map((ok, i) => `${label((all[i] as (typeof all)[number]).v)}: ${ok}`)).toEqual(
+      all.map(({ v }) => `${label(v)}: ${v.result === 'valid'}`),
+    );
   });
 
   it('the @noble reference, in its strict RFC 8032 mode, agrees', () => {

@@ -7,7 +7,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { verifySignature } from '../../../crypto/ed25519.ts';
+import { verifySignatureAsync } from '../../../crypto/ed25519.ts';
 import { fail } from '../../../errors.ts';
 import { BODY_TRAILER, bodyMessage, HEADER, UNSIGNED_PAYLOAD } from '../../protocol/signing.ts';
 import type { MemberRow } from '../../protocol/views.ts';
@@ -295,7 +295,7 @@ async function* hashed(body: AsyncIterable<Uint8Array>, hash: Hash): AsyncIterab
  * of every byte received (services/protocol/signing.ts). Bytes a relay swapped or cut are
  * refused before anything is kept.
  */
-function checkBodySignature(request: FastifyRequest, actor: MemberRow, bodySha256: string): void {
+async function checkBodySignature(request: FastifyRequest, actor: MemberRow, bodySha256: string): Promise<void> {
   const signedHash = request.headers[HEADER.body];
   if (signedHash !== UNSIGNED_PAYLOAD) {
     if (signedHash !== bodySha256) fail('AUTH_INVALID', 'the uploaded bytes are not the bytes the member signed');
@@ -307,10 +307,10 @@ function checkBodySignature(request: FastifyRequest, actor: MemberRow, bodySha25
   const valid =
     signature.length === 64 &&
     signature.toString('base64') === trailer &&
-    verifySignature(
+    (await verifySignatureAsync(
       Buffer.from(actor.signingKey, 'base64'),
       bodyMessage(request.headers[HEADER.signature] as string, bodySha256),
       new Uint8Array(signature),
-    );
+    ));
   if (!valid) fail('AUTH_INVALID', 'the uploaded bytes are not the bytes the member signed');
 }
