@@ -11,6 +11,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { LRUCache } from 'lru-cache';
 import type { Receipt } from '../../anchor/receipt.ts';
 import { keyFingerprint } from '../../crypto/ed25519.ts';
 import { storageFailureAs } from '../../errors.ts';
@@ -427,6 +428,14 @@ function camel<T>(row: Row | undefined): T | undefined {
 export class Metadata {
   readonly #db: DatabaseSync;
   readonly #statements = new Map<string, StatementSync>();
+  /**
+   * Member rows by `id:` and `key:` (every request looks its member up, an upload its readers
+   * several times; members change rarely). Only rows as committed: emptied by any statement
+   * that writes the members table, and never filled inside a transaction, whose reads may yet be
+   * rolled back. This node's process is the database's only writer (node.lock). Rows are frozen:
+   * a caller cannot change what the next one reads.
+   */
+  readonly #members = new LRUCache<string, MemberRow>({ max: 10_000 });
   readonly #group: Array<{ step: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> =
     [];
 
@@ -534,6 +543,7 @@ export class Metadata {
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
+    if (/\bmembers\b/.test(sql)) this.#members.clear();
     try {
       return Number(this.#statement(sql).run(...params).changes);
     } catch (err) {
@@ -561,12 +571,25 @@ export class Metadata {
   }
 
   member(id: string): MemberRow | undefined {
-    return memberRow(this.#one('SELECT * FROM members WHERE id = ?', id));
+    return this.#memberWhere('id', id);
   }
 
   /** The member whose current signing key has this id (what a request names). */
   memberByKey(keyId: string): MemberRow | undefined {
-    return memberRow(this.#one('SELECT * FROM members WHERE key_id = ?', keyId));
+    return this.#memberWhere('key', keyId);
+  }
+
+  #memberWhere(by: 'id' | 'key', value: string): MemberRow | undefined {
+    const cached = this.#members.get(`${by}:${value}`);
+    if (cached) return cached;
+    const row = memberRow(
+      this.#one(by === 'id' ? 'SELECT * FROM members WHERE id = ?' : 'SELECT * FROM members WHERE key_id = ?', value),
+    );
+    if (!row || this.#db.isTransaction) return row;
+    Object.freeze(row);
+    this.#members.set(`id:${row.id}`, row);
+    this.#members.set(`key:${row.keyId}`, row);
+    return row;
   }
 
   /** Whether a key with this id was ever enrolled here: a member's first, current or a replaced one. */
