@@ -102,11 +102,16 @@ export async function readChecked(store: BlobStore, ref: string, size: number, s
 }
 
 /**
- * A blob as a stream that ends only after exactly `size` bytes: one the store gives shorter or
- * longer fails STORE_INTEGRITY at that point (a reply then breaks off rather than waits for bytes
- * its length promised). Its hash is the reader's to check.
+ * A blob as a stream of exactly `size` bytes. Its size is asked first: a blob the store holds
+ * shorter or longer is STORE_INTEGRITY (missing: STORE_NOT_FOUND) before a byte is read, so a
+ * fetch refuses it before anchoring an access. The stream still ends only after exactly `size`
+ * bytes: one that changes while it is read fails STORE_INTEGRITY at that point (a reply then
+ * breaks off rather than waits for bytes its length promised). Its hash is the reader's to check.
  */
 export async function readSized(store: BlobStore, ref: string, size: number): Promise<Readable> {
+  const stored = await store.stat(ref);
+  if (!stored) fail('STORE_NOT_FOUND', ref);
+  if (stored.size !== size) fail('STORE_INTEGRITY', `blob ${ref}: ${stored.size} bytes stored, ${size} recorded`);
   const blob = await store.get(ref);
   async function* exactly() {
     let seen = 0;

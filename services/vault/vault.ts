@@ -1291,9 +1291,11 @@ export class Vault {
   // Internals.
 
   /**
-   * What a fetch serves of `record`'s blob: a small one whole, so that a blob the store lost or
-   * changed is STORE_INTEGRITY before any access is anchored; a larger one as a stream of exactly
-   * its size (its access is anchored before it is read: one the store cut breaks off the reply).
+   * What a fetch serves of `record`'s blob, before any access is anchored: a small one whole and
+   * checked, so that a blob the store lost or changed is refused (STORE_NOT_FOUND,
+   * STORE_INTEGRITY); a larger one as a stream of exactly its size, once the store says it holds
+   * that many bytes (a blob lost, cut or grown is refused the same way; one whose bytes changed
+   * is streamed after its access is anchored, and refused by the reader's hash check).
    */
   async #blobOf(record: RecordRow): Promise<Buffer | Readable> {
     const ref = record.blobRef as string;

@@ -125,18 +125,18 @@ describe('a stored blob the disk damaged', () => {
     expect(trail).not.toContain('record.accessed');
   });
 
-  it('a large one that lost its tail ends the fetch with an error, not a hang', async () => {
+  it('a large one (streamed) that lost its tail is refused STORE_INTEGRITY too, with no access anchored and no file', async () => {
     const { record, blob } = await stored(300_000);
     truncateSync(blob, record.size - 10);
-    const started = Date.now();
+    const head = await node.vault.ledger.head();
     const path = join(out, 'large-short.bin');
     const failed = await reader.client.fetch(record.id, { path }).then(
       () => 'no error',
       (e: { code?: string; message?: string }) => e.code ?? e.message,
     );
-    // Its access was anchored before its blob was read: the reply breaks off (the SDK: cut off mid-body).
-    expect(failed).toBe('NODE_UNAVAILABLE');
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(failed).toBe('STORE_INTEGRITY');
+    expect((await node.vault.ledger.head())?.height).toBe(head?.height);
+    expect((await hospital.client.audit(record.id)).map((r) => r.event.type)).not.toContain('record.accessed');
     expect(existsSync(path)).toBe(false);
   });
 

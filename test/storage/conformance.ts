@@ -132,14 +132,28 @@ export function blobStoreConformance(name: string, open: () => Promise<BlobStore
       expect(await code(readChecked(store, options.missingRef(), 3000, sha256))).toBe('STORE_NOT_FOUND');
     });
 
-    it('a blob streamed at its recorded size ends after exactly that many bytes, or fails STORE_INTEGRITY', async () => {
+    it('a blob streamed at its recorded size: refused before a byte is read when the store holds another size', async () => {
       const store = await open();
       const data = bytes(200_000, 33);
       const { ref } = await store.put(pieces(data));
       expect(Buffer.compare(await collect(await readSized(store, ref, 200_000)), data)).toBe(0);
       for (const size of [199_999, 200_001]) {
-        const err = await collect(await readSized(store, ref, size)).catch((e) => e);
-        expect(isMedvaultError(err, 'STORE_INTEGRITY')).toBe(true);
+        const err = await readSized(store, ref, size).catch((e) => e);
+        expect(isMedvaultError(err, 'STORE_INTEGRITY'), String(err)).toBe(true);
+      }
+      const missing = await readSized(store, options.missingRef(), 200_000).catch((e) => e);
+      expect(isMedvaultError(missing, 'STORE_NOT_FOUND'), String(missing)).toBe(true);
+    });
+
+    it('a blob that changes size once asked (the store said the recorded size) still ends at it, or fails STORE_INTEGRITY', async () => {
+      const store = await open();
+      const data = bytes(200_000, 34);
+      const { ref } = await store.put(pieces(data));
+      for (const size of [199_999, 200_001]) {
+        // The size asked says `size`, the bytes then read are the 200,000 stored.
+        const changed = { stat: async () => ({ size }), get: (r: string) => store.get(r) } as unknown as BlobStore;
+        const err = await collect(await readSized(changed, ref, size)).catch((e) => e);
+        expect(isMedvaultError(err, 'STORE_INTEGRITY'), String(err)).toBe(true);
       }
     });
 
