@@ -9,13 +9,25 @@
  * `rep:<name>=<ref>,<name>=<ref>`, since stores address blobs differently.
  *
  * get, stat and has ask the copies in order and use the first that answers.
+ * A fetch's checked reads (readChecked, readSized) use the first copy that
+ * passes their checks: a copy lost, out of reach, or damaged (its size or
+ * hash not the recorded ones) is passed over, with a warning naming it for
+ * repair, while another copy is intact.
  * delete removes every copy and reports what each store confirmed; if a
  * store cannot be reached it throws STORE_UNAVAILABLE naming the copies that
  * were and were not removed, so erasure knows what to retry.
  */
 import type { Readable } from 'node:stream';
 import { check, fail, isMedvaultError, MedvaultError } from '../errors.ts';
-import type { BlobStore, ByteRange, DeleteResult, PutResult } from './blob-store.ts';
+import { logger } from '../log.ts';
+import {
+  type BlobStore,
+  type ByteRange,
+  type DeleteResult,
+  type PutResult,
+  readChecked,
+  readSized,
+} from './blob-store.ts';
 
 export interface Replica {
   /** A short configured name: letters, digits, '-' and '_'. */
@@ -182,6 +194,52 @@ export class ReplicatedBlobStore implements BlobStore {
       (c) => c.replica.store.get(c.ref, range),
       () => fail('STORE_NOT_FOUND', ref),
     );
+  }
+
+  readWhole(ref: string, size: number, sha256: string): Promise<Buffer> {
+    return this.#firstIntact(ref, (c) => readChecked(c.replica.store, c.ref, size, sha256));
+  }
+
+  readStream(ref: string, size: number): Promise<Readable> {
+    return this.#firstIntact(ref, (c) => readSized(c.replica.store, c.ref, size));
+  }
+
+  /**
+   * `read` on each copy in turn until one passes: a copy missing, out of reach or damaged
+   * (STORE_INTEGRITY) is passed over, and said. When none passes: STORE_INTEGRITY if a copy was
+   * damaged (damage is never reported as a mere absence), else as `#first`.
+   */
+  async #firstIntact<T>(ref: string, read: (copy: Copy) => Promise<T>): Promise<T> {
+    const passed: string[] = [];
+    let damaged: unknown = null;
+    const result = await this.#first(
+      ref,
+      async (copy) => {
+        try {
+          const value = await read(copy);
+          if (passed.length > 0) {
+            logger.warn(
+              { ref, servedBy: copy.replica.name, passedOver: passed },
+              'replicated store: a copy was lost, out of reach or damaged; served from another (repair it)',
+            );
+          }
+          return value;
+        } catch (err) {
+          if (isMedvaultError(err, 'STORE_INTEGRITY')) {
+            damaged = err;
+            passed.push(`${copy.replica.name}: ${err.message}`);
+            throw new MedvaultError('STORE_NOT_FOUND', copy.ref); // passed over, as a missing copy is
+          }
+          if (isMedvaultError(err) && SKIPPABLE.has(err.code)) passed.push(`${copy.replica.name}: ${err.code}`);
+          throw err;
+        }
+      },
+      () => fail('STORE_NOT_FOUND', ref),
+    ).catch((err: unknown) => {
+      if (damaged) fail('STORE_INTEGRITY', `no intact copy of ${ref}: ${passed.join('; ')}`, { cause: damaged });
+      throw err;
+    });
+    return result;
   }
 
   async stat(ref: string): Promise<{ size: number } | null> {

@@ -3,10 +3,11 @@
  * shared contract, a replica that cannot write, reads that fall back to
  * another copy, and deletion confirmed per copy.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isMedvaultError } from '../../errors.ts';
+import { readChecked, readSized } from '../../storage/blob-store.ts';
 import { FsBlobStore } from '../../storage/fs-store.ts';
 import { ReplicatedBlobStore } from '../../storage/replicated-store.ts';
 import { bytes, tempDir } from '../helpers.ts';
@@ -57,6 +58,32 @@ describe('replication', () => {
     const parts: Buffer[] = [];
     for await (const chunk of await store.get(ref)) parts.push(chunk as Buffer);
     expect(Buffer.compare(Buffer.concat(parts), data)).toBe(0);
+  });
+
+  it("a fetch's checked reads pass over a damaged copy (byte flipped, cut, lost) to an intact one", async () => {
+    const store = await pair('d1', 'd2');
+    const small = bytes(3000, 6);
+    const large = bytes(300_000, 7);
+    const kept = [await store.put(once(small)), await store.put(once(large))];
+    const file = (dir: string, sha: string) => join(root, dir, 'blobs', sha.slice(0, 2), sha.slice(2, 4), sha);
+    const [s, l] = kept as [(typeof kept)[0], (typeof kept)[0]];
+    // Copy a of the small blob has a byte flipped; copy a of the large one lost its tail.
+    const flipped = readFileSync(file('d1', s.sha256));
+    flipped[10] = (flipped[10] as number) ^ 1;
+    writeFileSync(file('d1', s.sha256), flipped);
+    truncateSync(file('d1', l.sha256), l.size - 1);
+    expect(Buffer.compare(await readChecked(store, s.ref, s.size, s.sha256), small)).toBe(0);
+    const parts: Buffer[] = [];
+    for await (const chunk of await readSized(store, l.ref, l.size)) parts.push(chunk as Buffer);
+    expect(Buffer.compare(Buffer.concat(parts), large)).toBe(0);
+    // Copy b lost as well: no intact copy is left, and the damage is said as such, not as a loss.
+    rmSync(file('d2', s.sha256));
+    rmSync(file('d2', l.sha256));
+    const whole = await readChecked(store, s.ref, s.size, s.sha256).catch((e) => e);
+    expect(isMedvaultError(whole, 'STORE_INTEGRITY'), String(whole)).toBe(true);
+    expect(String(whole.message)).toMatch(/no intact copy.*a: .*hashes to.*b: STORE_NOT_FOUND/);
+    const streamed = await readSized(store, l.ref, l.size).catch((e) => e);
+    expect(isMedvaultError(streamed, 'STORE_INTEGRITY'), String(streamed)).toBe(true);
   });
 
   it('when a replica cannot write, the put fails and leaves no copy anywhere', async () => {
