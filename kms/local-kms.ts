@@ -25,9 +25,9 @@ import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { MEMBER_NAME } from '../formats.ts';
+import { admitOffThread } from './admit-pool.ts';
 import { type CustodianEntry, CustodianShards } from './custodian-shards.ts';
 import {
-  admitWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -191,7 +191,7 @@ export class LocalKms implements Kms {
     readers: readonly Recipient[],
     sample: PayloadSample,
   ): Promise<Uint8Array> {
-    return admitWith(this.#identity(subject).identity, header, readers, sample);
+    return admitOffThread(this.#identity(subject).identity, header, readers, sample);
   }
 
   async reencrypt(

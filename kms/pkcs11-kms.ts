@@ -28,8 +28,8 @@ import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { fail, MedvaultError } from '../errors.ts';
+import { admitOffThread } from './admit-pool.ts';
 import {
-  admitWith,
   checkSubject,
   type DestroyedList,
   type DestroyResult,
@@ -259,7 +259,7 @@ export class Pkcs11Kms implements Kms {
     readers: readonly Recipient[],
     sample: PayloadSample,
   ): Promise<Uint8Array> {
-    return admitWith(this.#identity(subject), header, readers, sample);
+    return admitOffThread(this.#identity(subject), header, readers, sample);
   }
 
   async reencrypt(
