@@ -94,10 +94,6 @@ export function aeadOpen(
 // 32-byte secret can be handed to OpenSSL.
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
-export function x25519PrivateKey(secret: Uint8Array): KeyObject {
-  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, secret]), format: 'der', type: 'pkcs8' });
-}
-
 /**
  * Runs `make` with V8's stack traces off. node:crypto's key constructors (Node 24) find out
  * whether their argument is a KeyObject or a CryptoKey by catching a failed private-field
@@ -112,6 +108,16 @@ function withoutStackTraces<T>(make: () => T): T {
     return make();
   } finally {
     Error.stackTraceLimit = limit;
+  }
+}
+
+/** An X25519 private key object from its raw 32-byte secret (42 µs here, 59 with stack traces on). */
+export function x25519PrivateKey(secret: Uint8Array): KeyObject {
+  const der = Buffer.concat([PKCS8_X25519, secret]);
+  try {
+    return withoutStackTraces(() => createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }));
+  } finally {
+    der.fill(0);
   }
 }
 

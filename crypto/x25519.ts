@@ -100,16 +100,47 @@ export class X25519Recipient implements Recipient {
   }
 }
 
+/**
+ * An identity as OpenSSL holds it, for another thread of this process (postMessage shares the
+ * key object, nothing is parsed again there): no secret bytes. Never log it.
+ */
+export interface HeldX25519Key {
+  key: KeyObject;
+  publicKey: Uint8Array;
+}
+
 export class X25519Identity implements Identity {
   readonly #key: KeyObject;
-  readonly #secret: Uint8Array;
+  /** Null for an identity made from a held key (`held()`): it unwraps, but exports nothing. */
+  readonly #secret: Uint8Array | null;
   readonly recipient: X25519Recipient;
 
-  constructor(secret: Uint8Array) {
-    check(secret.length === KEY_LENGTH, 'KEY_INVALID', 'an X25519 secret key is 32 bytes');
-    this.#secret = secret;
-    this.#key = x25519PrivateKey(secret);
-    this.recipient = new X25519Recipient(x25519RawPublic(this.#key));
+  constructor(secret: Uint8Array | HeldX25519Key) {
+    if (secret instanceof Uint8Array) {
+      check(secret.length === KEY_LENGTH, 'KEY_INVALID', 'an X25519 secret key is 32 bytes');
+      this.#secret = secret;
+      this.#key = x25519PrivateKey(secret);
+      this.recipient = new X25519Recipient(x25519RawPublic(this.#key));
+    } else {
+      check(
+        secret.key.type === 'private' && secret.key.asymmetricKeyType === 'x25519',
+        'KEY_INVALID',
+        'a held X25519 identity is a private X25519 key object',
+      );
+      this.#secret = null;
+      this.#key = secret.key;
+      this.recipient = new X25519Recipient(secret.publicKey);
+    }
+  }
+
+  /** The identity as its key object and public key, for a worker thread (HeldX25519Key). */
+  held(): HeldX25519Key {
+    return { key: this.#key, publicKey: this.recipient.publicKey };
+  }
+
+  #exportable(): Uint8Array {
+    if (!this.#secret) fail('KEY_INVALID', 'an identity made from a held key has no secret bytes to export');
+    return this.#secret;
   }
 
   static generate(): X25519Identity {
@@ -122,14 +153,14 @@ export class X25519Identity implements Identity {
     return new X25519Identity(decodeBech32(trimmed, IDENTITY_HRP, 'identity'));
   }
 
-  /** The Bech32 secret key. Never log it. */
   /** A copy of the 32-byte secret, for a KMS that wraps it. Never log it. */
   secretBytes(): Uint8Array {
-    return Uint8Array.from(this.#secret);
+    return Uint8Array.from(this.#exportable());
   }
 
+  /** The Bech32 secret key. Never log it. */
   toString(): string {
-    return bech32.encode(IDENTITY_HRP, bech32.toWords(this.#secret), false).toUpperCase();
+    return bech32.encode(IDENTITY_HRP, bech32.toWords(this.#exportable()), false).toUpperCase();
   }
 
   unwrapFileKey(stanzas: readonly Stanza[]): Uint8Array | null {

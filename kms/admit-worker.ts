@@ -1,7 +1,7 @@
 /**
  * The thread that admits uploads for kms/admit-pool.ts: `admitWith` (kms.ts) on what the
- * node's main thread sends, the answer (or the error's code and detail) sent back. It holds no
- * key between requests: each custodian secret it is sent is zeroed once used.
+ * node's main thread sends, the answer (or the error's code and message) sent back. It keeps no
+ * custodian key between requests.
  */
 import { parentPort } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
@@ -27,7 +27,7 @@ const recipient = (text: string): X25519Recipient => {
 port.on('message', (request: AdmitRequest) => {
   let reply: AdmitReply;
   try {
-    const custodian = new X25519Identity(request.secret);
+    const custodian = new X25519Identity(request.custodian);
     reply = {
       id: request.id,
       header: admitWith(custodian, request.header, request.readers.map(recipient), request.sample),
@@ -36,8 +36,6 @@ port.on('message', (request: AdmitRequest) => {
     reply = isMedvaultError(err)
       ? { id: request.id, code: err.code, message: err.message }
       : { id: request.id, code: 'INTERNAL', message: String((err as Error)?.message ?? err) };
-  } finally {
-    request.secret.fill(0);
   }
   port.postMessage(reply);
 });

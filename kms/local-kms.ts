@@ -25,7 +25,7 @@ import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity } from '../crypto/x25519.ts';
 import { check, fail } from '../errors.ts';
 import { MEMBER_NAME } from '../formats.ts';
-import { admitOffThread } from './admit-pool.ts';
+import { admitUpload } from './admit-pool.ts';
 import { type CustodianEntry, CustodianShards } from './custodian-shards.ts';
 import {
   checkSubject,
@@ -191,7 +191,7 @@ export class LocalKms implements Kms {
     readers: readonly Recipient[],
     sample: PayloadSample,
   ): Promise<Uint8Array> {
-    return admitOffThread(this.#identity(subject).identity, header, readers, sample);
+    return admitUpload(this.#identity(subject).identity, header, readers, sample);
   }
 
   async reencrypt(

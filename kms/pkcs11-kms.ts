@@ -28,7 +28,7 @@ import type { PayloadSample } from '../crypto/stream.ts';
 import { X25519Identity, X25519Recipient } from '../crypto/x25519.ts';
 import { writeFileAtomic } from '../durable.ts';
 import { fail, MedvaultError } from '../errors.ts';
-import { admitOffThread } from './admit-pool.ts';
+import { admitUpload } from './admit-pool.ts';
 import {
   checkSubject,
   type DestroyedList,
@@ -259,7 +259,7 @@ export class Pkcs11Kms implements Kms {
     readers: readonly Recipient[],
     sample: PayloadSample,
   ): Promise<Uint8Array> {
-    return admitOffThread(this.#identity(subject), header, readers, sample);
+    return admitUpload(this.#identity(subject), header, readers, sample);
   }
 
   async reencrypt(

@@ -62,6 +62,24 @@ describe('X25519 stanzas', () => {
     expect(codeOf(() => openHeader(modify(patch), [alice]))).toBe(code);
   });
 
+  it("an identity made from a held key (another thread's copy) opens what the original does and exports no secret", () => {
+    const fileKey = random(16);
+    const held = new X25519Identity(alice.held());
+    expect(held.recipient.toString()).toBe(alice.recipient.toString());
+    expect(
+      Buffer.compare(
+        openHeader(
+          headerWith((s) => s, fileKey),
+          [held],
+        ).fileKey,
+        fileKey,
+      ),
+    ).toBe(0);
+    expect(codeOf(() => held.secretBytes())).toBe('KEY_INVALID');
+    expect(codeOf(() => held.toString())).toBe('KEY_INVALID');
+    expect(codeOf(() => new X25519Identity({ ...alice.held(), key: alice.recipient as never }))).toBe('KEY_INVALID');
+  });
+
   it('rejects a non-canonical share encoding', () => {
     // 32 bytes take 43 characters, whose last one has 2 spare bits that must be zero.
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';

@@ -1,15 +1,15 @@
 /**
- * Uploads are admitted on worker threads (kms/admit-pool.ts): each answer must be its own
- * request's, errors must keep their code and message, and a worker that stops must fail what
+ * Uploads may be admitted on worker threads (kms/admit-pool.ts; none by default on 2 cores,
+ * one here): each answer must be its own request's, errors must keep their code and message, and a worker that stops must fail what
  * it owed with a typed error and be replaced.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { parseHeader } from '../../crypto/header.ts';
 import { PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
-import { admitOffThread, stopAdmitWorkers } from '../../kms/admit-pool.ts';
+import { admitUpload, setAdmitThreads, stopAdmitWorkers } from '../../kms/admit-pool.ts';
 import { admitWith } from '../../kms/kms.ts';
 import { bytes } from '../helpers.ts';
 
@@ -28,13 +28,16 @@ function upload(document: Uint8Array) {
 }
 
 describe('admission on worker threads', () => {
+  beforeAll(() => setAdmitThreads(1)); // whatever this machine's cores would choose
+  afterAll(() => setAdmitThreads());
+
   it('answers 64 concurrent admissions each with its own header: its reader opens its own document', async () => {
     const jobs = Array.from({ length: 64 }, (_, i) => {
       const document = bytes(500 + i * 37, i + 1);
       return { document, reader: X25519Identity.generate(), ...upload(document) };
     });
     const headers = await Promise.all(
-      jobs.map((j) => admitOffThread(custodian, j.header, [j.reader.recipient], j.sample)),
+      jobs.map((j) => admitUpload(custodian, j.header, [j.reader.recipient], j.sample)),
     );
     for (const [i, j] of jobs.entries()) {
       const admitted = headers[i] as Uint8Array;
@@ -59,7 +62,7 @@ describe('admission on worker threads', () => {
       } catch (err) {
         here = err;
       }
-      const there = await admitOffThread(who, header, [], sampled).catch((err: unknown) => err);
+      const there = await admitUpload(who, header, [], sampled).catch((err: unknown) => err);
       expect(isMedvaultError(there)).toBe(true);
       expect(isMedvaultError(here)).toBe(true);
       expect([(there as Error & { code: string }).code, (there as Error).message]).toEqual([
@@ -75,7 +78,7 @@ describe('admission on worker threads', () => {
     // owes all eight when it stops.
     const pending = Array.from({ length: 8 }, (_, i) => {
       const { header, sample } = upload(bytes(2000, 40 + i));
-      return admitOffThread(custodian, header, [X25519Identity.generate().recipient], sample).then(
+      return admitUpload(custodian, header, [X25519Identity.generate().recipient], sample).then(
         () => 'admitted',
         (err: unknown) => (isMedvaultError(err) ? `${err.code}: ${err.message}` : String(err)),
       );
@@ -87,7 +90,7 @@ describe('admission on worker threads', () => {
     const reader = X25519Identity.generate();
     const document = bytes(1000, 50);
     const { header, payload, sample } = upload(document);
-    const admitted = await admitOffThread(custodian, header, [reader.recipient], sample);
+    const admitted = await admitUpload(custodian, header, [reader.recipient], sample);
     expect(Buffer.from(decrypt([reader], Buffer.concat([admitted, payload])))).toEqual(Buffer.from(document));
   });
 });

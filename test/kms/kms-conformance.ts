@@ -6,11 +6,12 @@
  * ends every later use of that subject's key and no other's.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { coreTransform, decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { parseHeader } from '../../crypto/header.ts';
 import { PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
+import { setAdmitThreads } from '../../kms/admit-pool.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { bytes } from '../helpers.ts';
 
@@ -84,31 +85,39 @@ export function kmsConformance(name: string, open: () => Promise<Kms>, reopen: (
       expect(await codeOfAsync(kms.rewrap(s, header, []))).toBe('AGE_NO_IDENTITY');
     });
 
-    it("admit (an upload) rewraps as rewrap does once the payload's first and last chunks open, else AGE_PAYLOAD_CORRUPT", async () => {
-      const kms = await open();
-      const s = newSubject();
-      const { recipient } = await kms.custodian(s);
-      const reader = X25519Identity.generate();
-      const document = bytes(200_000, 14); // four chunks
-      const { header, payload } = splitAgeFile(encrypt([recipient], document));
-      const sample = (bytes: Uint8Array) => {
-        const probe = new PayloadProbe();
-        probe.take(bytes);
-        return probe.sample();
-      };
-      const admitted = await kms.admit(s, header, [reader.recipient], sample(payload));
-      expect(parseHeader(admitted).stanzas[1]).toEqual(parseHeader(header).stanzas[0]); // the lone stanza kept
-      expect(Buffer.from(decrypt([reader], Buffer.concat([admitted, payload])))).toEqual(Buffer.from(document));
-      for (const at of [100, payload.length - 5]) {
-        const flipped = Buffer.from(payload);
-        flipped[at] = (flipped[at] as number) ^ 1;
-        expect(await codeOfAsync(kms.admit(s, header, [reader.recipient], sample(flipped)))).toBe(
-          'AGE_PAYLOAD_CORRUPT',
-        );
-      }
-      const other = splitAgeFile(encrypt([X25519Identity.generate().recipient], document));
-      expect(await codeOfAsync(kms.admit(s, other.header, [], sample(other.payload)))).toBe('AGE_NO_IDENTITY');
-    });
+    it.each([
+      ['on the calling thread', 0],
+      ['on a worker thread', 1],
+    ])(
+      "admit (an upload) %s rewraps as rewrap does once the payload's first and last chunks open, else AGE_PAYLOAD_CORRUPT",
+      async (_, threads) => {
+        setAdmitThreads(threads);
+        onTestFinished(() => setAdmitThreads());
+        const kms = await open();
+        const s = newSubject();
+        const { recipient } = await kms.custodian(s);
+        const reader = X25519Identity.generate();
+        const document = bytes(200_000, 14); // four chunks
+        const { header, payload } = splitAgeFile(encrypt([recipient], document));
+        const sample = (bytes: Uint8Array) => {
+          const probe = new PayloadProbe();
+          probe.take(bytes);
+          return probe.sample();
+        };
+        const admitted = await kms.admit(s, header, [reader.recipient], sample(payload));
+        expect(parseHeader(admitted).stanzas[1]).toEqual(parseHeader(header).stanzas[0]); // the lone stanza kept
+        expect(Buffer.from(decrypt([reader], Buffer.concat([admitted, payload])))).toEqual(Buffer.from(document));
+        for (const at of [100, payload.length - 5]) {
+          const flipped = Buffer.from(payload);
+          flipped[at] = (flipped[at] as number) ^ 1;
+          expect(await codeOfAsync(kms.admit(s, header, [reader.recipient], sample(flipped)))).toBe(
+            'AGE_PAYLOAD_CORRUPT',
+          );
+        }
+        const other = splitAgeFile(encrypt([X25519Identity.generate().recipient], document));
+        expect(await codeOfAsync(kms.admit(s, other.header, [], sample(other.payload)))).toBe('AGE_NO_IDENTITY');
+      },
+    );
 
     it('reencrypt makes a new file key and payload that only the new header opens', async () => {
       const kms = await open();
