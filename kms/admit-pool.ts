@@ -117,6 +117,12 @@ function worker(): AdmitWorker {
   return workers.reduce((a, b) => (b.load < a.load ? b : a));
 }
 
+/** How many worker threads admit: as set, else as configured (INVALID_ARGUMENT for a bad setting). */
+export function admitThreads(): number {
+  threads ??= configuredThreads();
+  return threads;
+}
+
 /** `admitWith`, on a worker thread when there are any (module comment). */
 export async function admitUpload(
   custodian: X25519Identity,
@@ -124,8 +130,7 @@ export async function admitUpload(
   readers: readonly Recipient[],
   sample: PayloadSample,
 ): Promise<Uint8Array> {
-  threads ??= configuredThreads();
-  if (threads === 0 || !readers.every((r) => r instanceof X25519Recipient)) {
+  if (admitThreads() === 0 || !readers.every((r) => r instanceof X25519Recipient)) {
     return admitWith(custodian, header, readers, sample);
   }
   return worker().run({ id: nextId++, custodian: custodian.held(), header, readers: readers.map(String), sample });

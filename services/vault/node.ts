@@ -26,6 +26,7 @@ import type { Ledger } from '../../anchor/ledger.ts';
 import { openLedger } from '../../anchor/open.ts';
 import { fsyncDirectory, takeLock, writeFileAtomic } from '../../durable.ts';
 import { check, fail, isMedvaultError } from '../../errors.ts';
+import { admitThreads } from '../../kms/admit-pool.ts';
 import type { Kms } from '../../kms/kms.ts';
 import { LocalKms } from '../../kms/local-kms.ts';
 import type { SealingSecret } from '../../kms/sealed-file.ts';
@@ -459,6 +460,7 @@ async function openLocked(
   const breakGlass = { ...config.breakGlass, ...overrides.breakGlass };
   const webhook = process.env.MEDVAULT_BREAK_GLASS_WEBHOOK || breakGlass.webhook;
   if (webhook) checkWebhookUrl(webhook);
+  admitThreads(); // a bad MEDVAULT_ADMIT_THREADS refuses the start, not every upload
   check(
     breakGlass.perDay === undefined || (Number.isSafeInteger(breakGlass.perDay) && breakGlass.perDay >= 0),
     'INVALID_ARGUMENT',

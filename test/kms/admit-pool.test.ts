@@ -3,15 +3,24 @@
  * one here): each answer must be its own request's, errors must keep their code and message, and a worker that stops must fail what
  * it owed with a typed error and be replaced.
  */
+import { availableParallelism } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decrypt, encrypt, splitAgeFile } from '../../crypto/age.ts';
 import { parseHeader } from '../../crypto/header.ts';
 import { PayloadProbe } from '../../crypto/stream.ts';
 import { X25519Identity } from '../../crypto/x25519.ts';
 import { isMedvaultError } from '../../errors.ts';
-import { admitUpload, setAdmitThreads, stopAdmitWorkers } from '../../kms/admit-pool.ts';
+import { admitThreads, admitUpload, setAdmitThreads, stopAdmitWorkers } from '../../kms/admit-pool.ts';
 import { admitWith } from '../../kms/kms.ts';
 import { bytes } from '../helpers.ts';
+
+const codeOrValue = (f: () => number): number | string => {
+  try {
+    return f();
+  } catch (err) {
+    return isMedvaultError(err) ? err.code : String(err);
+  }
+};
 
 const custodian = X25519Identity.generate();
 
@@ -92,5 +101,31 @@ describe('admission on worker threads', () => {
     const { header, payload, sample } = upload(document);
     const admitted = await admitUpload(custodian, header, [reader.recipient], sample);
     expect(Buffer.from(decrypt([reader], Buffer.concat([admitted, payload])))).toEqual(Buffer.from(document));
+  });
+
+  it('MEDVAULT_ADMIT_THREADS: a whole number 0-16, else INVALID_ARGUMENT; unset, the cores beyond two (at most four)', () => {
+    const saved = process.env.MEDVAULT_ADMIT_THREADS;
+    try {
+      for (const [value, expected] of [
+        ['3', 3],
+        ['0', 0],
+        ['', Math.max(0, Math.min(4, availableParallelism() - 2))],
+        ['-1', 'INVALID_ARGUMENT'],
+        ['2.5', 'INVALID_ARGUMENT'],
+        ['17', 'INVALID_ARGUMENT'],
+        ['four', 'INVALID_ARGUMENT'],
+      ] as const) {
+        process.env.MEDVAULT_ADMIT_THREADS = value;
+        setAdmitThreads(); // read the setting again
+        expect(
+          codeOrValue(() => admitThreads()),
+          value,
+        ).toBe(expected);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.MEDVAULT_ADMIT_THREADS;
+      else process.env.MEDVAULT_ADMIT_THREADS = saved;
+      setAdmitThreads(1);
+    }
   });
 });

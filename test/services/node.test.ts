@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { setAdmitThreads } from '../../kms/admit-pool.ts';
 import {
   changeKeystorePassphrase,
   initNode,
@@ -191,6 +192,24 @@ describe('a node data directory', () => {
     process.env.MEDVAULT_PEERS = JSON.stringify([good]);
     const vault = await openNode(data); // a refused start held nothing: the ledger opens again
     expect(vault.peers.list).toEqual([good]);
+    await vault.close();
+  });
+
+  it('a bad MEDVAULT_ADMIT_THREADS refuses the start (not every upload after it)', async () => {
+    const data = join(root, 'admit-threads');
+    await initNode(data);
+    process.env.MEDVAULT_ADMIT_THREADS = 'many';
+    setAdmitThreads(); // read the setting again
+    try {
+      await expect(openNode(data)).rejects.toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: /MEDVAULT_ADMIT_THREADS/,
+      });
+    } finally {
+      delete process.env.MEDVAULT_ADMIT_THREADS;
+      setAdmitThreads();
+    }
+    const vault = await openNode(data); // a refused start held nothing
     await vault.close();
   });
 
