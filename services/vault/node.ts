@@ -476,7 +476,7 @@ async function openLocked(
   // The highest block this node's own records refer to: a file ledger that lost it is refused
   // (not cut), and Vault.open checks any ledger's head against it.
   const acknowledged = metadata.highestAnchor() ?? undefined;
-  let ledger: Awaited<ReturnType<typeof openLedger>>;
+  let ledger: Awaited<ReturnType<typeof openLedger>> | undefined;
   try {
     ledger = await openLedger(inData(data, ledgerUri), acknowledged === undefined ? {} : { acknowledged });
     if (overrides.wrapLedger) ledger = overrides.wrapLedger(ledger);
@@ -484,6 +484,8 @@ async function openLocked(
     // A key hand-over a crash cut short (medvault node rotate-key) is finished before the node signs anything.
     await finishNodeKey(kms, ledger, metadata.locatorNextHeight());
   } catch (err) {
+    // A refused start holds nothing: the ledger it opened (its file and lock) is closed too.
+    await ledger?.close().catch(() => {});
     metadata.close();
     throw err;
   }
@@ -493,9 +495,18 @@ async function openLocked(
     'node opened: the ledger and the store it serves',
   );
   const storeMeter = new StoreMeter();
-  const opened = await openBlobStore(inStore(data, storeConfig), storeMeter);
-  const store = overrides.wrapStore ? overrides.wrapStore(opened) : opened;
-  const custody = await openCustody(data, kms, overrides.kms ?? config.kms);
+  let store: BlobStore | undefined;
+  let custody: Kms;
+  try {
+    const opened = await openBlobStore(inStore(data, storeConfig), storeMeter);
+    store = overrides.wrapStore ? overrides.wrapStore(opened) : opened;
+    custody = await openCustody(data, kms, overrides.kms ?? config.kms);
+  } catch (err) {
+    await store?.close().catch(() => {});
+    await ledger.close().catch(() => {});
+    metadata.close();
+    throw err;
+  }
   const sweepFiles = async () => ({
     // Everything in the data directory but the blob store (the sweep asks the stores themselves).
     data: (await readdir(data, { recursive: true, withFileTypes: true }))
@@ -531,8 +542,13 @@ async function openLocked(
     ...(config.backup ? { policy: config.backup } : {}),
     ...(config.tls ? { tlsKey: config.tls.key } : {}),
   });
-  await vault.backups.expire();
-  await reapplyAfterRestore(data, vault);
+  try {
+    await vault.backups.expire();
+    await reapplyAfterRestore(data, vault);
+  } catch (err) {
+    await vault.close().catch(() => {});
+    throw err;
+  }
   return vault;
 }
 

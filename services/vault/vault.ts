@@ -278,14 +278,14 @@ export class Vault {
     const vault = new Vault(deps);
     try {
       await vault.#refuseRetiredKey();
+      await vault.settlePending();
+      await vault.erasures.resume();
+      if (deps.ownsStore) await vault.#collectGarbage();
+      await vault.collectStrays();
     } catch (err) {
-      await vault.close();
+      await vault.close().catch(() => {}); // a refused start holds nothing: ledger, store, custody, database
       throw err;
     }
-    await vault.settlePending();
-    await vault.erasures.resume();
-    if (deps.ownsStore) await vault.#collectGarbage();
-    await vault.collectStrays();
     return vault;
   }
 

@@ -162,6 +162,13 @@ describe('a node data directory', () => {
     await expect(openNode(data, { ledger: `file:${join(other, 'ledger.mvl')}` })).rejects.toMatchObject({
       code: 'LEDGER_MISMATCH',
     });
+    // The refused start closed the ledger it opened: its lock is free again in this process.
+    const again = await openNode(other);
+    await again.close();
+    // So does a start refused for its store, opened after the ledger.
+    await expect(openNode(other, { store: { kind: 'fs', root: '/dev/null/blobs' } })).rejects.toThrow();
+    const once = await openNode(other);
+    await once.close();
   });
 
   it('a malformed peer list refuses the start, naming the entry; a good one is kept', async () => {
