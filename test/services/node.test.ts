@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { fail } from '../../errors.ts';
 import { setAdmitThreads } from '../../kms/admit-pool.ts';
 import {
   changeKeystorePassphrase,
@@ -13,6 +14,7 @@ import {
   openNode,
   readConfig,
 } from '../../services/vault/node.ts';
+import type { BlobStore } from '../../storage/blob-store.ts';
 import { runCli, tempDir } from '../helpers.ts';
 
 const root = tempDir('medvault-nodes-');
@@ -169,6 +171,20 @@ describe('a node data directory', () => {
     await expect(openNode(other, { store: { kind: 'fs', root: '/dev/null/blobs' } })).rejects.toThrow();
     const once = await openNode(other);
     await once.close();
+    // And one that fails in the vault's own start-up (here: collecting unreferenced blobs).
+    const unlistable = (s: BlobStore): BlobStore => ({
+      kind: s.kind,
+      put: (source) => s.put(source),
+      get: (ref, range) => s.get(ref, range),
+      stat: (ref) => s.stat(ref),
+      has: (ref) => s.has(ref),
+      delete: (ref) => s.delete(ref),
+      close: () => s.close(),
+      list: () => fail('STORE_UNAVAILABLE', 'listing refused by the test'),
+    });
+    await expect(openNode(other, { wrapStore: unlistable })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    const twice = await openNode(other);
+    await twice.close();
   });
 
   it('a malformed peer list refuses the start, naming the entry; a good one is kept', async () => {
