@@ -42,6 +42,8 @@ interface Copy {
 
 const NAME = /^[A-Za-z0-9_-]+$/;
 const SKIPPABLE = new Set<string>(['STORE_NOT_FOUND', 'STORE_UNAVAILABLE', 'STORE_TIMEOUT']);
+/** What a checked read (a fetch) also passes over: a copy whose size or hash is not the recorded one. */
+const SKIPPABLE_OR_DAMAGED = new Set<string>([...SKIPPABLE, 'STORE_INTEGRITY']);
 const QUEUE_DEPTH = 2;
 
 /** A bounded single-consumer queue between the source and one replica's put. */
@@ -170,16 +172,22 @@ export class ReplicatedBlobStore implements BlobStore {
 
   /**
    * Runs `op` on each copy in turn: the first answer wins. A copy that is
-   * missing, unreachable or slow is skipped; any other error (a bad range, a
-   * bad ref) is the caller's and is thrown at once.
+   * missing, unreachable or slow (or failing with another code in `skip`) is
+   * skipped; any other error (a bad range, a bad ref) is the caller's and is
+   * thrown at once.
    */
-  async #first<T>(ref: string, op: (copy: Copy) => Promise<T>, missing: () => T): Promise<T> {
+  async #first<T>(
+    ref: string,
+    op: (copy: Copy) => Promise<T>,
+    missing: () => T,
+    skip: ReadonlySet<string> = SKIPPABLE,
+  ): Promise<T> {
     let lastError: unknown = null;
     for (const copy of this.#parse(ref)) {
       try {
         return await op(copy);
       } catch (err) {
-        if (isMedvaultError(err) && !SKIPPABLE.has(err.code)) throw err;
+        if (isMedvaultError(err) && !skip.has(err.code)) throw err;
         lastError = err;
       }
     }
@@ -225,16 +233,15 @@ export class ReplicatedBlobStore implements BlobStore {
           }
           return value;
         } catch (err) {
-          if (isMedvaultError(err, 'STORE_INTEGRITY')) {
-            damaged = err;
-            passed.push(`${copy.replica.name}: ${err.message}`);
-            throw new MedvaultError('STORE_NOT_FOUND', copy.ref); // passed over, as a missing copy is
+          if (isMedvaultError(err, 'STORE_INTEGRITY')) damaged = err;
+          if (isMedvaultError(err) && SKIPPABLE_OR_DAMAGED.has(err.code)) {
+            passed.push(`${copy.replica.name}: ${damaged === err ? err.message : err.code}`);
           }
-          if (isMedvaultError(err) && SKIPPABLE.has(err.code)) passed.push(`${copy.replica.name}: ${err.code}`);
           throw err;
         }
       },
       () => fail('STORE_NOT_FOUND', ref),
+      SKIPPABLE_OR_DAMAGED,
     ).catch((err: unknown) => {
       if (damaged) fail('STORE_INTEGRITY', `no intact copy of ${ref}: ${passed.join('; ')}`, { cause: damaged });
       throw err;
