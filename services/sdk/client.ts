@@ -15,9 +15,8 @@ import { readFile, stat } from 'node:fs/promises';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { LRUCache } from 'lru-cache';
-import type { Dispatcher } from 'undici';
+import { type Dispatcher, request as undiciRequest } from 'undici';
 import { type Checkpoint, verifyCheckpoint } from '../../anchor/checkpoint.ts';
 import { followHistory } from '../../anchor/key-history.ts';
 import { type Receipt, verifyReceipt } from '../../anchor/receipt.ts';
@@ -162,7 +161,7 @@ export class VaultClient {
     return memberIdOf(this.#keys);
   }
 
-  async #request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Response> {
+  async #request(method: string, path: string, body?: Body, headers: Record<string, string> = {}): Promise<Answer> {
     const url = new URL(this.#base + path);
     const signedPath = url.pathname + url.search;
     const json = typeof body === 'string' ? body : undefined;
@@ -170,36 +169,25 @@ export class VaultClient {
     // A binary body held whole (a small upload) signs its SHA-256 in the request itself, as the
     // web console does: no trailer, so the node checks one signature instead of two.
     const bytes = body instanceof Uint8Array ? body : undefined;
-    const init: RequestInit & { duplex?: 'half' } = {
-      method,
-      headers: {
-        ...headers,
-        ...signRequest(this.#keys.signing, method, signedPath, stream ? UNSIGNED_PAYLOAD : (json ?? bytes)),
-        ...(json !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(stream || bytes ? { 'content-type': 'application/octet-stream' } : {}),
-      },
+    const signed: Record<string, string> = {
+      ...headers,
+      ...signRequest(this.#keys.signing, method, signedPath, stream ? UNSIGNED_PAYLOAD : (json ?? bytes)),
+      ...(json !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(stream || bytes ? { 'content-type': 'application/octet-stream' } : {}),
     };
-    if (json !== undefined || bytes) init.body = json ?? bytes;
-    let response: Response;
+    let response: Answer;
     try {
       response = stream
-        ? await streamUpload(url, init.headers as Record<string, string>, stream, this.#uploadAgent, (sha256) =>
-            Buffer.from(
-              this.#keys.signing.sign(
-                bodyMessage((init.headers as Record<string, string>)[HEADER.signature] as string, sha256),
-              ),
-            ).toString('base64'),
+        ? await streamUpload(url, signed, stream, this.#uploadAgent, (sha256) =>
+            Buffer.from(this.#keys.signing.sign(bodyMessage(signed[HEADER.signature] as string, sha256))).toString(
+              'base64',
+            ),
           )
-        : await fetch(url, { ...init, dispatcher: this.#dispatcher } as RequestInit);
+        : await send(url, method, signed, json ?? bytes, this.#dispatcher);
     } catch (err) {
-      if ((err as MedvaultError).name === 'MedvaultError') throw err;
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      if (cause && 'code' in cause && (cause as MedvaultError).name === 'MedvaultError') throw cause;
-      throw new MedvaultError('NODE_UNAVAILABLE', `${url.origin}: ${cause?.code ?? cause?.message ?? String(err)}`, {
-        cause: err,
-      });
+      throw unavailable(url, err);
     }
-    if (!response.ok) {
+    if (response.status < 200 || response.status > 299) {
       const text = await response.text();
       let parsed: { code?: string; message?: string; recordId?: string } = {};
       try {
@@ -212,7 +200,11 @@ export class VaultClient {
 
   async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
     const response = await this.#request(method, path, body === undefined ? undefined : JSON.stringify(body));
-    return (response.status === 204 ? undefined : await response.json()) as T;
+    if (response.status === 204) {
+      response.body.resume(); // nothing to read: the connection goes back to the pool
+      return undefined as T;
+    }
+    return (await response.json()) as T;
   }
 
   async #trust(): Promise<TrustedKeys> {
@@ -233,11 +225,10 @@ export class VaultClient {
   }
 
   async node(): Promise<NodeInfo> {
-    const response = await fetch(`${this.#base}/v1/node`, { dispatcher: this.#dispatcher } as RequestInit).catch(
-      (err) => {
-        throw new MedvaultError('NODE_UNAVAILABLE', this.#base, { cause: err });
-      },
-    );
+    const url = new URL(`${this.#base}/v1/node`);
+    const response = await send(url, 'GET', {}, undefined, this.#dispatcher).catch((err: unknown) => {
+      throw unavailable(url, err);
+    });
     return (await response.json()) as NodeInfo;
   }
 
@@ -532,17 +523,22 @@ export class VaultClient {
   async fetchEncrypted(id: string): Promise<{ stream: Readable; access: Receipt; content: Receipt }> {
     const response = await this.#request('GET', `/v1/records/${id}/content`);
     const { access, content } = await this.#servedReceipts(id, response);
-    return { stream: Readable.fromWeb(response.body as WebReadableStream), access, content };
+    return { stream: response.body, access, content };
   }
 
   /** The access and content receipts a fetch is served with, verified and checked to be for `id`. */
-  async #servedReceipts(id: string, response: Response): Promise<{ access: Receipt; content: Receipt }> {
-    const access = await this.verify(servedReceipt(response.headers, 'medvault-receipt', id));
-    const content = await this.verify(servedReceipt(response.headers, 'medvault-content-receipt', id));
-    return { access, content };
+  async #servedReceipts(id: string, response: Answer): Promise<{ access: Receipt; content: Receipt }> {
+    try {
+      const access = await this.verify(servedReceipt(response.headers, 'medvault-receipt', id));
+      const content = await this.verify(servedReceipt(response.headers, 'medvault-content-receipt', id));
+      return { access, content };
+    } catch (err) {
+      response.body.destroy(); // refused unread: its connection is not left waiting on it
+      throw err;
+    }
   }
 
-  async #decryptInto(id: string, response: Response, sink: Sink, options: FetchOptions): Promise<FetchResult> {
+  async #decryptInto(id: string, response: Answer, sink: Sink, options: FetchOptions): Promise<FetchResult> {
     const { access, content } = await this.#servedReceipts(id, response);
     const ciphertextHash = content.event.ciphertextHash as string;
     const headerLength = Number(response.headers.get('medvault-header-length'));
@@ -560,9 +556,9 @@ export class VaultClient {
           final: (out) => checked.final(out),
         }
       : checked;
-    const body = Readable.fromWeb(response.body as WebReadableStream);
+    const body = response.body;
     const bytes = await pump(core, { stream: body }, sink).catch((err: unknown) => {
-      // The connection cut mid-body surfaces as fetch's untyped "terminated": say what it is.
+      // The connection cut mid-body surfaces as an untyped socket error: say what it is.
       // (The sink's own failures, and the decryptor's, keep their codes.)
       if (err instanceof MedvaultError || !body.errored) throw err;
       throw new MedvaultError('NODE_UNAVAILABLE', `${this.#base}: the answer was cut off mid-body`, { cause: err });
@@ -760,7 +756,6 @@ export class VaultClient {
   }
 }
 
-/** A file to upload by its path: read through reused buffers (see coreReadable). */
 /** One document of uploadMany. */
 export interface BulkItem {
   /** What the results call it (a path, say). */
@@ -780,18 +775,72 @@ export interface BulkResult {
   error?: { code: string; message: string };
 }
 
+/** A file to upload by its path: read through reused buffers (see coreReadable). */
 export interface FileSource {
   path: string;
 }
 
+/** What the node answered: its status, headers and body (a stream, read once). */
+interface Answer {
+  status: number;
+  headers: { get(name: string): string | null };
+  body: Readable;
+  json(): Promise<unknown>;
+  text(): Promise<string>;
+}
+
+function answerOf(status: number, headers: Record<string, string | string[] | undefined>, body: Readable): Answer {
+  const text = async () => {
+    const parts: Buffer[] = [];
+    for await (const part of body) parts.push(part as Buffer);
+    return Buffer.concat(parts).toString('utf8');
+  };
+  return {
+    status,
+    headers: {
+      get(name) {
+        const value = headers[name.toLowerCase()];
+        return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+      },
+    },
+    body,
+    text,
+    json: async () => JSON.parse(await text()),
+  };
+}
+
 /**
- * A streamed request body through node:http rather than fetch: Node's fetch
- * converts the stream to a web stream, which halves upload throughput here.
- * The (small, JSON) answer comes back as a Response like fetch's.
+ * One request through undici's `request` rather than `fetch`: fetch's WHATWG layers cost the
+ * client ~0.25 ms of CPU per request here (a fetch of a small record spent a third of its CPU
+ * in them; docs/benchmarks.md, session 18).
  */
+async function send(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  body: string | Uint8Array | undefined,
+  dispatcher: Dispatcher | undefined,
+): Promise<Answer> {
+  const answer = await undiciRequest(url, {
+    method: method as Dispatcher.HttpMethod,
+    headers,
+    body: body ?? null,
+    ...(dispatcher ? { dispatcher } : {}),
+  });
+  return answerOf(answer.statusCode, answer.headers, answer.body);
+}
+
+/** A request that got no answer: NODE_UNAVAILABLE (a client may retry), naming the node and why. */
+function unavailable(url: URL, err: unknown): MedvaultError {
+  if (err instanceof MedvaultError) return err; // the upload source failing (a file unreadable) keeps its code
+  const { code, message } = err as { code?: string; message?: string };
+  return new MedvaultError('NODE_UNAVAILABLE', `${url.origin}: ${code ?? message ?? String(err)}`, { cause: err });
+}
+
 /**
- * POSTs a streamed body (chunked), hashing every byte as it goes, and after the last one
- * sends the trailer that signs them (`signBody` of their SHA-256: services/protocol/signing.ts).
+ * POSTs a streamed body (chunked) through node:http, hashing every byte as it goes, and after
+ * the last one sends the trailer that signs them (`signBody` of their SHA-256:
+ * services/protocol/signing.ts). The (small, JSON) answer is read whole.
  */
 function streamUpload(
   url: URL,
@@ -799,7 +848,7 @@ function streamUpload(
   body: Readable,
   agent: HttpAgent,
   signBody: (sha256: string) => string,
-): Promise<Response> {
+): Promise<Answer> {
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   const hash = createHash('sha256');
   return new Promise((resolve, reject) => {
@@ -808,9 +857,7 @@ function streamUpload(
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('error', reject);
       res.on('end', () => {
-        const responseHeaders = new Headers();
-        for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') responseHeaders.set(k, v);
-        resolve(new Response(Buffer.concat(parts), { status: res.statusCode ?? 500, headers: responseHeaders }));
+        resolve(answerOf(res.statusCode ?? 500, res.headers, Readable.from([Buffer.concat(parts)])));
         body.destroy();
       });
     });

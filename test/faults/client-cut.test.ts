@@ -45,6 +45,7 @@ function startRelay(port: number): Promise<Server> {
     const limit = 'cutAfter' in now ? now.cutAfter : Number.POSITIVE_INFINITY;
     const upstream = connect(port, '127.0.0.1');
     upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
     if ('flipAfter' in now) {
       // Alters one byte of what the client sends: the first non-ASCII byte past `flipAfter`,
       // which can only be body data (HTTP's headers and chunk framing are ASCII).
@@ -91,6 +92,11 @@ async function relayMode(next: Mode): Promise<void> {
   await new Promise((r) => setTimeout(r, 50)); // the client sees its kept-alive sockets close
 }
 
+function relayUrl(): string {
+  const address = relay.address();
+  return `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+}
+
 const bare = (status: string) =>
   `HTTP/1.1 ${status}\r\ncontent-type: text/html\r\ncontent-length: 13\r\nconnection: close\r\n\r\n<h1>down</h1>`;
 
@@ -104,9 +110,7 @@ beforeAll(async () => {
   const uploaded = await hospital.client.upload(bytes(2_000_000, 3), treatment([reader.id]));
   recordId = uploaded.record.id;
   relay = await startRelay(Number(new URL(node.url).port));
-  const address = relay.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
-  viaRelay = new VaultClient(`http://127.0.0.1:${port}`, reader.keys, { trusted: [node.vault.nodeId] });
+  viaRelay = new VaultClient(relayUrl(), reader.keys, { trusted: [node.vault.nodeId] });
 });
 afterAll(async () => {
   for (const s of sockets) s.destroy();
@@ -141,15 +145,28 @@ describe('the way to the node fails', () => {
     await relayMode({ cutAfter: Number.POSITIVE_INFINITY });
     expect((await viaRelay.record(recordId)).id).toBe(recordId);
   });
+
+  it('a fetch refused for its receipts (an untrusted node key) lets go of the answer unread: its connection closes', async () => {
+    await relayMode({ cutAfter: Number.POSITIVE_INFINITY });
+    const untrusting = new VaultClient(relayUrl(), reader.keys, { trusted: ['00'.repeat(32)] });
+    const before = readdirSync(out);
+    const err = await untrusting.fetch(recordId, { path: join(out, 'untrusted') }).catch((e) => e);
+    expect(err).toMatchObject({ code: 'RECEIPT_INVALID' });
+    expect(readdirSync(out)).toEqual(before);
+    // The 2 MB answer was not read: left waiting, its connection (and the node's reply) would
+    // hang on until the process ends. Destroyed, the relay sees it close (idle ones stay open).
+    const carrying = () => [...sockets].filter((s) => s.bytesWritten > 100_000).length;
+    const until = Date.now() + 3000;
+    while (carrying() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(carrying()).toBe(0);
+  });
 });
 
 describe('a relay that alters an upload', () => {
   const blobs = () => filesUnder(join(node.data, 'blobs')).filter((f) => !f.includes('/tmp/'));
   let uploader: VaultClient;
   beforeAll(() => {
-    const address = relay.address();
-    const port = typeof address === 'object' && address ? address.port : 0;
-    uploader = new VaultClient(`http://127.0.0.1:${port}`, hospital.keys, { trusted: [node.vault.nodeId] });
+    uploader = new VaultClient(relayUrl(), hospital.keys, { trusted: [node.vault.nodeId] });
   });
 
   it('one byte changed on the way is refused (AUTH_INVALID): nothing kept, nothing anchored', async () => {
