@@ -2,9 +2,8 @@
  * Forwarding a member's request about a record this node does not hold to
  * the node that does (the ledger says which), and relaying the answer.
  */
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { type Dispatcher, request as undiciRequest } from 'undici';
 import { fail, isMedvaultError } from '../../errors.ts';
 import { FORWARD_HEADER, HEADER } from '../protocol/signing.ts';
 import type { MemberRow } from '../vault/metadata.ts';
@@ -66,24 +65,29 @@ async function forwardIfElsewhere(
   // A JSON body (break-glass: the reason) goes as it came: the member's signature covers its hash.
   const body = request.rawBody ?? undefined;
   if (body) headers['content-type'] = 'application/json';
-  let response: Response;
+  let response: Dispatcher.ResponseData;
   try {
-    response = await fetch(`${peer.url.replace(/\/$/, '')}${request.url}`, {
-      method: request.method,
+    // The peer has the peer timeout (30 s unless configured) to answer, then as long as its
+    // record takes with no pause that long in it: a large record is relayed whole, however long
+    // it takes (fetch's abort signal used to cut every relay at 30 s). The body passes through
+    // as a Node stream, not a web stream.
+    response = await undiciRequest(`${peer.url.replace(/\/$/, '')}${request.url}`, {
+      method: request.method as Dispatcher.HttpMethod,
       headers,
-      body,
-      signal: AbortSignal.timeout(30_000),
+      body: body ?? null,
+      headersTimeout: vault.peers.timeoutMs,
+      bodyTimeout: vault.peers.timeoutMs,
       dispatcher: vault.peers.dispatcher(peer),
-    } as RequestInit);
+    });
   } catch (err) {
     fail('PEER_UNAVAILABLE', `node ${holder} at ${peer.url}: ${(err as Error).message}`, { cause: err });
   }
-  reply.code(response.status).header('medvault-held-by', holder);
+  reply.code(response.statusCode).header('medvault-held-by', holder);
   for (const name of RELAYED) {
-    const value = response.headers.get(name);
-    if (value !== null) reply.header(name, value);
+    const value = response.headers[name];
+    if (typeof value === 'string') reply.header(name, value);
   }
   // The reply is sent, not returned: a reply is thenable, and an async function would wait on it.
-  void reply.send(response.body ? Readable.fromWeb(response.body as WebReadableStream) : undefined);
+  void reply.send(response.body);
   return true;
 }

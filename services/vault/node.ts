@@ -74,6 +74,12 @@ export interface NodeConfig {
    * certificates and checkpoints, and forward their readers' fetches.
    */
   peers?: Peer[];
+  /**
+   * How long a peer may take to answer a request this node forwards to it, and at most between
+   * two pieces of its answer, in seconds (default 30): a large record is relayed however long it
+   * takes while it keeps coming.
+   */
+  peerTimeoutSeconds?: number;
   /** How often `serve` checkpoints the ledger while it grows, in minutes (default 10; 0: never). */
   checkpointMinutes?: number;
   /** Log files the post-erasure sweep also searches (MEDVAULT_SWEEP_LOGS adds more, colon-separated). */
@@ -400,6 +406,8 @@ export interface NodeOverrides {
   store?: StoreConfig;
   /** Break-glass settings instead of the configured ones. */
   breakGlass?: NodeConfig['breakGlass'];
+  /** The peer timeout instead of the configured one. */
+  peerTimeoutSeconds?: number;
   /** TLS certificate and key instead of the configured ones. */
   tls?: TlsIdentity;
   /** Wraps the opened ledger: the fault tests put a ledger that fails on cue between the node and it. */
@@ -461,6 +469,12 @@ async function openLocked(
   const webhook = process.env.MEDVAULT_BREAK_GLASS_WEBHOOK || breakGlass.webhook;
   if (webhook) checkWebhookUrl(webhook);
   admitThreads(); // a bad MEDVAULT_ADMIT_THREADS refuses the start, not every upload
+  const peerTimeoutSeconds = overrides.peerTimeoutSeconds ?? config.peerTimeoutSeconds ?? 30;
+  check(
+    Number.isSafeInteger(peerTimeoutSeconds) && peerTimeoutSeconds >= 1 && peerTimeoutSeconds <= 3600,
+    'INVALID_ARGUMENT',
+    'peerTimeoutSeconds is a whole number of seconds, 1 to 3600',
+  );
   check(
     breakGlass.perDay === undefined || (Number.isSafeInteger(breakGlass.perDay) && breakGlass.perDay >= 0),
     'INVALID_ARGUMENT',
@@ -524,6 +538,7 @@ async function openLocked(
     ownsStore: storeConfig.kind === 'fs',
     sweepFiles,
     peers,
+    peerTimeoutMs: peerTimeoutSeconds * 1000,
     ...(breakGlass.perDay === undefined ? {} : { emergencyPerDay: breakGlass.perDay }),
     diskPaths: [data, ...fsRoots(inStore(data, storeConfig))],
     reserve,

@@ -77,16 +77,24 @@ export class Peers {
   readonly #read: () => Promise<void>;
   readonly #own: TlsIdentity | undefined;
   readonly #agents = new Map<string, Dispatcher>();
+  /** How long a peer may take to answer a forwarded request, and at most between two pieces of it. */
+  readonly timeoutMs: number;
 
   /**
    * `read` reads what the ledger says of the nodes since the last read (and calls
    * setAnnounced); `own` is the certificate this node presents to peers that serve TLS.
    */
-  constructor(list: readonly Peer[] = [], read: () => Promise<void> = async () => {}, own?: TlsIdentity) {
+  constructor(
+    list: readonly Peer[] = [],
+    read: () => Promise<void> = async () => {},
+    own?: TlsIdentity,
+    timeoutMs = 30_000,
+  ) {
     this.#configured = checkPeers(list);
     this.#list = this.#configured;
     this.#read = read;
     this.#own = own;
+    this.timeoutMs = timeoutMs;
   }
 
   /**

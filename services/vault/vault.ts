@@ -112,6 +112,8 @@ export interface VaultDeps extends CoreDeps {
   ownsStore?: boolean;
   /** The consortium's other nodes: they cosign this node's erasure certificates and checkpoints, and it theirs. */
   peers?: Peer[];
+  /** How long a peer may take to answer a forwarded request, and between two pieces of it (default 30 s). */
+  peerTimeoutMs?: number;
   /** The node's files to sweep for traces after an erasure: data files and log files. */
   sweepFiles?: () => Promise<{ data: string[]; logs: string[] }>;
   /** Break-glass accesses one member may make in 24 hours (default 3). */
@@ -253,7 +255,7 @@ export class Vault {
     this.#diskPaths = deps.diskPaths ?? [];
     this.#reserve = deps.reserve;
     this.#index = new ConsortiumIndex(this.#c.ledger, this.#c.m, this.#c.node.id, (nodes) => this.#announce(nodes));
-    this.peers = new Peers(deps.peers, () => this.#index.catchUp(), deps.tls);
+    this.peers = new Peers(deps.peers, () => this.#index.catchUp(), deps.tls, deps.peerTimeoutMs);
     this.tls = deps.tls;
     this.#announce(this.#c.m.consortiumNodes());
     this.erasures = new Erasures(this.#c, {

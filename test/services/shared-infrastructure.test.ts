@@ -5,8 +5,11 @@
  * Then an outage: with the ledger down, an upload answers 503 and leaves no
  * blob in either store, and readiness says which part is down.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -69,11 +72,14 @@ const uploadFor = (uploader: TestMember, readers: string[], content: Uint8Array)
 /** A node's entry in another node's peer list. */
 const asPeer = (n: TestNode) => ({ id: n.vault.nodeId, url: n.url, signingKey: n.vault.nodeKey });
 
-/** Two nodes on the etcd ledger under `prefix`, each the other's peer. */
-async function twoNodes(prefix: string): Promise<{ a: TestNode; b: TestNode; ledger: string }> {
+/** Two nodes on the etcd ledger under `prefix`, each the other's peer; `forB`: more of B's settings. */
+async function twoNodes(
+  prefix: string,
+  forB: { peerTimeoutSeconds?: number } = {},
+): Promise<{ a: TestNode; b: TestNode; ledger: string }> {
   const ledger = `${cluster.uri}/${prefix}`;
   const a = await startNode({ overrides: { ledger } });
-  const b = await startNode({ overrides: { ledger }, unlisted: true }); // wired by hand, below
+  const b = await startNode({ overrides: { ledger, ...forB }, unlisted: true }); // wired by hand, below
   a.vault.peers.set([asPeer(b)]);
   b.vault.peers.set([asPeer(a)]);
   return { a, b, ledger };
@@ -346,6 +352,105 @@ describe('a consortium: a reader fetches through its own node from the node hold
       await b.stop();
     }
   }, 60_000);
+});
+
+/**
+ * A TCP relay to `port` whose answers trickle, 64 KiB every 30 ms (~2 MB/s); `pauseAfter`
+ * makes each new connection's answers stop once, for `ms`, after `after` bytes.
+ */
+async function trickleRelay(port: number) {
+  const pause = { after: Number.POSITIVE_INFINITY, ms: 0 };
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    sockets.add(client);
+    const upstream = connect(port, '127.0.0.1');
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => {
+      upstream.destroy();
+      sockets.delete(client);
+    });
+    let sent = 0;
+    let paused = false;
+    const trickle = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        (async () => {
+          for (let at = 0; at < chunk.length; at += 65_536) {
+            if (!paused && sent >= pause.after) {
+              paused = true;
+              await sleep(pause.ms);
+            }
+            const slice = chunk.subarray(at, at + 65_536);
+            this.push(slice);
+            sent += slice.length;
+            await sleep(30);
+          }
+        })().then(() => done(), done);
+      },
+    });
+    client.pipe(upstream);
+    upstream.pipe(trickle).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  return {
+    url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`,
+    /** For new connections (open ones are closed: the next request opens one). */
+    async pauseAfter(after: number, ms: number) {
+      Object.assign(pause, { after, ms });
+      for (const s of sockets) s.destroy();
+      await sleep(50);
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe('a consortium: a forwarded fetch of a large record over a slow way between nodes', () => {
+  it('is relayed whole however long it takes while it keeps coming (past the peer timeout); a pause longer than the timeout cuts it, leaving the reader nothing', async () => {
+    const { a, b } = await twoNodes('forward-slow', { peerTimeoutSeconds: 1 });
+    const relay = await trickleRelay(Number(new URL(a.url).port));
+    try {
+      const aHospital = await a.addMember('hospital-a', 'uploader');
+      const bReader = await b.addMember('reader-b', 'reader');
+      await a.admin.client.addMember({
+        name: bReader.name,
+        role: 'reader',
+        ...memberPublic(bReader.keys),
+        node: b.vault.nodeId,
+      });
+      const content = bytes(3_000_000, 5);
+      const { record } = await uploadFor(aHospital, [bReader.id], content);
+      b.vault.peers.set([{ ...asPeer(a), url: relay.url }]); // B reaches A through the relay
+      const started = Date.now();
+      const path = join(out, 'trickled.bin');
+      await bReader.client.fetch(record.id, { path });
+      expect(Date.now() - started).toBeGreaterThan(1_200); // longer than B's peer timeout, in all
+      expect(readFileSync(path)).toEqual(Buffer.from(content));
+      // The same fetch, with A's answer stopping for 2.5 s after its first MB: B gives up on A
+      // after its 1 s, and the reader's fetch is cut, with no file, whole or partial.
+      await relay.pauseAfter(1_000_000, 2_500);
+      const stalled = join(out, 'stalled.bin');
+      const err = await bReader.client.fetch(record.id, { path: stalled }).catch((e) => e);
+      expect(err).toMatchObject({ code: 'NODE_UNAVAILABLE' });
+      expect(existsSync(stalled)).toBe(false);
+    } finally {
+      await relay.close();
+      await a.stop();
+      await b.stop();
+    }
+  }, 60_000);
+
+  it('a peer timeout that is not 1 to 3600 whole seconds refuses the start', async () => {
+    for (const peerTimeoutSeconds of [0, 1.5, 3601]) {
+      await expect(startNode({ overrides: { peerTimeoutSeconds } }), String(peerTimeoutSeconds)).rejects.toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: /peerTimeoutSeconds/,
+      });
+    }
+  });
 });
 
 describe('a consortium: the member directory on the ledger', () => {
