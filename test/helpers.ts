@@ -1,5 +1,5 @@
 /** Shared test helpers: temp directories and running the CLI and the age tools. */
-import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,10 +9,34 @@ import { type ErrorCode, isMedvaultError } from '../errors.ts';
 export const ROOT = new URL('..', import.meta.url).pathname;
 export const CLI = join(ROOT, 'services/cli/main.ts');
 
-/** A temp directory removed after the suite. */
+/** The temp directories this test file made (each test file loads this module anew). */
+const made = new Set<string>();
+// One hook, registered as this module loads, while the file's tests are collected: a hook
+// registered from inside a running hook or test never runs, so every directory made there (a
+// node's data directory from startNode, say) was left in /tmp, 300 of them a run. Hooks run as a
+// stack: this one, registered first, runs after the file's own (its nodes stopped first).
+afterAll(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  made.clear();
+});
+
+/**
+ * Stops a child process the test started (SIGTERM; SIGKILL after `ms`) and resolves once it has
+ * exited: a node still closing could otherwise write into its data directory as it is removed.
+ */
+export async function stopProcess(child: ChildProcess | undefined, ms = 10_000): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A temp directory removed after the test file's last hook, wherever it was made. */
 export function tempDir(prefix = 'medvault-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  made.add(dir);
   return dir;
 }
 

@@ -11,7 +11,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bytes, CLI, tempDir } from '../helpers.ts';
+import { bytes, CLI, stopProcess, tempDir } from '../helpers.ts';
 
 const run = promisify(execFile);
 const dir = tempDir('medvault-cli-vault-');
@@ -66,9 +66,7 @@ beforeAll(async () => {
     expect(added.stdout).toMatch(new RegExp(`^added ${name} as ${role}: member id [0-9a-f]{32}`));
   }
 }, 60_000);
-afterAll(() => {
-  serve?.kill('SIGTERM');
-});
+afterAll(() => stopProcess(serve));
 
 const key = (name: string) => join(dir, `${name}.key`);
 

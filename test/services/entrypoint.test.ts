@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateMemberKeys, memberPublic, parseMemberKeyFile, VaultClient } from '../../services/sdk/client.ts';
-import { bytes, CLI, ROOT, runCli, tempDir } from '../helpers.ts';
+import { bytes, CLI, ROOT, runCli, stopProcess, tempDir } from '../helpers.ts';
 import { makeCa } from '../servers/certs.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { freePort } from '../servers/ports.ts';
@@ -33,7 +33,7 @@ beforeAll(async () => {
   chmodSync(join(dir, 'medvault'), 0o755);
 }, 60_000);
 afterAll(async () => {
-  for (const p of running) p.kill('SIGTERM');
+  await Promise.all([...running].map((p) => stopProcess(p)));
   await cluster?.stop();
 });
 
@@ -70,10 +70,7 @@ async function healthy(port: number): Promise<void> {
 }
 
 async function stop(child: ChildProcess): Promise<void> {
-  await new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
+  await stopProcess(child);
   running.delete(child);
 }
 

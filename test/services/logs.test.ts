@@ -17,7 +17,7 @@ import {
   VaultClient,
 } from '../../services/sdk/client.ts';
 import { initNode } from '../../services/vault/node.ts';
-import { CLI, tempDir } from '../helpers.ts';
+import { CLI, stopProcess, tempDir } from '../helpers.ts';
 import { DAY, SUBJECT } from './vault-fixture.ts';
 
 const data = join(tempDir('medvault-logs-'), 'node');
@@ -43,9 +43,7 @@ beforeAll(async () => {
     serve.on('exit', (code) => reject(new Error(`serve exited ${code}: ${logs}`)));
   });
 });
-afterAll(() => {
-  serve?.kill('SIGTERM');
-});
+afterAll(() => stopProcess(serve));
 
 describe('logs', () => {
   it('hold no plaintext, key, signature or reason after every kind of request', async () => {

@@ -15,7 +15,7 @@ import { signRequest } from '../../services/protocol/signing.ts';
 import { certFingerprint, type TlsIdentity } from '../../services/protocol/tls.ts';
 import { VaultClient } from '../../services/sdk/client.ts';
 import { subjectOf } from '../../services/sdk/pseudonym.ts';
-import { bytes, CLI, medvault, runCli, tempDir } from '../helpers.ts';
+import { bytes, CLI, medvault, runCli, stopProcess, tempDir } from '../helpers.ts';
 import { makeCa, pem, type TestCa } from '../servers/certs.ts';
 import { EtcdCluster } from '../servers/etcd.ts';
 import { freePort } from '../servers/ports.ts';
@@ -206,7 +206,7 @@ describe('TLS from the CLI', () => {
       const refused = await runCli(['member', 'list', '--node', url, '--key', key]);
       expect(refused.stderr).toMatch(/NODE_UNAVAILABLE/);
     } finally {
-      serve.kill('SIGTERM');
+      await stopProcess(serve);
     }
   });
 });
